@@ -1,0 +1,125 @@
+"""create_app(settings): the Starlette app with GraphQL, the legacy REST routes and health checks."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from finops_gql.auth import TokenVerifier
+from finops_gql.config import Settings
+from finops_gql.db.setup import connection
+from finops_gql.errors import Conflict, InvalidInput, NotFound
+from finops_gql.graphql.schema import schema
+from finops_gql.graphql.view import GraphQLView
+from finops_gql.middleware import AuthMiddleware
+from finops_gql.opencost.errors import OpenCostUnavailable
+from finops_gql.rest.errors import error_response
+from finops_gql.rest.routes import routes as rest_routes
+from finops_gql.services import Services, open_services
+
+log = logging.getLogger(__name__)
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    """Ready when the database answers; OpenCost and Redis are reported, not required."""
+    services: Services = request.app.state.services
+    checks: dict[str, object] = {}
+    ready = True
+    try:
+        await connection().execute_query("SELECT 1")
+        checks["database"] = "ok"
+    except Exception as exc:
+        ready = False
+        checks["database"] = f"unavailable: {type(exc).__name__}"
+    health = await services.costs.availability()
+    checks["opencost"] = "ok" if health.available else f"unavailable: {health.reason}"
+    try:
+        pool = await services.arq()
+        await pool.ping()
+        checks["redis"] = "ok"
+    except Exception as exc:
+        checks["redis"] = f"unavailable: {type(exc).__name__}"
+    return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return error_response(404, str(exc))
+
+
+async def _bad_request(request: Request, exc: Exception) -> Response:
+    return error_response(400, str(exc))
+
+
+async def _conflict(request: Request, exc: Exception) -> Response:
+    return error_response(409, str(exc))
+
+
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    return error_response(503, f"OpenCost unavailable: {exc}")
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        # NestJS's wording for unknown routes, which legacy clients may match on.
+        return error_response(404, f"Cannot {request.method} {request.url.path}")
+    response = error_response(exc.status_code, str(exc.detail))
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+async def _internal(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(500, "Internal server error")
+
+
+def create_app(settings: Settings, services: Services | None = None) -> Starlette:
+    """Build the app. With `services` given (tests, embedding), the caller owns their lifetime."""
+    verifier = TokenVerifier(settings)  # refuses missing or weak JWT configuration
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if services is not None:
+            app.state.services = services
+            yield
+            return
+        async with open_services(settings) as opened:
+            opened.verifier = verifier
+            app.state.services = opened
+            yield
+
+    graphql = GraphQLView(schema, graphql_ide="graphiql" if settings.graphiql else None)
+    app = Starlette(
+        routes=[
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            *rest_routes,
+            Route("/graphql", graphql, methods=["GET", "POST"]),
+        ],
+        middleware=[Middleware(AuthMiddleware, verifier=verifier)],
+        exception_handlers={
+            NotFound: _not_found,
+            InvalidInput: _bad_request,
+            Conflict: _conflict,
+            OpenCostUnavailable: _unavailable,
+            HTTPException: _http_error,
+            Exception: _internal,
+        },
+        lifespan=lifespan,
+    )
+    if services is not None:
+        app.state.services = services
+    return app

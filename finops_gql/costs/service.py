@@ -1,0 +1,303 @@
+"""The one cost service: REST, GraphQL, the CLI and the worker all ask it, so their numbers agree.
+
+It knows nothing of Starlette or Strawberry; it returns plain dataclasses and raises the errors in
+finops_gql.errors and OpenCostUnavailable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+from finops_gql.costs.windows import money, rollup_range
+from finops_gql.db.models import Component, CostRecord, Team
+from finops_gql.db.setup import connection, placeholders, sql_value
+from finops_gql.errors import InvalidInput, NotFound
+from finops_gql.opencost.client import Health, OpenCostClient
+from finops_gql.opencost.parse import Allocation
+
+HISTORY_DEFAULT = 30
+HISTORY_MAX = 400
+TOP_DEFAULT = 10
+TOP_MAX = 100
+LIVE_WINDOWS = ("7d", "30d")
+
+
+@dataclass(frozen=True, slots=True)
+class CostBreakdown:
+    cpu_cost: float
+    memory_cost: float
+    pv_cost: float
+    network_cost: float
+    gpu_cost: float
+    load_balancer_cost: float
+    shared_cost: float
+    external_cost: float
+    total_cost: float
+
+    @classmethod
+    def of(cls, a: Allocation | CostRecord | _Row) -> CostBreakdown:
+        return cls(
+            cpu_cost=money(a.cpu_cost),
+            memory_cost=money(a.ram_cost),
+            pv_cost=money(a.pv_cost),
+            network_cost=money(a.network_cost),
+            gpu_cost=money(a.gpu_cost),
+            load_balancer_cost=money(a.load_balancer_cost),
+            shared_cost=money(a.shared_cost),
+            external_cost=money(a.external_cost),
+            total_cost=money(a.total_cost),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CostWindow:
+    window: str
+    start: datetime
+    end: datetime
+    currency: str
+    breakdown: CostBreakdown
+
+
+@dataclass(frozen=True, slots=True)
+class ActualCost:
+    component_id: uuid.UUID
+    seven_day: CostWindow | None
+    thirty_day: CostWindow | None
+
+
+@dataclass(frozen=True, slots=True)
+class DailyCost:
+    component_id: uuid.UUID
+    day: date
+    currency: str
+    synced_at: datetime
+    breakdown: CostBreakdown
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentCost:
+    """A component's persisted 30-day cost (the rollup the sync keeps)."""
+
+    component_id: uuid.UUID
+    name: str
+    team_id: uuid.UUID
+    total_cost: float
+    currency: str
+    synced_at: datetime | None
+    budget_usd: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class TeamSummary:
+    team_id: uuid.UUID
+    total_cost: float
+    currency: str
+    window: str
+    start: date
+    end: date
+    components: list[ComponentCost]
+
+
+def parse_uuid(value: str, what: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except (ValueError, AttributeError, TypeError):
+        raise InvalidInput(f"{what} must be a UUID, got {value!r}") from None
+
+
+def check_limit(limit: int, maximum: int, what: str = "limit") -> int:
+    if not 1 <= limit <= maximum:
+        raise InvalidInput(f"{what} must be between 1 and {maximum}, got {limit}")
+    return limit
+
+
+class CostService:
+    def __init__(
+        self,
+        opencost: OpenCostClient,
+        *,
+        currency: str = "USD",
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.opencost = opencost
+        self.currency = currency
+        self.clock = clock
+
+    # -- catalog lookups -------------------------------------------------------------------------
+
+    async def component(self, component_id: uuid.UUID) -> Component:
+        found = await Component.get_or_none(id=component_id)
+        if found is None:
+            raise NotFound("component", component_id)
+        return found
+
+    async def team(self, team_id: uuid.UUID) -> Team:
+        found = await Team.get_or_none(id=team_id)
+        if found is None:
+            raise NotFound("team", team_id)
+        return found
+
+    # -- live figures from OpenCost --------------------------------------------------------------
+
+    async def live_window(self, component: Component, window: str) -> CostWindow | None:
+        """One component's cost over a live window. The OpenCost query is per (aggregate, window)
+        and shared, so asking for many components costs OpenCost one request per window."""
+        steps = await self.opencost.allocation(
+            window=window, aggregate=component.opencost_aggregate, accumulate=True
+        )
+        found: Allocation | None = None
+        for step in steps:
+            allocation = step.get(component.selector_key)
+            if allocation is not None:
+                found = allocation
+                break
+        if found is None:
+            return None
+        return CostWindow(window, found.start, found.end, self.currency, CostBreakdown.of(found))
+
+    async def actual_cost(self, component: Component) -> ActualCost:
+        seven, thirty = await asyncio.gather(
+            *(self.live_window(component, window) for window in LIVE_WINDOWS)
+        )
+        return ActualCost(component.id, seven, thirty)
+
+    async def availability(self) -> Health:
+        return await self.opencost.health()
+
+    # -- persisted figures ----------------------------------------------------------------------
+
+    async def history(
+        self, component_id: uuid.UUID, limit: int = HISTORY_DEFAULT
+    ) -> list[DailyCost]:
+        check_limit(limit, HISTORY_MAX)
+        await self.component(component_id)
+        return (await self.histories([component_id], limit))[component_id]
+
+    async def histories(
+        self, component_ids: Sequence[uuid.UUID], limit: int = HISTORY_DEFAULT
+    ) -> dict[uuid.UUID, list[DailyCost]]:
+        """The newest `limit` daily records of each component, in one query (for DataLoaders)."""
+        check_limit(limit, HISTORY_MAX)
+        result: dict[uuid.UUID, list[DailyCost]] = {cid: [] for cid in component_ids}
+        if not component_ids:
+            return result
+        ids = [sql_value(cid) for cid in component_ids]
+        marks = placeholders(len(ids) + 1)
+        # ROW_NUMBER keeps it one statement for any number of components (SQLite >= 3.25, PG).
+        # Only placeholders are interpolated; values travel as parameters.
+        sql = (
+            "SELECT * FROM (SELECT r.*, ROW_NUMBER() OVER "  # noqa: S608 (placeholders only)
+            "(PARTITION BY r.component_id ORDER BY r.day DESC) AS rn FROM cost_record r "
+            f"WHERE r.component_id IN ({', '.join(marks[:-1])})) ranked "
+            f"WHERE rn <= {marks[-1]} ORDER BY component_id, day DESC"
+        )
+        rows = await connection().execute_query_dict(sql, [*ids, limit])
+        for row in rows:
+            cid = uuid.UUID(str(row["component_id"]))
+            result[cid].append(
+                DailyCost(
+                    component_id=cid,
+                    day=_as_date(row["day"]),
+                    currency=row["currency"],
+                    synced_at=_as_datetime(row["synced_at"]),
+                    breakdown=CostBreakdown.of(_Row(row)),
+                )
+            )
+        return result
+
+    def component_cost(self, component: Component) -> ComponentCost:
+        return ComponentCost(
+            component_id=component.id,
+            name=component.name,
+            team_id=uuid.UUID(str(component.team_id)),
+            total_cost=money(component.cost_30d),
+            currency=self.currency,
+            synced_at=component.cost_synced_at,
+            budget_usd=component.budget_usd,
+        )
+
+    async def team_summary(self, team_id: uuid.UUID) -> TeamSummary:
+        await self.team(team_id)
+        return (await self.team_summaries([team_id]))[team_id]
+
+    async def team_summaries(self, team_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, TeamSummary]:
+        components = await Component.filter(team_id__in=list(team_ids)).order_by(
+            "-cost_30d", "name"
+        )
+        by_team: dict[uuid.UUID, list[ComponentCost]] = defaultdict(list)
+        for component in components:
+            cost = self.component_cost(component)
+            by_team[cost.team_id].append(cost)
+        start, end = rollup_range(self.clock())
+        return {
+            team_id: TeamSummary(
+                team_id=team_id,
+                total_cost=money(sum(c.total_cost for c in by_team[team_id])),
+                currency=self.currency,
+                window="30d",
+                start=start,
+                end=end,
+                components=by_team[team_id],
+            )
+            for team_id in team_ids
+        }
+
+    async def top_components(self, limit: int = TOP_DEFAULT) -> list[ComponentCost]:
+        check_limit(limit, TOP_MAX)
+        components = await Component.all().order_by("-cost_30d", "name").limit(limit)
+        return [self.component_cost(c) for c in components]
+
+    async def refresh_rollups(self, component_ids: Iterable[uuid.UUID] | None = None) -> None:
+        """Recompute each component's 30-day total from its daily records, in one statement."""
+        start, end = rollup_range(self.clock())
+        marks = placeholders(2)
+        sql = (
+            "UPDATE component SET "  # noqa: S608 (placeholders only)
+            "cost_30d = COALESCE((SELECT SUM(r.total_cost) FROM cost_record r "
+            f"WHERE r.component_id = component.id AND r.day >= {marks[0]} AND r.day <= {marks[1]})"
+            ", 0), "
+            "cost_synced_at = (SELECT MAX(r.synced_at) FROM cost_record r "
+            "WHERE r.component_id = component.id)"
+        )
+        values: list[object] = [sql_value(start), sql_value(end)]
+        if component_ids is not None:
+            ids = [sql_value(cid) for cid in component_ids]
+            if not ids:
+                return
+            sql += f" WHERE id IN ({', '.join(placeholders(len(ids), start=3))})"
+            values.extend(ids)
+        await connection().execute_query(sql, values)
+
+
+class _Row:
+    """Attribute access over a raw cost_record row, so CostBreakdown.of reads it like a model."""
+
+    def __init__(self, row: dict[str, Any]) -> None:
+        self.cpu_cost = float(row["cpu_cost"])
+        self.ram_cost = float(row["ram_cost"])
+        self.pv_cost = float(row["pv_cost"])
+        self.network_cost = float(row["network_cost"])
+        self.gpu_cost = float(row["gpu_cost"])
+        self.load_balancer_cost = float(row["load_balancer_cost"])
+        self.shared_cost = float(row["shared_cost"])
+        self.external_cost = float(row["external_cost"])
+        self.total_cost = float(row["total_cost"])
+
+
+def _as_date(value: object) -> date:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value))
+
+
+def _as_datetime(value: object) -> datetime:
+    parsed = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

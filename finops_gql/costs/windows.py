@@ -1,0 +1,54 @@
+"""Pure date arithmetic for cost windows: every function takes `now`, none reads the clock."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+ROLLUP_DAYS = 30
+FIRST_SYNC_DAYS = 30
+# A gap longer than this is not healed further back: OpenCost's Prometheus rarely keeps more.
+MAX_BACKFILL_DAYS = 90
+
+
+def last_complete_day(now: datetime) -> date:
+    """The most recent UTC day that has fully ended."""
+    return now.astimezone(UTC).date() - timedelta(days=1)
+
+
+def rollup_range(now: datetime, days: int = ROLLUP_DAYS) -> tuple[date, date]:
+    """The inclusive day range of a 30-day figure: the 30 complete UTC days before today."""
+    end = last_complete_day(now)
+    return end - timedelta(days=days - 1), end
+
+
+def days_to_sync(
+    last_stored: date | None,
+    now: datetime,
+    first_run_days: int = FIRST_SYNC_DAYS,
+    max_backfill_days: int = MAX_BACKFILL_DAYS,
+) -> tuple[date, date] | None:
+    """The inclusive range of complete days a sync must fetch, or None when up to date.
+
+    A missed night or a first install heals itself: the first run fetches `first_run_days`,
+    later runs everything since the last stored day, at most `max_backfill_days` back.
+    """
+    end = last_complete_day(now)
+    if last_stored is None:
+        start = end - timedelta(days=first_run_days - 1)
+    else:
+        start = max(last_stored + timedelta(days=1), end - timedelta(days=max_backfill_days - 1))
+    if start > end:
+        return None
+    return start, end
+
+
+def day_window(start: date, end: date) -> str:
+    """OpenCost's RFC3339 window covering whole UTC days start..end inclusive."""
+    begin = datetime(start.year, start.month, start.day, tzinfo=UTC)
+    finish = datetime(end.year, end.month, end.day, tzinfo=UTC) + timedelta(days=1)
+    return f"{begin:%Y-%m-%dT%H:%M:%SZ},{finish:%Y-%m-%dT%H:%M:%SZ}"
+
+
+def money(value: float) -> float:
+    """OpenCost's own precision; also hides float noise from sums."""
+    return round(value, 5)

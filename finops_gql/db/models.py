@@ -1,0 +1,102 @@
+"""Tortoise models. Money is stored as double precision: numeric ORDER BY and SUM on SQLite and
+PostgreSQL alike (Tortoise keeps DecimalField as TEXT on SQLite, which would sort as strings), and
+OpenCost itself only sends floats rounded to 5 decimals."""
+
+from __future__ import annotations
+
+from tortoise import fields
+from tortoise.indexes import Index
+from tortoise.models import Model
+
+DEFAULT_AGGREGATE = "label:app"
+
+
+class Team(Model):
+    id = fields.UUIDField(primary_key=True)
+    name = fields.CharField(max_length=200)
+    slug = fields.CharField(max_length=100, unique=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    components: fields.ReverseRelation[Component]
+
+    class Meta:
+        table = "team"
+        ordering = ["slug"]
+
+
+class Component(Model):
+    id = fields.UUIDField(primary_key=True)
+    name = fields.CharField(max_length=200, db_index=True)
+    team: fields.ForeignKeyRelation[Team] = fields.ForeignKeyField(
+        "models.Team", related_name="components", on_delete=fields.RESTRICT
+    )
+    team_id: str
+    budget_usd = fields.FloatField(null=True)
+    # How OpenCost identifies this component: the allocation aggregate and the key in its answer.
+    opencost_aggregate = fields.CharField(max_length=200, default=DEFAULT_AGGREGATE)
+    opencost_key = fields.CharField(max_length=253, null=True)
+    # Rollup kept true by the sync: sum of the last 30 complete days of CostRecord.total_cost,
+    # so the team summary and the platform top-N read one indexed column, not 30 rows each.
+    cost_30d = fields.FloatField(default=0.0)
+    cost_synced_at = fields.DatetimeField(null=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "component"
+        indexes = [
+            Index(fields=("cost_30d",), name="component_cost_30d_idx"),
+            Index(fields=("team_id", "cost_30d"), name="component_team_cost_idx"),
+        ]
+
+    @property
+    def selector_key(self) -> str:
+        return self.opencost_key or self.name
+
+
+class CostRecord(Model):
+    """One component's cost for one complete UTC day."""
+
+    id = fields.BigIntField(primary_key=True)
+    component: fields.ForeignKeyRelation[Component] = fields.ForeignKeyField(
+        "models.Component", related_name="cost_records", on_delete=fields.CASCADE
+    )
+    component_id: str
+    day = fields.DateField()
+    cpu_cost = fields.FloatField(default=0.0)
+    ram_cost = fields.FloatField(default=0.0)
+    pv_cost = fields.FloatField(default=0.0)
+    network_cost = fields.FloatField(default=0.0)
+    gpu_cost = fields.FloatField(default=0.0)
+    load_balancer_cost = fields.FloatField(default=0.0)
+    shared_cost = fields.FloatField(default=0.0)
+    external_cost = fields.FloatField(default=0.0)
+    total_cost = fields.FloatField(default=0.0)
+    currency = fields.CharField(max_length=3)
+    synced_at = fields.DatetimeField()
+
+    class Meta:
+        table = "cost_record"
+        # The unique index also serves "last N days of one component" and 30-day sums.
+        unique_together = (("component", "day"),)
+        indexes = [Index(fields=("day",), name="cost_record_day_idx")]
+
+
+class SyncRun(Model):
+    id = fields.BigIntField(primary_key=True)
+    started_at = fields.DatetimeField()
+    finished_at = fields.DatetimeField(null=True)
+    status = fields.CharField(max_length=16)  # running | succeeded | failed
+    trigger = fields.CharField(max_length=16)  # cron | manual | cli
+    first_day = fields.DateField(null=True)
+    last_day = fields.DateField(null=True)
+    days = fields.IntField(default=0)
+    components = fields.IntField(default=0)
+    records = fields.IntField(default=0)
+    opencost_requests = fields.IntField(default=0)
+    error = fields.TextField(null=True)
+
+    class Meta:
+        table = "sync_run"
+        ordering = ["-started_at"]

@@ -1,0 +1,223 @@
+"""A local OpenCost stand-in for development, tests and the benchmark. Never imported by production code.
+
+It answers /allocation and /healthz in OpenCost's real response shape (the fields of the captured
+responses in tests/fixtures), with deterministic daily costs per key, either at the root (the API
+port, 9003) or under /model/ (the UI port, 9090). It also counts requests and can be told to fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+
+DAY = timedelta(days=1)
+
+
+def daily_total(key: str, day: date) -> float:
+    """Deterministic, realistic daily cost of one app: 1 to 4 USD, with a weekly wobble."""
+    base = 1.0 + (zlib.crc32(key.encode()) % 300) / 100
+    return base * (1 + 0.08 * math.sin(day.toordinal() * 2 * math.pi / 7))
+
+
+def _parse_time(text: str) -> datetime:
+    text = text.strip()
+    if text.isdigit():
+        return datetime.fromtimestamp(int(text), UTC)
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def parse_window(window: str, now: datetime) -> tuple[datetime, datetime]:
+    """The subset of OpenCost's window syntax the gateway uses, plus today/yesterday."""
+    today = datetime(now.year, now.month, now.day, tzinfo=UTC)
+    if window == "today":
+        return today, now
+    if window == "yesterday":
+        return today - DAY, today
+    if window.endswith("d") and window[:-1].isdigit():
+        return now - int(window[:-1]) * DAY, now
+    if window.endswith("h") and window[:-1].isdigit():
+        return now - timedelta(hours=int(window[:-1])), now
+    if "," in window:
+        start, end = window.split(",", 1)
+        s, e = _parse_time(start), _parse_time(end)
+        if e <= s:
+            raise ValueError("window end before start")
+        return s, e
+    raise ValueError(f"invalid window {window!r}")
+
+
+def _iso(t: datetime) -> str:
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _allocation(name: str, start: datetime, end: datetime, total: float) -> dict[str, Any]:
+    """One allocation with the field set of a real OpenCost answer."""
+    cpu, ram, pv, net = (round(total * f, 5) for f in (0.55, 0.30, 0.10, 0.05))
+    minutes = (end - start).total_seconds() / 60
+    return {
+        "name": name,
+        "properties": {"cluster": "cluster-one", "node": "node-a", "namespace": "default"},
+        "window": {"start": _iso(start), "end": _iso(end)},
+        "start": _iso(start),
+        "end": _iso(end),
+        "cpuCoreRequestAverage": 0.1,
+        "cpuCoreUsageAverage": 0.05,
+        "cpuCoreHours": round(minutes / 60 * 0.1, 5),
+        "cpuCost": cpu,
+        "cpuCostAdjustment": 0,
+        "cpuEfficiency": 0.5,
+        "gpuCount": 0,
+        "gpuHours": 0,
+        "gpuCost": 0,
+        "gpuCostAdjustment": 0,
+        "networkTransferBytes": 0,
+        "networkReceiveBytes": 0,
+        "networkCost": net,
+        "networkCrossZoneCost": 0,
+        "networkCrossRegionCost": 0,
+        "networkInternetCost": 0,
+        "networkCostAdjustment": 0,
+        "loadBalancerCost": 0,
+        "loadBalancerCostAdjustment": 0,
+        "pvBytes": 0,
+        "pvByteHours": 0,
+        "pvCost": pv,
+        "pvs": None,
+        "pvCostAdjustment": 0,
+        "ramBytes": 0,
+        "ramByteRequestAverage": 0,
+        "ramByteUsageAverage": 0,
+        "ramByteHours": 0,
+        "ramCost": ram,
+        "ramCostAdjustment": 0,
+        "ramEfficiency": 0.5,
+        "sharedCost": 0,
+        "externalCost": 0,
+        "totalCost": round(cpu + ram + pv + net, 5),
+        "totalEfficiency": 0.5,
+        "rawAllocationOnly": None,
+    }
+
+
+@dataclass
+class FakeOpenCost:
+    keys: list[str]
+    ui: bool = False  # serve under /model/ like the UI port instead of at the root
+    legacy_keys: bool = False  # `app=<value>` keys, as OpenCost < 1.100 answers
+    fail: str | None = None  # "500", "garbage", "timeout" ... for error paths
+    now: datetime | None = None
+    requests: list[dict[str, str]] = field(default_factory=list)
+
+    def clock(self) -> datetime:
+        return self.now or datetime.now(UTC)
+
+    def _key(self, aggregate: str, value: str) -> str:
+        if self.legacy_keys and aggregate.startswith("label:"):
+            return f"{aggregate.removeprefix('label:')}={value}"
+        return value
+
+    def _cost(self, key: str, start: datetime, end: datetime) -> float:
+        total = 0.0
+        day = datetime(start.year, start.month, start.day, tzinfo=UTC)
+        while day < end:
+            overlap = (min(end, day + DAY) - max(start, day)).total_seconds()
+            if overlap > 0:
+                total += daily_total(key, day.date()) * overlap / 86400
+            day += DAY
+        return total
+
+    def allocations(self, params: dict[str, str]) -> list[dict[str, Any]]:
+        start, end = parse_window(params["window"], self.clock())
+        aggregate = params.get("aggregate", "namespace")
+        if params.get("step") and params.get("accumulate", "false") != "true":
+            if params["step"] != "1d":
+                raise ValueError("only step=1d is simulated")
+            bounds = []
+            s = start
+            while s < end:
+                bounds.append((s, min(s + DAY, end)))
+                s += DAY
+        else:
+            bounds = [(start, end)]
+        steps = []
+        for s, e in bounds:
+            step: dict[str, Any] = {}
+            for value in self.keys:
+                name = self._key(aggregate, value)
+                step[name] = _allocation(name, s, e, self._cost(value, s, e))
+            # OpenCost always adds these; the gateway must skip them.
+            step["__idle__"] = _allocation("__idle__", s, e, 5.0)
+            step["__unallocated__"] = _allocation("__unallocated__", s, e, 0.5)
+            steps.append(step)
+        return steps
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        prefix = "/model" if self.ui else ""
+
+        async def healthz(request: web.Request) -> web.Response:
+            if self.fail == "down":
+                return web.Response(status=503, text="unhealthy")
+            return web.Response(text="OK")
+
+        async def allocation(request: web.Request) -> web.Response:
+            params = dict(request.query)
+            self.requests.append(params)
+            if self.fail == "500":
+                return web.json_response(
+                    {"code": 500, "message": "Error: query failed"}, status=500
+                )
+            if self.fail == "garbage":
+                return web.Response(text="<html>not json</html>", content_type="text/html")
+            if self.fail == "after_first" and len(self.requests) > 1:
+                return web.json_response({"code": 500, "message": "Error: boom"}, status=500)
+            try:
+                data = self.allocations(params)
+            except (KeyError, ValueError) as exc:
+                return web.Response(status=400, text=f"Bad Request: {exc}")
+            return web.json_response({"code": 200, "status": "success", "data": data})
+
+        async def not_allowed(request: web.Request) -> web.Response:
+            return web.Response(status=405)
+
+        app.router.add_get(prefix + "/healthz", healthz, allow_head=False)
+        app.router.add_route("HEAD", prefix + "/healthz", not_allowed)
+        app.router.add_get(prefix + "/allocation", allocation, allow_head=False)
+        app.router.add_get(prefix + "/allocation/compute", allocation, allow_head=False)
+        return app
+
+
+def keys_from_catalog(paths: Iterable[str]) -> list[str]:
+    """The OpenCost keys of every component in Backstage catalog files."""
+    from finops_gql.catalog.backstage import parse_catalog
+
+    keys: list[str] = []
+    for path in paths:
+        with open(path, encoding="utf-8") as handle:
+            _, components, _ = parse_catalog(handle.read(), path)
+        keys.extend(c.key or c.name for c in components)
+    return keys
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Local OpenCost stand-in")
+    parser.add_argument(
+        "catalog", nargs="+", help="Backstage catalog files whose components to cost"
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9003)
+    parser.add_argument("--ui", action="store_true", help="serve under /model/ like port 9090")
+    args = parser.parse_args(argv)
+    fake = FakeOpenCost(keys_from_catalog(args.catalog), ui=args.ui)
+    web.run_app(fake.app(), host=args.host, port=args.port, print=None)
+
+
+if __name__ == "__main__":
+    main()

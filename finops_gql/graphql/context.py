@@ -1,0 +1,73 @@
+"""Typed per-request GraphQL context: the principal, the services and fresh DataLoaders."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from strawberry.dataloader import DataLoader
+
+from finops_gql.auth import Principal
+from finops_gql.costs.service import DailyCost, TeamSummary
+from finops_gql.db.models import Component, Team
+
+if TYPE_CHECKING:
+    from finops_gql.services import Services
+
+
+@dataclass
+class Loaders:
+    """Built per request so nothing leaks between users; each batches one SQL query per tick."""
+
+    services: Services
+    team: DataLoader[uuid.UUID, Team | None] = field(init=False)
+    component: DataLoader[uuid.UUID, Component | None] = field(init=False)
+    team_components: DataLoader[uuid.UUID, list[Component]] = field(init=False)
+    team_summary: DataLoader[uuid.UUID, TeamSummary] = field(init=False)
+    _history: dict[int, DataLoader[uuid.UUID, list[DailyCost]]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        catalog, costs = self.services.catalog, self.services.costs
+
+        async def teams(ids: list[uuid.UUID]) -> list[Team | None]:
+            found = await catalog.teams_by_ids(ids)
+            return [found.get(i) for i in ids]
+
+        async def components(ids: list[uuid.UUID]) -> list[Component | None]:
+            found = await catalog.components_by_ids(ids)
+            return [found.get(i) for i in ids]
+
+        async def team_components(ids: list[uuid.UUID]) -> list[list[Component]]:
+            found = await catalog.components_by_team(ids)
+            return [found[i] for i in ids]
+
+        async def summaries(ids: list[uuid.UUID]) -> list[TeamSummary]:
+            found = await costs.team_summaries(ids)
+            return [found[i] for i in ids]
+
+        self.team = DataLoader(teams)
+        self.component = DataLoader(components)
+        self.team_components = DataLoader(team_components)
+        self.team_summary = DataLoader(summaries)
+        self._history = {}
+
+    def history(self, limit: int) -> DataLoader[uuid.UUID, list[DailyCost]]:
+        """One loader per limit: every component asking for the same limit shares one query."""
+        loader = self._history.get(limit)
+        if loader is None:
+            costs = self.services.costs
+
+            async def load(ids: list[uuid.UUID]) -> list[list[DailyCost]]:
+                found = await costs.histories(ids, limit)
+                return [found[i] for i in ids]
+
+            loader = self._history[limit] = DataLoader(load)
+        return loader
+
+
+@dataclass
+class Context:
+    services: Services
+    principal: Principal
+    loaders: Loaders

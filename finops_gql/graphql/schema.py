@@ -1,0 +1,197 @@
+"""The Strawberry schema: queries read through the service layer, mutations need the admin role."""
+
+from __future__ import annotations
+
+import uuid
+
+import strawberry
+from strawberry.permission import BasePermission
+
+from finops_gql.costs.service import TOP_DEFAULT, parse_uuid
+from finops_gql.errors import InvalidInput
+from finops_gql.graphql.permissions import IsAdmin
+from finops_gql.graphql.types import (
+    Availability,
+    Component,
+    ComponentConnection,
+    ComponentCost,
+    CtxInfo,
+    PageInfo,
+    SyncJob,
+    SyncRun,
+    Team,
+    TeamConnection,
+)
+
+PAGE_DEFAULT = 50
+
+
+def _id(value: strawberry.ID, what: str = "id") -> uuid.UUID:
+    return parse_uuid(str(value), what)
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    async def component(self, info: CtxInfo, id: strawberry.ID) -> Component | None:
+        found = await info.context.loaders.component.load(_id(id))
+        return Component.of(found) if found is not None else None
+
+    @strawberry.field(description="A team by id or by slug.")
+    async def team(
+        self, info: CtxInfo, id: strawberry.ID | None = None, slug: str | None = None
+    ) -> Team | None:
+        services = info.context.services
+        if (id is None) == (slug is None):
+            raise InvalidInput("give exactly one of id or slug")
+        if id is not None:
+            found = await info.context.loaders.team.load(_id(id))
+        else:
+            found = await services.catalog.team_by_slug(str(slug))
+        return Team.of(found) if found is not None else None
+
+    @strawberry.field(description="Teams by slug, cursor-paginated (first: 1..100).")
+    async def teams(
+        self, info: CtxInfo, first: int = PAGE_DEFAULT, after: str | None = None
+    ) -> TeamConnection:
+        page = await info.context.services.catalog.list_teams(first, after)
+        return TeamConnection(
+            nodes=[Team.of(t) for t in page.items],
+            page_info=PageInfo(end_cursor=page.end_cursor, has_next_page=page.has_next_page),
+        )
+
+    @strawberry.field(description="Components by name, cursor-paginated (first: 1..100).")
+    async def components(
+        self,
+        info: CtxInfo,
+        first: int = PAGE_DEFAULT,
+        after: str | None = None,
+        team_id: strawberry.ID | None = None,
+    ) -> ComponentConnection:
+        team = _id(team_id, "teamId") if team_id is not None else None
+        page = await info.context.services.catalog.list_components(first, after, team)
+        for c in page.items:  # later Component.team / cost loads reuse these rows
+            info.context.loaders.component.prime(c.id, c)
+        return ComponentConnection(
+            nodes=[Component.of(c) for c in page.items],
+            page_info=PageInfo(end_cursor=page.end_cursor, has_next_page=page.has_next_page),
+        )
+
+    @strawberry.field(description="Top components platform-wide by 30-day cost (limit 1..100).")
+    async def top_components(self, info: CtxInfo, limit: int = TOP_DEFAULT) -> list[ComponentCost]:
+        return [
+            ComponentCost.of(c) for c in await info.context.services.costs.top_components(limit)
+        ]
+
+    @strawberry.field(description="Whether OpenCost answers its health check.")
+    async def opencost_availability(self, info: CtxInfo) -> Availability:
+        health = await info.context.services.costs.availability()
+        return Availability(available=health.available, reason=health.reason)
+
+    @strawberry.field(description="The latest cost sync runs, newest first (limit 1..100).")
+    async def sync_runs(self, info: CtxInfo, limit: int = 10) -> list[SyncRun]:
+        return [SyncRun.of(r) for r in await info.context.services.sync.latest_runs(limit)]
+
+
+@strawberry.input
+class CreateTeamInput:
+    name: str
+    slug: str
+
+
+@strawberry.input
+class UpdateTeamInput:
+    id: strawberry.ID
+    name: str | None = None
+    slug: str | None = None
+
+
+@strawberry.input
+class CreateComponentInput:
+    name: str
+    team_id: strawberry.ID
+    budget_usd: float | None = None
+    opencost_aggregate: str | None = strawberry.field(
+        default=None, description="OpenCost aggregate (default label:app)."
+    )
+    opencost_key: str | None = strawberry.field(
+        default=None, description="Key in OpenCost's answer (default: the name)."
+    )
+
+
+@strawberry.input
+class UpdateComponentInput:
+    id: strawberry.ID
+    name: str | None = None
+    team_id: strawberry.ID | None = None
+    opencost_aggregate: str | None = None
+    opencost_key: str | None = None
+
+
+ADMIN: list[type[BasePermission]] = [IsAdmin]
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(permission_classes=ADMIN)
+    async def create_team(self, info: CtxInfo, input: CreateTeamInput) -> Team:
+        return Team.of(await info.context.services.catalog.create_team(input.name, input.slug))
+
+    @strawberry.mutation(permission_classes=ADMIN)
+    async def update_team(self, info: CtxInfo, input: UpdateTeamInput) -> Team:
+        team = await info.context.services.catalog.update_team(
+            _id(input.id), input.name, input.slug
+        )
+        return Team.of(team)
+
+    @strawberry.mutation(permission_classes=ADMIN, description="Refused while it owns components.")
+    async def delete_team(self, info: CtxInfo, id: strawberry.ID) -> bool:
+        await info.context.services.catalog.delete_team(_id(id))
+        return True
+
+    @strawberry.mutation(permission_classes=ADMIN)
+    async def create_component(self, info: CtxInfo, input: CreateComponentInput) -> Component:
+        component = await info.context.services.catalog.create_component(
+            input.name,
+            _id(input.team_id, "teamId"),
+            budget_usd=input.budget_usd,
+            opencost_aggregate=input.opencost_aggregate,
+            opencost_key=input.opencost_key,
+        )
+        return Component.of(component)
+
+    @strawberry.mutation(permission_classes=ADMIN)
+    async def update_component(self, info: CtxInfo, input: UpdateComponentInput) -> Component:
+        component = await info.context.services.catalog.update_component(
+            _id(input.id),
+            name=input.name,
+            team_id=_id(input.team_id, "teamId") if input.team_id is not None else None,
+            opencost_aggregate=input.opencost_aggregate,
+            opencost_key=input.opencost_key,
+        )
+        return Component.of(component)
+
+    @strawberry.mutation(permission_classes=ADMIN, description="Also deletes its cost records.")
+    async def delete_component(self, info: CtxInfo, id: strawberry.ID) -> bool:
+        await info.context.services.catalog.delete_component(_id(id))
+        return True
+
+    @strawberry.mutation(permission_classes=ADMIN, description="null clears the budget.")
+    async def set_budget(
+        self, info: CtxInfo, component_id: strawberry.ID, budget_usd: float | None
+    ) -> Component:
+        component = await info.context.services.catalog.set_budget(
+            _id(component_id, "componentId"), budget_usd
+        )
+        return Component.of(component)
+
+    @strawberry.mutation(
+        permission_classes=ADMIN,
+        description="Queue one cost sync on the worker; runs never overlap.",
+    )
+    async def trigger_cost_sync(self, info: CtxInfo) -> SyncJob:
+        job_id, status = await info.context.services.enqueue_sync()
+        return SyncJob(job_id=job_id, status=status)
+
+
+schema = strawberry.Schema(query=Query, mutation=Mutation)

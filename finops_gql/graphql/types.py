@@ -1,0 +1,281 @@
+"""GraphQL types: thin views over catalog models and the cost service's dataclasses."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Annotated, Any
+
+import strawberry
+from strawberry.types import Info
+
+from finops_gql.costs import service as cost
+from finops_gql.costs.windows import money
+from finops_gql.db import models
+from finops_gql.graphql.context import Context
+
+CtxInfo = Info[Context, Any]
+
+
+@strawberry.type(description="Cost split by resource, in the window's currency.")
+class CostBreakdown:
+    cpu_cost: float
+    memory_cost: float = strawberry.field(description="OpenCost ramCost.")
+    pv_cost: float
+    network_cost: float
+    gpu_cost: float
+    load_balancer_cost: float
+    shared_cost: float
+    external_cost: float
+    total_cost: float = strawberry.field(description="OpenCost totalCost.")
+
+    @classmethod
+    def of(cls, b: cost.CostBreakdown) -> CostBreakdown:
+        return cls(
+            cpu_cost=b.cpu_cost,
+            memory_cost=b.memory_cost,
+            pv_cost=b.pv_cost,
+            network_cost=b.network_cost,
+            gpu_cost=b.gpu_cost,
+            load_balancer_cost=b.load_balancer_cost,
+            shared_cost=b.shared_cost,
+            external_cost=b.external_cost,
+            total_cost=b.total_cost,
+        )
+
+
+@strawberry.type(description="Live cost over a window, as OpenCost reports it now.")
+class CostWindow:
+    window: str = strawberry.field(description="OpenCost window label, e.g. 7d or 30d.")
+    start: datetime
+    end: datetime
+    currency: str
+    breakdown: CostBreakdown
+    total_cost: float
+
+    @classmethod
+    def of(cls, w: cost.CostWindow | None) -> CostWindow | None:
+        if w is None:
+            return None
+        return cls(
+            window=w.window,
+            start=w.start,
+            end=w.end,
+            currency=w.currency,
+            breakdown=CostBreakdown.of(w.breakdown),
+            total_cost=w.breakdown.total_cost,
+        )
+
+
+@strawberry.type(
+    description="Live cost of a component; a window is null when OpenCost has no data."
+)
+class ActualCost:
+    seven_day: CostWindow | None
+    thirty_day: CostWindow | None
+
+
+@strawberry.type(description="One persisted day of a component's cost.")
+class CostRecord:
+    day: date
+    currency: str
+    synced_at: datetime
+    breakdown: CostBreakdown
+    total_cost: float
+
+    @classmethod
+    def of(cls, r: cost.DailyCost) -> CostRecord:
+        return cls(
+            day=r.day,
+            currency=r.currency,
+            synced_at=r.synced_at,
+            breakdown=CostBreakdown.of(r.breakdown),
+            total_cost=r.breakdown.total_cost,
+        )
+
+
+@strawberry.type(description="A component's 30-day cost from persisted daily records.")
+class ComponentCost:
+    total_cost: float
+    currency: str
+    synced_at: datetime | None
+    budget_usd: float | None
+    component_id: strawberry.ID
+    window: str = "30d"
+
+    @strawberry.field
+    async def component(self, info: CtxInfo) -> Component | None:
+        found = await info.context.loaders.component.load(uuid.UUID(self.component_id))
+        return Component.of(found) if found is not None else None
+
+    @classmethod
+    def of(cls, c: cost.ComponentCost) -> ComponentCost:
+        return cls(
+            total_cost=c.total_cost,
+            currency=c.currency,
+            synced_at=c.synced_at,
+            budget_usd=c.budget_usd,
+            component_id=strawberry.ID(str(c.component_id)),
+        )
+
+
+@strawberry.type(description="A team's components by 30-day cost, largest first.")
+class TeamCostSummary:
+    total_cost: float
+    currency: str
+    window: str
+    start: date
+    end: date
+    components: list[ComponentCost]
+
+    @classmethod
+    def of(cls, s: cost.TeamSummary) -> TeamCostSummary:
+        return cls(
+            total_cost=s.total_cost,
+            currency=s.currency,
+            window=s.window,
+            start=s.start,
+            end=s.end,
+            components=[ComponentCost.of(c) for c in s.components],
+        )
+
+
+@strawberry.type
+class Team:
+    id: strawberry.ID
+    name: str
+    slug: str
+
+    @strawberry.field
+    async def components(self, info: CtxInfo) -> list[Component]:
+        found = await info.context.loaders.team_components.load(uuid.UUID(self.id))
+        return [Component.of(c) for c in found]
+
+    @strawberry.field(description="30-day cost of the team's components, from persisted records.")
+    async def cost_summary(self, info: CtxInfo) -> TeamCostSummary:
+        return TeamCostSummary.of(await info.context.loaders.team_summary.load(uuid.UUID(self.id)))
+
+    @classmethod
+    def of(cls, t: models.Team) -> Team:
+        return cls(id=strawberry.ID(str(t.id)), name=t.name, slug=t.slug)
+
+
+@strawberry.type
+class Component:
+    id: strawberry.ID
+    name: str
+    budget_usd: float | None
+    opencost_aggregate: str
+    opencost_key: str = strawberry.field(description="Key in OpenCost's answer (default: name).")
+    cost30d: float = strawberry.field(
+        description="Sum of the last 30 complete UTC days of persisted cost (kept by the sync)."
+    )
+    cost_synced_at: datetime | None
+    team_id: strawberry.Private[uuid.UUID]
+    model: strawberry.Private[models.Component]
+
+    @strawberry.field
+    def over_budget(self) -> bool:
+        return self.budget_usd is not None and self.cost30d > self.budget_usd
+
+    @strawberry.field
+    async def team(self, info: CtxInfo) -> Team:
+        found = await info.context.loaders.team.load(self.team_id)
+        assert found is not None  # a foreign key guarantees it
+        return Team.of(found)
+
+    @strawberry.field(description="Live 7-day and 30-day cost from OpenCost.")
+    async def actual_cost(self, info: CtxInfo) -> ActualCost:
+        actual = await info.context.services.costs.actual_cost(self.model)
+        return ActualCost(
+            seven_day=CostWindow.of(actual.seven_day), thirty_day=CostWindow.of(actual.thirty_day)
+        )
+
+    @strawberry.field(description="Persisted daily records, newest first.")
+    async def history(
+        self,
+        info: CtxInfo,
+        limit: Annotated[
+            int, strawberry.argument(description=f"1..{cost.HISTORY_MAX}")
+        ] = cost.HISTORY_DEFAULT,
+    ) -> list[CostRecord]:
+        cost.check_limit(limit, cost.HISTORY_MAX)
+        records = await info.context.loaders.history(limit).load(uuid.UUID(self.id))
+        return [CostRecord.of(r) for r in records]
+
+    @classmethod
+    def of(cls, c: models.Component) -> Component:
+        return cls(
+            id=strawberry.ID(str(c.id)),
+            name=c.name,
+            budget_usd=c.budget_usd,
+            opencost_aggregate=c.opencost_aggregate,
+            opencost_key=c.selector_key,
+            cost30d=money(c.cost_30d),
+            cost_synced_at=c.cost_synced_at,
+            team_id=uuid.UUID(str(c.team_id)),
+            model=c,
+        )
+
+
+@strawberry.type
+class PageInfo:
+    end_cursor: str | None
+    has_next_page: bool
+
+
+@strawberry.type
+class TeamConnection:
+    nodes: list[Team]
+    page_info: PageInfo
+
+
+@strawberry.type
+class ComponentConnection:
+    nodes: list[Component]
+    page_info: PageInfo
+
+
+@strawberry.type
+class Availability:
+    available: bool
+    reason: str | None
+
+
+@strawberry.type
+class SyncRun:
+    id: strawberry.ID
+    status: str
+    trigger: str
+    started_at: datetime
+    finished_at: datetime | None
+    first_day: date | None
+    last_day: date | None
+    days: int
+    components: int
+    records: int
+    opencost_requests: int
+    error: str | None
+
+    @classmethod
+    def of(cls, r: models.SyncRun) -> SyncRun:
+        return cls(
+            id=strawberry.ID(str(r.id)),
+            status=r.status,
+            trigger=r.trigger,
+            started_at=r.started_at,
+            finished_at=r.finished_at,
+            first_day=r.first_day,
+            last_day=r.last_day,
+            days=r.days,
+            components=r.components,
+            records=r.records,
+            opencost_requests=r.opencost_requests,
+            error=r.error,
+        )
+
+
+@strawberry.type
+class SyncJob:
+    job_id: str
+    status: str = strawberry.field(description="queued, or already_queued when a run is pending.")

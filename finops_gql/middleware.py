@@ -1,0 +1,58 @@
+"""ASGI middleware: authentication for every route but the health checks."""
+
+from __future__ import annotations
+
+import json
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from finops_gql.auth import AuthError, TokenVerifier
+from finops_gql.rest.errors import error_response
+
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def _is_graphiql_page(scope: Scope, headers: Headers) -> bool:
+    # The IDE page itself holds no data; its queries are POSTs and carry the token.
+    return scope["method"] == "GET" and "text/html" in headers.get("accept", "")
+
+
+class AuthMiddleware:
+    def __init__(self, app: ASGIApp, verifier: TokenVerifier) -> None:
+        self.app = app
+        self.verifier = verifier
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        is_graphql = scope["path"] == "/graphql"
+        if is_graphql and _is_graphiql_page(scope, headers):
+            await self.app(scope, receive, send)
+            return
+        try:
+            principal = await self.verifier.verify_header(headers.get("authorization"))
+        except AuthError as exc:
+            if is_graphql:
+                body = {
+                    "data": None,
+                    "errors": [{"message": str(exc), "extensions": {"code": "UNAUTHENTICATED"}}],
+                }
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 401,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"www-authenticate", b'Bearer realm="finops_gql"'),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": json.dumps(body).encode()})
+                return
+            await error_response(401, str(exc))(scope, receive, send)
+            return
+        scope.setdefault("state", {})["principal"] = principal
+        await self.app(scope, receive, send)

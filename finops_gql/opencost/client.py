@@ -1,0 +1,173 @@
+"""HTTP client for OpenCost's /allocation and /healthz, on one shared aiohttp session."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from finops_gql.opencost.errors import OpenCostUnavailable
+from finops_gql.opencost.parse import Allocation, parse_allocation_response
+
+log = logging.getLogger(__name__)
+
+# OpenCost's UI (port 9090) proxies the API under /model/; the API port (9003) serves it at the root.
+UI_API_PREFIX = "/model"
+
+
+@dataclass(frozen=True)
+class Health:
+    available: bool
+    reason: str | None = None
+
+
+class OpenCostClient:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        *,
+        timeout_s: float = 30.0,
+        cache_ttl_s: float = 30.0,
+    ) -> None:
+        self._session = session
+        self._base = base_url.rstrip("/")
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._cache_ttl = cache_ttl_s
+        self._api_root: str | None = None
+        self._cache: dict[
+            tuple[tuple[str, str], ...], tuple[float, list[dict[str, Allocation]]]
+        ] = {}
+        self._inflight: dict[
+            tuple[tuple[str, str], ...], asyncio.Future[list[dict[str, Allocation]]]
+        ] = {}
+        self.requests_made = 0  # HTTP requests to /allocation, for SyncRun and the benchmark
+
+    async def _get(self, url: str, params: Mapping[str, str] | None = None) -> tuple[int, bytes]:
+        try:
+            async with self._session.get(url, params=params, timeout=self._timeout) as response:
+                return response.status, await response.read()
+        except TimeoutError:
+            raise OpenCostUnavailable(f"OpenCost timed out after {self._timeout.total}s") from None
+        except aiohttp.ClientError as exc:
+            raise OpenCostUnavailable(f"OpenCost is unreachable: {exc}") from None
+
+    async def api_root(self) -> str:
+        """Find where the API lives under OPENCOST_URL, once, so users need not guess.
+
+        Tries the UI's proxy first (`/model/healthz`), then the root. A URL that already ends in
+        /model is taken as the API root.
+        """
+        if self._api_root is not None:
+            return self._api_root
+        if self._base.endswith(UI_API_PREFIX):
+            self._api_root = self._base
+            return self._api_root
+        last = "no answer"
+        for candidate in (self._base + UI_API_PREFIX, self._base):
+            status, _ = await self._get(candidate + "/healthz")
+            if status == 200:
+                self._api_root = candidate
+                log.info("OpenCost API found at %s", candidate)
+                return candidate
+            last = f"HTTP {status} from {candidate}/healthz"
+        raise OpenCostUnavailable(f"OpenCost API not found under {self._base} ({last})")
+
+    async def health(self) -> Health:
+        try:
+            await self.api_root()
+            root = self._api_root or self._base
+            status, _ = await self._get(root + "/healthz")
+        except OpenCostUnavailable as exc:
+            self._api_root = None
+            return Health(False, str(exc))
+        if status != 200:
+            return Health(False, f"OpenCost health check answered HTTP {status}")
+        return Health(True)
+
+    async def allocation(
+        self,
+        *,
+        window: str,
+        aggregate: str,
+        step: str | None = None,
+        accumulate: bool | None = None,
+        share_idle: bool | None = None,
+        idle_by_node: bool | None = None,
+        include_idle: bool | None = None,
+        cached: bool = True,
+    ) -> list[dict[str, Allocation]]:
+        """GET /allocation; one list entry per step, keyed by the normalized selector key.
+
+        Concurrent identical calls share one HTTP request, and with `cached` a result is reused for
+        `cache_ttl_s` seconds, so a burst of page views costs OpenCost one query.
+        """
+        params: dict[str, str] = {"window": window, "aggregate": aggregate}
+        if step is not None:
+            params["step"] = step
+        for name, flag in (
+            ("accumulate", accumulate),
+            ("shareIdle", share_idle),
+            ("idleByNode", idle_by_node),
+            ("includeIdle", include_idle),
+        ):
+            if flag is not None:
+                params[name] = "true" if flag else "false"
+        key = tuple(sorted(params.items()))
+
+        if cached:
+            hit = self._cache.get(key)
+            if hit is not None and hit[0] > time.monotonic():
+                return hit[1]
+        pending = self._inflight.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+
+        future: asyncio.Future[list[dict[str, Allocation]]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._inflight[key] = future
+        try:
+            result = await self._fetch_allocation(params, aggregate)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: nobody else may be waiting
+            raise
+        else:
+            future.set_result(result)
+            if cached and self._cache_ttl > 0:
+                self._cache[key] = (time.monotonic() + self._cache_ttl, result)
+            return result
+        finally:
+            del self._inflight[key]
+
+    async def _fetch_allocation(
+        self, params: Mapping[str, str], aggregate: str
+    ) -> list[dict[str, Allocation]]:
+        root = await self.api_root()
+        self.requests_made += 1
+        started = time.perf_counter()
+        status, body = await self._get(root + "/allocation", params)
+        log.debug(
+            "opencost allocation %s -> %s in %.3fs",
+            dict(params),
+            status,
+            time.perf_counter() - started,
+        )
+        if status != 200:
+            detail = body[:200].decode("utf-8", "replace").strip()
+            raise OpenCostUnavailable(f"OpenCost answered HTTP {status}: {detail}")
+        try:
+            decoded: Any = json.loads(body)
+        except ValueError:
+            raise OpenCostUnavailable("OpenCost answered with a body that is not JSON") from None
+        return parse_allocation_response(decoded, aggregate)

@@ -1,0 +1,148 @@
+"""The only place raw OpenCost JSON is read.
+
+Shapes follow OpenCost's own router (`pkg/costmodel/router.go`) and the captured responses in
+tests/fixtures: `{"code": 200, "status": "success", "data": [{key: Allocation}, ...]}` with one map per
+step. Any float may be null (NaN/Inf on the server side).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from finops_gql.opencost.errors import OpenCostUnavailable
+
+# Synthetic entries OpenCost adds to every aggregation; never a catalog component.
+SYNTHETIC_KEYS = frozenset({"__idle__", "__unallocated__", "__unmounted__"})
+
+
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    key: str
+    start: datetime
+    end: datetime
+    cpu_cost: float
+    ram_cost: float
+    pv_cost: float
+    network_cost: float
+    gpu_cost: float
+    load_balancer_cost: float
+    shared_cost: float
+    external_cost: float
+    total_cost: float
+
+
+def _num(raw: Mapping[str, Any], name: str) -> float:
+    value = raw.get(name)
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise OpenCostUnavailable(f"OpenCost sent a non-numeric {name}: {value!r}")
+    return float(value)
+
+
+def _with_adjustment(raw: Mapping[str, Any], name: str) -> float:
+    # OpenCost's own totals count the adjustment (e.g. CPUTotalCost = cpuCost + cpuCostAdjustment).
+    return _num(raw, name) + _num(raw, name + "Adjustment")
+
+
+def _time(value: Any, what: str) -> datetime:
+    if not isinstance(value, str):
+        raise OpenCostUnavailable(f"OpenCost sent no {what} time")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise OpenCostUnavailable(f"OpenCost sent an unreadable {what} time: {value!r}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def normalize_key(aggregate: str, key: str) -> str:
+    """Map an allocation key to the catalog's selector key.
+
+    With `aggregate=label:app`, OpenCost >= 1.100 answers with the bare label value and older
+    releases with `app=<value>`: accept both.
+    """
+    for part in aggregate.split(","):
+        part = part.strip()
+        if part.startswith("label:"):
+            prefix = part.removeprefix("label:") + "="
+            if key.startswith(prefix):
+                return key.removeprefix(prefix)
+    return key
+
+
+def parse_allocation(raw: Mapping[str, Any], key: str, aggregate: str) -> Allocation:
+    parts = {
+        "cpu_cost": _with_adjustment(raw, "cpuCost"),
+        "ram_cost": _with_adjustment(raw, "ramCost"),
+        "pv_cost": _with_adjustment(raw, "pvCost"),
+        "network_cost": _with_adjustment(raw, "networkCost"),
+        "gpu_cost": _with_adjustment(raw, "gpuCost"),
+        "load_balancer_cost": _with_adjustment(raw, "loadBalancerCost"),
+        "shared_cost": _num(raw, "sharedCost"),
+        "external_cost": _num(raw, "externalCost"),
+    }
+    total = raw.get("totalCost")
+    window = raw.get("window")
+    window = window if isinstance(window, Mapping) else {}
+    return Allocation(
+        key=normalize_key(aggregate, key),
+        start=_time(window.get("start", raw.get("start")), "start"),
+        end=_time(window.get("end", raw.get("end")), "end"),
+        # A null total is NaN upstream; the sum of the parts is the best honest figure.
+        total_cost=_num(raw, "totalCost") if total is not None else sum(parts.values()),
+        **parts,
+    )
+
+
+def parse_allocation_response(body: Any, aggregate: str) -> list[dict[str, Allocation]]:
+    """One dict per step, keyed by the normalized selector key, synthetic entries dropped."""
+    if not isinstance(body, Mapping):
+        raise OpenCostUnavailable("OpenCost answered with something other than a JSON object")
+    code = body.get("code")
+    if code is not None and code != 200:
+        message = body.get("message") or body.get("status") or "unknown error"
+        raise OpenCostUnavailable(f"OpenCost answered code {code}: {message}")
+    data = body.get("data")
+    if data is None:
+        return []
+    if not isinstance(data, list):
+        raise OpenCostUnavailable("OpenCost's allocation data is not a list of steps")
+    steps: list[dict[str, Allocation]] = []
+    for step in data:
+        if step is None:
+            steps.append({})
+            continue
+        if not isinstance(step, Mapping):
+            raise OpenCostUnavailable("an OpenCost allocation step is not an object")
+        parsed: dict[str, Allocation] = {}
+        for key, raw in step.items():
+            if key in SYNTHETIC_KEYS:
+                continue
+            if not isinstance(raw, Mapping):
+                raise OpenCostUnavailable(f"OpenCost allocation {key!r} is not an object")
+            allocation = parse_allocation(raw, str(key), aggregate)
+            previous = parsed.get(allocation.key)
+            parsed[allocation.key] = allocation if previous is None else merge(previous, allocation)
+        steps.append(parsed)
+    return steps
+
+
+def merge(a: Allocation, b: Allocation) -> Allocation:
+    """Sum two allocations of the same key (e.g. one per cluster)."""
+    return Allocation(
+        key=a.key,
+        start=min(a.start, b.start),
+        end=max(a.end, b.end),
+        cpu_cost=a.cpu_cost + b.cpu_cost,
+        ram_cost=a.ram_cost + b.ram_cost,
+        pv_cost=a.pv_cost + b.pv_cost,
+        network_cost=a.network_cost + b.network_cost,
+        gpu_cost=a.gpu_cost + b.gpu_cost,
+        load_balancer_cost=a.load_balancer_cost + b.load_balancer_cost,
+        shared_cost=a.shared_cost + b.shared_cost,
+        external_cost=a.external_cost + b.external_cost,
+        total_cost=a.total_cost + b.total_cost,
+    )

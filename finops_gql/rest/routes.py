@@ -1,0 +1,146 @@
+"""Legacy REST routes under /api/v1/cost: parse input, call the cost service, shape the output.
+
+Paths and field names are the NestJS service's, which old clients still call.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from finops_gql.costs.service import (
+    TOP_DEFAULT,
+    ComponentCost,
+    CostService,
+    CostWindow,
+    DailyCost,
+    parse_uuid,
+)
+from finops_gql.errors import InvalidInput
+from finops_gql.rest.errors import json_response
+from finops_gql.rest.openapi import openapi_document
+
+HISTORY_LIMIT = 30
+
+
+def _service(request: Request) -> CostService:
+    service: CostService = request.app.state.services.costs
+    return service
+
+
+def _window(window: CostWindow | None) -> dict[str, Any] | None:
+    if window is None:
+        return None
+    b = window.breakdown
+    return {
+        "cpuCost": b.cpu_cost,
+        "memoryCost": b.memory_cost,
+        "pvCost": b.pv_cost,
+        "networkCost": b.network_cost,
+        "totalCost": b.total_cost,
+        "gpuCost": b.gpu_cost,
+        "loadBalancerCost": b.load_balancer_cost,
+        "sharedCost": b.shared_cost,
+        "currency": window.currency,
+        "start": window.start,
+        "end": window.end,
+    }
+
+
+def _history_entry(record: DailyCost) -> dict[str, Any]:
+    b = record.breakdown
+    return {
+        "cpuCost": b.cpu_cost,
+        "memoryCost": b.memory_cost,
+        "pvCost": b.pv_cost,
+        "networkCost": b.network_cost,
+        "totalCost": b.total_cost,
+        "currency": record.currency,
+        "syncedAt": record.synced_at,
+        "day": record.day,
+        "gpuCost": b.gpu_cost,
+        "loadBalancerCost": b.load_balancer_cost,
+        "sharedCost": b.shared_cost,
+    }
+
+
+def _top_entry(cost: ComponentCost) -> dict[str, Any]:
+    return {
+        "componentId": str(cost.component_id),
+        "totalCost": cost.total_cost,
+        "currency": cost.currency,
+        "syncedAt": cost.synced_at,
+        "budgetUsd": cost.budget_usd,
+    }
+
+
+async def component_actual(request: Request) -> Response:
+    service = _service(request)
+    component = await service.component(parse_uuid(request.path_params["id"], "id"))
+    actual = await service.actual_cost(component)
+    return json_response(
+        {
+            "componentId": str(actual.component_id),
+            "sevenDay": _window(actual.seven_day),
+            "thirtyDay": _window(actual.thirty_day),
+        }
+    )
+
+
+async def component_history(request: Request) -> Response:
+    service = _service(request)
+    records = await service.history(parse_uuid(request.path_params["id"], "id"), HISTORY_LIMIT)
+    return json_response([_history_entry(r) for r in records])
+
+
+async def team_summary(request: Request) -> Response:
+    summary = await _service(request).team_summary(parse_uuid(request.path_params["id"], "id"))
+    return json_response(
+        {
+            "teamId": str(summary.team_id),
+            "totalCost": summary.total_cost,
+            "currency": summary.currency,
+            "components": [
+                {"componentId": str(c.component_id), "totalCost": c.total_cost, "window": "30d"}
+                for c in summary.components
+            ],
+        }
+    )
+
+
+def _limit(request: Request) -> int:
+    raw = request.query_params.get("limit")
+    if raw is None:
+        return TOP_DEFAULT
+    if not raw.strip().isdigit():
+        raise InvalidInput(f"limit must be an integer between 1 and 100, got {raw!r}")
+    return int(raw)
+
+
+async def platform_summary(request: Request) -> Response:
+    top = await _service(request).top_components(_limit(request))
+    return json_response([_top_entry(c) for c in top])
+
+
+async def available(request: Request) -> Response:
+    health = await _service(request).availability()
+    if health.available:
+        return json_response({"available": True})
+    return json_response({"available": False, "reason": health.reason})
+
+
+async def openapi(request: Request) -> Response:
+    return json_response(openapi_document())
+
+
+routes = [
+    Route("/api/v1/cost/components/{id}/actual", component_actual, methods=["GET"]),
+    Route("/api/v1/cost/components/{id}/history", component_history, methods=["GET"]),
+    Route("/api/v1/cost/teams/{id}/summary", team_summary, methods=["GET"]),
+    Route("/api/v1/cost/summary", platform_summary, methods=["GET"]),
+    Route("/api/v1/cost/available", available, methods=["GET"]),
+    Route("/api/v1/openapi.json", openapi, methods=["GET"]),
+]

@@ -1,0 +1,103 @@
+"""Process-wide resources and services, built once by the app lifespan, the worker or the CLI."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from finops_gql.auth import TokenVerifier
+from finops_gql.catalog.service import CatalogService
+from finops_gql.config import Settings
+from finops_gql.costs.service import CostService
+from finops_gql.costs.sync import SyncService
+from finops_gql.db.setup import close_db, init_db, migrate
+from finops_gql.opencost.client import OpenCostClient
+
+QUEUE_NAME = "finops_gql"
+SYNC_JOB_ID = "finops_gql:cost-sync"
+SYNC_JOB_NAME = "cost_sync_job"
+
+
+@dataclass
+class Services:
+    settings: Settings
+    session: aiohttp.ClientSession
+    opencost: OpenCostClient
+    costs: CostService
+    catalog: CatalogService
+    sync: SyncService
+    verifier: TokenVerifier | None = None
+    _arq: Any = field(default=None, repr=False)
+
+    async def arq(self) -> Any:
+        """The arq pool (also a Redis client), created on first use: Redis is only needed for
+        queueing syncs and budget events, never to serve reads."""
+        if self._arq is None:
+            from arq import create_pool
+            from arq.connections import RedisSettings
+
+            self._arq = await create_pool(
+                RedisSettings.from_dsn(self.settings.redis_url), default_queue_name=QUEUE_NAME
+            )
+        return self._arq
+
+    async def enqueue_sync(self) -> tuple[str, str]:
+        """Queue a sync under the fixed job id, so cron and manual triggers never overlap."""
+        pool = await self.arq()
+        job = await pool.enqueue_job(SYNC_JOB_NAME, "manual", _job_id=SYNC_JOB_ID)
+        if job is None:
+            return SYNC_JOB_ID, "already_queued"
+        return str(job.job_id), "queued"
+
+    async def publish(self, channel: str, message: str) -> object:
+        pool = await self.arq()
+        return await pool.publish(channel, message)
+
+    async def aclose(self) -> None:
+        if self._arq is not None:
+            await self._arq.aclose()
+        await self.session.close()
+
+
+@contextlib.asynccontextmanager
+async def open_services(
+    settings: Settings, *, with_auth: bool = False, publish_budgets: bool = True
+) -> AsyncIterator[Services]:
+    """Open the database and ONE aiohttp session, build the services, close both on exit."""
+    verifier = TokenVerifier(settings) if with_auth else None  # refuse weak config before I/O
+    if settings.migrate_on_start:
+        await migrate(settings.database_url)
+        await close_db()
+    await init_db(settings.database_url)
+    session = aiohttp.ClientSession(headers={"User-Agent": "finops_gql"})
+    try:
+        opencost = OpenCostClient(
+            session,
+            settings.opencost_url,
+            timeout_s=settings.opencost_timeout_s,
+            cache_ttl_s=settings.opencost_cache_ttl_s,
+        )
+        costs = CostService(opencost, currency=settings.cost_currency)
+        services = Services(
+            settings=settings,
+            session=session,
+            opencost=opencost,
+            costs=costs,
+            catalog=CatalogService(),
+            sync=SyncService(costs, retention_days=settings.cost_retention_days),
+            verifier=verifier,
+        )
+        if publish_budgets:
+            services.sync.publish = services.publish
+        try:
+            yield services
+        finally:
+            await services.aclose()
+    finally:
+        if not session.closed:
+            await session.close()
+        await close_db()
