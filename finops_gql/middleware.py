@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from starlette.datastructures import Headers
+from starlette.datastructures import Headers, QueryParams
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from finops_gql.auth import AuthError, TokenVerifier
@@ -14,8 +14,13 @@ PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 def _is_graphiql_page(scope: Scope, headers: Headers) -> bool:
-    # The IDE page itself holds no data; its queries are POSTs and carry the token.
-    return scope["method"] == "GET" and "text/html" in headers.get("accept", "")
+    # The IDE page itself holds no data; its queries are POSTs and carry the token. Same test as
+    # Strawberry's should_render_graphql_ide, so a GET with ?query= is never let through.
+    return (
+        scope["method"] == "GET"
+        and "query" not in QueryParams(scope["query_string"])
+        and "text/html" in headers.get("accept", "")
+    )
 
 
 class AuthMiddleware:

@@ -26,7 +26,9 @@ def assert_nest_error(response: httpx.Response, status: int, phrase: str) -> dic
     return body
 
 
-async def test_actual_cost_is_live_from_opencost(client: httpx.AsyncClient, fake: FakeOpenCost) -> None:
+async def test_actual_cost_is_live_from_opencost(
+    client: httpx.AsyncClient, fake: FakeOpenCost
+) -> None:
     team = await make_team()
     component = await make_component(team, "checkout")
     response = await client.get(f"/api/v1/cost/components/{component.id}/actual")
@@ -55,7 +57,9 @@ async def test_many_components_share_one_opencost_request_per_window(
     client: httpx.AsyncClient, fake: FakeOpenCost
 ) -> None:
     team = await make_team()
-    components = [await make_component(team, name) for name in ("checkout", "search", "payments-api")]
+    components = [
+        await make_component(team, name) for name in ("checkout", "search", "payments-api")
+    ]
     for component in components:
         response = await client.get(f"/api/v1/cost/components/{component.id}/actual")
         assert response.status_code == 200
@@ -63,7 +67,9 @@ async def test_many_components_share_one_opencost_request_per_window(
     assert len(fake.requests) == 2
 
 
-async def test_actual_cost_503_when_opencost_fails(client: httpx.AsyncClient, fake: FakeOpenCost) -> None:
+async def test_actual_cost_503_when_opencost_fails(
+    client: httpx.AsyncClient, fake: FakeOpenCost
+) -> None:
     component = await make_component(await make_team())
     fake.fail = "500"
     response = await client.get(f"/api/v1/cost/components/{component.id}/actual")
@@ -71,7 +77,9 @@ async def test_actual_cost_503_when_opencost_fails(client: httpx.AsyncClient, fa
     assert "OpenCost" in str(body["message"])
 
 
-async def test_actual_cost_503_on_unparsable_body(client: httpx.AsyncClient, fake: FakeOpenCost) -> None:
+async def test_actual_cost_503_on_unparsable_body(
+    client: httpx.AsyncClient, fake: FakeOpenCost
+) -> None:
     component = await make_component(await make_team())
     fake.fail = "garbage"
     response = await client.get(f"/api/v1/cost/components/{component.id}/actual")
@@ -88,7 +96,16 @@ async def test_history_newest_first_with_day_and_synced_at(client: httpx.AsyncCl
     assert [r["day"] for r in rows] == sorted((r["day"] for r in rows), reverse=True)
     assert rows[0]["totalCost"] == 1.39
     first = rows[0]
-    for field in ("cpuCost", "memoryCost", "pvCost", "networkCost", "totalCost", "currency", "syncedAt", "day"):
+    for field in (
+        "cpuCost",
+        "memoryCost",
+        "pvCost",
+        "networkCost",
+        "totalCost",
+        "currency",
+        "syncedAt",
+        "day",
+    ):
         assert field in first
     assert first["syncedAt"].endswith("Z") and "." in first["syncedAt"]
 
@@ -114,7 +131,9 @@ async def test_team_summary_largest_first(client: httpx.AsyncClient, services: S
     }
 
 
-async def test_summary_orders_numerically_and_limits(client: httpx.AsyncClient, services: Services) -> None:
+async def test_summary_orders_numerically_and_limits(
+    client: httpx.AsyncClient, services: Services
+) -> None:
     team = await make_team()
     cheap = await make_component(team, "cheap", budget_usd=50.0)
     dear = await make_component(team, "dear")
@@ -137,10 +156,13 @@ async def test_summary_is_byte_compatible(client: httpx.AsyncClient, services: S
     await services.costs.refresh_rollups()
     response = await client.get("/api/v1/cost/summary")
     synced = response.json()[0]["syncedAt"]
-    assert response.content == (
-        f'[{{"componentId":"{component.id}","totalCost":60,"currency":"USD",'
-        f'"syncedAt":"{synced}","budgetUsd":120}}]'
-    ).encode()
+    assert (
+        response.content
+        == (
+            f'[{{"componentId":"{component.id}","totalCost":60,"currency":"USD",'
+            f'"syncedAt":"{synced}","budgetUsd":120}}]'
+        ).encode()
+    )
 
 
 @pytest.mark.parametrize("limit", ["0", "101", "-1", "abc", "1.5", ""])
@@ -181,7 +203,9 @@ async def test_available_true_and_false(client: httpx.AsyncClient, fake: FakeOpe
     assert body["available"] is False and "503" in body["reason"]
 
 
-async def test_available_false_when_unreachable(client: httpx.AsyncClient, services: Services) -> None:
+async def test_available_false_when_unreachable(
+    client: httpx.AsyncClient, services: Services
+) -> None:
     services.costs.opencost._base = "http://127.0.0.1:9"  # nothing listens on the discard port
     services.costs.opencost._api_root = None
     body = (await client.get("/api/v1/cost/available")).json()

@@ -13,11 +13,14 @@ from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
 
+from finops_gql.auth import Principal
 from finops_gql.errors import Conflict, InvalidInput, NotFound
 from finops_gql.graphql.context import Context, Loaders
 from finops_gql.opencost.errors import OpenCostUnavailable
 
 log = logging.getLogger(__name__)
+
+ANONYMOUS = Principal("anonymous", frozenset())
 
 CODES: list[tuple[type[Exception], str]] = [
     (OpenCostUnavailable, "OPENCOST_UNAVAILABLE"),
@@ -55,7 +58,8 @@ class GraphQLView(GraphQL[Context, None]):
         services = request.app.state.services
         return Context(
             services=services,
-            principal=request.scope["state"]["principal"],
+            # Only the GraphiQL page (which executes nothing) gets through unauthenticated.
+            principal=request.scope.get("state", {}).get("principal") or ANONYMOUS,
             loaders=Loaders(services),
         )
 
