@@ -64,7 +64,7 @@ async def database_url(
         await close_db()
     await migrate(url)
     await close_db()
-    yield url
+    return url
 
 
 @pytest.fixture

@@ -42,7 +42,8 @@ def test_refuses_missing_or_weak_configuration(settings: Settings, message: str)
 async def test_hs256_roundtrip_with_roles() -> None:
     verifier = TokenVerifier(SETTINGS)
     principal = await verifier.verify(token(SETTINGS, "admin"))
-    assert principal.subject == "tester" and principal.is_admin
+    assert principal.subject == "tester"
+    assert principal.is_admin
     viewer = await verifier.verify(token(SETTINGS))
     assert not viewer.is_admin
 
@@ -186,7 +187,8 @@ async def test_rest_routes_need_a_token(client: httpx.AsyncClient, path: str) ->
         response = await client.get(path, headers=headers)
         assert response.status_code == 401, (header, response.text)
         body = response.json()
-        assert body["statusCode"] == 401 and body["error"] == "Unauthorized"
+        assert body["statusCode"] == 401
+        assert body["error"] == "Unauthorized"
         assert response.headers["www-authenticate"].startswith("Bearer")
 
 
@@ -198,7 +200,8 @@ async def test_expired_token_is_401_with_message(
     response = await client.get(
         "/api/v1/cost/summary", headers={"Authorization": f"Bearer {expired}"}
     )
-    assert response.status_code == 401 and response.json()["message"] == "token expired"
+    assert response.status_code == 401
+    assert response.json()["message"] == "token expired"
 
 
 @pytest.mark.usefixtures("services")

@@ -23,10 +23,13 @@ async def test_imports_example_catalog() -> None:
     assert payments.id == stable_id("group:default/payments")
     assert (await Team.get(slug="discovery")).name == "Search & Discovery"
     checkout = await Component.get(name="checkout")
-    assert checkout.budget_usd == 60.0 and str(checkout.team_id) == str(payments.id)
-    assert checkout.opencost_aggregate == "label:app" and checkout.selector_key == "checkout"
+    assert checkout.budget_usd == 60.0
+    assert str(checkout.team_id) == str(payments.id)
+    assert checkout.opencost_aggregate == "label:app"
+    assert checkout.selector_key == "checkout"
     ledger = await Component.get(name="ledger")
-    assert ledger.selector_key == "ledger-v2" and str(ledger.team_id) == str(payments.id)
+    assert ledger.selector_key == "ledger-v2"
+    assert str(ledger.team_id) == str(payments.id)
 
 
 async def test_reimport_updates_and_never_duplicates() -> None:
@@ -79,6 +82,6 @@ async def test_bad_files_name_the_problem_and_import_nothing(text: str, message:
 
 
 def test_parse_is_pure_and_reports_document_numbers() -> None:
-    teams, components, skipped = parse_catalog(EXAMPLE)
+    teams, components, _skipped = parse_catalog(EXAMPLE)
     assert [t.slug for t in teams] == ["payments", "discovery"]
     assert [c.owner_ref for c in components][:3] == ["group:default/payments"] * 3

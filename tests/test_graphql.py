@@ -48,13 +48,17 @@ async def test_component_with_team_costs_and_history(
     )
     assert "errors" not in body, body
     c = body["data"]["component"]
-    assert c["cost30d"] == 60.0 and c["overBudget"] is True and c["budgetUsd"] == 50.0
-    assert c["opencostAggregate"] == "label:app" and c["opencostKey"] == "checkout"
+    assert c["cost30d"] == 60.0
+    assert c["overBudget"] is True
+    assert c["budgetUsd"] == 50.0
+    assert c["opencostAggregate"] == "label:app"
+    assert c["opencostKey"] == "checkout"
     assert c["team"]["costSummary"]["totalCost"] == 60.0
     assert c["team"]["costSummary"]["components"] == [
         {"componentId": str(component.id), "totalCost": 60.0}
     ]
-    assert len(c["history"]) == 3 and c["history"][0]["totalCost"] == 2.0
+    assert len(c["history"]) == 3
+    assert c["history"][0]["totalCost"] == 2.0
     assert c["actualCost"]["sevenDay"]["window"] == "7d"
     assert c["actualCost"]["sevenDay"]["totalCost"] > 0
 
@@ -242,7 +246,8 @@ async def test_admin_crud_and_budgets(client: httpx.AsyncClient, settings: Setti
         headers=h,
     )
     component = created["data"]["createComponent"]
-    assert component["budgetUsd"] == 12.5 and component["opencostKey"] == "checkout-v2"
+    assert component["budgetUsd"] == 12.5
+    assert component["opencostKey"] == "checkout-v2"
     assert component["team"]["slug"] == "payments"
     budget = await gql(
         client,

@@ -31,7 +31,9 @@ def test_parses_real_namespace_response() -> None:
     assert len(steps) == 1
     assert set(steps[0]) == {"kube-system", "opencost", "prometheus"}
     kube = steps[0]["kube-system"]
-    assert kube.cpu_cost == 0.408822 and kube.ram_cost == 0.016647 and kube.total_cost == 0.425469
+    assert kube.cpu_cost == 0.408822
+    assert kube.ram_cost == 0.016647
+    assert kube.total_cost == 0.425469
     assert kube.start == datetime(2023, 1, 18, 11, 38, 45, tzinfo=UTC)
 
 
@@ -162,7 +164,8 @@ async def test_cache_and_concurrent_dedupe(session: aiohttp.ClientSession) -> No
         )
         assert all(r == results[0] for r in results)
         await client.allocation(window="7d", aggregate="label:app", accumulate=True)
-        assert len(fake.requests) == 1 and client.requests_made == 1
+        assert len(fake.requests) == 1
+        assert client.requests_made == 1
         await client.allocation(window="7d", aggregate="label:app", accumulate=True, cached=False)
         assert len(fake.requests) == 2
     finally:
@@ -192,7 +195,8 @@ async def test_unreachable_and_not_opencost(session: aiohttp.ClientSession) -> N
     with pytest.raises(OpenCostUnavailable, match="unreachable"):
         await client.allocation(window="7d", aggregate="label:app")
     health = await client.health()
-    assert not health.available and health.reason
+    assert not health.available
+    assert health.reason
 
     app = web.Application()  # something that is not OpenCost: 404 everywhere
     server = TestServer(app, host="127.0.0.1")

@@ -22,7 +22,8 @@ def assert_nest_error(response: httpx.Response, status: int, phrase: str) -> dic
     assert list(body) == ["statusCode", "message", "error"]
     assert body["statusCode"] == status
     assert body["error"] == phrase
-    assert isinstance(body["message"], str) and body["message"]
+    assert isinstance(body["message"], str)
+    assert body["message"]
     return body
 
 
@@ -107,7 +108,8 @@ async def test_history_newest_first_with_day_and_synced_at(client: httpx.AsyncCl
         "day",
     ):
         assert field in first
-    assert first["syncedAt"].endswith("Z") and "." in first["syncedAt"]
+    assert first["syncedAt"].endswith("Z")
+    assert "." in first["syncedAt"]
 
 
 async def test_team_summary_largest_first(client: httpx.AsyncClient, services: Services) -> None:
@@ -142,8 +144,10 @@ async def test_summary_orders_numerically_and_limits(
     await services.costs.refresh_rollups()
     rows = (await client.get("/api/v1/cost/summary")).json()
     assert [r["componentId"] for r in rows] == [str(dear.id), str(cheap.id)]
-    assert rows[0]["totalCost"] == 100 and rows[1]["totalCost"] == 71.3
-    assert rows[1]["budgetUsd"] == 50 and rows[0]["budgetUsd"] is None
+    assert rows[0]["totalCost"] == 100
+    assert rows[1]["totalCost"] == 71.3
+    assert rows[1]["budgetUsd"] == 50
+    assert rows[0]["budgetUsd"] is None
     assert list(rows[0]) == ["componentId", "totalCost", "currency", "syncedAt", "budgetUsd"]
     one = (await client.get("/api/v1/cost/summary", params={"limit": 1})).json()
     assert [r["componentId"] for r in one] == [str(dear.id)]
@@ -197,10 +201,12 @@ async def test_wrong_method_is_405(client: httpx.AsyncClient) -> None:
 
 async def test_available_true_and_false(client: httpx.AsyncClient, fake: FakeOpenCost) -> None:
     response = await client.get("/api/v1/cost/available")
-    assert response.status_code == 200 and response.content == b'{"available":true}'
+    assert response.status_code == 200
+    assert response.content == b'{"available":true}'
     fake.fail = "down"
     body = (await client.get("/api/v1/cost/available")).json()
-    assert body["available"] is False and "503" in body["reason"]
+    assert body["available"] is False
+    assert "503" in body["reason"]
 
 
 async def test_available_false_when_unreachable(
@@ -209,7 +215,8 @@ async def test_available_false_when_unreachable(
     services.costs.opencost._base = "http://127.0.0.1:9"  # nothing listens on the discard port
     services.costs.opencost._api_root = None
     body = (await client.get("/api/v1/cost/available")).json()
-    assert body["available"] is False and "unreachable" in body["reason"]
+    assert body["available"] is False
+    assert "unreachable" in body["reason"]
 
 
 async def test_unexpected_error_is_500_without_trace(
@@ -221,4 +228,5 @@ async def test_unexpected_error_is_500_without_trace(
     monkeypatch.setattr(CostService, "top_components", boom)
     response = await client.get("/api/v1/cost/summary")
     body = assert_nest_error(response, 500, "Internal Server Error")
-    assert "secret" not in response.text and body["message"] == "Internal server error"
+    assert "secret" not in response.text
+    assert body["message"] == "Internal server error"

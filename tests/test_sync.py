@@ -38,10 +38,12 @@ async def test_first_run_backfills_30_days_with_one_request(
     run = await services.sync.run("cli")
     assert run.status == "succeeded"
     assert (run.first_day, run.last_day, run.days) == (date(2026, 2, 13), date(2026, 3, 14), 30)
-    assert run.opencost_requests == 1 and len(fake.requests) == 1
+    assert run.opencost_requests == 1
+    assert len(fake.requests) == 1
     assert fake.requests[0]["step"] == "1d"
     assert fake.requests[0]["window"] == "2026-02-13T00:00:00Z,2026-03-15T00:00:00Z"
-    assert run.records == 90 and run.components == 3
+    assert run.records == 90
+    assert run.components == 3
     assert await CostRecord.filter(component=ghost).count() == 0
     checkout = await Component.get(id=components[0].id)
     expected = sum(
@@ -50,7 +52,8 @@ async def test_first_run_backfills_30_days_with_one_request(
     assert checkout.cost_30d == pytest.approx(expected, abs=1e-3)
     assert checkout.cost_synced_at is not None
     record = await CostRecord.get(component=checkout, day=date(2026, 3, 14))
-    assert record.ram_cost > 0 and record.currency == "USD"
+    assert record.ram_cost > 0
+    assert record.currency == "USD"
     assert record.total_cost == pytest.approx(daily_total("checkout", date(2026, 3, 14)), abs=1e-4)
 
 
@@ -61,8 +64,11 @@ async def test_second_run_same_day_writes_nothing_new(
     await catalog()
     await services.sync.run()
     again = await services.sync.run()
-    assert again.status == "succeeded" and again.records == 0 and again.days == 0
-    assert again.opencost_requests == 0 and len(fake.requests) == 1
+    assert again.status == "succeeded"
+    assert again.records == 0
+    assert again.days == 0
+    assert again.opencost_requests == 0
+    assert len(fake.requests) == 1
     assert await CostRecord.all().count() == 90
 
 
@@ -109,11 +115,13 @@ async def test_opencost_failing_halfway_leaves_no_rows(
         await services.sync.run()
     assert await CostRecord.all().count() == 0
     failed = await SyncRun.get()
-    assert failed.status == "failed" and "OpenCost" in (failed.error or "")
+    assert failed.status == "failed"
+    assert "OpenCost" in (failed.error or "")
     assert failed.finished_at is not None
     fake.fail = None
     healed = await services.sync.run()
-    assert healed.days == 30 and healed.records == 60
+    assert healed.days == 30
+    assert healed.records == 60
 
 
 async def test_failure_during_write_rolls_back(
@@ -173,7 +181,8 @@ async def test_backfill_rewrites_recent_days(services: Services, fake: FakeOpenC
     await catalog()
     await services.sync.run()
     run = await services.sync.run(backfill_days=3)
-    assert run.days == 3 and run.records == 9
+    assert run.days == 3
+    assert run.records == 9
     assert await CostRecord.all().count() == 90  # upserted, not duplicated
 
 
@@ -193,9 +202,8 @@ async def test_budget_breaches_are_logged_and_published(
     services.sync.publish = publish
     await services.sync.run()
     assert len(published) == 1
-    assert (
-        published[0][0] == "finops_gql:budget_exceeded" and '"name": "checkout"' in published[0][1]
-    )
+    assert published[0][0] == "finops_gql:budget_exceeded"
+    assert '"name": "checkout"' in published[0][1]
     assert any("budget exceeded: component=checkout" in r.getMessage() for r in caplog.records)
 
 
