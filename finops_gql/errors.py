@@ -18,3 +18,7 @@ class InvalidInput(ServiceError):
 
 class Conflict(ServiceError):
     """The change would break a uniqueness or ownership rule: REST 409, GraphQL CONFLICT."""
+
+
+class QueueUnavailable(ServiceError):
+    """Redis (the job queue) cannot be reached: REST 503, GraphQL QUEUE_UNAVAILABLE."""

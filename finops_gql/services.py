@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+from redis.exceptions import RedisError
 
 from finops_gql.auth import TokenVerifier
 from finops_gql.catalog.service import CatalogService
@@ -15,6 +17,7 @@ from finops_gql.config import Settings
 from finops_gql.costs.service import CostService
 from finops_gql.costs.sync import SyncService
 from finops_gql.db.setup import close_db, init_db, migrate
+from finops_gql.errors import QueueUnavailable
 from finops_gql.opencost.client import OpenCostClient
 
 QUEUE_NAME = "finops_gql"
@@ -32,23 +35,39 @@ class Services:
     sync: SyncService
     verifier: TokenVerifier | None = None
     _arq: Any = field(default=None, repr=False)
+    _arq_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
     async def arq(self) -> Any:
         """The arq pool (also a Redis client), created on first use: Redis is only needed for
         queueing syncs and budget events, never to serve reads."""
-        if self._arq is None:
-            from arq import create_pool
-            from arq.connections import RedisSettings
-
-            self._arq = await create_pool(
-                RedisSettings.from_dsn(self.settings.redis_url), default_queue_name=QUEUE_NAME
-            )
+        async with self._arq_lock:  # concurrent first callers must share one pool
+            if self._arq is None:
+                self._arq = await self._create_arq_pool()
         return self._arq
+
+    async def _create_arq_pool(self) -> Any:
+        from arq import create_pool
+        from arq.connections import RedisSettings
+
+        redis_settings = RedisSettings.from_dsn(self.settings.redis_url)
+        # Fail fast: a request must not hang through arq's reconnect loop.
+        redis_settings.conn_retries = 0
+        redis_settings.conn_timeout = 2
+        try:
+            return await create_pool(redis_settings, default_queue_name=QUEUE_NAME)
+        except (OSError, RedisError) as exc:
+            where = f"{redis_settings.host}:{redis_settings.port}"  # never the password
+            raise QueueUnavailable(f"cannot reach Redis at {where}: {type(exc).__name__}") from None
 
     async def enqueue_sync(self) -> tuple[str, str]:
         """Queue a sync under the fixed job id, so cron and manual triggers never overlap."""
         pool = await self.arq()
-        job = await pool.enqueue_job(SYNC_JOB_NAME, "manual", _job_id=SYNC_JOB_ID)
+        try:
+            job = await pool.enqueue_job(SYNC_JOB_NAME, "manual", _job_id=SYNC_JOB_ID)
+        except (OSError, RedisError) as exc:
+            raise QueueUnavailable(
+                f"cannot queue the sync on Redis: {type(exc).__name__}"
+            ) from None
         if job is None:
             return SYNC_JOB_ID, "already_queued"
         return str(job.job_id), "queued"

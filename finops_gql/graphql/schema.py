@@ -5,7 +5,9 @@ from __future__ import annotations
 import uuid
 
 import strawberry
+from graphql import GraphQLError
 from strawberry.permission import BasePermission
+from strawberry.types import ExecutionContext
 
 from finops_gql.costs.service import TOP_DEFAULT, parse_uuid
 from finops_gql.errors import InvalidInput
@@ -194,4 +196,11 @@ class Mutation:
         return SyncJob(job_id=job_id, status=status)
 
 
-schema = strawberry.Schema(query=Query, mutation=Mutation)
+class GatewaySchema(strawberry.Schema):
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        """Client mistakes are answers, not incidents: the view logs only unexpected errors."""
+
+
+schema = GatewaySchema(query=Query, mutation=Mutation)

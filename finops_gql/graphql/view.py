@@ -14,7 +14,7 @@ from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
 
 from finops_gql.auth import Principal
-from finops_gql.errors import Conflict, InvalidInput, NotFound
+from finops_gql.errors import Conflict, InvalidInput, NotFound, QueueUnavailable
 from finops_gql.graphql.context import Context, Loaders
 from finops_gql.opencost.errors import OpenCostUnavailable
 
@@ -27,6 +27,7 @@ CODES: list[tuple[type[Exception], str]] = [
     (NotFound, "NOT_FOUND"),
     (InvalidInput, "BAD_USER_INPUT"),
     (Conflict, "CONFLICT"),
+    (QueueUnavailable, "QUEUE_UNAVAILABLE"),
 ]
 
 
