@@ -94,7 +94,8 @@ def test_or_of_day_fields_becomes_two_schedules() -> None:
         (None, frozenset({0})),
     ]
     jobs = cron_jobs("0 9 1,15 * 1")
-    assert len(jobs) == 2 and len({j.name for j in jobs}) == 2
+    assert len(jobs) == 2
+    assert len({j.name for j in jobs}) == 2
     assert {j.job_id for j in jobs} == {"finops_gql:cost-sync"}
 
 

@@ -28,7 +28,7 @@ async def redis_url(settings: Settings) -> AsyncIterator[str]:
     client = aioredis.from_url(url)
     await client.flushdb()
     await client.aclose()
-    yield url
+    return url
 
 
 @pytest.fixture
@@ -87,7 +87,8 @@ async def test_trigger_then_worker_runs_one_sync(
             break
     assert message is not None, "no budget event was published"
     event = json.loads(message["data"])
-    assert event["name"] == "checkout" and event["budgetUsd"] == 1.0
+    assert event["name"] == "checkout"
+    assert event["budgetUsd"] == 1.0
     await pubsub.aclose()
     await subscriber.aclose()
 
