@@ -111,8 +111,12 @@ def _token(settings: Settings, args: argparse.Namespace) -> int:
 
     try:
         ttl = parse_ttl(args.ttl)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
         token = mint_token(settings, args.sub, args.role or [], ttl)
-    except (ValueError, AuthError) as exc:
+    except AuthError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(token)

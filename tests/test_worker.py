@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC
 from typing import Any
 
@@ -23,7 +22,7 @@ from tests.conftest import REDIS_URL, gql, make_component, make_team, need, toke
 
 
 @pytest.fixture
-async def redis_url(settings: Settings) -> AsyncIterator[str]:
+async def redis_url(settings: Settings) -> str:
     url = need(REDIS_URL, "REDIS_URL_TEST")
     client = aioredis.from_url(url)
     await client.flushdb()
