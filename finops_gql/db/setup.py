@@ -30,7 +30,9 @@ def tortoise_config(database_url: str) -> dict[str, Any]:
 
 
 async def init_db(database_url: str) -> None:
-    await Tortoise.init(config=tortoise_config(database_url))
+    # Global fallback: uvicorn runs the lifespan and each request in different tasks, and
+    # Tortoise's context is a contextvar that a request task would not inherit otherwise.
+    await Tortoise.init(config=tortoise_config(database_url), _enable_global_fallback=True)
 
 
 async def close_db() -> None:
