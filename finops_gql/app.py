@@ -20,6 +20,7 @@ from finops_gql.errors import Conflict, InvalidInput, NotFound
 from finops_gql.graphql.schema import schema
 from finops_gql.graphql.view import GraphQLView
 from finops_gql.middleware import AuthMiddleware
+from finops_gql.observability import RequestContextMiddleware, metrics
 from finops_gql.opencost.errors import OpenCostUnavailable
 from finops_gql.rest.errors import error_response
 from finops_gql.rest.routes import routes as rest_routes
@@ -106,10 +107,14 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
             *rest_routes,
             Route("/graphql", graphql, methods=["GET", "POST"]),
         ],
-        middleware=[Middleware(AuthMiddleware, verifier=verifier)],
+        middleware=[
+            Middleware(RequestContextMiddleware),
+            Middleware(AuthMiddleware, verifier=verifier),
+        ],
         exception_handlers={
             NotFound: _not_found,
             InvalidInput: _bad_request,

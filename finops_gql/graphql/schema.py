@@ -24,6 +24,7 @@ from finops_gql.graphql.types import (
     Team,
     TeamConnection,
 )
+from finops_gql.observability import GraphQLMetrics
 
 PAGE_DEFAULT = 50
 
@@ -203,4 +204,4 @@ class GatewaySchema(strawberry.Schema):
         """Client mistakes are answers, not incidents: the view logs only unexpected errors."""
 
 
-schema = GatewaySchema(query=Query, mutation=Mutation)
+schema = GatewaySchema(query=Query, mutation=Mutation, extensions=[GraphQLMetrics])

@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 
+from finops_gql.metrics import OPENCOST_ERRORS, OPENCOST_SECONDS
 from finops_gql.opencost.errors import OpenCostUnavailable
 from finops_gql.opencost.parse import Allocation, parse_allocation_response
 
@@ -50,13 +51,22 @@ class OpenCostClient:
         self.requests_made = 0  # HTTP requests to /allocation, for SyncRun and the benchmark
 
     async def _get(self, url: str, params: Mapping[str, str] | None = None) -> tuple[int, bytes]:
+        endpoint = url.rsplit("/", 1)[-1]
+        started = time.perf_counter()
         try:
             async with self._session.get(url, params=params, timeout=self._timeout) as response:
-                return response.status, await response.read()
+                body = await response.read()
         except TimeoutError:
+            OPENCOST_ERRORS.labels(endpoint).inc()
             raise OpenCostUnavailable(f"OpenCost timed out after {self._timeout.total}s") from None
         except aiohttp.ClientError as exc:
+            OPENCOST_ERRORS.labels(endpoint).inc()
             raise OpenCostUnavailable(f"OpenCost is unreachable: {exc}") from None
+        finally:
+            OPENCOST_SECONDS.labels(endpoint).observe(time.perf_counter() - started)
+        if response.status >= 400:
+            OPENCOST_ERRORS.labels(endpoint).inc()
+        return response.status, body
 
     async def api_root(self) -> str:
         """Find where the API lives under OPENCOST_URL, once, so users need not guess.
@@ -155,14 +165,7 @@ class OpenCostClient:
     ) -> list[dict[str, Allocation]]:
         root = await self.api_root()
         self.requests_made += 1
-        started = time.perf_counter()
         status, body = await self._get(root + "/allocation", params)
-        log.debug(
-            "opencost allocation %s -> %s in %.3fs",
-            dict(params),
-            status,
-            time.perf_counter() - started,
-        )
         if status != 200:
             detail = body[:200].decode("utf-8", "replace").strip()
             raise OpenCostUnavailable(f"OpenCost answered HTTP {status}: {detail}")

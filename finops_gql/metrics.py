@@ -1,0 +1,50 @@
+"""Prometheus metrics, in a registry of our own (no import-time side effects elsewhere)."""
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry()
+HTTP_REQUESTS = Counter(
+    "finops_gql_http_requests_total",
+    "HTTP requests",
+    ["route", "method", "status"],
+    registry=REGISTRY,
+)
+HTTP_SECONDS = Histogram(
+    "finops_gql_http_request_seconds",
+    "HTTP request latency",
+    ["route", "method"],
+    registry=REGISTRY,
+)
+GRAPHQL_SECONDS = Histogram(
+    "finops_gql_graphql_operation_seconds",
+    "GraphQL operation latency",
+    ["operation", "type"],
+    registry=REGISTRY,
+)
+OPENCOST_SECONDS = Histogram(
+    "finops_gql_opencost_request_seconds",
+    "OpenCost request latency",
+    ["endpoint"],
+    registry=REGISTRY,
+)
+OPENCOST_ERRORS = Counter(
+    "finops_gql_opencost_errors_total",
+    "OpenCost requests that failed",
+    ["endpoint"],
+    registry=REGISTRY,
+)
+SYNC_STATUS = Gauge(
+    "finops_gql_sync_last_success",
+    "1 if the latest finished sync succeeded, else 0",
+    registry=REGISTRY,
+)
+SYNC_DURATION = Gauge(
+    "finops_gql_sync_last_duration_seconds",
+    "Duration of the latest finished sync",
+    registry=REGISTRY,
+)
+SYNC_FINISHED = Gauge(
+    "finops_gql_sync_last_finished_timestamp_seconds",
+    "When the latest sync finished (unix time)",
+    registry=REGISTRY,
+)
