@@ -11,6 +11,26 @@ DEFAULT_DATABASE_URL = "sqlite://finops_gql.sqlite3"
 MIN_SECRET_BYTES = 32
 
 
+# Every variable Settings.from_env reads (the README documents each; a test checks).
+ENV_VARS = (
+    "DATABASE_URL",
+    "OPENCOST_URL",
+    "OPENCOST_TIMEOUT_SECONDS",
+    "OPENCOST_CACHE_SECONDS",
+    "COST_SYNC_CRON",
+    "REDIS_URL",
+    "JWT_SECRET",
+    "JWT_JWKS_URL",
+    "JWT_AUDIENCE",
+    "JWT_ISSUER",
+    "JWT_ROLES_CLAIM",
+    "COST_CURRENCY",
+    "COST_RETENTION_DAYS",
+    "MIGRATE_ON_START",
+    "GRAPHIQL_DISABLED",
+)
+
+
 class ConfigError(ValueError):
     """A setting is missing, malformed or unsafe; the message names the variable."""
 
