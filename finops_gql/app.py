@@ -11,14 +11,15 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from finops_gql.auth import TokenVerifier
 from finops_gql.config import Settings
 from finops_gql.db.setup import connection
 from finops_gql.errors import Conflict, InvalidInput, NotFound
 from finops_gql.graphql.schema import schema
-from finops_gql.graphql.view import GraphQLView
+from finops_gql.graphql.view import STATIC_DIR, STATIC_PREFIX, GraphQLView
 from finops_gql.middleware import AuthMiddleware
 from finops_gql.observability import RequestContextMiddleware, metrics
 from finops_gql.opencost.errors import OpenCostUnavailable
@@ -110,6 +111,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
             Route("/metrics", metrics, methods=["GET"]),
             *rest_routes,
             Route("/graphql", graphql, methods=["GET", "POST"]),
+            Mount(STATIC_PREFIX.rstrip("/"), StaticFiles(directory=STATIC_DIR), name="graphiql"),
         ],
         middleware=[
             Middleware(RequestContextMiddleware),

@@ -11,6 +11,8 @@ from finops_gql.auth import AuthError, TokenVerifier
 from finops_gql.rest.errors import error_response
 
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+# GraphiQL's own JS and CSS (vendored open-source files, no data) load before any token exists.
+PUBLIC_PREFIX = "/graphql/static/"
 
 
 def _is_graphiql_page(scope: Scope, headers: Headers) -> bool:
@@ -29,7 +31,8 @@ class AuthMiddleware:
         self.verifier = verifier
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIX):
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)

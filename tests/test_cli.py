@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
 from pathlib import Path
 
 import jwt
@@ -12,23 +9,7 @@ import pytest
 
 from finops_gql.dev.opencost_fake import FakeOpenCost
 from tests.conftest import TEST_SECRET
-
-EXAMPLE = Path(__file__).parent.parent / "examples" / "catalog-info.yaml"
-
-
-async def cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "finops_gql.cli",
-        *args,
-        env={**os.environ, **env},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+from tests.proc import EXAMPLE, cli
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import httpx
@@ -327,7 +328,17 @@ async def test_top_components_limit_checked(client: httpx.AsyncClient) -> None:
     assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
 
 
-async def test_graphiql_page_is_served(client: httpx.AsyncClient) -> None:
-    response = await client.get("/graphql", headers={"Accept": "text/html", "Authorization": ""})
+async def test_graphiql_page_is_served_with_local_assets(client: httpx.AsyncClient) -> None:
+    client.headers.pop("Authorization")
+    response = await client.get("/graphql", headers={"Accept": "text/html"})
     assert response.status_code == 200
     assert "graphiql" in response.text.lower()
+    assert "unpkg.com" not in response.text
+    assets = re.findall(r'(?:src|href)="(/graphql/static/[^"]+)"', response.text)
+    assert len(assets) == 7
+    for asset in assets:
+        served = await client.get(asset)
+        assert served.status_code == 200, asset
+        assert served.content, asset
+    traversal = await client.get("/graphql/static/%2e%2e/%2e%2e/config.py")
+    assert traversal.status_code == 404

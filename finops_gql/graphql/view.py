@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import re
+from pathlib import Path
 from typing import Any
 
 from graphql import GraphQLError
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse
@@ -52,7 +54,31 @@ def _formatted(error: GraphQLError) -> dict[str, Any]:
     return body
 
 
+STATIC_PREFIX = "/graphql/static/"
+STATIC_DIR = Path(__file__).parent.parent / "static" / "graphiql"
+CDN = "https://unpkg.com/"
+
+
+def offline_ide_html(html: str) -> str:
+    """Strawberry's GraphiQL page with its CDN assets served from the app itself.
+
+    The vendored files are byte-identical to the pinned ones (scripts/vendor-graphiql checks), so
+    the page's integrity attributes still hold.
+    """
+    for url in set(re.findall(r'https://unpkg\.com/[^"]+', html)):
+        if not (STATIC_DIR / url.removeprefix(CDN)).is_file():
+            raise RuntimeError(f"GraphiQL asset {url} is not vendored: run scripts/vendor-graphiql")
+    return html.replace(CDN, STATIC_PREFIX)
+
+
 class GraphQLView(GraphQL[Context, None]):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._ide_html = offline_ide_html(self.graphql_ide_html) if self.graphql_ide else ""
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        return HTMLResponse(self._ide_html)
+
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
     ) -> Context:

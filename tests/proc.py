@@ -1,0 +1,84 @@
+"""Helpers that run finops-gql as a user does: as separate processes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+
+from finops_gql.dev.opencost_fake import FakeOpenCost
+from tests.conftest import TEST_SECRET
+
+EXAMPLE = Path(__file__).parent.parent / "examples" / "catalog-info.yaml"
+EXAMPLE_KEYS = ["checkout", "payments-api", "ledger-v2", "search", "recommendations"]
+
+
+async def cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "finops_gql.cli",
+        *args,
+        env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextlib.asynccontextmanager
+async def running_gateway(tmp_path: Path, opencost: tuple[FakeOpenCost, str]) -> AsyncIterator[str]:
+    """Migrate, import the example catalog, sync, and serve it; yields the base URL."""
+    opencost[0].keys = EXAMPLE_KEYS
+    env = {
+        "DATABASE_URL": f"sqlite://{tmp_path / 'gateway.sqlite3'}",
+        "OPENCOST_URL": opencost[1],
+        "JWT_SECRET": TEST_SECRET,
+        "LOG_LEVEL": "WARNING",
+    }
+    for args in (("migrate",), ("catalog", "import", str(EXAMPLE)), ("sync",)):
+        code, _, err = await cli(*args, env=env)
+        assert code == 0, err
+    port = free_port()
+    server = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "finops_gql.cli",
+        "serve",
+        "--port",
+        str(port),
+        env={**os.environ, **env},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=5) as http:
+            for _ in range(100):
+                try:
+                    if (await http.get("/healthz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("server did not start")
+        yield base
+    finally:
+        server.terminate()
+        _, err = await asyncio.wait_for(server.communicate(), timeout=15)
+        assert b"Traceback" not in err, err.decode()
