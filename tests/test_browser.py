@@ -59,8 +59,9 @@ class Page:
         result = await self.send("Runtime.evaluate", expression=expression, returnByValue=True)
         return result["result"].get("value")
 
-    async def wait_for(self, expression: str, timeout: float = 20) -> Any:
-        for _ in range(int(timeout / 0.1)):
+    async def wait_for(self, expression: str) -> Any:
+        """Poll until the expression is truthy (20 s at most)."""
+        for _ in range(200):
             value = await self.evaluate(expression)
             if value:
                 return value
