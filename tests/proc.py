@@ -79,6 +79,7 @@ async def running_gateway(tmp_path: Path, opencost: tuple[FakeOpenCost, str]) ->
                 raise AssertionError("server did not start")
         yield base
     finally:
-        server.terminate()
+        if server.returncode is None:
+            server.terminate()
         _, err = await asyncio.wait_for(server.communicate(), timeout=15)
         assert b"Traceback" not in err, err.decode()
