@@ -26,6 +26,7 @@ HISTORY_MAX = 400
 TOP_DEFAULT = 10
 TOP_MAX = 100
 LIVE_WINDOWS = ("7d", "30d")
+COST_FIELDS = ("id", "name", "team_id", "cost_30d", "cost_synced_at", "budget_usd")
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,15 +212,15 @@ class CostService:
             )
         return result
 
-    def component_cost(self, component: Component) -> ComponentCost:
+    def _component_cost(self, row: dict[str, Any]) -> ComponentCost:
         return ComponentCost(
-            component_id=component.id,
-            name=component.name,
-            team_id=uuid.UUID(str(component.team_id)),
-            total_cost=money(component.cost_30d),
+            component_id=row["id"],
+            name=row["name"],
+            team_id=row["team_id"],
+            total_cost=money(row["cost_30d"]),
             currency=self.currency,
-            synced_at=component.cost_synced_at,
-            budget_usd=component.budget_usd,
+            synced_at=row["cost_synced_at"],
+            budget_usd=row["budget_usd"],
         )
 
     async def team_summary(self, team_id: uuid.UUID) -> TeamSummary:
@@ -227,12 +228,15 @@ class CostService:
         return (await self.team_summaries([team_id]))[team_id]
 
     async def team_summaries(self, team_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, TeamSummary]:
-        components = await Component.filter(team_id__in=list(team_ids)).order_by(
-            "-cost_30d", "name"
+        # .values(): plain rows, not models; this is the hot path of the team pages.
+        rows = (
+            await Component.filter(team_id__in=list(team_ids))
+            .order_by("-cost_30d", "name")
+            .values(*COST_FIELDS)
         )
         by_team: dict[uuid.UUID, list[ComponentCost]] = defaultdict(list)
-        for component in components:
-            cost = self.component_cost(component)
+        for row in rows:
+            cost = self._component_cost(row)
             by_team[cost.team_id].append(cost)
         start, end = rollup_range(self.clock())
         return {
@@ -250,8 +254,8 @@ class CostService:
 
     async def top_components(self, limit: int = TOP_DEFAULT) -> list[ComponentCost]:
         check_limit(limit, TOP_MAX)
-        components = await Component.all().order_by("-cost_30d", "name").limit(limit)
-        return [self.component_cost(c) for c in components]
+        rows = await Component.all().order_by("-cost_30d", "name").limit(limit).values(*COST_FIELDS)
+        return [self._component_cost(row) for row in rows]
 
     async def refresh_rollups(self, component_ids: Iterable[uuid.UUID] | None = None) -> None:
         """Recompute each component's 30-day total from its daily records, in one statement."""

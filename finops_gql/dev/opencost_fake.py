@@ -209,13 +209,20 @@ def keys_from_catalog(paths: Iterable[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Local OpenCost stand-in")
     parser.add_argument(
-        "catalog", nargs="+", help="Backstage catalog files whose components to cost"
+        "catalog", nargs="*", help="Backstage catalog files whose components to cost"
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9003)
     parser.add_argument("--ui", action="store_true", help="serve under /model/ like port 9090")
+    parser.add_argument("--keys-file", help="also cost these keys (one per line)")
+    parser.add_argument("--now", help="pretend it is this UTC time (ISO 8601)")
     args = parser.parse_args(argv)
-    fake = FakeOpenCost(keys_from_catalog(args.catalog), ui=args.ui)
+    keys = keys_from_catalog(args.catalog)
+    if args.keys_file:
+        with open(args.keys_file, encoding="utf-8") as handle:
+            keys.extend(line.strip() for line in handle if line.strip())
+    now = datetime.fromisoformat(args.now).astimezone(UTC) if args.now else None
+    fake = FakeOpenCost(keys, ui=args.ui, now=now)
     web.run_app(fake.app(), host=args.host, port=args.port, print=None)
 
 

@@ -1,0 +1,676 @@
+#!/usr/bin/env python3
+"""Benchmark harness: read latency and throughput of the real server, and the sync.
+
+    .venv/bin/python scripts/bench.py                       # default scale, SQLite
+    .venv/bin/python scripts/bench.py --db postgres         # PostgreSQL (database finops_bench)
+    .venv/bin/python scripts/bench.py --smoke               # tiny scale, for CI: checks, no timings
+
+It generates a catalog and cost history (default 200 teams, 10,000 components, 90 days), starts
+`finops-gql serve` (uvicorn, production settings) and, from a separate client process, measures
+REST and GraphQL reads: p50/p95/p99 at concurrency 1 and throughput at concurrency 32. Every
+figure stands beside two references measured in the same run: the database floor (the same
+answer from one hand-written SQL query through the same driver) and the framework ceiling (a bare
+Starlette route returning a JSON constant under the same uvicorn settings). It then times the sync
+(30-day backfill and a 1-day run) against the local OpenCost stand-in, and reads the server's
+peak RSS. Output: a table on stdout and JSON under bench-results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import secrets
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench-results"
+PG_ADMIN_URL = "postgres://postgres@127.0.0.1:5432/postgres"
+
+# -- the two reference servers and the load client run as subprocesses of this same file ---------
+
+
+def ceiling_app() -> Any:
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    payload = {"componentId": str(uuid.UUID(int=1)), "totalCost": 71.3, "currency": "USD"}
+
+    async def constant(request: Any) -> JSONResponse:
+        return JSONResponse([payload] * 10)
+
+    return Starlette(routes=[Route("/constant", constant)])
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+async def load(spec: dict[str, Any]) -> dict[str, Any]:
+    """Latency at concurrency 1, then throughput at concurrency N, for one request."""
+    import aiohttp
+
+    method, url, body = spec["method"], spec["url"], spec.get("body")
+    headers = spec.get("headers", {})
+    errors = 0
+
+    connector = aiohttp.TCPConnector(limit=spec["concurrency"])
+    async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
+
+        async def once() -> float:
+            nonlocal errors
+            started = time.perf_counter()
+            async with session.request(method, url, json=body) as response:
+                payload = await response.read()
+                if response.status != 200 or (body is not None and b'"errors"' in payload):
+                    errors += 1
+            return time.perf_counter() - started
+
+        for _ in range(spec["warmup"]):
+            await once()
+        latencies = [await once() for _ in range(spec["requests"])]
+        remaining = spec["throughput_requests"]
+
+        async def worker() -> None:
+            nonlocal remaining
+            while remaining > 0:
+                remaining -= 1
+                await once()
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(spec["concurrency"])))
+        elapsed = time.perf_counter() - started
+    return {
+        "p50_ms": percentile(latencies, 50) * 1000,
+        "p95_ms": percentile(latencies, 95) * 1000,
+        "p99_ms": percentile(latencies, 99) * 1000,
+        "rps": spec["throughput_requests"] / elapsed,
+        "errors": errors,
+    }
+
+
+def run_load(spec: dict[str, Any]) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, __file__, "load", json.dumps(spec)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
+# -- data generation -----------------------------------------------------------------------------
+
+
+@dataclass
+class Scale:
+    teams: int
+    components: int
+    days: int
+    big_team: int  # components in team 0, for the team-summary measurement
+    requests: int
+    throughput_requests: int
+    warmup: int
+
+
+DEFAULT = Scale(200, 10_000, 90, 500, 300, 2_000, 30)
+SMOKE = Scale(5, 60, 35, 20, 10, 40, 2)
+
+
+def generate(scale: Scale, seed: int = 7) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    rng = random.Random(seed)
+    teams = [
+        (uuid.UUID(int=rng.getrandbits(128), version=4), f"Team {i}", f"team-{i:03d}")
+        for i in range(scale.teams)
+    ]
+    components = []
+    for i in range(scale.components):
+        team = teams[0] if i < scale.big_team else teams[1 + i % (scale.teams - 1)]
+        budget = round(rng.uniform(30, 150), 2) if i % 3 == 0 else None
+        components.append(
+            (uuid.UUID(int=rng.getrandbits(128), version=4), f"svc-{i:05d}", team[0], budget)
+        )
+    return teams, components
+
+
+def record_rows(
+    components: list[tuple[Any, ...]], days: int, end: date, synced: datetime
+) -> list[tuple[Any, ...]]:
+    from finops_gql.dev.opencost_fake import daily_total
+
+    rows = []
+    for cid, name, _, _ in components:
+        for offset in range(days):
+            day = end - timedelta(days=offset)
+            total = round(daily_total(name, day), 5)
+            rows.append(
+                (
+                    cid,
+                    day,
+                    round(total * 0.55, 5),
+                    round(total * 0.3, 5),
+                    round(total * 0.1, 5),
+                    round(total * 0.05, 5),
+                    0.0,
+                    0.0,
+                    0.0,
+                    0.0,
+                    total,
+                    "USD",
+                    synced,
+                )
+            )
+    return rows
+
+
+COMPONENT_COLS = "id, name, team_id, budget_usd, opencost_aggregate, opencost_key, cost_30d, created_at, updated_at"
+RECORD_COLS = [
+    "component_id",
+    "day",
+    "cpu_cost",
+    "ram_cost",
+    "pv_cost",
+    "network_cost",
+    "gpu_cost",
+    "load_balancer_cost",
+    "shared_cost",
+    "external_cost",
+    "total_cost",
+    "currency",
+    "synced_at",
+]
+
+
+def sqlite_ts(value: datetime) -> str:
+    return value.isoformat(sep=" ")  # as Tortoise writes DatetimeField on SQLite
+
+
+async def load_data(url: str, teams: list[Any], components: list[Any], records: list[Any]) -> None:
+    now = datetime.now(UTC)
+    if url.startswith("sqlite://"):
+        path = url.removeprefix("sqlite://")
+        with sqlite3.connect(path) as db:
+            db.executemany(
+                "INSERT INTO team (id, name, slug, created_at, updated_at) VALUES (?,?,?,?,?)",
+                [(str(t[0]), t[1], t[2], sqlite_ts(now), sqlite_ts(now)) for t in teams],
+            )
+            db.executemany(
+                f"INSERT INTO component ({COMPONENT_COLS}) VALUES (?,?,?,?,'label:app',NULL,0,?,?)",
+                [
+                    (str(c[0]), c[1], str(c[2]), c[3], sqlite_ts(now), sqlite_ts(now))
+                    for c in components
+                ],
+            )
+            db.executemany(
+                f"INSERT INTO cost_record ({', '.join(RECORD_COLS)}) VALUES ({','.join('?' * 13)})",
+                [(str(r[0]), r[1].isoformat(), *r[2:12], sqlite_ts(r[12])) for r in records],
+            )
+            db.execute("ANALYZE")
+        return
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.copy_records_to_table(
+            "team",
+            records=[(*t, now, now) for t in teams],
+            columns=["id", "name", "slug", "created_at", "updated_at"],
+        )
+        await conn.copy_records_to_table(
+            "component",
+            records=[
+                (c[0], c[1], c[2], c[3], "label:app", None, 0.0, now, now) for c in components
+            ],
+            columns=[c.strip() for c in COMPONENT_COLS.split(",")],
+        )
+        await conn.copy_records_to_table("cost_record", records=records, columns=RECORD_COLS)
+        await conn.execute("ANALYZE")
+    finally:
+        await conn.close()
+
+
+async def fresh_database(kind: str, name: str) -> str:
+    if kind == "sqlite":
+        RESULTS.mkdir(exist_ok=True)
+        path = RESULTS / f"{name}.sqlite3"
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        return f"sqlite://{path}"
+    import asyncpg
+
+    admin = await asyncpg.connect(PG_ADMIN_URL)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    return f"postgres://postgres@127.0.0.1:5432/{name}"
+
+
+# -- references: the database floor -------------------------------------------------------------
+
+
+async def floor(url: str, queries: dict[str, tuple[str, list[Any]]], n: int) -> dict[str, float]:
+    """p50 of one hand-written SQL query per answer, through the same driver as the app."""
+    result = {}
+    if url.startswith("sqlite://"):
+        import aiosqlite
+
+        async with aiosqlite.connect(url.removeprefix("sqlite://")) as db:
+            for name, (sql, args) in queries.items():
+                samples = []
+                for _ in range(n):
+                    started = time.perf_counter()
+                    async with db.execute(
+                        sql.replace("$1", "?"),
+                        [str(a) if isinstance(a, uuid.UUID) else a for a in args],
+                    ) as cursor:
+                        await cursor.fetchall()
+                    samples.append(time.perf_counter() - started)
+                result[name] = statistics.median(samples) * 1000
+        return result
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        for name, (sql, args) in queries.items():
+            samples = []
+            for _ in range(n):
+                started = time.perf_counter()
+                await conn.fetch(sql, *args)
+                samples.append(time.perf_counter() - started)
+            result[name] = statistics.median(samples) * 1000
+    finally:
+        await conn.close()
+    return result
+
+
+# -- servers ---------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        args, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+async def wait_http(url: str) -> None:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        for _ in range(200):
+            try:
+                async with session.get(url) as response:
+                    if response.status < 500:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.05)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+# -- in-process checks: SQL statements per GraphQL page, REST/GraphQL agreement ------------------
+
+
+async def count_page_queries(url: str, secret: str, sizes: list[int]) -> dict[int, int]:
+    import logging
+
+    import httpx
+
+    from finops_gql.app import create_app
+    from finops_gql.auth import mint_token
+    from finops_gql.config import Settings
+    from finops_gql.services import open_services
+
+    statements: list[str] = []
+
+    class Counter(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            statements.append(record.getMessage())
+
+    logger = logging.getLogger("tortoise.db_client")
+    logger.setLevel(logging.DEBUG)
+    handler = Counter()
+    logger.addHandler(handler)
+    settings = Settings(database_url=url, jwt_secret=secret, opencost_url="http://127.0.0.1:9")
+    counts = {}
+    try:
+        async with open_services(settings) as services:
+            app = create_app(settings, services)
+            token = mint_token(settings, "bench", [], timedelta(hours=1))
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app),
+                base_url="http://b",
+                headers={"Authorization": f"Bearer {token}"},
+            ) as http:
+                for size in sizes:
+                    statements.clear()
+                    response = await http.post(
+                        "/graphql", json={"query": PAGE_QUERY, "variables": {"first": size}}
+                    )
+                    assert "errors" not in response.json(), response.text
+                    counts[size] = len(statements)
+    finally:
+        logger.removeHandler(handler)
+    return counts
+
+
+PAGE_QUERY = "query Page($first: Int!) { components(first: $first) { nodes { id name budgetUsd cost30d team { id name } } pageInfo { endCursor hasNextPage } } }"
+TEAM_QUERY = "query Team($id: ID!) { team(id: $id) { name costSummary { totalCost components { componentId totalCost } } } }"
+
+
+# -- the sync -----------------------------------------------------------------------------------
+
+
+async def bench_sync(
+    kind: str, teams: list[Any], components: list[Any], smoke: bool
+) -> dict[str, Any]:
+    from finops_gql.config import Settings
+    from finops_gql.db.setup import close_db, migrate
+    from finops_gql.services import open_services
+
+    url = await fresh_database(kind, "finops_bench_sync")
+    await migrate(url)
+    await close_db()
+    await load_data(url, teams, components, [])
+    keys = RESULTS / "keys.txt"
+    keys.write_text("\n".join(c[1] for c in components) + "\n")
+    results: dict[str, Any] = {}
+    now = datetime.now(UTC)
+    for label, at in (("backfill_30d", now), ("one_day", now + timedelta(days=1))):
+        port = free_port()
+        fake = start(
+            [
+                sys.executable,
+                "-m",
+                "finops_gql.dev.opencost_fake",
+                "--port",
+                str(port),
+                "--keys-file",
+                str(keys),
+                "--now",
+                at.isoformat(),
+            ],
+            {},
+        )
+        try:
+            await wait_http(f"http://127.0.0.1:{port}/healthz")
+            settings = Settings(
+                database_url=url,
+                opencost_url=f"http://127.0.0.1:{port}",
+                opencost_timeout_s=600,
+                jwt_secret="x" * 32,
+            )
+            async with open_services(settings, publish_budgets=False) as services:
+                services.costs.clock = lambda at=at: at
+                started = time.perf_counter()
+                run = await services.sync.run("bench")
+                elapsed = time.perf_counter() - started
+            results[label] = {
+                "seconds": elapsed,
+                "opencost_requests": run.opencost_requests,
+                "days": run.days,
+                "records": run.records,
+                "components": run.components,
+            }
+        finally:
+            fake.terminate()
+            fake.wait()
+    return results
+
+
+# -- main -------------------------------------------------------------------------------------------
+
+
+async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    from finops_gql.db.setup import close_db, migrate
+
+    scale = (
+        SMOKE
+        if args.smoke
+        else Scale(
+            args.teams,
+            args.components,
+            args.days,
+            min(500, args.components // 2),
+            args.requests,
+            args.throughput_requests,
+            30,
+        )
+    )
+    print(
+        f"generating {scale.teams} teams, {scale.components} components, {scale.days} days on {args.db}",
+        file=sys.stderr,
+    )
+    url = await fresh_database(args.db, "finops_bench")
+    await migrate(url)
+    await close_db()
+    teams, components = generate(scale)
+    end = datetime.now(UTC).date() - timedelta(days=1)
+    synced = datetime.now(UTC).replace(microsecond=0)
+    started = time.perf_counter()
+    await load_data(url, teams, components, record_rows(components, scale.days, end, synced))
+    load_seconds = time.perf_counter() - started
+
+    # The rollup the sync keeps (one UPDATE over all components), timed.
+    from finops_gql.config import Settings
+    from finops_gql.services import open_services
+
+    secret = secrets.token_urlsafe(48)
+    async with open_services(Settings(database_url=url, jwt_secret=secret)) as services:
+        started = time.perf_counter()
+        await services.costs.refresh_rollups()
+        rollup_seconds = time.perf_counter() - started
+    page_queries = await count_page_queries(url, secret, [10, 50, 100])
+
+    big_team, a_component = teams[0][0], components[0][0]
+    floors = await floor(
+        url,
+        {
+            "rest_top10": (
+                "SELECT id, cost_30d, cost_synced_at, budget_usd FROM component ORDER BY cost_30d DESC, name LIMIT 10",
+                [],
+            ),
+            "rest_team_summary": (
+                "SELECT id, cost_30d FROM component WHERE team_id = $1 ORDER BY cost_30d DESC, name",
+                [big_team],
+            ),
+            "rest_history": (
+                "SELECT * FROM cost_record WHERE component_id = $1 ORDER BY day DESC LIMIT 30",
+                [a_component],
+            ),
+            "graphql_page50": (
+                "SELECT c.id, c.name, c.budget_usd, c.cost_30d, t.id, t.name FROM component c JOIN team t ON t.id = c.team_id ORDER BY c.name, c.id LIMIT 50",
+                [],
+            ),
+            "graphql_team": (
+                "SELECT id, cost_30d FROM component WHERE team_id = $1 ORDER BY cost_30d DESC, name",
+                [big_team],
+            ),
+        },
+        scale.requests,
+    )
+
+    port, ceiling_port = free_port(), free_port()
+    env = {
+        "DATABASE_URL": url,
+        "JWT_SECRET": secret,
+        "OPENCOST_URL": "http://127.0.0.1:9",
+        "LOG_LEVEL": "INFO",
+    }
+    server = start([sys.executable, "-m", "finops_gql.cli", "serve", "--port", str(port)], env)
+    ceiling = start([sys.executable, __file__, "ceiling", str(ceiling_port)], {})
+    try:
+        await wait_http(f"http://127.0.0.1:{port}/healthz")
+        await wait_http(f"http://127.0.0.1:{ceiling_port}/constant")
+        from finops_gql.auth import mint_token
+
+        token = mint_token(Settings(jwt_secret=secret), "bench", [], timedelta(hours=2))
+        base = f"http://127.0.0.1:{port}"
+        auth = {"Authorization": f"Bearer {token}"}
+        common = {
+            "warmup": scale.warmup,
+            "requests": scale.requests,
+            "throughput_requests": scale.throughput_requests,
+            "concurrency": 32,
+        }
+        scenarios = {
+            "rest_top10": {"method": "GET", "url": f"{base}/api/v1/cost/summary?limit=10"},
+            "rest_top50": {"method": "GET", "url": f"{base}/api/v1/cost/summary?limit=50"},
+            "rest_team_summary": {
+                "method": "GET",
+                "url": f"{base}/api/v1/cost/teams/{big_team}/summary",
+            },
+            "rest_history": {
+                "method": "GET",
+                "url": f"{base}/api/v1/cost/components/{a_component}/history",
+            },
+            "graphql_page50": {
+                "method": "POST",
+                "url": f"{base}/graphql",
+                "body": {"query": PAGE_QUERY, "variables": {"first": 50}},
+            },
+            "graphql_team": {
+                "method": "POST",
+                "url": f"{base}/graphql",
+                "body": {"query": TEAM_QUERY, "variables": {"id": str(big_team)}},
+            },
+        }
+        measured = {
+            name: run_load({**common, **spec, "headers": auth}) for name, spec in scenarios.items()
+        }
+        measured["ceiling"] = run_load(
+            {**common, "method": "GET", "url": f"http://127.0.0.1:{ceiling_port}/constant"}
+        )
+
+        import httpx
+
+        async with httpx.AsyncClient(base_url=base, headers=auth) as http:
+            rest_team = (await http.get(f"/api/v1/cost/teams/{big_team}/summary")).json()
+            gql_team = (await http.post("/graphql", json=scenarios["graphql_team"]["body"])).json()
+        rss = peak_rss_mb(server.pid)
+    finally:
+        for process in (server, ceiling):
+            process.terminate()
+            process.wait()
+
+    sync = await bench_sync(args.db, teams, components, args.smoke)
+    gql_total = gql_team["data"]["team"]["costSummary"]["totalCost"]
+    return {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "db": args.db,
+        "scale": scale.__dict__,
+        "load_seconds": load_seconds,
+        "rollup_refresh_seconds": rollup_seconds,
+        "floor_p50_ms": floors,
+        "measured": measured,
+        "graphql_sql_statements_by_page_size": page_queries,
+        "rest_graphql_team_total": [rest_team["totalCost"], gql_total],
+        "server_peak_rss_mb": rss,
+        "sync": sync,
+    }
+
+
+def table(result: dict[str, Any]) -> str:
+    m, f = result["measured"], result["floor_p50_ms"]
+    ceiling = m["ceiling"]
+    lines = [
+        f"finops_gql benchmark, {result['db']}, {result['scale']['components']} components, "
+        f"{result['scale']['components'] * result['scale']['days']} records, {result['when']}",
+        "",
+        f"| {'scenario':<18} | p50 ms | p95 ms | p99 ms | floor p50 | x floor | rps c=32 | x ceiling | errors |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, row in m.items():
+        fl = f.get(name)
+        floor_text = f"{fl:.3f}" if fl is not None else "-"
+        ratio_text = f"{row['p50_ms'] / fl:.1f}" if fl else "-"
+        lines.append(
+            f"| {name:<18} | {row['p50_ms']:6.2f} | {row['p95_ms']:6.2f} | {row['p99_ms']:6.2f} | "
+            f"{floor_text:>9} | {ratio_text:>7} | {row['rps']:8.0f} | "
+            f"{row['rps'] / ceiling['rps']:9.2f} | {row['errors']:6d} |"
+        )
+    sync = result["sync"]
+    lines += [
+        "",
+        f"GraphQL page50 p50 / REST top50 p50: {m['graphql_page50']['p50_ms'] / m['rest_top50']['p50_ms']:.2f}x",
+        f"SQL statements per GraphQL page (size: count): {result['graphql_sql_statements_by_page_size']}",
+        f"REST vs GraphQL team total: {result['rest_graphql_team_total']}",
+        f"rollup refresh (all components): {result['rollup_refresh_seconds']:.2f} s; data load {result['load_seconds']:.1f} s",
+        f"sync 30-day backfill: {sync['backfill_30d']['seconds']:.2f} s, {sync['backfill_30d']['opencost_requests']} OpenCost requests, {sync['backfill_30d']['records']} records",
+        f"sync 1-day run:       {sync['one_day']['seconds']:.2f} s, {sync['one_day']['opencost_requests']} OpenCost requests, {sync['one_day']['records']} records",
+        f"server peak RSS: {result['server_peak_rss_mb']:.0f} MB",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "load":
+        print(json.dumps(asyncio.run(load(json.loads(sys.argv[2])))))
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "ceiling":
+        import uvicorn
+
+        uvicorn.run(
+            ceiling_app(),
+            host="127.0.0.1",
+            port=int(sys.argv[2]),
+            log_config=None,
+            access_log=False,
+        )
+        return
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--teams", type=int, default=DEFAULT.teams)
+    parser.add_argument("--components", type=int, default=DEFAULT.components)
+    parser.add_argument("--days", type=int, default=DEFAULT.days)
+    parser.add_argument(
+        "--requests", type=int, default=DEFAULT.requests, help="sequential requests per scenario"
+    )
+    parser.add_argument("--throughput-requests", type=int, default=DEFAULT.throughput_requests)
+    parser.add_argument("--smoke", action="store_true", help="tiny scale, for CI")
+    args = parser.parse_args()
+    result = asyncio.run(bench(args))
+    RESULTS.mkdir(exist_ok=True)
+    out = (
+        RESULTS
+        / f"bench-{args.db}-{'smoke' if args.smoke else 'full'}-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
+    )
+    out.write_text(json.dumps(result, indent=2, default=str))
+    print(table(result))
+    print(f"\nJSON: {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
