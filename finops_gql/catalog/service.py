@@ -30,6 +30,19 @@ AGGREGATE_RE = re.compile(
 
 T = TypeVar("T")
 
+# Read paths load only what GraphQL shows: every extra DatetimeField costs an ISO parse per row.
+TEAM_FIELDS = ("id", "name", "slug")
+COMPONENT_FIELDS = (
+    "id",
+    "name",
+    "team_id",
+    "budget_usd",
+    "opencost_aggregate",
+    "opencost_key",
+    "cost_30d",
+    "cost_synced_at",
+)
+
 
 @dataclass(frozen=True)
 class Page(Generic[T]):
@@ -103,25 +116,27 @@ class CatalogService:
     # -- reads ----------------------------------------------------------------------------------
 
     async def teams_by_ids(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Team]:
-        return {t.id: t for t in await Team.filter(id__in=list(ids))}
+        return {t.id: t for t in await Team.filter(id__in=list(ids)).only(*TEAM_FIELDS)}
 
     async def team_by_slug(self, slug: str) -> Team | None:
-        return await Team.get_or_none(slug=slug)
+        return await Team.filter(slug=slug).only(*TEAM_FIELDS).first()
 
     async def components_by_ids(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Component]:
-        return {c.id: c for c in await Component.filter(id__in=list(ids))}
+        found = await Component.filter(id__in=list(ids)).only(*COMPONENT_FIELDS)
+        return {c.id: c for c in found}
 
     async def components_by_team(
         self, team_ids: Sequence[uuid.UUID]
     ) -> dict[uuid.UUID, list[Component]]:
         result: dict[uuid.UUID, list[Component]] = {tid: [] for tid in team_ids}
-        for c in await Component.filter(team_id__in=list(team_ids)).order_by("name", "id"):
+        query = Component.filter(team_id__in=list(team_ids)).only(*COMPONENT_FIELDS)
+        for c in await query.order_by("name", "id"):
             result[uuid.UUID(str(c.team_id))].append(c)
         return result
 
     async def list_teams(self, first: int = PAGE_DEFAULT, after: str | None = None) -> Page[Team]:
         _check_first(first)
-        query = Team.all().order_by("slug")
+        query = Team.all().only(*TEAM_FIELDS).order_by("slug")
         if after is not None:
             (slug,) = _decode_cursor(after, 1)
             query = query.filter(slug__gt=slug)
@@ -134,7 +149,7 @@ class CatalogService:
         self, first: int = PAGE_DEFAULT, after: str | None = None, team_id: uuid.UUID | None = None
     ) -> Page[Component]:
         _check_first(first)
-        query = Component.all().order_by("name", "id")
+        query = Component.all().only(*COMPONENT_FIELDS).order_by("name", "id")
         if team_id is not None:
             query = query.filter(team_id=team_id)
         if after is not None:

@@ -27,7 +27,7 @@ class Team(Model):
 
 class Component(Model):
     id = fields.UUIDField(primary_key=True)
-    name = fields.CharField(max_length=200, db_index=True)
+    name = fields.CharField(max_length=200)
     team: fields.ForeignKeyRelation[Team] = fields.ForeignKeyField(
         "models.Team", related_name="components", on_delete=fields.RESTRICT
     )
@@ -48,6 +48,8 @@ class Component(Model):
         indexes = [
             Index(fields=("cost_30d",), name="component_cost_30d_idx"),
             Index(fields=("team_id", "cost_30d"), name="component_team_cost_idx"),
+            # Keyset pagination of components (GraphQL `components`) orders by (name, id).
+            Index(fields=("name", "id"), name="component_name_id_idx"),
         ]
 
     @property

@@ -6,6 +6,7 @@ import uuid
 
 import strawberry
 from graphql import GraphQLError
+from strawberry.extensions import ParserCache, ValidationCache
 from strawberry.permission import BasePermission
 from strawberry.types import ExecutionContext
 
@@ -204,4 +205,13 @@ class GatewaySchema(strawberry.Schema):
         """Client mistakes are answers, not incidents: the view logs only unexpected errors."""
 
 
-schema = GatewaySchema(query=Query, mutation=Mutation, extensions=[GraphQLMetrics])
+schema = GatewaySchema(
+    query=Query,
+    mutation=Mutation,
+    # Frontends send the same few documents over and over: parse and validate each once.
+    extensions=[
+        lambda: ParserCache(maxsize=256),
+        lambda: ValidationCache(maxsize=256),
+        GraphQLMetrics,
+    ],
+)

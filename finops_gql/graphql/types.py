@@ -115,7 +115,7 @@ class ComponentCost:
             currency=c.currency,
             synced_at=c.synced_at,
             budget_usd=c.budget_usd,
-            component_id=strawberry.ID(str(c.component_id)),
+            component_id=strawberry.ID(c.component_id),
         )
 
 

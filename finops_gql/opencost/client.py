@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Mapping
@@ -11,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import orjson
 
 from finops_gql.metrics import OPENCOST_ERRORS, OPENCOST_SECONDS
 from finops_gql.opencost.errors import OpenCostUnavailable
@@ -170,7 +170,7 @@ class OpenCostClient:
             detail = body[:200].decode("utf-8", "replace").strip()
             raise OpenCostUnavailable(f"OpenCost answered HTTP {status}: {detail}")
         try:
-            decoded: Any = json.loads(body)
-        except ValueError:
+            decoded: Any = orjson.loads(body)
+        except orjson.JSONDecodeError:
             raise OpenCostUnavailable("OpenCost answered with a body that is not JSON") from None
         return parse_allocation_response(decoded, aggregate)

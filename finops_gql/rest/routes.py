@@ -69,7 +69,7 @@ def _history_entry(record: DailyCost) -> dict[str, Any]:
 
 def _top_entry(cost: ComponentCost) -> dict[str, Any]:
     return {
-        "componentId": str(cost.component_id),
+        "componentId": cost.component_id,
         "totalCost": cost.total_cost,
         "currency": cost.currency,
         "syncedAt": cost.synced_at,
@@ -104,7 +104,7 @@ async def team_summary(request: Request) -> Response:
             "totalCost": summary.total_cost,
             "currency": summary.currency,
             "components": [
-                {"componentId": str(c.component_id), "totalCost": c.total_cost, "window": "30d"}
+                {"componentId": c.component_id, "totalCost": c.total_cost, "window": "30d"}
                 for c in summary.components
             ],
         }
