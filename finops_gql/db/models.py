@@ -27,7 +27,7 @@ class Team(Model):
 
 class Component(Model):
     id = fields.UUIDField(primary_key=True)
-    name = fields.CharField(max_length=200)
+    name = fields.CharField(max_length=200, db_index=True)
     team: fields.ForeignKeyRelation[Team] = fields.ForeignKeyField(
         "models.Team", related_name="components", on_delete=fields.RESTRICT
     )

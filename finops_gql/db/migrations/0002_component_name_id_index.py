@@ -1,6 +1,5 @@
 from tortoise import migrations
 from tortoise.migrations import operations as ops
-from tortoise import fields
 from tortoise.indexes import Index
 
 class Migration(migrations.Migration):
@@ -9,11 +8,6 @@ class Migration(migrations.Migration):
     initial = False
 
     operations = [
-        ops.AlterField(
-            model_name='Component',
-            name='name',
-            field=fields.CharField(max_length=200),
-        ),
         ops.AddIndex(
             model_name='Component',
             index=Index(fields=['name', 'id'], name='component_name_id_idx'),
