@@ -16,6 +16,8 @@ EXPECTED = {
     "component_team_cost_idx",
     "component_name_id_idx",
     "cost_record_day_idx",
+    "component_top_idx",
+    "component_team_top_idx",
 }
 
 

@@ -48,6 +48,8 @@ class Component(Model):
         indexes = [
             Index(fields=("cost_30d",), name="component_cost_30d_idx"),
             Index(fields=("team_id", "cost_30d"), name="component_team_cost_idx"),
+            # The top-N and team summaries use (cost_30d DESC, name) indexes created in migration
+            # 0003 as SQL, since Index cannot say DESC.
             # Keyset pagination of components (GraphQL `components`) orders by (name, id).
             Index(fields=("name", "id"), name="component_name_id_idx"),
         ]
