@@ -180,8 +180,16 @@ class CostService:
         self, component_id: uuid.UUID, limit: int = HISTORY_DEFAULT
     ) -> list[DailyCost]:
         check_limit(limit, HISTORY_MAX)
-        await self.component(component_id)
-        return (await self.histories([component_id], limit))[component_id]
+        marks = placeholders(2)
+        rows = await connection().execute_query_dict(
+            "SELECT * FROM cost_record WHERE component_id = "  # noqa: S608 (placeholders only)
+            f"{marks[0]} ORDER BY day DESC LIMIT {marks[1]}",
+            [sql_value(component_id), limit],
+        )
+        # Records imply the component exists; only an empty answer needs the extra lookup.
+        if not rows and not await Component.filter(id=component_id).exists():
+            raise NotFound("component", component_id)
+        return [_daily_cost(row) for row in rows]
 
     async def histories(
         self, component_ids: Sequence[uuid.UUID], limit: int = HISTORY_DEFAULT
@@ -194,25 +202,15 @@ class CostService:
         ids = [sql_value(cid) for cid in component_ids]
         marks = placeholders(len(ids) + 1)
         # ROW_NUMBER keeps it one statement for any number of components (SQLite >= 3.25, PG).
-        # Only placeholders are interpolated; values travel as parameters.
         sql = (
             "SELECT * FROM (SELECT r.*, ROW_NUMBER() OVER "  # noqa: S608 (placeholders only)
             "(PARTITION BY r.component_id ORDER BY r.day DESC) AS rn FROM cost_record r "
             f"WHERE r.component_id IN ({', '.join(marks[:-1])})) ranked "
             f"WHERE rn <= {marks[-1]} ORDER BY component_id, day DESC"
         )
-        rows = await connection().execute_query_dict(sql, [*ids, limit])
-        for row in rows:
-            cid = uuid.UUID(str(row["component_id"]))
-            result[cid].append(
-                DailyCost(
-                    component_id=cid,
-                    day=_as_date(row["day"]),
-                    currency=row["currency"],
-                    synced_at=_as_datetime(row["synced_at"]),
-                    breakdown=CostBreakdown.of(_Row(row)),
-                )
-            )
+        for row in await connection().execute_query_dict(sql, [*ids, limit]):
+            daily = _daily_cost(row)
+            result[daily.component_id].append(daily)
         return result
 
     def _component_cost(self, row: dict[str, Any]) -> ComponentCost:
@@ -292,6 +290,16 @@ class CostService:
             sql += f" WHERE id IN ({', '.join(placeholders(len(ids), start=3))})"
             values.extend(ids)
         await connection().execute_query(sql, values)
+
+
+def _daily_cost(row: dict[str, Any]) -> DailyCost:
+    return DailyCost(
+        component_id=uuid.UUID(str(row["component_id"])),
+        day=_as_date(row["day"]),
+        currency=row["currency"],
+        synced_at=_as_datetime(row["synced_at"]),
+        breakdown=CostBreakdown.of(_Row(row)),
+    )
 
 
 class _Row:
