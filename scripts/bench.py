@@ -401,7 +401,7 @@ async def bench_sync(
     from finops_gql.db.setup import close_db, migrate
     from finops_gql.services import open_services
 
-    url = await fresh_database(kind, "finops_bench_sync")
+    url = await fresh_database(kind, "finops_bench_sync_smoke" if smoke else "finops_bench_sync")
     await migrate(url)
     await close_db()
     await load_data(url, teams, components, [])
@@ -474,7 +474,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         f"generating {scale.teams} teams, {scale.components} components, {scale.days} days on {args.db}",
         file=sys.stderr,
     )
-    url = await fresh_database(args.db, "finops_bench")
+    url = await fresh_database(args.db, "finops_bench_smoke" if args.smoke else "finops_bench")
     await migrate(url)
     await close_db()
     teams, components = generate(scale)
