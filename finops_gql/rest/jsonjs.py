@@ -20,16 +20,26 @@ def js_date(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _float(value: float) -> Any:
+    if value.is_integer() and abs(value) < 1e21:
+        return int(value)
+    if 1e-6 <= abs(value) < 1e-5:  # JS keeps fixed notation down to 1e-6, orjson to 1e-5
+        return orjson.Fragment(format(Decimal(repr(value)), "f"))
+    return value
+
+
+_PLAIN = (str, int, bool, type(None))
+
+
 def _prepare(value: Any) -> Any:
     kind = type(value)
     if kind is float:
-        if value.is_integer() and abs(value) < 1e21:
-            return int(value)
-        if 1e-6 <= abs(value) < 1e-5:  # JS keeps fixed notation down to 1e-6, orjson to 1e-5
-            return orjson.Fragment(format(Decimal(repr(value)), "f"))
-        return value
+        return _float(value)
     if kind is dict:
-        return {key: _prepare(item) for key, item in value.items()}
+        # Scalars inline: a team summary is hundreds of small dicts.
+        return {
+            key: item if type(item) in _PLAIN else _prepare(item) for key, item in value.items()
+        }
     if kind is list:
         return [_prepare(item) for item in value]
     if kind is datetime:
