@@ -36,6 +36,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from finops_gql.costs.sync import RECORD_COLUMNS
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench-results"
 PG_ADMIN_URL = "postgres://postgres@127.0.0.1:5432/postgres"
@@ -181,21 +183,8 @@ def record_rows(
 
 
 COMPONENT_COLS = "id, name, team_id, budget_usd, opencost_aggregate, opencost_key, cost_30d, created_at, updated_at"
-RECORD_COLS = [
-    "component_id",
-    "day",
-    "cpu_cost",
-    "ram_cost",
-    "pv_cost",
-    "network_cost",
-    "gpu_cost",
-    "load_balancer_cost",
-    "shared_cost",
-    "external_cost",
-    "total_cost",
-    "currency",
-    "synced_at",
-]
+# Column order of record_rows(): the sync's own upsert order.
+RECORD_COLS = RECORD_COLUMNS
 
 
 def sqlite_ts(value: datetime) -> str:

@@ -41,6 +41,18 @@ def free_port() -> int:
         return port
 
 
+async def wait_healthy(http: httpx.AsyncClient) -> None:
+    """Poll /healthz until the server answers (10 s at most)."""
+    for _ in range(100):
+        try:
+            if (await http.get("/healthz")).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        await asyncio.sleep(0.1)
+    raise AssertionError("server did not start")
+
+
 @contextlib.asynccontextmanager
 async def running_gateway(tmp_path: Path, opencost: tuple[FakeOpenCost, str]) -> AsyncIterator[str]:
     """Migrate, import the example catalog, sync, and serve it; yields the base URL."""
@@ -69,14 +81,7 @@ async def running_gateway(tmp_path: Path, opencost: tuple[FakeOpenCost, str]) ->
     base = f"http://127.0.0.1:{port}"
     try:
         async with httpx.AsyncClient(base_url=base, timeout=5) as http:
-            for _ in range(100):
-                try:
-                    if (await http.get("/healthz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    await asyncio.sleep(0.1)
-            else:
-                raise AssertionError("server did not start")
+            await wait_healthy(http)
         yield base
     finally:
         if server.returncode is None:

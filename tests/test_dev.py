@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import TEST_SECRET
-from tests.proc import free_port
+from tests.proc import free_port, wait_healthy
 
 ROOT = Path(__file__).parent.parent
 
@@ -45,12 +45,7 @@ async def test_scripts_dev_serves_rest_and_graphql_with_data(tmp_path: Path) -> 
         async with httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{port}", headers={"Authorization": header}, timeout=10
         ) as http:
-            for _ in range(100):
-                try:
-                    if (await http.get("/healthz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    await asyncio.sleep(0.1)
+            await wait_healthy(http)
             top = (await http.get("/api/v1/cost/summary")).json()
             assert len(top) == 5
             assert all(row["totalCost"] > 0 for row in top)

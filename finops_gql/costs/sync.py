@@ -46,9 +46,9 @@ RECORD_FIELDS = [
 
 # Upsert on (component, day): running twice never double-counts. Same text on SQLite (>= 3.24) and
 # PostgreSQL, but for the parameter markers.
-_COLUMNS = ["component_id", "day", *RECORD_FIELDS]
+RECORD_COLUMNS = ["component_id", "day", *RECORD_FIELDS]
 _UPSERT = (
-    f"INSERT INTO cost_record ({', '.join(_COLUMNS)}) VALUES ({{marks}}) "  # noqa: S608 (constants)
+    f"INSERT INTO cost_record ({', '.join(RECORD_COLUMNS)}) VALUES ({{marks}}) "  # noqa: S608 (constants)
     "ON CONFLICT (component_id, day) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in RECORD_FIELDS)
 )
@@ -192,7 +192,7 @@ class SyncService:
         run.components = len(written)
 
         cutoff = last_complete_day(now) - timedelta(days=self.retention_days)
-        upsert = _UPSERT.format(marks=", ".join(placeholders(len(_COLUMNS))))
+        upsert = _UPSERT.format(marks=", ".join(placeholders(len(RECORD_COLUMNS))))
         async with in_transaction() as db:
             for i in range(0, len(records), BATCH_SIZE):
                 await db.execute_many(upsert, records[i : i + BATCH_SIZE])
