@@ -99,7 +99,6 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
             yield
             return
         async with open_services(settings) as opened:
-            opened.verifier = verifier
             app.state.services = opened
             yield
 

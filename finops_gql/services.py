@@ -11,7 +11,6 @@ from typing import Any
 import aiohttp
 from redis.exceptions import RedisError
 
-from finops_gql.auth import TokenVerifier
 from finops_gql.catalog.service import CatalogService
 from finops_gql.config import Settings
 from finops_gql.costs.service import CostService
@@ -33,7 +32,6 @@ class Services:
     costs: CostService
     catalog: CatalogService
     sync: SyncService
-    verifier: TokenVerifier | None = None
     _arq: Any = field(default=None, repr=False)
     _arq_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
@@ -84,10 +82,9 @@ class Services:
 
 @contextlib.asynccontextmanager
 async def open_services(
-    settings: Settings, *, with_auth: bool = False, publish_budgets: bool = True
+    settings: Settings, *, publish_budgets: bool = True
 ) -> AsyncIterator[Services]:
     """Open the database and ONE aiohttp session, build the services, close both on exit."""
-    verifier = TokenVerifier(settings) if with_auth else None  # refuse weak config before I/O
     if settings.migrate_on_start:
         await migrate(settings.database_url)
         await close_db()
@@ -108,7 +105,6 @@ async def open_services(
             costs=costs,
             catalog=CatalogService(),
             sync=SyncService(costs, retention_days=settings.cost_retention_days),
-            verifier=verifier,
         )
         if publish_budgets:
             services.sync.publish = services.publish

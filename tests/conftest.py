@@ -97,7 +97,7 @@ def settings(database_url: str, opencost: tuple[FakeOpenCost, str]) -> Settings:
 
 @pytest.fixture
 async def services(settings: Settings) -> AsyncIterator[Services]:
-    async with open_services(settings, with_auth=True, publish_budgets=False) as opened:
+    async with open_services(settings, publish_budgets=False) as opened:
         await truncate_all_models()
         yield opened
 
