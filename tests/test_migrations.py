@@ -18,6 +18,7 @@ EXPECTED = {
     "cost_record_day_idx",
     "component_top_idx",
     "component_team_top_idx",
+    "sync_run_one_running",
 }
 
 

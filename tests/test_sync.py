@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from finops_gql.costs.service import CostService
-from finops_gql.costs.sync import SyncAlreadyRunning
+from finops_gql.costs.sync import SyncAlreadyRunning, SyncService
 from finops_gql.db.models import Component, CostRecord, SyncRun
 from finops_gql.dev.opencost_fake import FakeOpenCost, daily_total
 from finops_gql.opencost.errors import OpenCostUnavailable
@@ -149,6 +149,17 @@ async def test_concurrent_runs_in_one_process_produce_one(
     assert sum(isinstance(r, SyncRun) for r in results) == 1
     assert sum(isinstance(r, SyncAlreadyRunning) for r in results) == 1
     assert await SyncRun.all().count() == 1
+
+
+async def test_two_processes_cannot_both_run(services: Services, fake: FakeOpenCost) -> None:
+    """Two SyncService instances stand for two processes: no shared in-process lock."""
+    at(services, fake, NOW)
+    await catalog()
+    other = SyncService(services.costs)
+    results = await asyncio.gather(services.sync.run(), other.run(), return_exceptions=True)
+    assert sorted(type(r).__name__ for r in results) == ["SyncAlreadyRunning", "SyncRun"]
+    assert await SyncRun.all().count() == 1
+    assert await CostRecord.all().count() == 90
 
 
 async def test_running_row_blocks_and_goes_stale(services: Services, fake: FakeOpenCost) -> None:

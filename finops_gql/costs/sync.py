@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from tortoise.exceptions import IntegrityError
 from tortoise.expressions import F
 from tortoise.transactions import in_transaction
 
@@ -94,9 +95,11 @@ class SyncService:
             await SyncRun.filter(status="running", started_at__lt=now - STALE_RUN).update(
                 status="failed", finished_at=now, error="abandoned (worker stopped mid-run)"
             )
-            if await SyncRun.filter(status="running").exists():
-                raise SyncAlreadyRunning("another sync run is in progress")
-            run = await SyncRun.create(started_at=now, status="running", trigger=trigger)
+            try:
+                # Atomic across processes: a partial unique index allows one running row.
+                run = await SyncRun.create(started_at=now, status="running", trigger=trigger)
+            except IntegrityError:
+                raise SyncAlreadyRunning("another sync run is in progress") from None
             try:
                 await self._sync(run, now, backfill_days)
             except Exception as exc:
