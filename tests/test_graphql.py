@@ -342,3 +342,14 @@ async def test_graphiql_page_is_served_with_local_assets(client: httpx.AsyncClie
         assert served.content, asset
     traversal = await client.get("/graphql/static/%2e%2e/%2e%2e/config.py")
     assert traversal.status_code == 404
+
+
+async def test_deep_or_alias_heavy_documents_are_refused(client: httpx.AsyncClient) -> None:
+    nested = "name " + "team { components { " * 6 + "name" + " } }" * 6
+    body = await gql(client, "{ components(first: 1) { nodes { " + nested + " } } }")
+    assert body["data"] is None
+    assert "exceeds maximum operation depth" in body["errors"][0]["message"]
+    aliases = " ".join(f"a{i}: topComponents {{ totalCost }}" for i in range(21))
+    body = await gql(client, "{ " + aliases + " }")
+    assert body["data"] is None
+    assert "aliases" in body["errors"][0]["message"]

@@ -6,7 +6,12 @@ import uuid
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import ParserCache, ValidationCache
+from strawberry.extensions import (
+    MaxAliasesLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    ValidationCache,
+)
 from strawberry.permission import BasePermission
 from strawberry.types import ExecutionContext
 
@@ -28,6 +33,8 @@ from finops_gql.graphql.types import (
 from finops_gql.observability import GraphQLMetrics
 
 PAGE_DEFAULT = 50
+MAX_DEPTH = 10
+MAX_ALIASES = 20
 
 
 def _id(value: strawberry.ID, what: str = "id") -> uuid.UUID:
@@ -208,8 +215,11 @@ class GatewaySchema(strawberry.Schema):
 schema = GatewaySchema(
     query=Query,
     mutation=Mutation,
-    # Frontends send the same few documents over and over: parse and validate each once.
     extensions=[
+        # Bound the work one document can ask for (team -> components -> team -> ... nests).
+        lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
+        lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
+        # Frontends send the same few documents over and over: parse and validate each once.
         lambda: ParserCache(maxsize=256),
         lambda: ValidationCache(maxsize=256),
         GraphQLMetrics,
