@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from finops_gql.costs.windows import money, rollup_range
-from finops_gql.db.models import Component, CostRecord, Team
+from finops_gql.db.models import Component, Team
 from finops_gql.db.setup import connection, placeholders, sql_value
 from finops_gql.errors import InvalidInput, NotFound
 from finops_gql.opencost.client import Health, OpenCostClient
@@ -41,7 +41,7 @@ class CostBreakdown:
     total_cost: float
 
     @classmethod
-    def of(cls, a: Allocation | CostRecord | _Row) -> CostBreakdown:
+    def of(cls, a: Allocation) -> CostBreakdown:
         return cls(
             cpu_cost=money(a.cpu_cost),
             memory_cost=money(a.ram_cost),
@@ -52,6 +52,21 @@ class CostBreakdown:
             shared_cost=money(a.shared_cost),
             external_cost=money(a.external_cost),
             total_cost=money(a.total_cost),
+        )
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> CostBreakdown:
+        """From a raw cost_record row."""
+        return cls(
+            cpu_cost=money(row["cpu_cost"]),
+            memory_cost=money(row["ram_cost"]),
+            pv_cost=money(row["pv_cost"]),
+            network_cost=money(row["network_cost"]),
+            gpu_cost=money(row["gpu_cost"]),
+            load_balancer_cost=money(row["load_balancer_cost"]),
+            shared_cost=money(row["shared_cost"]),
+            external_cost=money(row["external_cost"]),
+            total_cost=money(row["total_cost"]),
         )
 
 
@@ -298,23 +313,8 @@ def _daily_cost(row: dict[str, Any]) -> DailyCost:
         day=_as_date(row["day"]),
         currency=row["currency"],
         synced_at=_as_datetime(row["synced_at"]),
-        breakdown=CostBreakdown.of(_Row(row)),
+        breakdown=CostBreakdown.from_row(row),
     )
-
-
-class _Row:
-    """Attribute access over a raw cost_record row, so CostBreakdown.of reads it like a model."""
-
-    def __init__(self, row: dict[str, Any]) -> None:
-        self.cpu_cost = float(row["cpu_cost"])
-        self.ram_cost = float(row["ram_cost"])
-        self.pv_cost = float(row["pv_cost"])
-        self.network_cost = float(row["network_cost"])
-        self.gpu_cost = float(row["gpu_cost"])
-        self.load_balancer_cost = float(row["load_balancer_cost"])
-        self.shared_cost = float(row["shared_cost"])
-        self.external_cost = float(row["external_cost"])
-        self.total_cost = float(row["total_cost"])
 
 
 def _as_date(value: object) -> date:
