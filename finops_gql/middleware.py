@@ -31,6 +31,10 @@ class AuthMiddleware:
         self.verifier = verifier
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            # No route takes websockets, and none may slip past authentication if one ever does.
+            await send({"type": "websocket.close", "code": 1008})
+            return
         path = scope.get("path", "")
         if scope["type"] != "http" or path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIX):
             await self.app(scope, receive, send)

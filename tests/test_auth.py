@@ -226,3 +226,24 @@ async def test_health_checks_are_public(client: httpx.AsyncClient) -> None:
     ready = await client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["checks"]["database"] == "ok"
+
+
+async def test_websockets_are_refused_before_any_route() -> None:
+    from finops_gql.middleware import AuthMiddleware
+
+    reached: list[object] = []
+    sent: list[dict[str, object]] = []
+
+    async def app(scope: object, receive: object, send: object) -> None:
+        reached.append(scope)
+
+    async def receive() -> dict[str, object]:
+        return {"type": "websocket.connect"}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    middleware = AuthMiddleware(app, TokenVerifier(SETTINGS))  # type: ignore[arg-type]
+    await middleware({"type": "websocket", "path": "/graphql", "headers": []}, receive, send)
+    assert reached == []
+    assert sent == [{"type": "websocket.close", "code": 1008}]
