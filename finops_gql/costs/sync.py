@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 BUDGET_CHANNEL = "finops_gql:budget_exceeded"
 # A run still marked running after this long was killed; it no longer blocks new runs.
 STALE_RUN = timedelta(hours=1)
+# Rows per executemany call. (Measured: multi-row VALUES statements were slower on PostgreSQL
+# through Tortoise, 13 s against 8 s for 300,000 rows, and no faster on SQLite.)
 BATCH_SIZE = 2000
 RECORD_FIELDS = [
     "cpu_cost",
@@ -53,6 +55,7 @@ _UPSERT = (
     "ON CONFLICT (component_id, day) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in RECORD_FIELDS)
 )
+
 
 Publisher = Callable[[str, str], Awaitable[object]]
 
@@ -142,7 +145,8 @@ class SyncService:
         for c in components:
             by_aggregate[c.opencost_aggregate][c.selector_key].append(c)
 
-        records: list[list[Any]] = []
+        # Keyed by (component, day): one row each even if OpenCost repeats a step.
+        records: dict[tuple[object, object], list[Any]] = {}
         written: set[str] = set()
         if span is not None:
             run.first_day, run.last_day = span
@@ -171,34 +175,33 @@ class SyncService:
                             continue
                         day_value = sql_value(day)
                         for component in keyed.get(key, ()):
-                            # Plain tuples, not models: a 30-day backfill of 10,000 components
+                            # Plain rows, not models: a 30-day backfill of 10,000 components
                             # is 300,000 rows, and model objects cost more than the database.
-                            records.append(
-                                [
-                                    ids[component.id],
-                                    day_value,
-                                    a.cpu_cost,
-                                    a.ram_cost,
-                                    a.pv_cost,
-                                    a.network_cost,
-                                    a.gpu_cost,
-                                    a.load_balancer_cost,
-                                    a.shared_cost,
-                                    a.external_cost,
-                                    a.total_cost,
-                                    currency,
-                                    synced_at,
-                                ]
-                            )
+                            records[(ids[component.id], day_value)] = [
+                                ids[component.id],
+                                day_value,
+                                a.cpu_cost,
+                                a.ram_cost,
+                                a.pv_cost,
+                                a.network_cost,
+                                a.gpu_cost,
+                                a.load_balancer_cost,
+                                a.shared_cost,
+                                a.external_cost,
+                                a.total_cost,
+                                currency,
+                                synced_at,
+                            ]
                             written.add(str(component.id))
         run.records = len(records)
         run.components = len(written)
 
         cutoff = last_complete_day(now) - timedelta(days=self.retention_days)
+        rows = list(records.values())
         upsert = _UPSERT.format(marks=", ".join(placeholders(len(RECORD_COLUMNS))))
         async with in_transaction() as db:
-            for i in range(0, len(records), BATCH_SIZE):
-                await db.execute_many(upsert, records[i : i + BATCH_SIZE])
+            for i in range(0, len(rows), BATCH_SIZE):
+                await db.execute_many(upsert, rows[i : i + BATCH_SIZE])
             await CostRecord.filter(day__lt=cutoff).delete()
             await self.costs.refresh_rollups()
 
