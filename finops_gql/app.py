@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -34,25 +35,43 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
+# Kubernetes' default probe timeout is 1 s: a slow dependency must show up as "timeout" in the
+# answer, not make the probe itself fail.
+READY_CHECK_TIMEOUT_S = 0.8
+
+
+async def _check(probe: Awaitable[object]) -> str:
+    try:
+        await asyncio.wait_for(probe, READY_CHECK_TIMEOUT_S)
+    except TimeoutError:
+        return "unavailable: timeout"
+    except OpenCostUnavailable as exc:
+        return f"unavailable: {exc}"
+    except Exception as exc:
+        return f"unavailable: {type(exc).__name__}"
+    return "ok"
+
+
+async def _opencost_ok(services: Services) -> None:
+    health = await services.costs.availability()
+    if not health.available:
+        raise OpenCostUnavailable(health.reason)
+
+
+async def _redis_ok(services: Services) -> None:
+    await (await services.arq()).ping()
+
+
 async def readyz(request: Request) -> Response:
     """Ready when the database answers; OpenCost and Redis are reported, not required."""
     services: Services = request.app.state.services
-    checks: dict[str, object] = {}
-    ready = True
-    try:
-        await connection().execute_query("SELECT 1")
-        checks["database"] = "ok"
-    except Exception as exc:
-        ready = False
-        checks["database"] = f"unavailable: {type(exc).__name__}"
-    health = await services.costs.availability()
-    checks["opencost"] = "ok" if health.available else f"unavailable: {health.reason}"
-    try:
-        pool = await services.arq()
-        await pool.ping()
-        checks["redis"] = "ok"
-    except Exception as exc:
-        checks["redis"] = f"unavailable: {type(exc).__name__}"
+    database, opencost, redis = await asyncio.gather(
+        _check(connection().execute_query("SELECT 1")),
+        _check(_opencost_ok(services)),
+        _check(_redis_ok(services)),
+    )
+    ready = database == "ok"
+    checks = {"database": database, "opencost": opencost, "redis": redis}
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
 

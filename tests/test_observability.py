@@ -61,3 +61,55 @@ def test_json_log_lines_carry_the_request_id() -> None:
     assert line["requestId"] == "rid-1"
     assert line["status"] == 200
     assert line["level"] == "info"
+
+
+async def test_readyz_reports_dependencies_without_failing_on_them(
+    client: httpx.AsyncClient, services: Services, fake: FakeOpenCost
+) -> None:
+    services.settings = services.settings.with_(redis_url="redis://127.0.0.1:1")
+    fake.fail = "down"
+    client.headers.pop("Authorization")
+    response = await client.get("/readyz")
+    assert response.status_code == 200
+    checks = response.json()["checks"]
+    assert checks["database"] == "ok"
+    assert checks["opencost"].startswith("unavailable: OpenCost is unhealthy: HTTP 503")
+    assert checks["redis"].startswith("unavailable")
+
+
+async def test_readyz_answers_in_time_when_a_dependency_hangs(
+    client: httpx.AsyncClient, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+    import time
+
+    from finops_gql.costs.service import CostService
+    from finops_gql.opencost.client import Health
+
+    async def hang(self: CostService) -> Health:
+        await asyncio.sleep(30)
+        return Health(True)
+
+    monkeypatch.setattr(CostService, "availability", hang)
+    started = time.perf_counter()
+    response = await client.get("/readyz")
+    assert time.perf_counter() - started < 1.0
+    assert response.status_code == 200
+    assert response.json()["checks"]["opencost"] == "unavailable: timeout"
+
+
+async def test_readyz_is_503_when_the_database_fails(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import finops_gql.app as app_module
+
+    class Broken:
+        async def execute_query(self, sql: str) -> None:
+            raise ConnectionError("database down")
+
+    monkeypatch.setattr(app_module, "connection", lambda: Broken())
+    response = await client.get("/readyz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["ready"] is False
+    assert body["checks"]["database"] == "unavailable: ConnectionError"

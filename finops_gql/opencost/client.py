@@ -86,6 +86,10 @@ class OpenCostClient:
                 self._api_root = candidate
                 log.info("OpenCost API found at %s", candidate)
                 return candidate
+            if status >= 500:  # found, but unwell: say so rather than "not found"
+                raise OpenCostUnavailable(
+                    f"OpenCost is unhealthy: HTTP {status} from {candidate}/healthz"
+                )
             last = f"HTTP {status} from {candidate}/healthz"
         raise OpenCostUnavailable(f"OpenCost API not found under {self._base} ({last})")
 
