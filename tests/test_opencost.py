@@ -224,3 +224,26 @@ async def test_timeout_is_bounded(session: aiohttp.ClientSession) -> None:
             await client.api_root()
     finally:
         await server.close()
+
+
+async def test_health_check_is_bounded_shorter_than_allocation(
+    session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from finops_gql.opencost import client as client_module
+
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(1)
+        return web.Response(text="OK")
+
+    app = web.Application()
+    app.router.add_get("/healthz", slow)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    monkeypatch.setattr(client_module, "HEALTH_TIMEOUT_S", 0.2)
+    try:
+        client = OpenCostClient(session, str(server.make_url("")).rstrip("/"), timeout_s=30)
+        health = await client.health()
+        assert not health.available
+        assert "timed out after 0.2s" in (health.reason or "")
+    finally:
+        await server.close()

@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 # OpenCost's UI (port 9090) proxies the API under /model/; the API port (9003) serves it at the root.
 UI_API_PREFIX = "/model"
+HEALTH_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,8 @@ class OpenCostClient:
         self._session = session
         self._base = base_url.rstrip("/")
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        # /allocation over 30 days may take seconds; a health check that slow is itself an answer.
+        self._health_timeout = aiohttp.ClientTimeout(total=min(timeout_s, HEALTH_TIMEOUT_S))
         self._cache_ttl = cache_ttl_s
         self._api_root: str | None = None
         self._cache: dict[
@@ -50,15 +53,21 @@ class OpenCostClient:
         ] = {}
         self.requests_made = 0  # HTTP requests to /allocation, for SyncRun and the benchmark
 
-    async def _get(self, url: str, params: Mapping[str, str] | None = None) -> tuple[int, bytes]:
+    async def _get(
+        self,
+        url: str,
+        params: Mapping[str, str] | None = None,
+        health: bool = False,
+    ) -> tuple[int, bytes]:
+        timeout = self._health_timeout if health else self._timeout
         endpoint = url.rsplit("/", 1)[-1]
         started = time.perf_counter()
         try:
-            async with self._session.get(url, params=params, timeout=self._timeout) as response:
+            async with self._session.get(url, params=params, timeout=timeout) as response:
                 body = await response.read()
         except TimeoutError:
             OPENCOST_ERRORS.labels(endpoint).inc()
-            raise OpenCostUnavailable(f"OpenCost timed out after {self._timeout.total}s") from None
+            raise OpenCostUnavailable(f"OpenCost timed out after {timeout.total}s") from None
         except aiohttp.ClientError as exc:
             OPENCOST_ERRORS.labels(endpoint).inc()
             raise OpenCostUnavailable(f"OpenCost is unreachable: {exc}") from None
@@ -81,7 +90,7 @@ class OpenCostClient:
             return self._api_root
         last = "no answer"
         for candidate in (self._base + UI_API_PREFIX, self._base):
-            status, _ = await self._get(candidate + "/healthz")
+            status, _ = await self._get(candidate + "/healthz", health=True)
             if status == 200:
                 self._api_root = candidate
                 log.info("OpenCost API found at %s", candidate)
@@ -97,7 +106,7 @@ class OpenCostClient:
         try:
             await self.api_root()
             root = self._api_root or self._base
-            status, _ = await self._get(root + "/healthz")
+            status, _ = await self._get(root + "/healthz", health=True)
         except OpenCostUnavailable as exc:
             self._api_root = None
             return Health(False, str(exc))
