@@ -81,7 +81,6 @@ async def test_readyz_answers_in_time_when_a_dependency_hangs(
     client: httpx.AsyncClient, services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import asyncio
-    import time
 
     from finops_gql.costs.service import CostService
     from finops_gql.opencost.client import Health
@@ -91,9 +90,8 @@ async def test_readyz_answers_in_time_when_a_dependency_hangs(
         return Health(True)
 
     monkeypatch.setattr(CostService, "availability", hang)
-    started = time.perf_counter()
-    response = await client.get("/readyz")
-    assert time.perf_counter() - started < 1.0
+    # The hang is 30 s; an answer at all within 10 s means the check was cut short.
+    response = await asyncio.wait_for(client.get("/readyz"), timeout=10)
     assert response.status_code == 200
     assert response.json()["checks"]["opencost"] == "unavailable: timeout"
 
