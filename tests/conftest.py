@@ -8,6 +8,7 @@ Unset, those tests are skipped with a reason; with CI set, a missing one fails t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import uuid
@@ -18,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 from tortoise.backends.base.executor import EXECUTOR_CACHE
 from tortoise.contrib.test import truncate_all_models
@@ -67,15 +69,22 @@ async def database_url(
     return url
 
 
+@contextlib.asynccontextmanager
+async def served(app: web.Application) -> AsyncIterator[str]:
+    """Serve an aiohttp app on a free loopback port; yields its base URL (no trailing slash)."""
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield str(server.make_url("")).rstrip("/")
+    finally:
+        await server.close()
+
+
 @pytest.fixture
 async def opencost() -> AsyncIterator[tuple[FakeOpenCost, str]]:
     fake = FakeOpenCost(keys=["checkout", "payments-api", "search"])
-    server = TestServer(fake.app(), host="127.0.0.1")
-    await server.start_server()
-    try:
-        yield fake, str(server.make_url("")).rstrip("/")
-    finally:
-        await server.close()
+    async with served(fake.app()) as url:
+        yield fake, url
 
 
 @pytest.fixture

@@ -11,12 +11,11 @@ import httpx
 import jwt
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from finops_gql.auth import AuthError, TokenVerifier, mint_token, parse_ttl
 from finops_gql.config import ConfigError, Settings
-from tests.conftest import TEST_SECRET, token
+from tests.conftest import TEST_SECRET, served, token
 
 SETTINGS = Settings(jwt_secret=TEST_SECRET)
 
@@ -126,12 +125,8 @@ async def jwks() -> AsyncIterator[tuple[str, Any, Any]]:
 
     app = web.Application()
     app.router.add_get("/jwks.json", keys)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    try:
-        yield str(server.make_url("/jwks.json")), rsa_key, ec_key
-    finally:
-        await server.close()
+    async with served(app) as url:
+        yield url + "/jwks.json", rsa_key, ec_key
 
 
 async def test_jwks_rs256_and_es256(jwks: tuple[str, Any, Any]) -> None:

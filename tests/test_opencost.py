@@ -11,13 +11,12 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from finops_gql.dev.opencost_fake import FakeOpenCost
 from finops_gql.opencost.client import OpenCostClient
 from finops_gql.opencost.errors import OpenCostUnavailable
 from finops_gql.opencost.parse import normalize_key, parse_allocation_response
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, served
 
 
 def load(name: str) -> Any:
@@ -112,10 +111,14 @@ def test_empty_data_is_no_steps() -> None:
 # -- client -----------------------------------------------------------------------------------------
 
 
-async def serve(fake: FakeOpenCost) -> tuple[TestServer, str]:
-    server = TestServer(fake.app(), host="127.0.0.1")
-    await server.start_server()
-    return server, str(server.make_url("")).rstrip("/")
+def slow_healthz(seconds: float) -> web.Application:
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(seconds)
+        return web.Response(text="OK")
+
+    app = web.Application()
+    app.router.add_get("/healthz", slow)
+    return app
 
 
 @pytest.fixture
@@ -131,30 +134,23 @@ async def test_both_url_styles_and_key_styles(
     session: aiohttp.ClientSession, ui: bool, legacy: bool
 ) -> None:
     fake = FakeOpenCost(keys=["checkout"], ui=ui, legacy_keys=legacy)
-    server, url = await serve(fake)
-    try:
+    async with served(fake.app()) as url:
         client = OpenCostClient(session, url)
         steps = await client.allocation(window="7d", aggregate="label:app", accumulate=True)
         assert set(steps[0]) == {"checkout"}
         assert await client.api_root() == (url + "/model" if ui else url)
         assert (await client.health()).available
-    finally:
-        await server.close()
 
 
 async def test_explicit_model_url_is_used_as_is(session: aiohttp.ClientSession) -> None:
-    server, url = await serve(FakeOpenCost(keys=["a"], ui=True))
-    try:
+    async with served(FakeOpenCost(keys=["a"], ui=True).app()) as url:
         client = OpenCostClient(session, url + "/model/")
         assert set((await client.allocation(window="1d", aggregate="label:app"))[0]) == {"a"}
-    finally:
-        await server.close()
 
 
 async def test_cache_and_concurrent_dedupe(session: aiohttp.ClientSession) -> None:
     fake = FakeOpenCost(keys=["a"])
-    server, url = await serve(fake)
-    try:
+    async with served(fake.app()) as url:
         client = OpenCostClient(session, url, cache_ttl_s=60)
         results = await asyncio.gather(
             *(
@@ -168,14 +164,11 @@ async def test_cache_and_concurrent_dedupe(session: aiohttp.ClientSession) -> No
         assert client.requests_made == 1
         await client.allocation(window="7d", aggregate="label:app", accumulate=True, cached=False)
         assert len(fake.requests) == 2
-    finally:
-        await server.close()
 
 
 async def test_errors_are_typed(session: aiohttp.ClientSession) -> None:
     fake = FakeOpenCost(keys=["a"])
-    server, url = await serve(fake)
-    try:
+    async with served(fake.app()) as url:
         client = OpenCostClient(session, url, cache_ttl_s=0)
         fake.fail = "500"
         with pytest.raises(OpenCostUnavailable, match="HTTP 500"):
@@ -186,8 +179,6 @@ async def test_errors_are_typed(session: aiohttp.ClientSession) -> None:
         fake.fail = None
         with pytest.raises(OpenCostUnavailable, match="HTTP 400"):
             await client.allocation(window="bogus", aggregate="label:app")
-    finally:
-        await server.close()
 
 
 async def test_unreachable_and_not_opencost(session: aiohttp.ClientSession) -> None:
@@ -198,32 +189,17 @@ async def test_unreachable_and_not_opencost(session: aiohttp.ClientSession) -> N
     assert not health.available
     assert health.reason
 
-    app = web.Application()  # something that is not OpenCost: 404 everywhere
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    try:
-        other = OpenCostClient(session, str(server.make_url("")).rstrip("/"))
+    async with served(web.Application()) as url:  # not OpenCost: 404 everywhere
+        other = OpenCostClient(session, url)
         with pytest.raises(OpenCostUnavailable, match="not found"):
             await other.allocation(window="7d", aggregate="label:app")
-    finally:
-        await server.close()
 
 
 async def test_timeout_is_bounded(session: aiohttp.ClientSession) -> None:
-    async def slow(request: web.Request) -> web.Response:
-        await asyncio.sleep(2)
-        return web.Response(text="OK")
-
-    app = web.Application()
-    app.router.add_get("/healthz", slow)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    try:
-        client = OpenCostClient(session, str(server.make_url("")).rstrip("/"), timeout_s=0.2)
+    async with served(slow_healthz(2)) as url:
+        client = OpenCostClient(session, url, timeout_s=0.2)
         with pytest.raises(OpenCostUnavailable, match="timed out"):
             await client.api_root()
-    finally:
-        await server.close()
 
 
 async def test_health_check_is_bounded_shorter_than_allocation(
@@ -231,19 +207,9 @@ async def test_health_check_is_bounded_shorter_than_allocation(
 ) -> None:
     from finops_gql.opencost import client as client_module
 
-    async def slow(request: web.Request) -> web.Response:
-        await asyncio.sleep(1)
-        return web.Response(text="OK")
-
-    app = web.Application()
-    app.router.add_get("/healthz", slow)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
     monkeypatch.setattr(client_module, "HEALTH_TIMEOUT_S", 0.2)
-    try:
-        client = OpenCostClient(session, str(server.make_url("")).rstrip("/"), timeout_s=30)
+    async with served(slow_healthz(1)) as url:
+        client = OpenCostClient(session, url, timeout_s=30)
         health = await client.health()
         assert not health.available
         assert "timed out after 0.2s" in (health.reason or "")
-    finally:
-        await server.close()
