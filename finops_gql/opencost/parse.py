@@ -36,8 +36,6 @@ class Allocation:
 
 def _num(raw: Mapping[str, Any], name: str) -> float:
     value = raw.get(name)
-    if value.__class__ is float:  # the common case, first: a sync parses millions of these
-        return value
     if value is None:
         return 0.0
     if isinstance(value, bool) or not isinstance(value, int | float):
