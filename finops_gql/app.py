@@ -52,6 +52,10 @@ async def _check(probe: Awaitable[object]) -> str:
     return "ok"
 
 
+async def _database_ok() -> None:
+    await connection().execute_query("SELECT 1")
+
+
 async def _opencost_ok(services: Services) -> None:
     health = await services.costs.availability()
     if not health.available:
@@ -66,7 +70,7 @@ async def readyz(request: Request) -> Response:
     """Ready when the database answers; OpenCost and Redis are reported, not required."""
     services: Services = request.app.state.services
     database, opencost, redis = await asyncio.gather(
-        _check(connection().execute_query("SELECT 1")),
+        _check(_database_ok()),
         _check(_opencost_ok(services)),
         _check(_redis_ok(services)),
     )
