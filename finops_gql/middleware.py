@@ -8,11 +8,12 @@ from starlette.datastructures import Headers, QueryParams
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from finops_gql.auth import AuthError, TokenVerifier
+from finops_gql.graphql.view import STATIC_PREFIX
 from finops_gql.rest.errors import error_response
 
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 # GraphiQL's own JS and CSS (vendored open-source files, no data) load before any token exists.
-PUBLIC_PREFIX = "/graphql/static/"
+PUBLIC_PREFIX = STATIC_PREFIX
 
 
 def _is_graphiql_page(scope: Scope, headers: Headers) -> bool:
