@@ -134,7 +134,8 @@ async def test_page_of_50_components_uses_constant_queries(
     body = await gql(
         client,
         PAGE_QUERY.replace(
-            "team { id slug }", "team { id slug components { nodes { id } } costSummary { totalCost } }"
+            "team { id slug }",
+            "team { id slug components { nodes { id } } costSummary { totalCost } }",
         ),
         {"first": 50},
     )

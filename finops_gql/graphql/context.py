@@ -90,5 +90,7 @@ class Context:
     services: Services
     principal: Principal
     loaders: Loaders
-    # Set by the QueryCost extension before execution; reported in every answer's extensions.
+    # The app's limit (GRAPHQL_MAX_COST), and the operation's cost, set by the QueryCost
+    # extension before execution and reported in every answer's extensions.
+    max_cost: int = 50_000
     cost: Cost | None = None

@@ -53,7 +53,7 @@ class QueryCost(SchemaExtension):
                     execution.variables,
                     execution.operation_name,
                 ),
-                context.services.settings.graphql_max_cost,
+                context.max_cost,
             )
             context.cost = cost
             if cost.exceeded:

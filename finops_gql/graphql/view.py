@@ -19,6 +19,7 @@ from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.types import ExecutionResult
 
 from finops_gql.auth import Principal
+from finops_gql.config import Settings
 from finops_gql.errors import Conflict, InvalidInput, NotFound, QueueUnavailable
 from finops_gql.graphql.context import Context, Loaders
 from finops_gql.graphql.cost import Cost
@@ -77,8 +78,9 @@ def offline_ide_html(html: str) -> str:
 
 
 class GraphQLView(GraphQL[Context, None]):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, settings: Settings, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.settings = settings
         self._ide_html = offline_ide_html(self.graphql_ide_html) if self.graphql_ide else ""
 
     def encode_json(self, data: object) -> bytes:
@@ -96,6 +98,7 @@ class GraphQLView(GraphQL[Context, None]):
             # Only the GraphiQL page (which executes nothing) gets through unauthenticated.
             principal=request.scope.get("state", {}).get("principal") or ANONYMOUS,
             loaders=Loaders(services),
+            max_cost=self.settings.graphql_max_cost,
         )
 
     async def process_result(
@@ -122,7 +125,7 @@ class GraphQLView(GraphQL[Context, None]):
         The deadline cancels the operation's task at its next await (a DataLoader, the database,
         OpenCost); the event loop, and so every other request, keeps running meanwhile.
         """
-        settings = context.services.settings
+        settings = self.settings
         deadline = asyncio.timeout(settings.graphql_timeout_s)
         try:
             async with deadline:
