@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -193,3 +195,18 @@ def test_cost_reports_and_compares() -> None:
     assert Cost(10, 10).exceeded is False
     assert Cost(11, 10).exceeded is True
     assert Cost(3, 10).as_extension() == {"requested": 3, "limit": 10}
+
+
+def test_readme_examples_are_valid_and_fit_the_limit() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    block = readme.split("```graphql\n", 1)[1].split("```", 1)[0]
+    documents = [d.strip() for d in re.split(r"^#.*$", block, flags=re.MULTILINE) if d.strip()]
+    operations = [op for d in documents for op in re.split(r"\n(?=mutation )", d)]
+    assert len(operations) == 4
+    costs = []
+    for document in operations:
+        parsed = parse(document)
+        assert validate(SCHEMA, parsed) == [], document
+        costs.append(document_cost(SCHEMA, parsed))
+    assert costs[:2] == [102, 244]  # quoted in the README's Limits section
+    assert all(0 < c < DEFAULT_LIMIT for c in costs)
