@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from graphql import GraphQLSchema, get_introspection_query, parse, validate
 
+from finops_gql.config import ConfigError, Settings
 from finops_gql.graphql.cost import Cost, document_cost, static_caps, unbounded_lists
 from finops_gql.graphql.schema import schema as strawberry_schema
 
@@ -210,3 +211,24 @@ def test_readme_examples_are_valid_and_fit_the_limit() -> None:
         costs.append(document_cost(SCHEMA, parsed))
     assert costs[:2] == [102, 244]  # quoted in the README's Limits section
     assert all(0 < c < DEFAULT_LIMIT for c in costs)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"GRAPHQL_MAX_COST": "0"}, "GRAPHQL_MAX_COST must be >= 1"),
+        ({"GRAPHQL_MAX_COST": "lots"}, "GRAPHQL_MAX_COST must be an integer"),
+        ({"GRAPHQL_TIMEOUT_SECONDS": "0"}, "GRAPHQL_TIMEOUT_SECONDS must be > 0"),
+        ({"GRAPHQL_TIMEOUT_SECONDS": "-1"}, "GRAPHQL_TIMEOUT_SECONDS must be >= 0"),
+    ],
+)
+def test_limit_settings_are_checked(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env(env)
+
+
+def test_limit_settings_are_read() -> None:
+    assert Settings.from_env({}).graphql_max_cost == 50_000
+    assert Settings.from_env({}).graphql_timeout_s == 10.0
+    changed = Settings.from_env({"GRAPHQL_MAX_COST": "1000", "GRAPHQL_TIMEOUT_SECONDS": "2.5"})
+    assert (changed.graphql_max_cost, changed.graphql_timeout_s) == (1000, 2.5)

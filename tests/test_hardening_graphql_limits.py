@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from finops_gql.app import create_app
-from finops_gql.config import ConfigError, Settings
+from finops_gql.config import Settings
 from finops_gql.dev.opencost_fake import FakeOpenCost
 from finops_gql.services import Services
 from tests.conftest import QueryCounter, gql, make_component, make_records, make_team, token
@@ -133,27 +133,6 @@ async def test_introspection_is_not_refused(client: httpx.AsyncClient) -> None:
     assert "errors" not in body
     assert body["data"]["__schema"]["queryType"]["name"] == "Query"
     assert 0 < body["extensions"]["cost"]["requested"] < 50_000
-
-
-@pytest.mark.parametrize(
-    ("env", "message"),
-    [
-        ({"GRAPHQL_MAX_COST": "0"}, "GRAPHQL_MAX_COST must be >= 1"),
-        ({"GRAPHQL_MAX_COST": "lots"}, "GRAPHQL_MAX_COST must be an integer"),
-        ({"GRAPHQL_TIMEOUT_SECONDS": "0"}, "GRAPHQL_TIMEOUT_SECONDS must be > 0"),
-        ({"GRAPHQL_TIMEOUT_SECONDS": "-1"}, "GRAPHQL_TIMEOUT_SECONDS must be >= 0"),
-    ],
-)
-def test_limit_settings_are_checked(env: dict[str, str], message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
-        Settings.from_env(env)
-
-
-def test_limit_settings_are_read() -> None:
-    assert Settings.from_env({}).graphql_max_cost == 50_000
-    assert Settings.from_env({}).graphql_timeout_s == 10.0
-    changed = Settings.from_env({"GRAPHQL_MAX_COST": "1000", "GRAPHQL_TIMEOUT_SECONDS": "2.5"})
-    assert (changed.graphql_max_cost, changed.graphql_timeout_s) == (1000, 2.5)
 
 
 # -- Team.components is a connection ------------------------------------------------------------
