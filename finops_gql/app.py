@@ -125,7 +125,9 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
             app.state.services = opened
             yield
 
-    graphql = GraphQLView(schema, graphql_ide="graphiql" if settings.graphiql else None)
+    graphql = GraphQLView(
+        schema, graphql_ide="graphiql" if settings.graphiql else None, settings=settings
+    )
     app = Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),

@@ -28,6 +28,8 @@ ENV_VARS = (
     "COST_RETENTION_DAYS",
     "MIGRATE_ON_START",
     "GRAPHIQL_DISABLED",
+    "GRAPHQL_MAX_COST",
+    "GRAPHQL_TIMEOUT_SECONDS",
 )
 
 
@@ -61,6 +63,13 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    value = _float(env, name, default)
+    if value <= 0:
+        raise ConfigError(f"{name} must be > 0, got {value}")
+    return value
+
+
 def _opt(env: Mapping[str, str], name: str) -> str | None:
     value = env.get(name, "").strip()
     return value or None
@@ -87,6 +96,8 @@ class Settings:
     cost_retention_days: int = 400
     migrate_on_start: bool = False
     graphiql: bool = True
+    graphql_max_cost: int = 50_000
+    graphql_timeout_s: float = 10.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -110,6 +121,8 @@ class Settings:
             cost_retention_days=_int(env, "COST_RETENTION_DAYS", 400, minimum=31),
             migrate_on_start=_bool(env, "MIGRATE_ON_START"),
             graphiql=not _bool(env, "GRAPHIQL_DISABLED"),
+            graphql_max_cost=_int(env, "GRAPHQL_MAX_COST", 50_000, minimum=1),
+            graphql_timeout_s=_positive(env, "GRAPHQL_TIMEOUT_SECONDS", 10.0),
         )
 
     def with_(self, **changes: object) -> Settings:

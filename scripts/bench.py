@@ -377,7 +377,7 @@ async def count_page_queries(url: str, secret: str, sizes: list[int]) -> dict[in
 
 
 PAGE_QUERY = "query Page($first: Int!) { components(first: $first) { nodes { id name budgetUsd cost30d team { id name } } pageInfo { endCursor hasNextPage } } }"
-TEAM_QUERY = "query Team($id: ID!) { team(id: $id) { name costSummary { totalCost components { componentId totalCost } } } }"
+TEAM_QUERY = "query Team($id: ID!) { team(id: $id) { name costSummary { totalCost components(limit: 1000) { componentId totalCost } } } }"
 
 
 # -- the sync -----------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ async def test_serve_answers_rest_and_graphql_with_data(
             await http.post(
                 "/graphql",
                 json={
-                    "query": "{ teams { nodes { slug costSummary { totalCost } components { name cost30d } } } }"
+                    "query": "{ teams { nodes { slug costSummary { totalCost } components { nodes { name cost30d } } } } }"
                 },
                 headers=headers,
             )

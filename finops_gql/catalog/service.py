@@ -16,6 +16,7 @@ from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
 from finops_gql.db.models import DEFAULT_AGGREGATE, Component, Team
+from finops_gql.db.setup import connection, placeholders, sql_value
 from finops_gql.errors import Conflict, InvalidInput, NotFound
 
 PAGE_DEFAULT = 50
@@ -67,6 +68,21 @@ def _decode_cursor(cursor: str, size: int) -> list[str]:
     ):
         raise InvalidInput("after: not a cursor this API issued")
     return parts
+
+
+def _component_keyset(after: str) -> tuple[str, uuid.UUID]:
+    """The (name, id) a component cursor points after."""
+    name, last_id = _decode_cursor(after, 2)
+    try:
+        return name, uuid.UUID(last_id)
+    except ValueError:
+        raise InvalidInput("after: not a cursor this API issued") from None
+
+
+def _component_page(rows: list[Component], first: int) -> Page[Component]:
+    items = rows[:first]
+    cursor = _encode_cursor(items[-1].name, str(items[-1].id)) if items else None
+    return Page(items, cursor, len(rows) > first)
 
 
 def _check_first(first: int) -> None:
@@ -125,14 +141,36 @@ class CatalogService:
         found = await Component.filter(id__in=list(ids)).only(*COMPONENT_FIELDS)
         return {c.id: c for c in found}
 
-    async def components_by_team(
-        self, team_ids: Sequence[uuid.UUID]
-    ) -> dict[uuid.UUID, list[Component]]:
-        result: dict[uuid.UUID, list[Component]] = {tid: [] for tid in team_ids}
-        query = Component.filter(team_id__in=list(team_ids)).only(*COMPONENT_FIELDS)
-        for c in await query.order_by("name", "id"):
-            result[uuid.UUID(str(c.team_id))].append(c)
-        return result
+    async def team_component_pages(
+        self, team_ids: Sequence[uuid.UUID], first: int = PAGE_DEFAULT, after: str | None = None
+    ) -> dict[uuid.UUID, Page[Component]]:
+        """One page of each team's components, by (name, id) like `list_components`, in one
+        statement whatever the number of teams (for the Team.components DataLoader)."""
+        _check_first(first)
+        pages: dict[uuid.UUID, list[Component]] = {tid: [] for tid in team_ids}
+        if not team_ids:
+            return dict.fromkeys(pages, Page([], None, False))
+        params: list[object] = [sql_value(t) for t in team_ids]
+        marks = placeholders(len(params) + 4)
+        where = f"c.team_id IN ({', '.join(marks[: len(params)])})"
+        if after is not None:
+            name, last_id = _component_keyset(after)
+            n1, n2, i = marks[len(params) : len(params) + 3]
+            where += f" AND (c.name > {n1} OR (c.name = {n2} AND c.id > {i}))"
+            params += [name, name, sql_value(last_id)]
+        columns = ", ".join(COMPONENT_FIELDS)
+        # ROW_NUMBER keeps it one statement for any number of teams (SQLite >= 3.25, PG); one
+        # extra row per team tells whether it has a next page.
+        sql = (
+            f"SELECT {columns} FROM (SELECT {', '.join('c.' + f for f in COMPONENT_FIELDS)}, "  # noqa: S608 (placeholders only)
+            "ROW_NUMBER() OVER (PARTITION BY c.team_id ORDER BY c.name, c.id) AS rn "
+            f"FROM component c WHERE {where}) ranked "
+            f"WHERE rn <= {marks[len(params)]} ORDER BY team_id, rn"
+        )
+        for row in await connection().execute_query_dict(sql, [*params, first + 1]):
+            component = Component._init_from_db(**row)
+            pages[uuid.UUID(str(component.team_id))].append(component)
+        return {tid: _component_page(rows, first) for tid, rows in pages.items()}
 
     async def list_teams(self, first: int = PAGE_DEFAULT, after: str | None = None) -> Page[Team]:
         _check_first(first)
@@ -153,12 +191,9 @@ class CatalogService:
         if team_id is not None:
             query = query.filter(team_id=team_id)
         if after is not None:
-            name, last_id = _decode_cursor(after, 2)
+            name, last_id = _component_keyset(after)
             query = query.filter(Q(name__gt=name) | Q(name=name, id__gt=last_id))
-        rows = await query.limit(first + 1)
-        items = rows[:first]
-        cursor = _encode_cursor(items[-1].name, str(items[-1].id)) if items else None
-        return Page(items, cursor, len(rows) > first)
+        return _component_page(await query.limit(first + 1), first)
 
     # -- writes ---------------------------------------------------------------------------------
 

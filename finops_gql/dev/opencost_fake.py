@@ -8,6 +8,7 @@ port, 9003) or under /model/ (the UI port, 9090). It also counts requests and ca
 from __future__ import annotations
 
 import argparse
+import asyncio
 import math
 import zlib
 from collections.abc import Iterable
@@ -140,6 +141,8 @@ class FakeOpenCost:
     fail: str | None = None  # "500", "garbage", "timeout" ... for error paths
     now: datetime | None = None
     requests: list[dict[str, str]] = field(default_factory=list)
+    # With fail="hang", /allocation waits for this event, then answers normally.
+    release: asyncio.Event = field(default_factory=asyncio.Event)
 
     def clock(self) -> datetime:
         return self.now or datetime.now(UTC)
@@ -197,6 +200,8 @@ class FakeOpenCost:
         async def allocation(request: web.Request) -> web.Response:
             params = dict(request.query)
             self.requests.append(params)
+            if self.fail == "hang":
+                await self.release.wait()
             if self.fail == "500":
                 return web.json_response(
                     {"code": 500, "message": "Error: query failed"}, status=500

@@ -9,8 +9,11 @@ from typing import TYPE_CHECKING
 from strawberry.dataloader import DataLoader
 
 from finops_gql.auth import Principal
+from finops_gql.catalog.service import Page
 from finops_gql.costs.service import DailyCost, TeamSummary
 from finops_gql.db.models import Component, Team
+from finops_gql.errors import ServiceError
+from finops_gql.graphql.cost import Cost
 
 if TYPE_CHECKING:
     from finops_gql.services import Services
@@ -23,7 +26,10 @@ class Loaders:
     services: Services
     team: DataLoader[uuid.UUID, Team | None] = field(init=False)
     component: DataLoader[uuid.UUID, Component | None] = field(init=False)
-    team_components: DataLoader[uuid.UUID, list[Component]] = field(init=False)
+    # Keyed by (team id, first, after): one page of each team's components.
+    team_components: DataLoader[tuple[uuid.UUID, int, str | None], Page[Component]] = field(
+        init=False
+    )
     team_summary: DataLoader[uuid.UUID, TeamSummary] = field(init=False)
     _history: dict[int, DataLoader[uuid.UUID, list[DailyCost]]] = field(init=False)
 
@@ -38,9 +44,22 @@ class Loaders:
             found = await catalog.components_by_ids(ids)
             return [found.get(i) for i in ids]
 
-        async def team_components(ids: list[uuid.UUID]) -> list[list[Component]]:
-            found = await catalog.components_by_team(ids)
-            return [found[i] for i in ids]
+        async def team_components(
+            keys: list[tuple[uuid.UUID, int, str | None]],
+        ) -> list[Page[Component] | BaseException]:
+            # One statement per distinct (first, after): one for a page of teams in practice.
+            pages: dict[tuple[int, str | None], dict[uuid.UUID, Page[Component]] | Exception] = {}
+            for first, after in dict.fromkeys((first, after) for _, first, after in keys):
+                try:
+                    pages[first, after] = await catalog.team_component_pages(
+                        [t for t, f, a in keys if (f, a) == (first, after)], first, after
+                    )
+                except ServiceError as exc:  # bad arguments fail their own fields only
+                    pages[first, after] = exc
+            return [
+                found if isinstance(found := pages[f, a], Exception) else found[t]
+                for t, f, a in keys
+            ]
 
         async def summaries(ids: list[uuid.UUID]) -> list[TeamSummary]:
             found = await costs.team_summaries(ids)
@@ -71,3 +90,7 @@ class Context:
     services: Services
     principal: Principal
     loaders: Loaders
+    # The app's limit (GRAPHQL_MAX_COST), and the operation's cost, set by the QueryCost
+    # extension before execution and reported in every answer's extensions.
+    max_cost: int = 50_000
+    cost: Cost | None = None

@@ -17,6 +17,7 @@ from strawberry.types import ExecutionContext
 
 from finops_gql.costs.service import TOP_DEFAULT, parse_uuid
 from finops_gql.errors import InvalidInput
+from finops_gql.graphql.limits import QueryCost
 from finops_gql.graphql.permissions import IsAdmin
 from finops_gql.graphql.types import (
     Availability,
@@ -83,10 +84,7 @@ class Query:
         page = await info.context.services.catalog.list_components(first, after, team)
         for c in page.items:  # later Component.team / cost loads reuse these rows
             info.context.loaders.component.prime(c.id, c)
-        return ComponentConnection(
-            nodes=[Component.of(c) for c in page.items],
-            page_info=PageInfo(end_cursor=page.end_cursor, has_next_page=page.has_next_page),
-        )
+        return ComponentConnection.of(page)
 
     @strawberry.field(description="Top components platform-wide by 30-day cost (limit 1..100).")
     async def top_components(self, info: CtxInfo, limit: int = TOP_DEFAULT) -> list[ComponentCost]:
@@ -223,5 +221,7 @@ schema = GatewaySchema(
         lambda: ParserCache(maxsize=256),
         lambda: ValidationCache(maxsize=256),
         GraphQLMetrics,
+        # Last, so the cost is computed on a validated document, just before execution.
+        QueryCost,
     ],
 )

@@ -9,12 +9,18 @@ from typing import Annotated, Any
 import strawberry
 from strawberry.types import Info
 
+from finops_gql.catalog import service as catalog
 from finops_gql.costs import service as cost
 from finops_gql.costs.windows import money
 from finops_gql.db import models
 from finops_gql.graphql.context import Context
 
 CtxInfo = Info[Context, Any]
+
+# TeamCostSummary.components: a bounded list, so the query cost can count it (REST's team
+# summary keeps listing every component).
+SUMMARY_COMPONENTS_DEFAULT = 100
+SUMMARY_COMPONENTS_MAX = 1000
 
 
 @strawberry.type(description="Cost split by resource, in the window's currency.")
@@ -119,14 +125,26 @@ class ComponentCost:
         )
 
 
-@strawberry.type(description="A team's components by 30-day cost, largest first.")
+@strawberry.type(description="A team's 30-day cost, and its components by cost, largest first.")
 class TeamCostSummary:
-    total_cost: float
+    total_cost: float = strawberry.field(description="Of all the team's components.")
     currency: str
     window: str
     start: date
     end: date
-    components: list[ComponentCost]
+    all_components: strawberry.Private[list[cost.ComponentCost]]
+
+    @strawberry.field(
+        description="The team's largest components by 30-day cost (all of them are in totalCost)."
+    )
+    def components(
+        self,
+        limit: Annotated[
+            int, strawberry.argument(description=f"1..{SUMMARY_COMPONENTS_MAX}")
+        ] = SUMMARY_COMPONENTS_DEFAULT,
+    ) -> list[ComponentCost]:
+        cost.check_limit(limit, SUMMARY_COMPONENTS_MAX)
+        return [ComponentCost.of(c) for c in self.all_components[:limit]]
 
     @classmethod
     def of(cls, s: cost.TeamSummary) -> TeamCostSummary:
@@ -136,7 +154,7 @@ class TeamCostSummary:
             window=s.window,
             start=s.start,
             end=s.end,
-            components=[ComponentCost.of(c) for c in s.components],
+            all_components=s.components,
         )
 
 
@@ -146,10 +164,21 @@ class Team:
     name: str
     slug: str
 
-    @strawberry.field
-    async def components(self, info: CtxInfo) -> list[Component]:
-        found = await info.context.loaders.team_components.load(uuid.UUID(self.id))
-        return [Component.of(c) for c in found]
+    @strawberry.field(
+        description="The team's components by name, cursor-paginated like `components`."
+    )
+    async def components(
+        self,
+        info: CtxInfo,
+        first: Annotated[
+            int, strawberry.argument(description=f"1..{catalog.PAGE_MAX}")
+        ] = catalog.PAGE_DEFAULT,
+        after: str | None = None,
+    ) -> ComponentConnection:
+        page = await info.context.loaders.team_components.load((uuid.UUID(self.id), first, after))
+        for c in page.items:  # later Component loads reuse these rows
+            info.context.loaders.component.prime(c.id, c)
+        return ComponentConnection.of(page)
 
     @strawberry.field(description="30-day cost of the team's components, from persisted records.")
     async def cost_summary(self, info: CtxInfo) -> TeamCostSummary:
@@ -234,6 +263,13 @@ class TeamConnection:
 class ComponentConnection:
     nodes: list[Component]
     page_info: PageInfo
+
+    @classmethod
+    def of(cls, page: catalog.Page[models.Component]) -> ComponentConnection:
+        return cls(
+            nodes=[Component.of(c) for c in page.items],
+            page_info=PageInfo(end_cursor=page.end_cursor, has_next_page=page.has_next_page),
+        )
 
 
 @strawberry.type

@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from pathlib import Path
 from typing import Any
 
 import orjson
+from cross_web import AsyncHTTPRequestAdapter
 from graphql import GraphQLError
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.http import GraphQLHTTPResponse
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.types import ExecutionResult
 
 from finops_gql.auth import Principal
+from finops_gql.config import Settings
 from finops_gql.errors import Conflict, InvalidInput, NotFound, QueueUnavailable
 from finops_gql.graphql.context import Context, Loaders
+from finops_gql.graphql.cost import Cost
+from finops_gql.graphql.limits import timed_out
 from finops_gql.opencost.errors import OpenCostUnavailable
 
 log = logging.getLogger(__name__)
@@ -73,8 +78,9 @@ def offline_ide_html(html: str) -> str:
 
 
 class GraphQLView(GraphQL[Context, None]):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, settings: Settings, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.settings = settings
         self._ide_html = offline_ide_html(self.graphql_ide_html) if self.graphql_ide else ""
 
     def encode_json(self, data: object) -> bytes:
@@ -92,6 +98,7 @@ class GraphQLView(GraphQL[Context, None]):
             # Only the GraphiQL page (which executes nothing) gets through unauthenticated.
             principal=request.scope.get("state", {}).get("principal") or ANONYMOUS,
             loaders=Loaders(services),
+            max_cost=self.settings.graphql_max_cost,
         )
 
     async def process_result(
@@ -103,3 +110,38 @@ class GraphQLView(GraphQL[Context, None]):
         if result.extensions:
             response["extensions"] = result.extensions
         return response
+
+    async def execute_single(
+        self,
+        request: Request,
+        request_adapter: AsyncHTTPRequestAdapter,
+        sub_response: Response,
+        context: Context,
+        root_value: None,
+        request_data: GraphQLRequestData,
+    ) -> ExecutionResult:
+        """Run one operation under GRAPHQL_TIMEOUT_SECONDS and report its cost.
+
+        The deadline cancels the operation's task at its next await (a DataLoader, the database,
+        OpenCost); the event loop, and so every other request, keeps running meanwhile.
+        """
+        settings = self.settings
+        deadline = asyncio.timeout(settings.graphql_timeout_s)
+        try:
+            async with deadline:
+                result = await super().execute_single(
+                    request, request_adapter, sub_response, context, root_value, request_data
+                )
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            log.warning(
+                "GraphQL operation %s stopped after %gs",
+                request_data.operation_name or "anonymous",
+                settings.graphql_timeout_s,
+            )
+            result = ExecutionResult(data=None, errors=[timed_out(settings.graphql_timeout_s)])
+        # 0 when the document never reached execution (unparsable, invalid): nothing ran.
+        cost = context.cost or Cost(0, settings.graphql_max_cost)
+        result.extensions = {**(result.extensions or {}), "cost": cost.as_extension()}
+        return result

@@ -149,29 +149,32 @@ class OpenCostClient:
             if hit is not None and hit[0] > time.monotonic():
                 return hit[1]
         pending = self._inflight.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
+        if pending is None:
+            # The fetch runs in its own task: a caller that is cancelled (its GraphQL operation hit
+            # the deadline) must not cancel the answer other callers are waiting for.
+            pending = asyncio.ensure_future(self._fetch_and_cache(params, aggregate, key, cached))
+            self._inflight[key] = pending
+            pending.add_done_callback(lambda done: self._fetched(key, done))
+        return await asyncio.shield(pending)
 
-        future: asyncio.Future[list[dict[str, Allocation]]] = (
-            asyncio.get_running_loop().create_future()
-        )
-        self._inflight[key] = future
-        try:
-            result = await self._fetch_allocation(params, aggregate)
-        except asyncio.CancelledError:
-            future.cancel()
-            raise
-        except Exception as exc:
-            future.set_exception(exc)
-            future.exception()  # mark retrieved: nobody else may be waiting
-            raise
-        else:
-            future.set_result(result)
-            if cached and self._cache_ttl > 0:
-                self._cache[key] = (time.monotonic() + self._cache_ttl, result)
-            return result
-        finally:
-            del self._inflight[key]
+    def _fetched(
+        self, key: tuple[tuple[str, str], ...], done: asyncio.Future[list[dict[str, Allocation]]]
+    ) -> None:
+        self._inflight.pop(key, None)
+        if not done.cancelled():
+            done.exception()  # retrieved: every caller may have gone
+
+    async def _fetch_and_cache(
+        self,
+        params: Mapping[str, str],
+        aggregate: str,
+        key: tuple[tuple[str, str], ...],
+        cached: bool,
+    ) -> list[dict[str, Allocation]]:
+        result = await self._fetch_allocation(params, aggregate)
+        if cached and self._cache_ttl > 0:
+            self._cache[key] = (time.monotonic() + self._cache_ttl, result)
+        return result
 
     async def _fetch_allocation(
         self, params: Mapping[str, str], aggregate: str
