@@ -28,6 +28,11 @@ ENV_VARS = (
     "COST_RETENTION_DAYS",
     "MIGRATE_ON_START",
     "GRAPHIQL_DISABLED",
+    "GRAPHQL_MAX_BODY_BYTES",
+    "GRAPHQL_MAX_TOKENS",
+    "GRAPHQL_MAX_FIELDS",
+    "GRAPHQL_CACHE_SIZE",
+    "GRAPHQL_CACHE_MAX_DOCUMENT_BYTES",
 )
 
 
@@ -87,6 +92,11 @@ class Settings:
     cost_retention_days: int = 400
     migrate_on_start: bool = False
     graphiql: bool = True
+    graphql_max_body_bytes: int = 1024 * 1024
+    graphql_max_tokens: int = 5000
+    graphql_max_fields: int = 200
+    graphql_cache_size: int = 256
+    graphql_cache_max_document_bytes: int = 16 * 1024
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -110,6 +120,13 @@ class Settings:
             cost_retention_days=_int(env, "COST_RETENTION_DAYS", 400, minimum=31),
             migrate_on_start=_bool(env, "MIGRATE_ON_START"),
             graphiql=not _bool(env, "GRAPHIQL_DISABLED"),
+            graphql_max_body_bytes=_int(env, "GRAPHQL_MAX_BODY_BYTES", 1024 * 1024, minimum=1024),
+            graphql_max_tokens=_int(env, "GRAPHQL_MAX_TOKENS", 5000, minimum=100),
+            graphql_max_fields=_int(env, "GRAPHQL_MAX_FIELDS", 200, minimum=10),
+            graphql_cache_size=_int(env, "GRAPHQL_CACHE_SIZE", 256),
+            graphql_cache_max_document_bytes=_int(
+                env, "GRAPHQL_CACHE_MAX_DOCUMENT_BYTES", 16 * 1024
+            ),
         )
 
     def with_(self, **changes: object) -> Settings:

@@ -11,6 +11,7 @@ from strawberry.dataloader import DataLoader
 from finops_gql.auth import Principal
 from finops_gql.costs.service import DailyCost, TeamSummary
 from finops_gql.db.models import Component, Team
+from finops_gql.graphql.limits import DocumentGuard
 
 if TYPE_CHECKING:
     from finops_gql.services import Services
@@ -71,3 +72,4 @@ class Context:
     services: Services
     principal: Principal
     loaders: Loaders
+    documents: DocumentGuard | None = None  # the app's document limits and parse cache
