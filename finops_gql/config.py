@@ -33,6 +33,7 @@ ENV_VARS = (
     "GRAPHQL_MAX_FIELDS",
     "GRAPHQL_CACHE_SIZE",
     "GRAPHQL_CACHE_MAX_DOCUMENT_BYTES",
+    "GRAPHQL_MAX_DOCUMENT_BYTES",
 )
 
 
@@ -97,6 +98,7 @@ class Settings:
     graphql_max_fields: int = 200
     graphql_cache_size: int = 256
     graphql_cache_max_document_bytes: int = 16 * 1024
+    graphql_max_document_bytes: int = 128 * 1024
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -126,6 +128,9 @@ class Settings:
             graphql_cache_size=_int(env, "GRAPHQL_CACHE_SIZE", 256),
             graphql_cache_max_document_bytes=_int(
                 env, "GRAPHQL_CACHE_MAX_DOCUMENT_BYTES", 16 * 1024
+            ),
+            graphql_max_document_bytes=_int(
+                env, "GRAPHQL_MAX_DOCUMENT_BYTES", 128 * 1024, minimum=1024
             ),
         )
 

@@ -1,5 +1,8 @@
 """Bounds on a GraphQL document, enforced before graphql-core spends time on it.
 
+The lexer is pure Python: a 1 MB comment costs 0.1 s to skip, so the document has its own size
+bound, well under the body's (which also carries variables).
+
 Parsing is linear in the document, but validation is not: OverlappingFieldsCanBeMerged compares
 every pair of fields with one response name, so 200 copies of one field cost 0.2 s and 2,000
 conflicting ones 4 s. So the document is refused by size (bytes), by lexical tokens (inside
@@ -68,7 +71,8 @@ class DocumentGuard:
     """Per app: the document limits from Settings and one LRU cache of parsed, validated documents."""
 
     def __init__(self, settings: Settings) -> None:
-        self.max_bytes = settings.graphql_max_body_bytes
+        self.max_body_bytes = settings.graphql_max_body_bytes
+        self.max_bytes = settings.graphql_max_document_bytes
         self.max_tokens = settings.graphql_max_tokens
         self.max_fields = settings.graphql_max_fields
         self.cache_size = settings.graphql_cache_size
@@ -89,7 +93,7 @@ class DocumentGuard:
         size = len(query.encode("utf-8", "surrogatepass"))
         if size > self.max_bytes:
             raise _too_large(
-                f"The document is {size} bytes", "GRAPHQL_MAX_BODY_BYTES", self.max_bytes
+                f"The document is {size} bytes", "GRAPHQL_MAX_DOCUMENT_BYTES", self.max_bytes
             )
         try:
             document = parse(

@@ -138,7 +138,7 @@ class GraphQLView(GraphQL[Context, None]):
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
-        limit = self.documents.max_bytes
+        limit = self.documents.max_body_bytes
         response: Response | None = None
         if scope["method"] == "POST":
             length = Headers(scope=scope).get("content-length")
