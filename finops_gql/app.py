@@ -19,6 +19,7 @@ from finops_gql.auth import TokenVerifier
 from finops_gql.config import Settings
 from finops_gql.db.setup import connection
 from finops_gql.errors import Conflict, InvalidInput, NotFound
+from finops_gql.graphql.documents import DocumentGuard
 from finops_gql.graphql.schema import schema
 from finops_gql.graphql.view import STATIC_DIR, STATIC_PREFIX, GraphQLView
 from finops_gql.middleware import AuthMiddleware
@@ -126,7 +127,10 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
             yield
 
     graphql = GraphQLView(
-        schema, graphql_ide="graphiql" if settings.graphiql else None, settings=settings
+        schema,
+        graphql_ide="graphiql" if settings.graphiql else None,
+        settings=settings,
+        documents=DocumentGuard(settings),
     )
     app = Starlette(
         routes=[

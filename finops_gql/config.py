@@ -30,6 +30,12 @@ ENV_VARS = (
     "GRAPHIQL_DISABLED",
     "GRAPHQL_MAX_COST",
     "GRAPHQL_TIMEOUT_SECONDS",
+    "GRAPHQL_MAX_BODY_BYTES",
+    "GRAPHQL_MAX_TOKENS",
+    "GRAPHQL_MAX_FIELDS",
+    "GRAPHQL_CACHE_SIZE",
+    "GRAPHQL_CACHE_MAX_DOCUMENT_BYTES",
+    "GRAPHQL_MAX_DOCUMENT_BYTES",
 )
 
 
@@ -98,6 +104,12 @@ class Settings:
     graphiql: bool = True
     graphql_max_cost: int = 50_000
     graphql_timeout_s: float = 10.0
+    graphql_max_body_bytes: int = 1024 * 1024
+    graphql_max_tokens: int = 5000
+    graphql_max_fields: int = 200
+    graphql_cache_size: int = 256
+    graphql_cache_max_document_bytes: int = 16 * 1024
+    graphql_max_document_bytes: int = 128 * 1024
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -123,6 +135,16 @@ class Settings:
             graphiql=not _bool(env, "GRAPHIQL_DISABLED"),
             graphql_max_cost=_int(env, "GRAPHQL_MAX_COST", 50_000, minimum=1),
             graphql_timeout_s=_positive(env, "GRAPHQL_TIMEOUT_SECONDS", 10.0),
+            graphql_max_body_bytes=_int(env, "GRAPHQL_MAX_BODY_BYTES", 1024 * 1024, minimum=1024),
+            graphql_max_tokens=_int(env, "GRAPHQL_MAX_TOKENS", 5000, minimum=100),
+            graphql_max_fields=_int(env, "GRAPHQL_MAX_FIELDS", 200, minimum=10),
+            graphql_cache_size=_int(env, "GRAPHQL_CACHE_SIZE", 256),
+            graphql_cache_max_document_bytes=_int(
+                env, "GRAPHQL_CACHE_MAX_DOCUMENT_BYTES", 16 * 1024
+            ),
+            graphql_max_document_bytes=_int(
+                env, "GRAPHQL_MAX_DOCUMENT_BYTES", 128 * 1024, minimum=1024
+            ),
         )
 
     def with_(self, **changes: object) -> Settings:

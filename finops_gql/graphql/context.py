@@ -14,6 +14,7 @@ from finops_gql.costs.service import DailyCost, TeamSummary
 from finops_gql.db.models import Component, Team
 from finops_gql.errors import ServiceError
 from finops_gql.graphql.cost import Cost
+from finops_gql.graphql.documents import DocumentGuard
 
 if TYPE_CHECKING:
     from finops_gql.services import Services
@@ -94,3 +95,4 @@ class Context:
     # extension before execution and reported in every answer's extensions.
     max_cost: int = 50_000
     cost: Cost | None = None
+    documents: DocumentGuard | None = None  # the app's document limits and parse cache

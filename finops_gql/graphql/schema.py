@@ -6,17 +6,13 @@ import uuid
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import (
-    MaxAliasesLimiter,
-    ParserCache,
-    QueryDepthLimiter,
-    ValidationCache,
-)
+from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter
 from strawberry.permission import BasePermission
 from strawberry.types import ExecutionContext
 
 from finops_gql.costs.service import TOP_DEFAULT, parse_uuid
 from finops_gql.errors import InvalidInput
+from finops_gql.graphql.documents import DocumentLimits
 from finops_gql.graphql.limits import QueryCost
 from finops_gql.graphql.permissions import IsAdmin
 from finops_gql.graphql.types import (
@@ -217,9 +213,9 @@ schema = GatewaySchema(
         # Bound the work one document can ask for (team -> components -> team -> ... nests).
         lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
         lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
-        # Frontends send the same few documents over and over: parse and validate each once.
-        lambda: ParserCache(maxsize=256),
-        lambda: ValidationCache(maxsize=256),
+        # Document size, tokens and fields bounded before parsing and validation; frontends send
+        # the same few documents over and over, so small ones are parsed and validated once.
+        DocumentLimits,
         GraphQLMetrics,
         # Last, so the cost is computed on a validated document, just before execution.
         QueryCost,

@@ -213,8 +213,14 @@ class Component:
         assert found is not None  # a foreign key guarantees it
         return Team.of(found)
 
-    @strawberry.field(description="Live 7-day and 30-day cost from OpenCost.")
-    async def actual_cost(self, info: CtxInfo) -> ActualCost:
+    @strawberry.field(
+        description=(
+            "Live 7-day and 30-day cost from OpenCost. Null when OpenCost cannot answer, with an "
+            "error of code OPENCOST_UNAVAILABLE at this field's path; the other fields (cost30d, "
+            "history, ...) still come from the database."
+        )
+    )
+    async def actual_cost(self, info: CtxInfo) -> ActualCost | None:
         actual = await info.context.services.costs.actual_cost(self.model)
         return ActualCost(
             seven_day=CostWindow.of(actual.seven_day), thirty_day=CostWindow.of(actual.thirty_day)

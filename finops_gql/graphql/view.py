@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from cross_web import AsyncHTTPRequestAdapter
+from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from graphql import GraphQLError
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
+from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
@@ -23,6 +25,7 @@ from finops_gql.config import Settings
 from finops_gql.errors import Conflict, InvalidInput, NotFound, QueueUnavailable
 from finops_gql.graphql.context import Context, Loaders
 from finops_gql.graphql.cost import Cost
+from finops_gql.graphql.documents import DocumentGuard
 from finops_gql.graphql.limits import timed_out
 from finops_gql.opencost.errors import OpenCostUnavailable
 
@@ -77,11 +80,115 @@ def offline_ide_html(html: str) -> str:
     return html.replace(CDN, STATIC_PREFIX)
 
 
+# Codes of the answers given before any GraphQL runs (the body is not a usable request).
+HTTP_CODES = {
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: "REQUEST_TOO_LARGE",
+}
+JSON_MAX_DEPTH = 1024  # orjson's fixed bound: deeper documents raise instead of recursing
+
+
+class RequestTooLarge(Exception):
+    pass
+
+
+def http_error(status: int, message: str, **extensions: object) -> Response:
+    """An HTTP-level refusal in the GraphQL error shape, so clients parse one kind of body."""
+    code = HTTP_CODES.get(status, "BAD_REQUEST")
+    error = {"message": message, "extensions": {"code": code, **extensions}}
+    body = {"data": None, "errors": [error]}
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def _too_large(limit: int) -> Response:
+    return http_error(
+        413,
+        f"Request body is larger than GRAPHQL_MAX_BODY_BYTES={limit} bytes",
+        limit="GRAPHQL_MAX_BODY_BYTES",
+        value=limit,
+    )
+
+
+def _bounded(receive: Receive, limit: int) -> Receive:
+    """Count body bytes as they arrive (chunked bodies have no Content-Length to check)."""
+    received = 0
+
+    async def bounded_receive() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise RequestTooLarge
+        return message
+
+    return bounded_receive
+
+
+def _json_kind(value: object) -> str:
+    names = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+    return names.get(type(value), "a number")
+
+
 class GraphQLView(GraphQL[Context, None]):
-    def __init__(self, *args: Any, settings: Settings, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        settings: Settings,
+        documents: DocumentGuard | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.settings = settings
         self._ide_html = offline_ide_html(self.graphql_ide_html) if self.graphql_ide else ""
+        self.documents = documents if documents is not None else DocumentGuard(settings)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        limit = self.documents.max_body_bytes
+        response: Response | None = None
+        if scope["method"] == "POST":
+            length = Headers(scope=scope).get("content-length")
+            if length is not None and not (length.isascii() and length.isdigit()):
+                response = http_error(400, "Content-Length must be a number of bytes")
+            elif length is not None and int(length) > limit:
+                response = _too_large(limit)  # refused before a byte of the body is read
+            receive = _bounded(receive, limit)
+        if response is None:
+            try:
+                response = await self.run(Request(scope, receive))
+            except HTTPException as exc:
+                response = http_error(exc.status_code, exc.reason)
+            except RequestTooLarge:
+                response = _too_large(limit)
+        await response(scope, receive, send)
+
+    def parse_json(self, data: str | bytes) -> Any:
+        """orjson bounds nesting (a body nested 1,000,000 deep is a 400, not a RecursionError),
+        and every JSON value GraphQL-over-HTTP takes (body, variables, extensions) is an object."""
+        try:
+            value = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            if "depth" in str(exc):
+                message = f"JSON nests deeper than {JSON_MAX_DEPTH} levels"
+            else:
+                message = f"Unable to parse JSON: {exc}"
+            raise HTTPException(400, message) from None
+        if not isinstance(value, dict):
+            raise HTTPException(400, f"Expected a JSON object, got {_json_kind(value)}")
+        return value
+
+    async def parse_http_body(
+        self, request: AsyncHTTPRequestAdapter
+    ) -> GraphQLRequestData | list[GraphQLRequestData]:
+        data = await super().parse_http_body(request)
+        for item in data if isinstance(data, list) else [data]:
+            if not isinstance(item.operation_name, str | None):
+                raise HTTPException(400, "operationName must be a string or null")
+        return data
 
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)
@@ -99,6 +206,7 @@ class GraphQLView(GraphQL[Context, None]):
             principal=request.scope.get("state", {}).get("principal") or ANONYMOUS,
             loaders=Loaders(services),
             max_cost=self.settings.graphql_max_cost,
+            documents=self.documents,
         )
 
     async def process_result(
