@@ -28,6 +28,10 @@ ENV_VARS = (
     "COST_RETENTION_DAYS",
     "MIGRATE_ON_START",
     "GRAPHIQL_DISABLED",
+    "JWT_JWKS_CACHE_SECONDS",
+    "JWT_JWKS_MIN_REFRESH_SECONDS",
+    "JWT_JWKS_TIMEOUT_SECONDS",
+    "JWT_JWKS_MAX_BYTES",
 )
 
 
@@ -87,6 +91,10 @@ class Settings:
     cost_retention_days: int = 400
     migrate_on_start: bool = False
     graphiql: bool = True
+    jwt_jwks_cache_s: float = 300.0
+    jwt_jwks_min_refresh_s: float = 30.0
+    jwt_jwks_timeout_s: float = 5.0
+    jwt_jwks_max_bytes: int = 256 * 1024
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -110,6 +118,10 @@ class Settings:
             cost_retention_days=_int(env, "COST_RETENTION_DAYS", 400, minimum=31),
             migrate_on_start=_bool(env, "MIGRATE_ON_START"),
             graphiql=not _bool(env, "GRAPHIQL_DISABLED"),
+            jwt_jwks_cache_s=_float(env, "JWT_JWKS_CACHE_SECONDS", 300.0),
+            jwt_jwks_min_refresh_s=_float(env, "JWT_JWKS_MIN_REFRESH_SECONDS", 30.0),
+            jwt_jwks_timeout_s=_float(env, "JWT_JWKS_TIMEOUT_SECONDS", 5.0),
+            jwt_jwks_max_bytes=_int(env, "JWT_JWKS_MAX_BYTES", 256 * 1024, minimum=1024),
         )
 
     def with_(self, **changes: object) -> Settings:
@@ -126,4 +138,27 @@ class Settings:
             raise ConfigError(
                 f"JWT_SECRET is too short: HS256 needs at least {MIN_SECRET_BYTES} bytes "
                 "(try: python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+            )
+        if self.jwt_jwks_url is not None:
+            self._check_jwks()
+
+    def _check_jwks(self) -> None:
+        # A shared identity provider signs tokens for other services with the same keys: without
+        # an audience check, any of those tokens would be accepted here.
+        if self.jwt_audience is None:
+            raise ConfigError(
+                "JWT_AUDIENCE is required when JWT_JWKS_URL is set: an identity provider's keys "
+                "also sign tokens meant for other services"
+            )
+        if self.jwt_jwks_timeout_s <= 0:
+            raise ConfigError(
+                f"JWT_JWKS_TIMEOUT_SECONDS must be > 0, got {self.jwt_jwks_timeout_s}"
+            )
+        if self.jwt_jwks_cache_s <= 0:
+            raise ConfigError(f"JWT_JWKS_CACHE_SECONDS must be > 0, got {self.jwt_jwks_cache_s}")
+        if self.jwt_jwks_min_refresh_s > self.jwt_jwks_cache_s / 2:
+            raise ConfigError(
+                f"JWT_JWKS_MIN_REFRESH_SECONDS ({self.jwt_jwks_min_refresh_s}) must be at most "
+                f"half of JWT_JWKS_CACHE_SECONDS ({self.jwt_jwks_cache_s}): keys are refreshed "
+                "halfway through their lifetime"
             )
