@@ -118,10 +118,14 @@ class JwksKeys:
         self._refresher = None
         self._inflight = None
 
+    async def refresh(self) -> None:
+        """Fetch now (or join the fetch in flight); a failure keeps the cached keys."""
+        await self._join_fetch()
+
     async def _refresh_forever(self) -> None:
         while True:
             await asyncio.sleep(max(0.0, self._next_refresh() - self._clock()))
-            await self._join_fetch()
+            await self.refresh()
 
     def _next_refresh(self) -> float:
         halfway = -math.inf if self._fetched_at is None else self._fetched_at + self._ttl_s / 2
@@ -237,9 +241,11 @@ def _parse_jwks(body: bytes) -> dict[str, jwt.PyJWK]:
         if raw.get("use", "sig") != "sig":
             continue
         try:
-            keys[raw["kid"]] = jwt.PyJWK(raw)
+            key = jwt.PyJWK(raw)
         except jwt.PyJWTError:
-            continue  # an algorithm or key type we do not use
+            continue  # an algorithm or key type PyJWT cannot load
+        if key.key_type in JWKS_ALGORITHMS.values():  # never a symmetric ("oct") key
+            keys[raw["kid"]] = key
     if not keys:
         raise _JwksFetchError("the JWK Set holds no usable signing key with a kid")
     return keys
