@@ -124,7 +124,11 @@ class JwksKeys:
 
     async def _refresh_forever(self) -> None:
         while True:
-            await asyncio.sleep(max(0.0, self._next_refresh() - self._clock()))
+            delay = self._next_refresh() - self._clock()
+            if delay > 0:
+                # Then re-read: a request may have fetched meanwhile (an unknown kid).
+                await asyncio.sleep(delay)
+                continue
             await self.refresh()
 
     def _next_refresh(self) -> float:
@@ -191,6 +195,9 @@ class JwksKeys:
             self._failed(str(exc))
         except (aiohttp.ClientError, OSError) as exc:
             self._failed(f"connection failed: {type(exc).__name__}")
+        except Exception as exc:  # the contract: a fetch leaves state, never an exception
+            log.exception("jwks: unexpected error fetching from %s", self._host)
+            self._failed(f"unexpected error: {type(exc).__name__}")
         else:
             self._keys = keys
             self._fetched_at = self._attempted_at
@@ -242,8 +249,8 @@ def _parse_jwks(body: bytes) -> dict[str, jwt.PyJWK]:
             continue
         try:
             key = jwt.PyJWK(raw)
-        except jwt.PyJWTError:
-            continue  # an algorithm or key type PyJWT cannot load
+        except (jwt.PyJWTError, ValueError, TypeError):
+            continue  # an algorithm or key type PyJWT cannot load, or a malformed key
         if key.key_type in JWKS_ALGORITHMS.values():  # never a symmetric ("oct") key
             keys[raw["kid"]] = key
     if not keys:

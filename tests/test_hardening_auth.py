@@ -87,7 +87,9 @@ class IdP:
         if self.mode == "not-json":
             return web.Response(text="<html>login</html>", content_type="text/html")
         if self.mode == "no-keys":
-            return web.json_response({"keys": [{"kty": "oct", "kid": "x", "k": "c2VjcmV0"}]})
+            broken = {"kty": "RSA", "kid": "k1", "n": "!!!", "e": "AQAB"}
+            symmetric = {"kty": "oct", "kid": "x", "k": "c2VjcmV0"}
+            return web.json_response({"keys": [broken, symmetric, "junk"]})
         if self.mode == "big":
             return web.json_response({**self.jwks(), "pad": "x" * 4096})
         if self.mode == "big-chunked":
