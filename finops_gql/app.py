@@ -118,13 +118,18 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        if services is not None:
-            app.state.services = services
-            yield
-            return
-        async with open_services(settings) as opened:
-            app.state.services = opened
-            yield
+        # JWKS keys are fetched in the background from here on; stopped before anything closes.
+        await verifier.start()
+        try:
+            if services is not None:
+                app.state.services = services
+                yield
+                return
+            async with open_services(settings) as opened:
+                app.state.services = opened
+                yield
+        finally:
+            await verifier.aclose()
 
     graphql = GraphQLView(
         schema,

@@ -36,6 +36,10 @@ ENV_VARS = (
     "GRAPHQL_CACHE_SIZE",
     "GRAPHQL_CACHE_MAX_DOCUMENT_BYTES",
     "GRAPHQL_MAX_DOCUMENT_BYTES",
+    "JWT_JWKS_CACHE_SECONDS",
+    "JWT_JWKS_MIN_REFRESH_SECONDS",
+    "JWT_JWKS_TIMEOUT_SECONDS",
+    "JWT_JWKS_MAX_BYTES",
 )
 
 
@@ -110,6 +114,10 @@ class Settings:
     graphql_cache_size: int = 256
     graphql_cache_max_document_bytes: int = 16 * 1024
     graphql_max_document_bytes: int = 128 * 1024
+    jwt_jwks_cache_s: float = 300.0
+    jwt_jwks_min_refresh_s: float = 30.0
+    jwt_jwks_timeout_s: float = 5.0
+    jwt_jwks_max_bytes: int = 256 * 1024
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -145,6 +153,10 @@ class Settings:
             graphql_max_document_bytes=_int(
                 env, "GRAPHQL_MAX_DOCUMENT_BYTES", 128 * 1024, minimum=1024
             ),
+            jwt_jwks_cache_s=_float(env, "JWT_JWKS_CACHE_SECONDS", 300.0),
+            jwt_jwks_min_refresh_s=_float(env, "JWT_JWKS_MIN_REFRESH_SECONDS", 30.0),
+            jwt_jwks_timeout_s=_float(env, "JWT_JWKS_TIMEOUT_SECONDS", 5.0),
+            jwt_jwks_max_bytes=_int(env, "JWT_JWKS_MAX_BYTES", 256 * 1024, minimum=1024),
         )
 
     def with_(self, **changes: object) -> Settings:
@@ -161,4 +173,27 @@ class Settings:
             raise ConfigError(
                 f"JWT_SECRET is too short: HS256 needs at least {MIN_SECRET_BYTES} bytes "
                 "(try: python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+            )
+        if self.jwt_jwks_url is not None:
+            self._check_jwks()
+
+    def _check_jwks(self) -> None:
+        # A shared identity provider signs tokens for other services with the same keys: without
+        # an audience check, any of those tokens would be accepted here.
+        if self.jwt_audience is None:
+            raise ConfigError(
+                "JWT_AUDIENCE is required when JWT_JWKS_URL is set: an identity provider's keys "
+                "also sign tokens meant for other services"
+            )
+        if self.jwt_jwks_timeout_s <= 0:
+            raise ConfigError(
+                f"JWT_JWKS_TIMEOUT_SECONDS must be > 0, got {self.jwt_jwks_timeout_s}"
+            )
+        if self.jwt_jwks_cache_s <= 0:
+            raise ConfigError(f"JWT_JWKS_CACHE_SECONDS must be > 0, got {self.jwt_jwks_cache_s}")
+        if self.jwt_jwks_min_refresh_s > self.jwt_jwks_cache_s / 2:
+            raise ConfigError(
+                f"JWT_JWKS_MIN_REFRESH_SECONDS ({self.jwt_jwks_min_refresh_s}) must be at most "
+                f"half of JWT_JWKS_CACHE_SECONDS ({self.jwt_jwks_cache_s}): keys are refreshed "
+                "halfway through their lifetime"
             )

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 
 from starlette.datastructures import Headers, QueryParams
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from finops_gql.auth import AuthError, TokenVerifier
+from finops_gql.auth import AuthError, AuthUnavailable, TokenVerifier
 from finops_gql.graphql.view import STATIC_PREFIX
 from finops_gql.rest.errors import error_response
 
@@ -48,24 +49,44 @@ class AuthMiddleware:
         try:
             principal = await self.verifier.verify_header(headers.get("authorization"))
         except AuthError as exc:
-            if is_graphql:
-                body = {
-                    "data": None,
-                    "errors": [{"message": str(exc), "extensions": {"code": "UNAUTHENTICATED"}}],
-                }
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 401,
-                        "headers": [
-                            (b"content-type", b"application/json"),
-                            (b"www-authenticate", b'Bearer realm="finops_gql"'),
-                        ],
-                    }
-                )
-                await send({"type": "http.response.body", "body": json.dumps(body).encode()})
-                return
-            await error_response(401, str(exc))(scope, receive, send)
+            await _refuse(scope, receive, send, 401, str(exc), "UNAUTHENTICATED", is_graphql)
+            return
+        except AuthUnavailable as exc:
+            # The identity provider's keys cannot be fetched: our fault, not the client's token.
+            retry = [(b"retry-after", str(math.ceil(exc.retry_after_s)).encode())]
+            await _refuse(
+                scope, receive, send, 503, str(exc), "AUTH_UNAVAILABLE", is_graphql, retry
+            )
             return
         scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)
+
+
+async def _refuse(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    status: int,
+    message: str,
+    code: str,
+    is_graphql: bool,
+    extra_headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    headers = list(extra_headers or [])
+    if status == 401:
+        headers.append((b"www-authenticate", b'Bearer realm="finops_gql"'))
+    if is_graphql:
+        body = {"data": None, "errors": [{"message": message, "extensions": {"code": code}}]}
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json"), *headers],
+            }
+        )
+        await send({"type": "http.response.body", "body": json.dumps(body).encode()})
+        return
+    response = error_response(status, message)
+    for name, value in headers:
+        response.headers.setdefault(name.decode(), value.decode())
+    await response(scope, receive, send)

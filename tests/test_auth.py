@@ -13,11 +13,16 @@ import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from finops_gql.auth import AuthError, TokenVerifier, mint_token, parse_ttl
+from finops_gql.auth import AuthError, AuthUnavailable, TokenVerifier, mint_token, parse_ttl
 from finops_gql.config import ConfigError, Settings
 from tests.conftest import TEST_SECRET, served, token
 
 SETTINGS = Settings(jwt_secret=TEST_SECRET)
+AUDIENCE = "finops"
+
+
+def jwks_settings(url: str) -> Settings:
+    return Settings(jwt_jwks_url=url, jwt_audience=AUDIENCE)
 
 
 def claims(**extra: Any) -> dict[str, Any]:
@@ -131,16 +136,16 @@ async def jwks() -> AsyncIterator[tuple[str, Any, Any]]:
 
 async def test_jwks_rs256_and_es256(jwks: tuple[str, Any, Any]) -> None:
     url, rsa_key, ec_key = jwks
-    verifier = TokenVerifier(Settings(jwt_jwks_url=url))
-    rs = jwt.encode(claims(), rsa_key, "RS256", headers={"kid": "rsa-1"})
-    es = jwt.encode(claims(), ec_key, "ES256", headers={"kid": "ec-1"})
+    verifier = TokenVerifier(jwks_settings(url))
+    rs = jwt.encode(claims(aud=AUDIENCE), rsa_key, "RS256", headers={"kid": "rsa-1"})
+    es = jwt.encode(claims(aud=AUDIENCE), ec_key, "ES256", headers={"kid": "ec-1"})
     assert (await verifier.verify(rs)).subject == "alice"
     assert (await verifier.verify(es)).is_admin
 
 
 async def test_jwks_rejects_hs256_and_key_type_confusion(jwks: tuple[str, Any, Any]) -> None:
     url, rsa_key, _ = jwks
-    verifier = TokenVerifier(Settings(jwt_jwks_url=url))
+    verifier = TokenVerifier(jwks_settings(url))
     # The classic confusion: an HMAC token that hopes to be checked with the RSA key. With only
     # JWKS configured, HS256 is not an accepted algorithm at all.
     forged = jwt.encode(claims(), TEST_SECRET, "HS256", headers={"kid": "rsa-1"})
@@ -155,16 +160,17 @@ async def test_jwks_rejects_hs256_and_key_type_confusion(jwks: tuple[str, Any, A
         await verifier.verify(unknown_kid)
 
 
-async def test_jwks_unreachable_is_401_not_500() -> None:
-    verifier = TokenVerifier(Settings(jwt_jwks_url="http://127.0.0.1:9/jwks.json"))
+async def test_jwks_unreachable_is_unavailable_not_500() -> None:
+    # A server-side fault: 503 (AuthUnavailable), neither the client's 401 nor a 500.
+    verifier = TokenVerifier(jwks_settings("http://127.0.0.1:9/jwks.json"))
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    with pytest.raises(AuthError, match="signing keys"):
+    with pytest.raises(AuthUnavailable, match="signing keys"):
         await verifier.verify(jwt.encode(claims(), key, "RS256", headers={"kid": "x"}))
 
 
 def test_mint_needs_secret() -> None:
     with pytest.raises(AuthError, match="JWT_SECRET"):
-        mint_token(Settings(jwt_jwks_url="http://idp/jwks"), "x", [], timedelta(hours=1))
+        mint_token(jwks_settings("http://idp/jwks"), "x", [], timedelta(hours=1))
 
 
 # -- over HTTP ------------------------------------------------------------------------------------
