@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
+from finops_gql.validation import BUDGET_MAX_USD
+
 DEFAULT_DATABASE_URL = "sqlite://finops_gql.sqlite3"
 # HS256 needs at least as many key bytes as the hash output (RFC 7518 §3.2).
 MIN_SECRET_BYTES = 32
@@ -28,6 +30,7 @@ ENV_VARS = (
     "COST_RETENTION_DAYS",
     "MIGRATE_ON_START",
     "GRAPHIQL_DISABLED",
+    "BUDGET_MAX_USD",
 )
 
 
@@ -87,6 +90,7 @@ class Settings:
     cost_retention_days: int = 400
     migrate_on_start: bool = False
     graphiql: bool = True
+    budget_max_usd: float = BUDGET_MAX_USD
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -110,6 +114,7 @@ class Settings:
             cost_retention_days=_int(env, "COST_RETENTION_DAYS", 400, minimum=31),
             migrate_on_start=_bool(env, "MIGRATE_ON_START"),
             graphiql=not _bool(env, "GRAPHIQL_DISABLED"),
+            budget_max_usd=_float(env, "BUDGET_MAX_USD", BUDGET_MAX_USD),
         )
 
     def with_(self, **changes: object) -> Settings:
