@@ -24,6 +24,7 @@ from finops_gql.catalog.service import (
     selector_owner,
 )
 from finops_gql.db.models import DEFAULT_AGGREGATE, Component, Team
+from finops_gql.db.setup import placeholders, sql_value
 from finops_gql.errors import InvalidInput
 from finops_gql.validation import BUDGET_MAX_USD
 
@@ -225,7 +226,7 @@ async def _write(
     result = ImportResult(skipped=skipped)
     team_ids = {t.ref: t.id for t in teams}
     in_file = [c.id for c in components]
-    async with in_transaction():
+    async with in_transaction() as conn:
         for team in teams:
             clash = await Team.filter(slug=team.slug).exclude(id=team.id).first()
             if clash is not None:
@@ -234,6 +235,16 @@ async def _write(
                 )
             await Team.update_or_create(id=team.id, defaults={"name": team.name, "slug": team.slug})
             result.teams += 1
+        if in_file:
+            # Stored components of this file may trade keys (one's old key is another's new
+            # one): park their selectors on unique placeholders first, so the unique index never
+            # sees a half-written swap. The loop below writes the real ones.
+            marks = placeholders(len(in_file))
+            await conn.execute_query(
+                "UPDATE component SET opencost_key = '~' || CAST(id AS TEXT) "  # noqa: S608 (placeholders only)
+                f"WHERE id IN ({', '.join(marks)})",
+                [sql_value(i) for i in in_file],
+            )
         for component in components:
             owner_id = team_ids.get(component.owner_ref)
             if owner_id is None:
