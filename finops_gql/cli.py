@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from finops_gql.config import ConfigError, Settings
+from finops_gql.errors import MigrationRefused
 from finops_gql.logs import configure_logging
 
 log = logging.getLogger("finops_gql")
@@ -94,7 +95,7 @@ async def _catalog_import(settings: Settings, args: argparse.Namespace) -> int:
     try:
         for path, text in texts:
             try:
-                result = await import_catalog(text, path)
+                result = await import_catalog(text, path, budget_max_usd=settings.budget_max_usd)
             except CatalogError as exc:
                 print(f"error: {exc} (nothing imported from {path})", file=sys.stderr)
                 return 1
@@ -194,6 +195,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         code = 2
+    except MigrationRefused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = 1
     sys.exit(code)
 
 

@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
+from finops_gql.validation import BUDGET_MAX_USD
+
 DEFAULT_DATABASE_URL = "sqlite://finops_gql.sqlite3"
 # HS256 needs at least as many key bytes as the hash output (RFC 7518 §3.2).
 MIN_SECRET_BYTES = 32
@@ -40,6 +42,7 @@ ENV_VARS = (
     "JWT_JWKS_MIN_REFRESH_SECONDS",
     "JWT_JWKS_TIMEOUT_SECONDS",
     "JWT_JWKS_MAX_BYTES",
+    "BUDGET_MAX_USD",
 )
 
 
@@ -118,6 +121,7 @@ class Settings:
     jwt_jwks_min_refresh_s: float = 30.0
     jwt_jwks_timeout_s: float = 5.0
     jwt_jwks_max_bytes: int = 256 * 1024
+    budget_max_usd: float = BUDGET_MAX_USD
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -157,6 +161,7 @@ class Settings:
             jwt_jwks_min_refresh_s=_float(env, "JWT_JWKS_MIN_REFRESH_SECONDS", 30.0),
             jwt_jwks_timeout_s=_float(env, "JWT_JWKS_TIMEOUT_SECONDS", 5.0),
             jwt_jwks_max_bytes=_int(env, "JWT_JWKS_MAX_BYTES", 256 * 1024, minimum=1024),
+            budget_max_usd=_float(env, "BUDGET_MAX_USD", BUDGET_MAX_USD),
         )
 
     def with_(self, **changes: object) -> Settings:

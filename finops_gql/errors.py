@@ -22,3 +22,7 @@ class Conflict(ServiceError):
 
 class QueueUnavailable(ServiceError):
     """Redis (the job queue) cannot be reached: REST 503, GraphQL QUEUE_UNAVAILABLE."""
+
+
+class MigrationRefused(Exception):
+    """A migration cannot apply to the data as it is; the message says what to fix first."""

@@ -103,7 +103,7 @@ async def open_services(
             session=session,
             opencost=opencost,
             costs=costs,
-            catalog=CatalogService(),
+            catalog=CatalogService(budget_max_usd=settings.budget_max_usd),
             sync=SyncService(costs, retention_days=settings.cost_retention_days),
         )
         if publish_budgets:

@@ -144,7 +144,8 @@ async def test_team_components_are_paginated(client: httpx.AsyncClient) -> None:
     names = sorted(f"svc-{i:03d}" for i in range(7))
     for name in reversed(names):
         await make_component(team, name)
-    await make_component(other, "svc-000")  # same name elsewhere: never on this team's pages
+    # Same name elsewhere (its own OpenCost key): never on this team's pages.
+    await make_component(other, "svc-000", opencost_key="other-svc-000")
     seen: list[str] = []
     after = None
     while True:

@@ -12,12 +12,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
-from finops_gql.catalog.service import check_aggregate, check_budget, check_key
+from finops_gql.catalog.service import (
+    check_aggregate,
+    check_budget,
+    check_key,
+    describe,
+    selector_owner,
+)
 from finops_gql.db.models import DEFAULT_AGGREGATE, Component, Team
+from finops_gql.db.setup import placeholders, sql_value
 from finops_gql.errors import InvalidInput
+from finops_gql.validation import BUDGET_MAX_USD
 
 ANNOTATION_AGGREGATE = "opencost.io/aggregate"
 ANNOTATION_KEY = "opencost.io/key"
@@ -79,7 +88,7 @@ def _slug(namespace: str, name: str) -> str:
 
 
 def parse_catalog(
-    text: str, source: str = "catalog"
+    text: str, source: str = "catalog", *, budget_max_usd: float = BUDGET_MAX_USD
 ) -> tuple[list[TeamEntity], list[ComponentEntity], list[str]]:
     try:
         documents = list(yaml.safe_load_all(text))
@@ -130,7 +139,7 @@ def parse_catalog(
                 ref=ref,
                 name=name,
                 owner_ref=owner_ref(owner.strip(), namespace),
-                budget_usd=_budget(annotations.get(ANNOTATION_BUDGET), where),
+                budget_usd=_budget(annotations.get(ANNOTATION_BUDGET), where, budget_max_usd),
                 aggregate=_checked(
                     check_aggregate,
                     annotations.get(ANNOTATION_AGGREGATE, DEFAULT_AGGREGATE),
@@ -140,7 +149,22 @@ def parse_catalog(
                 key=_checked(check_key, annotations.get(ANNOTATION_KEY), where, ANNOTATION_KEY),
             )
         )
+    _one_component_per_selector(components, source)
     return teams, components, skipped
+
+
+def _one_component_per_selector(components: list[ComponentEntity], source: str) -> None:
+    """Two components on one OpenCost key would both get its cost: totals would count it twice."""
+    claims: dict[tuple[str, str], ComponentEntity] = {}
+    for component in components:
+        selector = (component.aggregate, component.key or component.name)
+        first = claims.setdefault(selector, component)
+        if first is not component:
+            raise CatalogError(
+                f"{source}: {first.ref} and {component.ref} both claim OpenCost aggregate "
+                f"{selector[0]} key {selector[1]!r}: give one of them an {ANNOTATION_KEY} "
+                "annotation"
+            )
 
 
 def _mapping(doc: dict[str, Any], name: str, where: str) -> dict[str, Any]:
@@ -160,12 +184,14 @@ def _uid(metadata: dict[str, Any], ref: str, where: str) -> uuid.UUID:
         raise CatalogError(f"{where}: field metadata.uid is not a UUID: {uid!r}") from None
 
 
-def _budget(raw: object, where: str) -> float | None:
+def _budget(raw: object, where: str, maximum: float) -> float | None:
     if raw is None:
         return None
     try:
-        return check_budget(float(str(raw)))
-    except (ValueError, InvalidInput):
+        return check_budget(float(str(raw)), maximum)
+    except InvalidInput as exc:
+        raise CatalogError(f"{where}: annotation {ANNOTATION_BUDGET}: {exc}") from None
+    except ValueError:
         raise CatalogError(
             f"{where}: annotation {ANNOTATION_BUDGET} must be a number >= 0, got {raw!r}"
         ) from None
@@ -180,11 +206,27 @@ def _checked(check: Any, raw: object, where: str, annotation: str) -> Any:
         raise CatalogError(f"{where}: annotation {annotation}: {exc}") from None
 
 
-async def import_catalog(text: str, source: str = "catalog") -> ImportResult:
-    teams, components, skipped = parse_catalog(text, source)
+async def import_catalog(
+    text: str, source: str = "catalog", *, budget_max_usd: float = BUDGET_MAX_USD
+) -> ImportResult:
+    teams, components, skipped = parse_catalog(text, source, budget_max_usd=budget_max_usd)
+    try:
+        return await _write(teams, components, skipped, source)
+    except IntegrityError:
+        # The checks below passed, so a concurrent writer took a slug, id or selector meanwhile.
+        raise CatalogError(
+            f"{source}: a team slug, id or OpenCost selector in this file was claimed by a "
+            "concurrent change; nothing was imported, run the import again"
+        ) from None
+
+
+async def _write(
+    teams: list[TeamEntity], components: list[ComponentEntity], skipped: list[str], source: str
+) -> ImportResult:
     result = ImportResult(skipped=skipped)
     team_ids = {t.ref: t.id for t in teams}
-    async with in_transaction():
+    in_file = [c.id for c in components]
+    async with in_transaction() as conn:
         for team in teams:
             clash = await Team.filter(slug=team.slug).exclude(id=team.id).first()
             if clash is not None:
@@ -193,6 +235,16 @@ async def import_catalog(text: str, source: str = "catalog") -> ImportResult:
                 )
             await Team.update_or_create(id=team.id, defaults={"name": team.name, "slug": team.slug})
             result.teams += 1
+        if in_file:
+            # Stored components of this file may trade keys (one's old key is another's new
+            # one): park their selectors on unique placeholders first, so the unique index never
+            # sees a half-written swap. The loop below writes the real ones.
+            marks = placeholders(len(in_file))
+            await conn.execute_query(
+                "UPDATE component SET opencost_key = '~' || CAST(id AS TEXT) "  # noqa: S608 (placeholders only)
+                f"WHERE id IN ({', '.join(marks)})",
+                [sql_value(i) for i in in_file],
+            )
         for component in components:
             owner_id = team_ids.get(component.owner_ref)
             if owner_id is None:
@@ -206,6 +258,14 @@ async def import_catalog(text: str, source: str = "catalog") -> ImportResult:
                 raise CatalogError(
                     f"{source}: {component.ref}: spec.owner {component.owner_ref} is not a Group "
                     "in this file or an already imported team"
+                )
+            key = component.key or component.name
+            holder = await selector_owner(component.aggregate, key, exclude=in_file)
+            if holder is not None:
+                raise CatalogError(
+                    f"{source}: {component.ref} claims OpenCost aggregate {component.aggregate} "
+                    f"key {key!r}, which {await describe(holder)} already claims: give one of "
+                    f"them another key (annotation {ANNOTATION_KEY})"
                 )
             await Component.update_or_create(
                 id=component.id,

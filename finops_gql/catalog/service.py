@@ -2,31 +2,46 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-import math
 import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
-from finops_gql.db.models import DEFAULT_AGGREGATE, Component, Team
+from finops_gql.db.models import (
+    AGGREGATE_MAX,
+    DEFAULT_AGGREGATE,
+    KEY_MAX,
+    NAME_MAX,
+    SLUG_MAX,
+    Component,
+    Team,
+)
 from finops_gql.db.setup import connection, placeholders, sql_value
-from finops_gql.errors import Conflict, InvalidInput, NotFound
+from finops_gql.errors import Conflict, InvalidInput, NotFound, ServiceError
+from finops_gql.validation import (
+    BUDGET_MAX_USD,
+    check_money,
+    check_text,
+    decode_cursor,
+    encode_cursor,
+    fits_column,
+    parse_uuid,
+    shown,
+)
 
 PAGE_DEFAULT = 50
 PAGE_MAX = 100
-SLUG_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,98}[a-z0-9])?$")
+SLUG_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,98}[a-z0-9])?")
 # OpenCost's aggregate parameter: comma-separated properties, labels as label:<name>.
 AGGREGATE_RE = re.compile(
-    r"^(cluster|node|namespace|controllerKind|controller|service|pod|container|"
+    r"(cluster|node|namespace|controllerKind|controller|service|pod|container|"
     r"(label|annotation):[A-Za-z0-9_./-]+)(,(cluster|node|namespace|controllerKind|controller|"
-    r"service|pod|container|(label|annotation):[A-Za-z0-9_./-]+))*$"
+    r"service|pod|container|(label|annotation):[A-Za-z0-9_./-]+))*"
 )
 
 T = TypeVar("T")
@@ -52,36 +67,21 @@ class Page(Generic[T]):
     has_next_page: bool
 
 
-def _encode_cursor(*parts: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps(list(parts)).encode()).decode()
-
-
-def _decode_cursor(cursor: str, size: int) -> list[str]:
-    try:
-        parts = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-    except (ValueError, binascii.Error):
-        raise InvalidInput("after: not a cursor this API issued") from None
-    if (
-        not isinstance(parts, list)
-        or len(parts) != size
-        or not all(isinstance(p, str) for p in parts)
-    ):
-        raise InvalidInput("after: not a cursor this API issued")
-    return parts
-
-
 def _component_keyset(after: str) -> tuple[str, uuid.UUID]:
-    """The (name, id) a component cursor points after."""
-    name, last_id = _decode_cursor(after, 2)
+    """The (name, id) a component cursor points after; anything else was not issued here."""
+    name, last = decode_cursor(after, 2)
     try:
-        return name, uuid.UUID(last_id)
-    except ValueError:
-        raise InvalidInput("after: not a cursor this API issued") from None
+        last_id = parse_uuid(last, "after")
+    except InvalidInput:
+        raise _not_issued() from None
+    if not fits_column(name, NAME_MAX):
+        raise _not_issued()
+    return name, last_id
 
 
 def _component_page(rows: list[Component], first: int) -> Page[Component]:
     items = rows[:first]
-    cursor = _encode_cursor(items[-1].name, str(items[-1].id)) if items else None
+    cursor = encode_cursor(items[-1].name, str(items[-1].id)) if items else None
     return Page(items, cursor, len(rows) > first)
 
 
@@ -90,31 +90,33 @@ def _check_first(first: int) -> None:
         raise InvalidInput(f"first must be between 1 and {PAGE_MAX}, got {first}")
 
 
+def _not_issued(what: str = "after") -> InvalidInput:
+    return InvalidInput(f"{what}: not a cursor this API issued")
+
+
 def check_name(name: str, what: str = "name") -> str:
-    name = name.strip()
-    if not name or len(name) > 200:
-        raise InvalidInput(f"{what} must be 1 to 200 characters")
-    return name
+    return check_text(name, what, NAME_MAX, strip=True)
 
 
 def check_slug(slug: str) -> str:
-    if not SLUG_RE.match(slug):
+    check_text(slug, "slug", SLUG_MAX)
+    if not SLUG_RE.fullmatch(slug):
         raise InvalidInput(
-            f"slug {slug!r} must be lowercase letters, digits and dashes (1-100 characters)"
+            f"slug {shown(slug)} must be lowercase letters, digits and dashes "
+            f"(1-{SLUG_MAX} characters)"
         )
     return slug
 
 
-def check_budget(budget: float | None) -> float | None:
-    if budget is not None and (not math.isfinite(budget) or budget < 0):
-        raise InvalidInput(f"budgetUsd must be a finite number >= 0, got {budget}")
-    return budget
+def check_budget(budget: float | None, maximum: float = BUDGET_MAX_USD) -> float | None:
+    return check_money(budget, "budgetUsd", maximum, "BUDGET_MAX_USD")
 
 
 def check_aggregate(aggregate: str) -> str:
-    if not AGGREGATE_RE.match(aggregate):
+    check_text(aggregate, "OpenCost aggregate", AGGREGATE_MAX)
+    if not AGGREGATE_RE.fullmatch(aggregate):
         raise InvalidInput(
-            f"OpenCost aggregate {aggregate!r} is not valid (e.g. label:app, namespace)"
+            f"OpenCost aggregate {shown(aggregate)} is not valid (e.g. label:app, namespace)"
         )
     return aggregate
 
@@ -122,19 +124,54 @@ def check_aggregate(aggregate: str) -> str:
 def check_key(key: str | None) -> str | None:
     if key is None:
         return None
-    key = key.strip()
-    if not key or len(key) > 253:
-        raise InvalidInput("OpenCost key must be 1 to 253 characters")
-    return key
+    return check_text(key, "OpenCost key", KEY_MAX, strip=True)
+
+
+async def selector_owner(
+    aggregate: str, key: str, exclude: Sequence[uuid.UUID] = ()
+) -> Component | None:
+    """The component that claims OpenCost's (aggregate, key), the key defaulting to its name.
+
+    Two claims on one key would count its cost twice in team and platform totals; migration 0006
+    makes (opencost_aggregate, COALESCE(opencost_key, name)) unique, this finds who holds it.
+    """
+    claim = Q(opencost_key=key)
+    if len(key) <= NAME_MAX:  # a longer key is no component's name (asyncpg would refuse it)
+        claim |= Q(opencost_key__isnull=True, name=key)
+    query = Component.filter(claim, opencost_aggregate=aggregate)
+    if exclude:
+        query = query.exclude(id__in=list(exclude))
+    return await query.only("id", "name", "team_id").first()
+
+
+async def describe(component: Component) -> str:
+    """`component 'checkout' of team 'payments'`, for messages that name another component."""
+    team = await Team.filter(id=component.team_id).only("id", "slug").first()
+    return f"component {component.name!r} of team {team.slug if team else '?'!r}"
+
+
+async def selector_conflict(aggregate: str, key: str, holder: Component) -> Conflict:
+    return Conflict(
+        f"{await describe(holder)} already claims OpenCost aggregate {aggregate} key {key!r}; "
+        "two components on one key would count its cost twice: set another opencostKey"
+    )
+
+
+def _retry() -> Conflict:
+    return Conflict("the change conflicts with a concurrent change: read the current state, retry")
 
 
 class CatalogService:
+    def __init__(self, *, budget_max_usd: float = BUDGET_MAX_USD) -> None:
+        self.budget_max_usd = budget_max_usd
+
     # -- reads ----------------------------------------------------------------------------------
 
     async def teams_by_ids(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Team]:
         return {t.id: t for t in await Team.filter(id__in=list(ids)).only(*TEAM_FIELDS)}
 
     async def team_by_slug(self, slug: str) -> Team | None:
+        check_text(slug, "slug", SLUG_MAX)
         return await Team.filter(slug=slug).only(*TEAM_FIELDS).first()
 
     async def components_by_ids(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Component]:
@@ -176,11 +213,13 @@ class CatalogService:
         _check_first(first)
         query = Team.all().only(*TEAM_FIELDS).order_by("slug")
         if after is not None:
-            (slug,) = _decode_cursor(after, 1)
+            (slug,) = decode_cursor(after, 1)
+            if not fits_column(slug, SLUG_MAX):
+                raise _not_issued()
             query = query.filter(slug__gt=slug)
         rows = await query.limit(first + 1)
         items = rows[:first]
-        cursor = _encode_cursor(items[-1].slug) if items else None
+        cursor = encode_cursor(items[-1].slug) if items else None
         return Page(items, cursor, len(rows) > first)
 
     async def list_components(
@@ -196,36 +235,76 @@ class CatalogService:
         return _component_page(await query.limit(first + 1), first)
 
     # -- writes ---------------------------------------------------------------------------------
+    # Each write checks its rules first for a clear message, and translates the database's own
+    # refusal (a concurrent writer got there between the check and the write) into the same
+    # Conflict: a unique violation is the client's race, never an internal error.
+
+    async def _team_conflict(self, slug: str, team_id: uuid.UUID | None = None) -> ServiceError:
+        if await Team.filter(slug=slug).exclude(id=team_id).exists():
+            return Conflict(f"a team with slug {slug!r} already exists")
+        if team_id is not None and await Team.filter(id=team_id).exists():
+            return Conflict(f"a team with id {team_id} already exists")
+        return _retry()
 
     async def create_team(self, name: str, slug: str, team_id: uuid.UUID | None = None) -> Team:
         name, slug = check_name(name), check_slug(slug)
         if await Team.filter(slug=slug).exists():
             raise Conflict(f"a team with slug {slug!r} already exists")
-        return await Team.create(id=team_id or uuid.uuid4(), name=name, slug=slug)
+        try:
+            return await Team.create(id=team_id or uuid.uuid4(), name=name, slug=slug)
+        except IntegrityError:
+            raise await self._team_conflict(slug, team_id) from None
 
     async def update_team(
         self, team_id: uuid.UUID, name: str | None = None, slug: str | None = None
     ) -> Team:
+        name = check_name(name) if name is not None else None
+        slug = check_slug(slug) if slug is not None else None
         team = await Team.get_or_none(id=team_id)
         if team is None:
             raise NotFound("team", team_id)
         if name is not None:
-            team.name = check_name(name)
+            team.name = name
         if slug is not None and slug != team.slug:
-            if await Team.filter(slug=check_slug(slug)).exists():
+            if await Team.filter(slug=slug).exists():
                 raise Conflict(f"a team with slug {slug!r} already exists")
             team.slug = slug
-        await team.save()
+        try:
+            await team.save()
+        except IntegrityError:
+            raise await self._team_conflict(team.slug) from None
         return team
 
     async def delete_team(self, team_id: uuid.UUID) -> None:
-        async with in_transaction():
-            team = await Team.get_or_none(id=team_id)
-            if team is None:
-                raise NotFound("team", team_id)
-            if await Component.filter(team_id=team_id).exists():
-                raise Conflict("the team still owns components: move or delete them first")
-            await team.delete()
+        owns = Conflict("the team still owns components: move or delete them first")
+        try:
+            async with in_transaction():
+                team = await Team.get_or_none(id=team_id)
+                if team is None:
+                    raise NotFound("team", team_id)
+                if await _owns_components(team_id):
+                    raise owns
+                await team.delete()
+        except IntegrityError:
+            # A component was added meanwhile: the foreign key (ON DELETE RESTRICT) refused.
+            raise owns from None
+
+    async def _component_conflict(
+        self, aggregate: str, key: str, component_id: uuid.UUID, team_id: uuid.UUID
+    ) -> ServiceError:
+        holder = await selector_owner(aggregate, key, exclude=[component_id])
+        if holder is not None:
+            return await selector_conflict(aggregate, key, holder)
+        if not await Team.filter(id=team_id).exists():
+            return NotFound("team", team_id)
+        return _retry()
+
+    async def _check_selector(
+        self, aggregate: str, key: str, component_id: uuid.UUID | None = None
+    ) -> None:
+        holder = await selector_owner(aggregate, key, [component_id] if component_id else [])
+        if holder is not None:
+            raise await selector_conflict(aggregate, key, holder)
 
     async def create_component(
         self,
@@ -236,16 +315,27 @@ class CatalogService:
         opencost_key: str | None = None,
         component_id: uuid.UUID | None = None,
     ) -> Component:
+        name = check_name(name)
+        budget_usd = check_budget(budget_usd, self.budget_max_usd)
+        aggregate = check_aggregate(opencost_aggregate or DEFAULT_AGGREGATE)
+        key = check_key(opencost_key)
         if not await Team.filter(id=team_id).exists():
             raise NotFound("team", team_id)
-        return await Component.create(
-            id=component_id or uuid.uuid4(),
-            name=check_name(name),
-            team_id=team_id,
-            budget_usd=check_budget(budget_usd),
-            opencost_aggregate=check_aggregate(opencost_aggregate or DEFAULT_AGGREGATE),
-            opencost_key=check_key(opencost_key),
-        )
+        await self._check_selector(aggregate, key or name)
+        component_id = component_id or uuid.uuid4()
+        try:
+            return await Component.create(
+                id=component_id,
+                name=name,
+                team_id=team_id,
+                budget_usd=budget_usd,
+                opencost_aggregate=aggregate,
+                opencost_key=key,
+            )
+        except IntegrityError:
+            raise await self._component_conflict(
+                aggregate, key or name, component_id, team_id
+            ) from None
 
     async def update_component(
         self,
@@ -256,27 +346,43 @@ class CatalogService:
         opencost_aggregate: str | None = None,
         opencost_key: str | None = None,
     ) -> Component:
+        name = check_name(name) if name is not None else None
+        aggregate = check_aggregate(opencost_aggregate) if opencost_aggregate is not None else None
+        key = check_key(opencost_key)
         component = await Component.get_or_none(id=component_id)
         if component is None:
             raise NotFound("component", component_id)
         if name is not None:
-            component.name = check_name(name)
+            component.name = name
         if team_id is not None:
             if not await Team.filter(id=team_id).exists():
                 raise NotFound("team", team_id)
             component.team_id = str(team_id)
-        if opencost_aggregate is not None:
-            component.opencost_aggregate = check_aggregate(opencost_aggregate)
-        if opencost_key is not None:
-            component.opencost_key = check_key(opencost_key)
-        await component.save()
+        if aggregate is not None:
+            component.opencost_aggregate = aggregate
+        if key is not None:
+            component.opencost_key = key
+        # A rename moves the default key too: check the selector whatever changed.
+        await self._check_selector(
+            component.opencost_aggregate, component.selector_key, component.id
+        )
+        try:
+            await component.save()
+        except IntegrityError:
+            raise await self._component_conflict(
+                component.opencost_aggregate,
+                component.selector_key,
+                component.id,
+                uuid.UUID(str(component.team_id)),
+            ) from None
         return component
 
     async def set_budget(self, component_id: uuid.UUID, budget_usd: float | None) -> Component:
+        budget_usd = check_budget(budget_usd, self.budget_max_usd)
         component = await Component.get_or_none(id=component_id)
         if component is None:
             raise NotFound("component", component_id)
-        component.budget_usd = check_budget(budget_usd)
+        component.budget_usd = budget_usd
         await component.save(update_fields=["budget_usd", "updated_at"])
         return component
 
@@ -284,3 +390,8 @@ class CatalogService:
         deleted = await Component.filter(id=component_id).delete()
         if not deleted:
             raise NotFound("component", component_id)
+
+
+# Module-level so a test can stand in for a writer that raced past the check.
+async def _owns_components(team_id: uuid.UUID) -> bool:
+    return await Component.filter(team_id=team_id).exists()

@@ -20,6 +20,7 @@ from finops_gql.db.setup import connection, placeholders, sql_value
 from finops_gql.errors import InvalidInput, NotFound
 from finops_gql.opencost.client import Health, OpenCostClient
 from finops_gql.opencost.parse import Allocation
+from finops_gql.validation import parse_uuid as parse_uuid  # re-exported for the adapters
 
 HISTORY_DEFAULT = 30
 HISTORY_MAX = 400
@@ -121,13 +122,6 @@ class TeamSummary:
     start: date
     end: date
     components: list[ComponentCost]
-
-
-def parse_uuid(value: str, what: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except (ValueError, AttributeError, TypeError):
-        raise InvalidInput(f"{what} must be a UUID, got {value!r}") from None
 
 
 def check_limit(limit: int, maximum: int, what: str = "limit") -> int:

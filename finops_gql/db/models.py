@@ -9,12 +9,17 @@ from tortoise.indexes import Index
 from tortoise.models import Model
 
 DEFAULT_AGGREGATE = "label:app"
+# Column lengths, which input validation (finops_gql.validation) checks against.
+NAME_MAX = 200
+SLUG_MAX = 100
+AGGREGATE_MAX = 200
+KEY_MAX = 253
 
 
 class Team(Model):
     id = fields.UUIDField(primary_key=True)
-    name = fields.CharField(max_length=200)
-    slug = fields.CharField(max_length=100, unique=True)
+    name = fields.CharField(max_length=NAME_MAX)
+    slug = fields.CharField(max_length=SLUG_MAX, unique=True)
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
 
@@ -27,15 +32,15 @@ class Team(Model):
 
 class Component(Model):
     id = fields.UUIDField(primary_key=True)
-    name = fields.CharField(max_length=200, db_index=True)
+    name = fields.CharField(max_length=NAME_MAX, db_index=True)
     team: fields.ForeignKeyRelation[Team] = fields.ForeignKeyField(
         "models.Team", related_name="components", on_delete=fields.RESTRICT
     )
     team_id: str
     budget_usd = fields.FloatField(null=True)
     # How OpenCost identifies this component: the allocation aggregate and the key in its answer.
-    opencost_aggregate = fields.CharField(max_length=200, default=DEFAULT_AGGREGATE)
-    opencost_key = fields.CharField(max_length=253, null=True)
+    opencost_aggregate = fields.CharField(max_length=AGGREGATE_MAX, default=DEFAULT_AGGREGATE)
+    opencost_key = fields.CharField(max_length=KEY_MAX, null=True)
     # Rollup kept true by the sync: sum of the last 30 complete days of CostRecord.total_cost,
     # so the team summary and the platform top-N read one indexed column, not 30 rows each.
     cost_30d = fields.FloatField(default=0.0)
@@ -52,6 +57,8 @@ class Component(Model):
             # 0003 as SQL, since Index cannot say DESC.
             # Keyset pagination of components (GraphQL `components`) orders by (name, id).
             Index(fields=("name", "id"), name="component_name_id_idx"),
+            # One component per OpenCost selector: (opencost_aggregate, COALESCE(opencost_key,
+            # name)) is unique, an expression index created by migration 0006 as SQL.
         ]
 
     @property

@@ -48,6 +48,9 @@ def _formatted(error: GraphQLError) -> dict[str, Any]:
     extensions = dict(body.get("extensions") or {})
     if original is None:
         extensions.setdefault("code", "GRAPHQL_VALIDATION_FAILED")
+    elif isinstance(original, GraphQLError):
+        # graphql-core refusing a variable's value (NaN or 1e309 for a Float, text for an Int)
+        extensions.setdefault("code", "BAD_USER_INPUT")
     else:
         for kind, code in CODES:
             if isinstance(original, kind):

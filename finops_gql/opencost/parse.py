@@ -7,12 +7,15 @@ step. Any float may be null (NaN/Inf on the server side).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from finops_gql.opencost.errors import OpenCostUnavailable
+
+log = logging.getLogger(__name__)
 
 # Synthetic entries OpenCost adds to every aggregation; never a catalog component.
 SYNTHETIC_KEYS = frozenset({"__idle__", "__unallocated__", "__unmounted__"})
@@ -124,7 +127,13 @@ def _parse_allocation_checked(raw: Mapping[str, Any], key: str, aggregate: str) 
 
 
 def parse_allocation_response(body: Any, aggregate: str) -> list[dict[str, Allocation]]:
-    """One dict per step, keyed by the normalized selector key, synthetic entries dropped."""
+    """One dict per step, keyed by the normalized selector key, synthetic entries dropped.
+
+    A key may come in both forms in one answer (`checkout` and `app=checkout`, e.g. while
+    clusters on both sides of OpenCost 1.100 report together). They describe the same workload,
+    so their costs are never summed: the bare form (OpenCost >= 1.100) wins, the legacy `app=`
+    form counts only when the bare one is absent, and the answer logs one warning.
+    """
     if not isinstance(body, Mapping):
         raise OpenCostUnavailable("OpenCost answered with something other than a JSON object")
     code = body.get("code")
@@ -137,6 +146,7 @@ def parse_allocation_response(body: Any, aggregate: str) -> list[dict[str, Alloc
     if not isinstance(data, list):
         raise OpenCostUnavailable("OpenCost's allocation data is not a list of steps")
     steps: list[dict[str, Allocation]] = []
+    ignored: set[str] = set()
     for step in data:
         if step is None:
             steps.append({})
@@ -144,31 +154,31 @@ def parse_allocation_response(body: Any, aggregate: str) -> list[dict[str, Alloc
         if not isinstance(step, Mapping):
             raise OpenCostUnavailable("an OpenCost allocation step is not an object")
         parsed: dict[str, Allocation] = {}
+        raw_keys: dict[str, str] = {}  # normalized key -> the raw key its allocation came from
         for key, raw in step.items():
             if key in SYNTHETIC_KEYS:
                 continue
             if not isinstance(raw, Mapping):
                 raise OpenCostUnavailable(f"OpenCost allocation {key!r} is not an object")
-            allocation = parse_allocation(raw, str(key), aggregate)
-            previous = parsed.get(allocation.key)
-            parsed[allocation.key] = allocation if previous is None else merge(previous, allocation)
+            key = str(key)
+            allocation = parse_allocation(raw, key, aggregate)
+            kept = raw_keys.get(allocation.key)
+            if kept is not None:
+                if kept == allocation.key or key != allocation.key:
+                    ignored.add(key)  # the bare form is kept (or the first of two legacy ones)
+                    continue
+                ignored.add(kept)  # this is the bare form: it replaces the legacy one
+            parsed[allocation.key] = allocation
+            raw_keys[allocation.key] = key
         steps.append(parsed)
+    if ignored:
+        shown = sorted(ignored)
+        log.warning(
+            "OpenCost answered %d key(s) for aggregate %s in both the bare and the legacy label "
+            "form; kept the bare form and ignored %s%s, never summed both",
+            len(shown),
+            aggregate,
+            ", ".join(shown[:10]),
+            " ..." if len(shown) > 10 else "",
+        )
     return steps
-
-
-def merge(a: Allocation, b: Allocation) -> Allocation:
-    """Sum two allocations of the same key (e.g. one per cluster)."""
-    return Allocation(
-        key=a.key,
-        start=min(a.start, b.start),
-        end=max(a.end, b.end),
-        cpu_cost=a.cpu_cost + b.cpu_cost,
-        ram_cost=a.ram_cost + b.ram_cost,
-        pv_cost=a.pv_cost + b.pv_cost,
-        network_cost=a.network_cost + b.network_cost,
-        gpu_cost=a.gpu_cost + b.gpu_cost,
-        load_balancer_cost=a.load_balancer_cost + b.load_balancer_cost,
-        shared_cost=a.shared_cost + b.shared_cost,
-        external_cost=a.external_cost + b.external_cost,
-        total_cost=a.total_cost + b.total_cost,
-    )

@@ -5,6 +5,7 @@ Paths and field names are the NestJS service's, which old clients still call.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from starlette.requests import Request
@@ -13,6 +14,7 @@ from starlette.routing import Route
 
 from finops_gql.costs.service import (
     TOP_DEFAULT,
+    TOP_MAX,
     ComponentCost,
     CostService,
     CostWindow,
@@ -22,6 +24,7 @@ from finops_gql.costs.service import (
 from finops_gql.errors import InvalidInput
 from finops_gql.rest.errors import json_response
 from finops_gql.rest.openapi import openapi_document
+from finops_gql.validation import shown
 
 HISTORY_LIMIT = 30
 
@@ -111,12 +114,17 @@ async def team_summary(request: Request) -> Response:
     )
 
 
+# ASCII digits only, a few of them: str.isdigit() and int() also accept superscripts and other
+# scripts' digits, and int() raises on a string of thousands of digits.
+LIMIT_RE = re.compile(r"[0-9]{1,6}")
+
+
 def _limit(request: Request) -> int:
     raw = request.query_params.get("limit")
     if raw is None:
         return TOP_DEFAULT
-    if not raw.strip().isdigit():
-        raise InvalidInput(f"limit must be an integer between 1 and 100, got {raw!r}")
+    if not LIMIT_RE.fullmatch(raw):
+        raise InvalidInput(f"limit must be an integer between 1 and {TOP_MAX}, got {shown(raw)}")
     return int(raw)
 
 
