@@ -28,6 +28,9 @@ ENV_VARS = (
     "COST_RETENTION_DAYS",
     "MIGRATE_ON_START",
     "GRAPHIQL_DISABLED",
+    "OPENCOST_MAX_CONCURRENCY",
+    "OPENCOST_MAX_RESPONSE_MB",
+    "OPENCOST_SYNC_MAX_RESPONSE_MB",
 )
 
 
@@ -87,6 +90,9 @@ class Settings:
     cost_retention_days: int = 400
     migrate_on_start: bool = False
     graphiql: bool = True
+    opencost_max_concurrency: int = 4
+    opencost_max_response_mb: int = 50
+    opencost_sync_max_response_mb: int = 1024
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -110,6 +116,11 @@ class Settings:
             cost_retention_days=_int(env, "COST_RETENTION_DAYS", 400, minimum=31),
             migrate_on_start=_bool(env, "MIGRATE_ON_START"),
             graphiql=not _bool(env, "GRAPHIQL_DISABLED"),
+            opencost_max_concurrency=_int(env, "OPENCOST_MAX_CONCURRENCY", 4, minimum=1),
+            opencost_max_response_mb=_int(env, "OPENCOST_MAX_RESPONSE_MB", 50, minimum=1),
+            opencost_sync_max_response_mb=_int(
+                env, "OPENCOST_SYNC_MAX_RESPONSE_MB", 1024, minimum=1
+            ),
         )
 
     def with_(self, **changes: object) -> Settings:
