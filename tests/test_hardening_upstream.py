@@ -275,7 +275,7 @@ async def test_opencost_error_text_never_reaches_clients(
 
 
 async def test_availability_names_no_host_or_credentials(
-    client: httpx.AsyncClient, services: Services, fake: FakeOpenCost
+    client: httpx.AsyncClient, services: Services, opencost_log: JsonLines
 ) -> None:
     client_ = services.costs.opencost
     client_._base = "http://opencost-admin:s3cr3t@127.0.0.1:9"  # nothing listens on port 9
@@ -287,6 +287,9 @@ async def test_availability_names_no_host_or_credentials(
     component = await make_component(await make_team())
     response = await client.get(f"/api/v1/cost/components/{component.id}/actual")
     assert response.json()["message"] == "OpenCost unavailable: OpenCost is unreachable"
+    # The log says where, but never with OPENCOST_URL's password.
+    assert any("127.0.0.1:9" in line["message"] for line in opencost_log.lines)
+    assert not any("s3cr3t" in line["message"] for line in opencost_log.lines)
 
 
 async def test_not_opencost_is_reported_without_its_url(session: aiohttp.ClientSession) -> None:

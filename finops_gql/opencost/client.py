@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from finops_gql.metrics import OPENCOST_ERRORS, OPENCOST_SECONDS
 from finops_gql.opencost.errors import OpenCostUnavailable
@@ -131,10 +132,15 @@ class OpenCostClient:
                 return await self._send(url, params, endpoint, timeout, limit)
         except TimeoutError:
             raise self._failure(
-                endpoint, f"OpenCost timed out after {timeout.total:g}s", url, kind=_TimedOut
+                endpoint,
+                f"OpenCost timed out after {timeout.total:g}s",
+                _loggable(url),
+                kind=_TimedOut,
             ) from None
         except aiohttp.ClientError as exc:
-            raise self._failure(endpoint, "OpenCost is unreachable", f"{url}: {exc!r}") from None
+            raise self._failure(
+                endpoint, "OpenCost is unreachable", f"{_loggable(url)}: {exc!r}"
+            ) from None
 
     async def _send(
         self,
@@ -187,7 +193,7 @@ class OpenCostClient:
         """Where the API lives under OPENCOST_URL, found once per process so users need not guess.
 
         Tries the UI's proxy first (`/model/healthz`), then the root. Probed again only when
-        /allocation answers 404 under the chosen root (see `_rediscover`), never because a health
+        /allocation answers 404 under the chosen root (see `_fetch_allocation`), never because a health
         check failed: a slow or failing /healthz must not fail requests /allocation would answer.
         """
         if self._api_root is not None:
@@ -215,12 +221,12 @@ class OpenCostClient:
                     health = Health(False, exc.reason)
                 else:
                     if status != 200 and status < 500:
-                        statuses.append(f"HTTP {status} from {candidate}/healthz")
+                        statuses.append(f"HTTP {status} from {_loggable(candidate)}/healthz")
                         continue
                     # 5xx: found, but unwell; live calls may still be answered.
                     health = Health(True) if status == 200 else _unhealthy(status)
                 self._api_root = candidate
-                log.info("OpenCost API found at %s", candidate)
+                log.info("OpenCost API found at %s", _loggable(candidate))
                 return candidate, health
             self._api_root = None
             raise self._failure(
@@ -340,6 +346,11 @@ class OpenCostClient:
             return parse_allocation_response(decoded, aggregate)
         except OpenCostUnavailable as exc:
             raise self._failure("allocation", exc.reason, exc.detail) from None
+
+
+def _loggable(url: str) -> str:
+    """The URL without credentials (OPENCOST_URL may carry basic auth): logs are shared."""
+    return str(URL(url).with_user(None))
 
 
 def _unhealthy(status: int) -> Health:
