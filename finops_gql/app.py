@@ -60,7 +60,7 @@ async def _database_ok() -> None:
 async def _opencost_ok(services: Services) -> None:
     health = await services.costs.availability()
     if not health.available:
-        raise OpenCostUnavailable(health.reason)
+        raise OpenCostUnavailable(health.reason or "OpenCost is unavailable")
 
 
 async def _redis_ok(services: Services) -> None:

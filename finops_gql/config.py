@@ -43,6 +43,9 @@ ENV_VARS = (
     "JWT_JWKS_TIMEOUT_SECONDS",
     "JWT_JWKS_MAX_BYTES",
     "BUDGET_MAX_USD",
+    "OPENCOST_MAX_CONCURRENCY",
+    "OPENCOST_MAX_RESPONSE_MB",
+    "OPENCOST_SYNC_MAX_RESPONSE_MB",
 )
 
 
@@ -122,6 +125,9 @@ class Settings:
     jwt_jwks_timeout_s: float = 5.0
     jwt_jwks_max_bytes: int = 256 * 1024
     budget_max_usd: float = BUDGET_MAX_USD
+    opencost_max_concurrency: int = 4
+    opencost_max_response_mb: int = 50
+    opencost_sync_max_response_mb: int = 1024
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -162,6 +168,11 @@ class Settings:
             jwt_jwks_timeout_s=_float(env, "JWT_JWKS_TIMEOUT_SECONDS", 5.0),
             jwt_jwks_max_bytes=_int(env, "JWT_JWKS_MAX_BYTES", 256 * 1024, minimum=1024),
             budget_max_usd=_float(env, "BUDGET_MAX_USD", BUDGET_MAX_USD),
+            opencost_max_concurrency=_int(env, "OPENCOST_MAX_CONCURRENCY", 4, minimum=1),
+            opencost_max_response_mb=_int(env, "OPENCOST_MAX_RESPONSE_MB", 50, minimum=1),
+            opencost_sync_max_response_mb=_int(
+                env, "OPENCOST_SYNC_MAX_RESPONSE_MB", 1024, minimum=1
+            ),
         )
 
     def with_(self, **changes: object) -> Settings:

@@ -96,6 +96,9 @@ async def open_services(
             settings.opencost_url,
             timeout_s=settings.opencost_timeout_s,
             cache_ttl_s=settings.opencost_cache_ttl_s,
+            max_concurrency=settings.opencost_max_concurrency,
+            max_response_mb=settings.opencost_max_response_mb,
+            sync_max_response_mb=settings.opencost_sync_max_response_mb,
         )
         costs = CostService(opencost, currency=settings.cost_currency)
         services = Services(

@@ -157,7 +157,7 @@ class SyncService:
             answers = await asyncio.gather(
                 *(
                     self.costs.opencost.allocation(
-                        window=window, aggregate=aggregate, step="1d", cached=False
+                        window=window, aggregate=aggregate, step="1d", cached=False, bulk=True
                     )
                     for aggregate in by_aggregate
                 )

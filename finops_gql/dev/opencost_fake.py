@@ -11,7 +11,7 @@ import argparse
 import asyncio
 import math
 import zlib
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -143,6 +143,12 @@ class FakeOpenCost:
     requests: list[dict[str, str]] = field(default_factory=list)
     # With fail="hang", /allocation waits for this event, then answers normally.
     release: asyncio.Event = field(default_factory=asyncio.Event)
+    healthz_delay: float = 0.0  # seconds before /healthz answers (a slow health endpoint)
+    allocation_delay: float = 0.0  # seconds before /allocation answers (so requests overlap)
+    # Counted on every request, routed or not (a probe of /model/healthz on the API port too).
+    healthz_probes: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
 
     def clock(self) -> datetime:
         return self.now or datetime.now(UTC)
@@ -189,10 +195,25 @@ class FakeOpenCost:
         return steps
 
     def app(self) -> web.Application:
-        app = web.Application()
+        @web.middleware
+        async def count(
+            request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+        ) -> web.StreamResponse:
+            if request.path.endswith("/healthz"):
+                self.healthz_probes += 1
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            try:
+                return await handler(request)
+            finally:
+                self.in_flight -= 1
+
+        app = web.Application(middlewares=[count])
         prefix = "/model" if self.ui else ""
 
         async def healthz(request: web.Request) -> web.Response:
+            if self.healthz_delay:
+                await asyncio.sleep(self.healthz_delay)
             if self.fail == "down":
                 return web.Response(status=503, text="unhealthy")
             return web.Response(text="OK")
@@ -202,6 +223,8 @@ class FakeOpenCost:
             self.requests.append(params)
             if self.fail == "hang":
                 await self.release.wait()
+            if self.allocation_delay:
+                await asyncio.sleep(self.allocation_delay)
             if self.fail == "500":
                 return web.json_response(
                     {"code": 500, "message": "Error: query failed"}, status=500

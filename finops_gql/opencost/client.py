@@ -1,4 +1,12 @@
-"""HTTP client for OpenCost's /allocation and /healthz, on one shared aiohttp session."""
+"""HTTP client for OpenCost's /allocation and /healthz, on one shared aiohttp session.
+
+Faults upstream are bounded here, once for every caller (REST, GraphQL, the sync, /readyz):
+- at most `max_concurrency` requests to OpenCost at a time, whoever asks;
+- answers read incrementally and refused past a size bound (live and sync bounds differ);
+- the URL style (UI `/model/` prefix or API root) probed once per process, not per request;
+- public error reasons that never echo what OpenCost sent; the detail goes to the log, which
+  carries the request id.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +19,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from finops_gql.metrics import OPENCOST_ERRORS, OPENCOST_SECONDS
 from finops_gql.opencost.errors import OpenCostUnavailable
@@ -21,6 +30,20 @@ log = logging.getLogger(__name__)
 # OpenCost's UI (port 9090) proxies the API under /model/; the API port (9003) serves it at the root.
 UI_API_PREFIX = "/model"
 HEALTH_TIMEOUT_S = 5.0
+DEFAULT_MAX_CONCURRENCY = 4
+DEFAULT_MAX_RESPONSE_MB = 50
+# The sync's step=1d answers are legitimately large: about 1 KB per component per day, so 293 MB
+# for 10,000 components x 30 days and 880 MB for the 90-day catch-up. Bounded still, so a runaway
+# answer cannot take the worker's memory.
+DEFAULT_SYNC_MAX_RESPONSE_MB = 1024
+MB = 1024 * 1024
+READ_CHUNK = 256 * 1024
+# Of an error answer, only this much is read (and logged): enough for OpenCost's message.
+ERROR_BODY_BYTES = 2048
+
+
+class _TimedOut(OpenCostUnavailable):
+    """No answer in time: unlike a refused connection, the route may well exist."""
 
 
 @dataclass(frozen=True)
@@ -37,14 +60,29 @@ class OpenCostClient:
         *,
         timeout_s: float = 30.0,
         cache_ttl_s: float = 30.0,
+        health_timeout_s: float | None = None,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        max_response_mb: int = DEFAULT_MAX_RESPONSE_MB,
+        sync_max_response_mb: int = DEFAULT_SYNC_MAX_RESPONSE_MB,
     ) -> None:
         self._session = session
         self._base = base_url.rstrip("/")
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         # /allocation over 30 days may take seconds; a health check that slow is itself an answer.
-        self._health_timeout = aiohttp.ClientTimeout(total=min(timeout_s, HEALTH_TIMEOUT_S))
+        health_s = min(
+            timeout_s, HEALTH_TIMEOUT_S if health_timeout_s is None else health_timeout_s
+        )
+        self._health_timeout = aiohttp.ClientTimeout(total=health_s)
         self._cache_ttl = cache_ttl_s
-        self._api_root: str | None = None
+        # One semaphore per client, i.e. per OpenCost source: every request takes a slot.
+        self._slots = asyncio.Semaphore(max_concurrency)
+        self.max_concurrency = max_concurrency
+        self._live_limit = ("OPENCOST_MAX_RESPONSE_MB", max_response_mb)
+        self._sync_limit = ("OPENCOST_SYNC_MAX_RESPONSE_MB", sync_max_response_mb)
+        # A URL that already ends in /model is the API root as given: never probed.
+        self._fixed_root = self._base.endswith(UI_API_PREFIX)
+        self._api_root: str | None = self._base if self._fixed_root else None
+        self._discovery = asyncio.Lock()
         self._cache: dict[
             tuple[tuple[str, str], ...], tuple[float, list[dict[str, Allocation]]]
         ] = {}
@@ -52,67 +90,168 @@ class OpenCostClient:
             tuple[tuple[str, str], ...], asyncio.Future[list[dict[str, Allocation]]]
         ] = {}
         self.requests_made = 0  # HTTP requests to /allocation, for SyncRun and the benchmark
+        self.probes_made = 0  # /healthz requests made to find the API root
+
+    # -- one HTTP request ---------------------------------------------------------------------
+
+    def _failure(
+        self,
+        endpoint: str,
+        reason: str,
+        detail: str | None = None,
+        *,
+        counted: bool = False,
+        kind: type[OpenCostUnavailable] = OpenCostUnavailable,
+    ) -> OpenCostUnavailable:
+        """The error to raise: a generic reason for clients, the detail for the log only (the
+        log line carries the request id)."""
+        if not counted:  # HTTP error statuses were counted when they arrived
+            OPENCOST_ERRORS.labels(endpoint).inc()
+        log.warning("OpenCost %s failed: %s (%s)", endpoint, reason, detail or "no detail")
+        return kind(reason, detail)
 
     async def _get(
         self,
         url: str,
         params: Mapping[str, str] | None = None,
+        *,
         health: bool = False,
-    ) -> tuple[int, bytes]:
-        timeout = self._health_timeout if health else self._timeout
+        limit: tuple[str, int] | None = None,
+    ) -> tuple[int, bytes | bytearray]:
+        """GET under a concurrency slot. Success bodies are read up to `limit` (name, MB);
+        error bodies only up to ERROR_BODY_BYTES, health bodies not at all."""
         endpoint = url.rsplit("/", 1)[-1]
+        timeout = self._health_timeout if health else self._timeout
+        try:
+            if health:
+                # A health check answers quickly or not at all: waiting for a slot counts too.
+                async with asyncio.timeout(timeout.total):
+                    async with self._slots:
+                        return await self._send(url, params, endpoint, timeout, None)
+            async with self._slots:
+                return await self._send(url, params, endpoint, timeout, limit)
+        except TimeoutError:
+            raise self._failure(
+                endpoint,
+                f"OpenCost timed out after {timeout.total:g}s",
+                _loggable(url),
+                kind=_TimedOut,
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise self._failure(
+                endpoint, "OpenCost is unreachable", f"{_loggable(url)}: {exc!r}"
+            ) from None
+
+    async def _send(
+        self,
+        url: str,
+        params: Mapping[str, str] | None,
+        endpoint: str,
+        client_timeout: aiohttp.ClientTimeout,
+        limit: tuple[str, int] | None,
+    ) -> tuple[int, bytes | bytearray]:
         started = time.perf_counter()
         try:
-            async with self._session.get(url, params=params, timeout=timeout) as response:
-                body = await response.read()
-        except TimeoutError:
-            OPENCOST_ERRORS.labels(endpoint).inc()
-            raise OpenCostUnavailable(f"OpenCost timed out after {timeout.total}s") from None
-        except aiohttp.ClientError as exc:
-            OPENCOST_ERRORS.labels(endpoint).inc()
-            raise OpenCostUnavailable(f"OpenCost is unreachable: {exc}") from None
+            async with self._session.get(url, params=params, timeout=client_timeout) as response:
+                status = response.status
+                if limit is None:
+                    body: bytes | bytearray = b""
+                elif status >= 400:
+                    body = await _read_prefix(response, ERROR_BODY_BYTES)
+                else:
+                    body = await self._read_bounded(response, endpoint, *limit)
         finally:
             OPENCOST_SECONDS.labels(endpoint).observe(time.perf_counter() - started)
-        if response.status >= 400:
+        if status >= 400:
             OPENCOST_ERRORS.labels(endpoint).inc()
-        return response.status, body
+        return status, body
+
+    async def _read_bounded(
+        self, response: aiohttp.ClientResponse, endpoint: str, name: str, mb: int
+    ) -> bytearray:
+        """Read the body chunk by chunk; past the bound, drop the connection and refuse."""
+        bound = mb * MB
+        declared = response.content_length
+        if declared is not None and declared > bound:
+            response.close()
+            raise self._failure(
+                endpoint, f"OpenCost answer exceeds {name}={mb}", f"Content-Length {declared}"
+            )
+        body = bytearray()
+        async for chunk in response.content.iter_chunked(READ_CHUNK):
+            body += chunk
+            if len(body) > bound:
+                response.close()  # the rest is never read: the connection goes, not the memory
+                raise self._failure(
+                    endpoint, f"OpenCost answer exceeds {name}={mb}", f"over {len(body)} bytes"
+                )
+        return body
+
+    # -- where the API lives ------------------------------------------------------------------
 
     async def api_root(self) -> str:
-        """Find where the API lives under OPENCOST_URL, once, so users need not guess.
+        """Where the API lives under OPENCOST_URL, found once per process so users need not guess.
 
-        Tries the UI's proxy first (`/model/healthz`), then the root. A URL that already ends in
-        /model is taken as the API root.
+        Tries the UI's proxy first (`/model/healthz`), then the root. Probed again only when
+        /allocation answers 404 under the chosen root (see `_fetch_allocation`), never because a health
+        check failed: a slow or failing /healthz must not fail requests /allocation would answer.
         """
         if self._api_root is not None:
             return self._api_root
-        if self._base.endswith(UI_API_PREFIX):
-            self._api_root = self._base
-            return self._api_root
-        last = "no answer"
-        for candidate in (self._base + UI_API_PREFIX, self._base):
-            status, _ = await self._get(candidate + "/healthz", health=True)
-            if status == 200:
+        root, _ = await self._discover(None)
+        return root
+
+    async def _discover(self, stale: str | None) -> tuple[str, Health | None]:
+        """Probe for the API root; concurrent callers share one probe. `stale` is the root a
+        caller saw fail: if another caller replaced it meanwhile, that answer is used as is.
+
+        Returns the root and, when this call probed it, that root's health as seen by the probe.
+        """
+        async with self._discovery:
+            if self._api_root is not None and self._api_root != stale:
+                return self._api_root, None
+            statuses = []
+            for candidate in (self._base + UI_API_PREFIX, self._base):
+                self.probes_made += 1
+                try:
+                    status, _ = await self._get(candidate + "/healthz", health=True)
+                except _TimedOut as exc:
+                    # A missing route answers 404 at once; one that is slow exists. (Otherwise
+                    # no answer at all: nothing learnt, the next call probes again.)
+                    health = Health(False, exc.reason)
+                else:
+                    if status != 200 and status < 500:
+                        statuses.append(f"HTTP {status} from {_loggable(candidate)}/healthz")
+                        continue
+                    # 5xx: found, but unwell; live calls may still be answered.
+                    health = Health(True) if status == 200 else _unhealthy(status)
                 self._api_root = candidate
-                log.info("OpenCost API found at %s", candidate)
-                return candidate
-            if status >= 500:  # found, but unwell: say so rather than "not found"
-                raise OpenCostUnavailable(
-                    f"OpenCost is unhealthy: HTTP {status} from {candidate}/healthz"
-                )
-            last = f"HTTP {status} from {candidate}/healthz"
-        raise OpenCostUnavailable(f"OpenCost API not found under {self._base} ({last})")
+                log.info("OpenCost API found at %s", _loggable(candidate))
+                return candidate, health
+            self._api_root = None
+            raise self._failure(
+                "healthz",
+                "OpenCost API not found under OPENCOST_URL",
+                "; ".join(statuses),
+                counted=True,
+            )
 
     async def health(self) -> Health:
+        """Is OpenCost answering? A failure here never forgets the discovered API root."""
         try:
-            await self.api_root()
-            root = self._api_root or self._base
+            root = self._api_root
+            if root is None:
+                root, probed = await self._discover(None)
+                if probed is not None:
+                    return probed
             status, _ = await self._get(root + "/healthz", health=True)
         except OpenCostUnavailable as exc:
-            self._api_root = None
-            return Health(False, str(exc))
+            return Health(False, exc.reason)
         if status != 200:
-            return Health(False, f"OpenCost health check answered HTTP {status}")
+            return _unhealthy(status)
         return Health(True)
+
+    # -- /allocation --------------------------------------------------------------------------
 
     async def allocation(
         self,
@@ -125,11 +264,14 @@ class OpenCostClient:
         idle_by_node: bool | None = None,
         include_idle: bool | None = None,
         cached: bool = True,
+        bulk: bool = False,
     ) -> list[dict[str, Allocation]]:
         """GET /allocation; one list entry per step, keyed by the normalized selector key.
 
         Concurrent identical calls share one HTTP request, and with `cached` a result is reused for
-        `cache_ttl_s` seconds, so a burst of page views costs OpenCost one query.
+        `cache_ttl_s` seconds, so a burst of page views costs OpenCost one query. `bulk` (the
+        sync's multi-day answers) reads up to OPENCOST_SYNC_MAX_RESPONSE_MB instead of
+        OPENCOST_MAX_RESPONSE_MB.
         """
         params: dict[str, str] = {"window": window, "aggregate": aggregate}
         if step is not None:
@@ -152,7 +294,9 @@ class OpenCostClient:
         if pending is None:
             # The fetch runs in its own task: a caller that is cancelled (its GraphQL operation hit
             # the deadline) must not cancel the answer other callers are waiting for.
-            pending = asyncio.ensure_future(self._fetch_and_cache(params, aggregate, key, cached))
+            pending = asyncio.ensure_future(
+                self._fetch_and_cache(params, aggregate, key, cached, bulk)
+            )
             self._inflight[key] = pending
             pending.add_done_callback(lambda done: self._fetched(key, done))
         return await asyncio.shield(pending)
@@ -170,23 +314,61 @@ class OpenCostClient:
         aggregate: str,
         key: tuple[tuple[str, str], ...],
         cached: bool,
+        bulk: bool,
     ) -> list[dict[str, Allocation]]:
-        result = await self._fetch_allocation(params, aggregate)
+        limit = self._sync_limit if bulk else self._live_limit
+        result = await self._fetch_allocation(params, aggregate, limit)
         if cached and self._cache_ttl > 0:
             self._cache[key] = (time.monotonic() + self._cache_ttl, result)
         return result
 
     async def _fetch_allocation(
-        self, params: Mapping[str, str], aggregate: str
+        self, params: Mapping[str, str], aggregate: str, limit: tuple[str, int]
     ) -> list[dict[str, Allocation]]:
         root = await self.api_root()
         self.requests_made += 1
-        status, body = await self._get(root + "/allocation", params)
+        status, body = await self._get(root + "/allocation", params, limit=limit)
+        if status == 404 and not self._fixed_root:
+            # The chosen root may be wrong (probed while OpenCost was down or slow, or OpenCost
+            # moved): probe again, and retry once if that found another root.
+            new_root, _ = await self._discover(root)
+            if new_root != root:
+                self.requests_made += 1
+                status, body = await self._get(new_root + "/allocation", params, limit=limit)
         if status != 200:
-            detail = body[:200].decode("utf-8", "replace").strip()
-            raise OpenCostUnavailable(f"OpenCost answered HTTP {status}: {detail}")
+            detail = bytes(body[:200]).decode("utf-8", "replace").strip()
+            raise self._failure(
+                "allocation", f"OpenCost answered HTTP {status}", detail, counted=True
+            )
         try:
             decoded: Any = orjson.loads(body)
         except orjson.JSONDecodeError:
-            raise OpenCostUnavailable("OpenCost answered with a body that is not JSON") from None
-        return parse_allocation_response(decoded, aggregate)
+            detail = bytes(body[:200]).decode("utf-8", "replace").strip()
+            raise self._failure(
+                "allocation", "OpenCost answered with a body that is not JSON", detail
+            ) from None
+        del body  # the parsed answer can be large enough without the raw bytes beside it
+        try:
+            return parse_allocation_response(decoded, aggregate)
+        except OpenCostUnavailable as exc:
+            raise self._failure("allocation", exc.reason, exc.detail) from None
+
+
+def _loggable(url: str) -> str:
+    """The URL without credentials (OPENCOST_URL may carry basic auth): logs are shared."""
+    return str(URL(url).with_user(None))
+
+
+def _unhealthy(status: int) -> Health:
+    return Health(False, f"OpenCost is unhealthy: HTTP {status}")
+
+
+async def _read_prefix(response: aiohttp.ClientResponse, size: int) -> bytes:
+    """At most `size` bytes of the body; the rest is dropped with the connection."""
+    body = bytearray()
+    async for chunk in response.content.iter_chunked(size):
+        body += chunk
+        if len(body) >= size:
+            response.close()
+            break
+    return bytes(body[:size])

@@ -42,7 +42,7 @@ def _num(raw: Mapping[str, Any], name: str) -> float:
     if value is None:
         return 0.0
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise OpenCostUnavailable(f"OpenCost sent a non-numeric {name}: {value!r}")
+        raise OpenCostUnavailable(f"OpenCost sent a non-numeric {name}", f"{name}={value!r:.200}")
     return float(value)
 
 
@@ -57,7 +57,9 @@ def _time(value: Any, what: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise OpenCostUnavailable(f"OpenCost sent an unreadable {what} time: {value!r}") from None
+        raise OpenCostUnavailable(
+            f"OpenCost sent an unreadable {what} time", f"{what}={value!r:.200}"
+        ) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
@@ -139,7 +141,11 @@ def parse_allocation_response(body: Any, aggregate: str) -> list[dict[str, Alloc
     code = body.get("code")
     if code is not None and code != 200:
         message = body.get("message") or body.get("status") or "unknown error"
-        raise OpenCostUnavailable(f"OpenCost answered code {code}: {message}")
+        # The message is OpenCost's own text (it has named internal URLs): logs only.
+        shown = code if isinstance(code, int) and not isinstance(code, bool) else "other than 200"
+        raise OpenCostUnavailable(
+            f"OpenCost answered code {shown}", f"{code!r:.50}: {message!s:.500}"
+        )
     data = body.get("data")
     if data is None:
         return []
@@ -159,7 +165,9 @@ def parse_allocation_response(body: Any, aggregate: str) -> list[dict[str, Alloc
             if key in SYNTHETIC_KEYS:
                 continue
             if not isinstance(raw, Mapping):
-                raise OpenCostUnavailable(f"OpenCost allocation {key!r} is not an object")
+                raise OpenCostUnavailable(
+                    "an OpenCost allocation is not an object", f"key {key!r:.200}"
+                )
             key = str(key)
             allocation = parse_allocation(raw, key, aggregate)
             kept = raw_keys.get(allocation.key)
@@ -172,13 +180,13 @@ def parse_allocation_response(body: Any, aggregate: str) -> list[dict[str, Alloc
             raw_keys[allocation.key] = key
         steps.append(parsed)
     if ignored:
-        shown = sorted(ignored)
+        ignored_keys = sorted(ignored)
         log.warning(
             "OpenCost answered %d key(s) for aggregate %s in both the bare and the legacy label "
             "form; kept the bare form and ignored %s%s, never summed both",
-            len(shown),
+            len(ignored_keys),
             aggregate,
-            ", ".join(shown[:10]),
-            " ..." if len(shown) > 10 else "",
+            ", ".join(ignored_keys[:10]),
+            " ..." if len(ignored_keys) > 10 else "",
         )
     return steps
