@@ -285,6 +285,23 @@ async def test_bad_file_names_document_and_field_and_writes_nothing(
     assert await Component.all().count() == 0
 
 
+@pytest.mark.usefixtures("services")
+async def test_errors_found_while_writing_name_the_document_and_roll_back() -> None:
+    await Team.create(id=UID, name="Old", slug="g")
+    with pytest.raises(CatalogError) as caught:
+        await import_catalog(after_example(GROUP), "bad.yaml")
+    assert str(caught.value).startswith(
+        "bad.yaml document 9 (Group g): metadata.name gives the slug 'g', which belongs to another"
+    )
+    with pytest.raises(CatalogError) as caught:
+        await import_catalog(after_example(component("{name: x}", "{owner: nobody}")), "bad.yaml")
+    assert str(caught.value).startswith(
+        "bad.yaml document 9 (Component x): field spec.owner group:default/nobody is not a Group"
+    )
+    assert [t.slug for t in await Team.all()] == ["g"]
+    assert await Component.all().count() == 0
+
+
 def test_every_message_is_capped_and_echoes_little() -> None:
     text = "kind: Group\nmetadata: {name: g, uid: '" + "u" * 1_000_000 + "'}\nspec: {}\n"
     with pytest.raises(CatalogError) as caught:

@@ -138,22 +138,24 @@ class _BoundedLoader(yaml.SafeLoader):
         self._depth = 0
         self._nodes = 0  # nodes composed in this file, each alias counted as its expansion
         self._alias_nodes = 0  # of those, the nodes added by aliases
-        self._sizes: dict[yaml.Node, int] = {}  # expanded size of each composed node
+        # Expanded size of each anchored node of the document being composed (anchors are per
+        # document); only anchored ones are kept, so nodes of earlier documents can be freed.
+        self._sizes: dict[str, int] = {}
 
     def compose_document(self) -> yaml.Node | None:
         self.document += 1
+        self._sizes = {}
         return super().compose_document()
 
     def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         event: Any = self.peek_event()  # type: ignore[no-untyped-call]  # untyped in the stubs
-        mark = event.start_mark
+        mark, anchor = event.start_mark, event.anchor
         if isinstance(event, yaml.AliasEvent):
-            target = self.anchors.get(event.anchor)
-            if target is not None:  # else the composer reports an undefined alias
-                size = self._sizes.get(target)
+            if anchor in self.anchors:  # else the composer reports an undefined alias
+                size = self._sizes.get(anchor)
                 if size is None:
                     raise _YAMLLimit(
-                        problem=f"alias *{_clip(event.anchor)} refers to a node that contains "
+                        problem=f"alias *{_clip(anchor)} refers to a node that contains "
                         "it (recursive aliases are not accepted)",
                         problem_mark=mark,
                     )
@@ -176,8 +178,8 @@ class _BoundedLoader(yaml.SafeLoader):
         self._nodes += 1
         node = super().compose_node(parent, index)
         self._depth -= 1
-        if node is not None:
-            self._sizes[node] = self._nodes - before
+        if anchor is not None:
+            self._sizes[anchor] = self._nodes - before
         return node
 
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
@@ -466,7 +468,8 @@ async def import_catalog(
             clash = await Team.filter(slug=team.slug).exclude(id=team.id).first()
             if clash is not None:
                 raise CatalogError(
-                    f"{source}: {team.ref}: slug {team.slug!r} belongs to another team"
+                    f"{team.where or team.ref}: metadata.name gives the slug {team.slug!r}, "
+                    "which belongs to another team"
                 )
             await Team.update_or_create(id=team.id, defaults={"name": team.name, "slug": team.slug})
             result.teams += 1
@@ -481,7 +484,8 @@ async def import_catalog(
                 owner_id = owner.id if owner is not None else None
             if owner_id is None:
                 raise CatalogError(
-                    f"{source}: {component.ref}: spec.owner {component.owner_ref} is not a Group "
+                    f"{component.where or component.ref}: field spec.owner "
+                    f"{component.owner_ref} is not a Group "
                     "in this file or an already imported team"
                 )
             await Component.update_or_create(
