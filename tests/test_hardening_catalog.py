@@ -140,6 +140,21 @@ BAD: list[tuple[str, str | bytes, list[str]]] = [
         ["document 10 (Component x)", "opencost.io/key", "U+0000"],
     ),
     (
+        "OpenCost aggregate of 300 characters",
+        after_example(
+            GROUP,
+            component(f"{{name: x, annotations: {{opencost.io/aggregate: label:{'a' * 294}}}}}"),
+        ),
+        ["document 10 (Component x)", "field metadata.annotations[opencost.io/aggregate]", "300"],
+    ),
+    (
+        "OpenCost key of 300 characters",
+        after_example(
+            GROUP, component(f"{{name: x, annotations: {{opencost.io/key: {'k' * 300}}}}}")
+        ),
+        ["document 10 (Component x)", "annotation opencost.io/key", "1 to 253 characters"],
+    ),
+    (
         "lone surrogate in title",
         after_example('kind: Group\nmetadata: {name: g, title: "a\\ud800"}\nspec: {}\n'),
         ["document 9 (Group g)", "field metadata.title", "U+D800"],

@@ -342,8 +342,11 @@ def parse_catalog(
                     annotations.get(ANNOTATION_AGGREGATE, DEFAULT_AGGREGATE),
                     where,
                     ANNOTATION_AGGREGATE,
+                    200,  # Component.opencost_aggregate
                 ),
-                key=_checked(check_key, annotations.get(ANNOTATION_KEY), where, ANNOTATION_KEY),
+                key=_checked(
+                    check_key, annotations.get(ANNOTATION_KEY), where, ANNOTATION_KEY, 1000
+                ),
                 where=where,
             )
         )
@@ -448,9 +451,9 @@ def _budget(raw: object, where: str) -> float | None:
         ) from None
 
 
-def _checked(check: Any, raw: object, where: str, annotation: str) -> Any:
+def _checked(check: Any, raw: object, where: str, annotation: str, max_chars: int) -> Any:
     if raw is not None:
-        _text(raw, where, f"metadata.annotations annotation {annotation}", 1000)
+        _text(raw, where, f"metadata.annotations[{annotation}]", max_chars)
     try:
         return check(raw)
     except InvalidInput as exc:
