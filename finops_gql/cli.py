@@ -80,25 +80,42 @@ async def _sync(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_bounded(path: str, max_bytes: int) -> bytes:
+    # One byte over the limit is enough to refuse the file: never read a huge one whole.
+    with open(path, "rb") as handle:
+        return handle.read(max_bytes + 1)
+
+
 async def _catalog_import(settings: Settings, args: argparse.Namespace) -> int:
-    from finops_gql.catalog.backstage import CatalogError, import_catalog
+    from finops_gql.catalog.backstage import CatalogError, import_catalog, parse_catalog
     from finops_gql.db.setup import close_db, init_db
 
+    # Exit 2 for a file that cannot be read or is not a valid catalog: like a bad setting, the
+    # input must change. Every file is checked before the database is opened.
+    limit = settings.catalog_max_bytes
     texts = []
     for path in args.files:
         try:
-            texts.append((path, await asyncio.to_thread(Path(path).read_text, encoding="utf-8")))
+            data = await asyncio.to_thread(_read_bounded, path, limit)
         except OSError as exc:
-            print(f"error: cannot read {path}: {exc.strerror}", file=sys.stderr)
-            return 1
+            print(f"error: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
+        try:
+            parse_catalog(data, path, limit, budget_max_usd=settings.budget_max_usd)
+        except CatalogError as exc:
+            print(f"error: {exc} (nothing imported)", file=sys.stderr)
+            return 2
+        texts.append((path, data))
     await init_db(settings.database_url)
     try:
-        for path, text in texts:
+        for path, data in texts:
             try:
-                result = await import_catalog(text, path, budget_max_usd=settings.budget_max_usd)
+                result = await import_catalog(
+                    data, path, limit, budget_max_usd=settings.budget_max_usd
+                )
             except CatalogError as exc:
                 print(f"error: {exc} (nothing imported from {path})", file=sys.stderr)
-                return 1
+                return 2
             print(f"{path}: {result.teams} teams, {result.components} components imported")
             for skipped in result.skipped:
                 print(f"  skipped {skipped}")

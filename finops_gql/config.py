@@ -46,6 +46,7 @@ ENV_VARS = (
     "OPENCOST_MAX_CONCURRENCY",
     "OPENCOST_MAX_RESPONSE_MB",
     "OPENCOST_SYNC_MAX_RESPONSE_MB",
+    "CATALOG_MAX_BYTES",
 )
 
 
@@ -128,6 +129,7 @@ class Settings:
     opencost_max_concurrency: int = 4
     opencost_max_response_mb: int = 50
     opencost_sync_max_response_mb: int = 1024
+    catalog_max_bytes: int = 1_048_576
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -173,6 +175,7 @@ class Settings:
             opencost_sync_max_response_mb=_int(
                 env, "OPENCOST_SYNC_MAX_RESPONSE_MB", 1024, minimum=1
             ),
+            catalog_max_bytes=_int(env, "CATALOG_MAX_BYTES", 1_048_576, minimum=1),
         )
 
     def with_(self, **changes: object) -> Settings:

@@ -45,11 +45,11 @@ async def test_bad_catalog_file_imports_nothing(env: dict[str, str], tmp_path: P
     bad.write_text("kind: Component\nmetadata: {name: x}\nspec: {owner: ghost}\n")
     await cli("migrate", env=env)
     code, _, err = await cli("catalog", "import", str(bad), env=env)
-    assert code == 1
+    assert code == 2
     assert "spec.owner group:default/ghost" in err
     assert "nothing imported" in err
     code, _, err = await cli("catalog", "import", str(tmp_path / "missing.yaml"), env=env)
-    assert code == 1
+    assert code == 2
     assert "cannot read" in err
 
 

@@ -2,6 +2,12 @@
 
 Parsing is pure and checks everything before the database is touched; the write is one
 transaction, so a bad file imports nothing.
+
+The YAML is untrusted input, read with bounds that hold before anything is built from it: the file
+size (CATALOG_MAX_BYTES), the nesting depth, and the number of nodes aliases may add once expanded
+(an anchor "bomb" of a few hundred bytes expands to billions of nodes). Both are checked while
+composing, where an alias is still one shared node. Every message is capped, and so is any input
+it echoes.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from finops_gql.catalog.service import (
     check_aggregate,
     check_budget,
     check_key,
+    check_name,
     describe,
     selector_owner,
 )
@@ -35,9 +42,28 @@ ANNOTATION_BUDGET = "finops.io/budget-usd"
 ENTITY_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://backstage.io/catalog")
 NAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
 
+# Default of CATALOG_MAX_BYTES: about 4,000 entities; pure-Python YAML reads it in about 2 s.
+DEFAULT_MAX_BYTES = 1_048_576
+# A catalog entity nests 4 levels deep; the YAML composer recurses per level.
+MAX_DEPTH = 32
+# YAML nodes that aliases may add to one file once expanded (a `<<: *defaults` merge of 10
+# annotations adds 21): room for sharing, none for a bomb.
+MAX_ALIAS_NODES = 1_000
+MAX_MESSAGE = 500  # characters of one error message
+MAX_ECHO = 60  # characters of input echoed in a message
+SLUG_MAX = 100  # Team.slug
+REF_MAX = 255  # an entity ref: kind:namespace/name
+# What PostgreSQL cannot store in text (NUL) and UTF-8 cannot encode (lone surrogates).
+UNSTORABLE = re.compile("[\\x00\\ud800-\\udfff]")
+
 
 class CatalogError(InvalidInput):
     """A catalog file is malformed; the message names the document and the field."""
+
+    def __init__(self, message: str) -> None:
+        if len(message) > MAX_MESSAGE:
+            message = message[: MAX_MESSAGE - 3] + "..."
+        super().__init__(message)
 
 
 @dataclass(frozen=True)
@@ -46,6 +72,7 @@ class TeamEntity:
     ref: str
     name: str
     slug: str
+    where: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -57,6 +84,7 @@ class ComponentEntity:
     budget_usd: float | None
     aggregate: str
     key: str | None
+    where: str = field(default="", compare=False)
 
 
 @dataclass
@@ -83,52 +111,235 @@ def owner_ref(owner: str, namespace: str) -> str:
 
 
 def _slug(namespace: str, name: str) -> str:
-    base = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")
-    return base if namespace == "default" else f"{namespace.lower()}-{base}"
+    qualified = name if namespace == "default" else f"{namespace}-{name}"
+    return re.sub(r"[^a-z0-9-]+", "-", qualified.lower()).strip("-")
+
+
+def _show(value: object) -> str:
+    """A bounded picture of untrusted input for a message: strings clipped, other values named."""
+    if isinstance(value, str):
+        if len(value) <= MAX_ECHO:
+            return repr(value)
+        return f"{value[:MAX_ECHO]!r}... ({len(value)} characters)"
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"a {type(value).__name__}"
+
+
+class _YAMLLimit(yaml.MarkedYAMLError):
+    """A bound of the catalog loader was hit; reported like any YAML error, with its position."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that bounds nesting depth and alias expansion while composing, before anything
+    is expanded or constructed: there, an alias is still a reference to the anchored node."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.document = 0
+        self._depth = 0
+        self._nodes = 0  # nodes composed in this file, each alias counted as its expansion
+        self._alias_nodes = 0  # of those, the nodes added by aliases
+        # Expanded size of each anchored node of the document being composed (anchors are per
+        # document); only anchored ones are kept, so nodes of earlier documents can be freed.
+        self._sizes: dict[str, int] = {}
+
+    def compose_document(self) -> yaml.Node | None:
+        self.document += 1
+        self._sizes = {}
+        return super().compose_document()
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        event: Any = self.peek_event()  # type: ignore[no-untyped-call]  # untyped in the stubs
+        mark, anchor = event.start_mark, event.anchor
+        if isinstance(event, yaml.AliasEvent):
+            if anchor in self.anchors:  # else the composer reports an undefined alias
+                size = self._sizes.get(anchor)
+                if size is None:
+                    raise _YAMLLimit(
+                        problem=f"alias *{_clip(anchor)} refers to a node that contains "
+                        "it (recursive aliases are not accepted)",
+                        problem_mark=mark,
+                    )
+                self._nodes += size
+                self._alias_nodes += size
+                if self._alias_nodes > MAX_ALIAS_NODES:
+                    raise _YAMLLimit(
+                        problem=f"aliases expand to more than {MAX_ALIAS_NODES} YAML nodes "
+                        "in this file (the limit; anchors and aliases are for small reuse)",
+                        problem_mark=mark,
+                    )
+            return super().compose_node(parent, index)
+        if self._depth >= MAX_DEPTH:
+            raise _YAMLLimit(
+                problem=f"nested more than {MAX_DEPTH} levels deep (the limit)",
+                problem_mark=mark,
+            )
+        self._depth += 1
+        before = self._nodes
+        self._nodes += 1
+        node = super().compose_node(parent, index)
+        self._depth -= 1
+        if anchor is not None:
+            self._sizes[anchor] = self._nodes - before
+        return node
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        # Python refuses some values YAML's grammar allows (an int of 5,000 digits, the date
+        # 2024-13-01): report them at their position like any other YAML error.
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, OverflowError, TypeError) as exc:
+            raise yaml.constructor.ConstructorError(
+                problem=f"cannot read this {node.tag.rpartition(':')[2]} value: {_clip(exc, 100)}",
+                problem_mark=node.start_mark,
+            ) from None
+
+
+def _clip(text: object, limit: int = 200) -> str:
+    text = str(text)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _yaml_error(exc: yaml.YAMLError, text: str, source: str, document: int) -> CatalogError:
+    if isinstance(exc, yaml.reader.ReaderError):
+        # Raised before parsing starts: the document is found from the position.
+        position = int(exc.position)
+        line, column = _line_column(text, position)
+        return CatalogError(
+            f"{source} document {_document_at(text, position)}: line {line}, column {column}: "
+            f"character U+{int(exc.character):04X} is not allowed in YAML (write control "
+            "characters as escapes in a double-quoted string)"
+        )
+    where = f"{source} document {document}"
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        what = ", ".join(_clip(part) for part in (exc.context, exc.problem) if part)
+        hint = " (indent with spaces: YAML does not allow tabs)" if "'\\t'" in what else ""
+        kind = "" if isinstance(exc, _YAMLLimit) else "not valid YAML: "
+        return CatalogError(f"{where}: {at}{kind}{what}{hint}")
+    return CatalogError(f"{where}: not valid YAML: {_clip(exc)}")
+
+
+def _line_column(text: str, position: int) -> tuple[int, int]:
+    head = text[:position]
+    return head.count("\n") + 1, position - (head.rfind("\n") + 1) + 1
+
+
+_DOCUMENT_START = re.compile(r"^---(?=\s|$)", re.MULTILINE)
+
+
+def _document_at(text: str, position: int) -> int:
+    """The number of the YAML document holding `position`, for errors found before parsing."""
+    head = text[:position]
+    starts = [m.start() for m in _DOCUMENT_START.finditer(head)]
+    preamble = head[: starts[0]] if starts else head
+    implicit = any(
+        line.strip() and not line.lstrip().startswith(("#", "%")) for line in preamble.splitlines()
+    )
+    return max(1, len(starts) + implicit)
+
+
+def _decode(data: str | bytes, source: str, max_bytes: int) -> str:
+    size = len(data.encode("utf-8", "surrogatepass")) if isinstance(data, str) else len(data)
+    if size > max_bytes:
+        raise CatalogError(
+            f"{source}: the file is {size} bytes, more than CATALOG_MAX_BYTES={max_bytes}; "
+            "split it or raise the limit"
+        )
+    if isinstance(data, str):
+        return data
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        head = data[: exc.start].decode("utf-8-sig")
+        line, column = _line_column(head, len(head))
+        raise CatalogError(
+            f"{source} document {_document_at(head, len(head))}: line {line}, column {column}: "
+            f"byte 0x{data[exc.start]:02x} is not UTF-8 (catalog files are UTF-8; "
+            "convert it, e.g. iconv -f latin1 -t utf-8)"
+        ) from None
+
+
+def load_documents(
+    data: str | bytes, source: str = "catalog", max_bytes: int = DEFAULT_MAX_BYTES
+) -> list[tuple[int, Any]]:
+    """Each YAML document of a catalog file with its number (from 1), within the loader's bounds."""
+    text = _decode(data, source, max_bytes)
+    documents: list[tuple[int, Any]] = []
+    loader: _BoundedLoader | None = None
+    try:
+        loader = _BoundedLoader(text)  # refuses non-printable characters right away
+        while loader.check_node():
+            node = loader.get_node()
+            documents.append((loader.document, loader.construct_document(node)))
+    except yaml.YAMLError as exc:
+        number = max(loader.document, 1) if loader is not None else 1
+        raise _yaml_error(exc, text, source, number) from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+    if not documents:
+        raise CatalogError(f"{source}: the file is empty (no YAML document)")
+    return documents
 
 
 def parse_catalog(
-    text: str, source: str = "catalog", *, budget_max_usd: float = BUDGET_MAX_USD
+    text: str | bytes,
+    source: str = "catalog",
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    *,
+    budget_max_usd: float = BUDGET_MAX_USD,
 ) -> tuple[list[TeamEntity], list[ComponentEntity], list[str]]:
-    try:
-        documents = list(yaml.safe_load_all(text))
-    except yaml.YAMLError as exc:
-        raise CatalogError(f"{source}: not valid YAML: {exc}") from None
     teams: list[TeamEntity] = []
     components: list[ComponentEntity] = []
     skipped: list[str] = []
-    for index, doc in enumerate(documents, start=1):
+    for index, doc in load_documents(text, source, max_bytes):
         if doc is None:
             continue
         where = f"{source} document {index}"
         if not isinstance(doc, dict):
-            raise CatalogError(f"{where}: expected a mapping with kind and metadata")
+            raise CatalogError(
+                f"{where}: expected a mapping with kind and metadata, got {_show(doc)}"
+            )
         kind = doc.get("kind")
-        if not isinstance(kind, str):
+        if kind is None:
             raise CatalogError(f"{where}: field kind is missing")
+        if not isinstance(kind, str):
+            raise CatalogError(f"{where}: field kind must be a string, got {_show(kind)}")
         if kind not in {"Group", "Component"}:
-            skipped.append(f"{where}: kind {kind}")
+            skipped.append(f"{where}: kind {kind if len(kind) <= MAX_ECHO else _show(kind)}")
             continue
         metadata = _mapping(doc, "metadata", where)
         name = metadata.get("name")
         if not isinstance(name, str) or not NAME_RE.match(name):
             raise CatalogError(
-                f"{where} ({kind}): field metadata.name is missing or not a valid name"
+                f"{where} ({kind}): field metadata.name is missing or not a valid name "
+                f"(1-63 letters, digits, '.', '_', '-'), got {_show(name)}"
             )
         where = f"{where} ({kind} {name})"
         namespace = metadata.get("namespace", "default")
         if not isinstance(namespace, str) or not NAME_RE.match(namespace):
-            raise CatalogError(f"{where}: field metadata.namespace is not a valid name")
+            raise CatalogError(
+                f"{where}: field metadata.namespace is not a valid name, got {_show(namespace)}"
+            )
         ref = entity_ref(kind, namespace, name)
         ident = _uid(metadata, ref, where)
         spec = _mapping(doc, "spec", where)
         if kind == "Group":
-            profile = spec.get("profile") if isinstance(spec.get("profile"), dict) else {}
-            title = metadata.get("title") or (profile or {}).get("displayName") or name
-            teams.append(TeamEntity(ident, ref, str(title), _slug(namespace, name)))
+            teams.append(_team(metadata, spec, ident, ref, namespace, name, where))
             continue
-        owner = spec.get("owner")
-        if not isinstance(owner, str) or not owner.strip():
+        owner = _text(spec.get("owner"), where, "spec.owner", REF_MAX)
+        if not owner.strip():
             raise CatalogError(f"{where}: field spec.owner is missing")
         annotations = metadata.get("annotations") or {}
         if not isinstance(annotations, dict):
@@ -145,10 +356,16 @@ def parse_catalog(
                     annotations.get(ANNOTATION_AGGREGATE, DEFAULT_AGGREGATE),
                     where,
                     ANNOTATION_AGGREGATE,
+                    200,  # Component.opencost_aggregate
                 ),
-                key=_checked(check_key, annotations.get(ANNOTATION_KEY), where, ANNOTATION_KEY),
+                key=_checked(
+                    check_key, annotations.get(ANNOTATION_KEY), where, ANNOTATION_KEY, 1000
+                ),
+                where=where,
             )
         )
+    _refuse_duplicates(teams, "team")
+    _refuse_duplicates(components, "component")
     _one_component_per_selector(components, source)
     return teams, components, skipped
 
@@ -167,6 +384,72 @@ def _one_component_per_selector(components: list[ComponentEntity], source: str) 
             )
 
 
+def _team(
+    metadata: dict[str, Any],
+    spec: dict[str, Any],
+    ident: uuid.UUID,
+    ref: str,
+    namespace: str,
+    name: str,
+    where: str,
+) -> TeamEntity:
+    title, title_field = metadata.get("title"), "metadata.title"
+    if title is None or title == "":
+        profile = spec.get("profile")
+        if profile is not None and not isinstance(profile, dict):
+            raise CatalogError(f"{where}: field spec.profile must be a mapping")
+        title, title_field = (profile or {}).get("displayName"), "spec.profile.displayName"
+    if title is None or title == "":
+        title = name
+    title = _text(title, where, title_field, 200)
+    try:
+        title = check_name(title)
+    except InvalidInput:
+        raise CatalogError(f"{where}: field {title_field} is blank") from None
+    slug = _slug(namespace, name)
+    if len(slug) > SLUG_MAX:
+        raise CatalogError(
+            f"{where}: fields metadata.namespace and metadata.name make the team slug "
+            f"{_show(slug)}, longer than {SLUG_MAX} characters"
+        )
+    return TeamEntity(ident, ref, title, slug, where=where)
+
+
+def _refuse_duplicates(entities: list[TeamEntity] | list[ComponentEntity], what: str) -> None:
+    """One import may hold each entity once: a second copy would silently overwrite the first."""
+    seen: dict[tuple[str, str], TeamEntity | ComponentEntity] = {}
+    for entity in entities:
+        keys = [("entity ref", entity.ref.lower()), ("metadata.uid", str(entity.id))]
+        if isinstance(entity, TeamEntity):
+            keys.append(("team slug", entity.slug))
+        for key in keys:
+            first = seen.setdefault(key, entity)
+            if first is not entity:
+                raise CatalogError(
+                    f"{entity.where}: same {key[0]} as {first.where} ({_show(key[1])}); "
+                    f"a {what} may appear once per import"
+                )
+
+
+def _text(value: object, where: str, name: str, max_chars: int) -> str:
+    """A string field, refused (naming it) if it is another type, too long, or unstorable."""
+    if value is None:
+        raise CatalogError(f"{where}: field {name} is missing")
+    if not isinstance(value, str):
+        raise CatalogError(f"{where}: field {name} must be a string, got {_show(value)}")
+    if len(value) > max_chars:
+        raise CatalogError(
+            f"{where}: field {name} is {len(value)} characters, more than {max_chars}"
+        )
+    bad = UNSTORABLE.search(value)
+    if bad is not None:
+        raise CatalogError(
+            f"{where}: field {name} contains the character U+{ord(bad.group()):04X} "
+            f"at position {bad.start() + 1}, which cannot be stored"
+        )
+    return value
+
+
 def _mapping(doc: dict[str, Any], name: str, where: str) -> dict[str, Any]:
     value = doc.get(name)
     if not isinstance(value, dict):
@@ -179,27 +462,29 @@ def _uid(metadata: dict[str, Any], ref: str, where: str) -> uuid.UUID:
     if uid is None:
         return stable_id(ref)
     try:
-        return uuid.UUID(str(uid))
-    except ValueError:
-        raise CatalogError(f"{where}: field metadata.uid is not a UUID: {uid!r}") from None
+        return uuid.UUID(_text(uid, where, "metadata.uid", 100))
+    except (ValueError, CatalogError):
+        raise CatalogError(f"{where}: field metadata.uid is not a UUID: {_show(uid)}") from None
 
 
 def _budget(raw: object, where: str, maximum: float) -> float | None:
     if raw is None:
         return None
     try:
-        return check_budget(float(str(raw)), maximum)
+        if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+            raise ValueError
+        return check_budget(float(raw), maximum)
     except InvalidInput as exc:
         raise CatalogError(f"{where}: annotation {ANNOTATION_BUDGET}: {exc}") from None
-    except ValueError:
+    except (ValueError, OverflowError):
         raise CatalogError(
-            f"{where}: annotation {ANNOTATION_BUDGET} must be a number >= 0, got {raw!r}"
+            f"{where}: annotation {ANNOTATION_BUDGET} must be a number >= 0, got {_show(raw)}"
         ) from None
 
 
-def _checked(check: Any, raw: object, where: str, annotation: str) -> Any:
-    if raw is not None and not isinstance(raw, str):
-        raise CatalogError(f"{where}: annotation {annotation} must be a string")
+def _checked(check: Any, raw: object, where: str, annotation: str, max_chars: int) -> Any:
+    if raw is not None:
+        _text(raw, where, f"metadata.annotations[{annotation}]", max_chars)
     try:
         return check(raw)
     except InvalidInput as exc:
@@ -207,9 +492,15 @@ def _checked(check: Any, raw: object, where: str, annotation: str) -> Any:
 
 
 async def import_catalog(
-    text: str, source: str = "catalog", *, budget_max_usd: float = BUDGET_MAX_USD
+    text: str | bytes,
+    source: str = "catalog",
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    *,
+    budget_max_usd: float = BUDGET_MAX_USD,
 ) -> ImportResult:
-    teams, components, skipped = parse_catalog(text, source, budget_max_usd=budget_max_usd)
+    teams, components, skipped = parse_catalog(
+        text, source, max_bytes, budget_max_usd=budget_max_usd
+    )
     try:
         return await _write(teams, components, skipped, source)
     except IntegrityError:
@@ -231,7 +522,8 @@ async def _write(
             clash = await Team.filter(slug=team.slug).exclude(id=team.id).first()
             if clash is not None:
                 raise CatalogError(
-                    f"{source}: {team.ref}: slug {team.slug!r} belongs to another team"
+                    f"{team.where or team.ref}: metadata.name gives the slug {team.slug!r}, "
+                    "which belongs to another team"
                 )
             await Team.update_or_create(id=team.id, defaults={"name": team.name, "slug": team.slug})
             result.teams += 1
@@ -256,7 +548,8 @@ async def _write(
                 owner_id = owner.id if owner is not None else None
             if owner_id is None:
                 raise CatalogError(
-                    f"{source}: {component.ref}: spec.owner {component.owner_ref} is not a Group "
+                    f"{component.where or component.ref}: field spec.owner "
+                    f"{component.owner_ref} is not a Group "
                     "in this file or an already imported team"
                 )
             key = component.key or component.name
