@@ -67,10 +67,12 @@ class OpenCostClient:
                 body = await response.read()
         except TimeoutError:
             OPENCOST_ERRORS.labels(endpoint).inc()
-            raise OpenCostUnavailable(f"OpenCost timed out after {timeout.total}s") from None
+            raise OpenCostUnavailable(
+                f"OpenCost timed out after {timeout.total}s", transient=True
+            ) from None
         except aiohttp.ClientError as exc:
             OPENCOST_ERRORS.labels(endpoint).inc()
-            raise OpenCostUnavailable(f"OpenCost is unreachable: {exc}") from None
+            raise OpenCostUnavailable(f"OpenCost is unreachable: {exc}", transient=True) from None
         finally:
             OPENCOST_SECONDS.labels(endpoint).observe(time.perf_counter() - started)
         if response.status >= 400:
@@ -97,7 +99,8 @@ class OpenCostClient:
                 return candidate
             if status >= 500:  # found, but unwell: say so rather than "not found"
                 raise OpenCostUnavailable(
-                    f"OpenCost is unhealthy: HTTP {status} from {candidate}/healthz"
+                    f"OpenCost is unhealthy: HTTP {status} from {candidate}/healthz",
+                    transient=True,
                 )
             last = f"HTTP {status} from {candidate}/healthz"
         raise OpenCostUnavailable(f"OpenCost API not found under {self._base} ({last})")
@@ -181,7 +184,9 @@ class OpenCostClient:
         status, body = await self._get(root + "/allocation", params)
         if status != 200:
             detail = body[:200].decode("utf-8", "replace").strip()
-            raise OpenCostUnavailable(f"OpenCost answered HTTP {status}: {detail}")
+            raise OpenCostUnavailable(
+                f"OpenCost answered HTTP {status}: {detail}", transient=status >= 500
+            )
         try:
             decoded: Any = orjson.loads(body)
         except orjson.JSONDecodeError:
