@@ -76,6 +76,12 @@ async def _sync(settings: Settings, args: argparse.Namespace) -> int:
         f"sync {run.id} {run.status}: days {span}, {run.records} records for "
         f"{run.components} components, {run.opencost_requests} OpenCost requests"
     )
+    if run.status == "partial":
+        # Written, but not everything: say which aggregates the next run will fetch again.
+        print(f"warning: sync {run.id} was partial: {run.error}", file=sys.stderr)
+        for failure in run.failed_aggregates or []:
+            print(f"  {failure['aggregate']}: {failure['error']}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 DEFAULT_DATABASE_URL = "sqlite://finops_gql.sqlite3"
 # HS256 needs at least as many key bytes as the hash output (RFC 7518 §3.2).
 MIN_SECRET_BYTES = 32
+# Bounds on the sync's own fan-out and retries (each OpenCost request may take seconds).
+MAX_SYNC_CONCURRENCY = 64
+MAX_SYNC_RETRIES = 10
 
 
 # Every variable Settings.from_env reads (the README documents each; a test checks).
@@ -28,6 +33,11 @@ ENV_VARS = (
     "COST_RETENTION_DAYS",
     "MIGRATE_ON_START",
     "GRAPHIQL_DISABLED",
+    "SYNC_CONCURRENCY",
+    "SYNC_RETRIES",
+    "SYNC_RETRY_BACKOFF_SECONDS",
+    "SYNC_HEARTBEAT_SECONDS",
+    "SYNC_LEASE_SECONDS",
 )
 
 
@@ -87,6 +97,11 @@ class Settings:
     cost_retention_days: int = 400
     migrate_on_start: bool = False
     graphiql: bool = True
+    sync_concurrency: int = 4
+    sync_retries: int = 3
+    sync_retry_backoff_s: float = 1.0
+    sync_heartbeat_s: float = 15.0
+    sync_lease_s: float = 60.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -110,6 +125,7 @@ class Settings:
             cost_retention_days=_int(env, "COST_RETENTION_DAYS", 400, minimum=31),
             migrate_on_start=_bool(env, "MIGRATE_ON_START"),
             graphiql=not _bool(env, "GRAPHIQL_DISABLED"),
+            **_sync_settings(env),
         )
 
     def with_(self, **changes: object) -> Settings:
@@ -127,3 +143,38 @@ class Settings:
                 f"JWT_SECRET is too short: HS256 needs at least {MIN_SECRET_BYTES} bytes "
                 "(try: python -c 'import secrets; print(secrets.token_urlsafe(48))')"
             )
+
+
+def _sync_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """SYNC_*: the sync's fan-out, retries and lease, checked against each other."""
+    concurrency = _int(env, "SYNC_CONCURRENCY", 4, minimum=1)
+    if concurrency > MAX_SYNC_CONCURRENCY:
+        raise ConfigError(f"SYNC_CONCURRENCY must be <= {MAX_SYNC_CONCURRENCY}, got {concurrency}")
+    retries = _int(env, "SYNC_RETRIES", 3)
+    if retries > MAX_SYNC_RETRIES:
+        raise ConfigError(f"SYNC_RETRIES must be <= {MAX_SYNC_RETRIES}, got {retries}")
+    backoff = _float(env, "SYNC_RETRY_BACKOFF_SECONDS", 1.0)
+    heartbeat = _float(env, "SYNC_HEARTBEAT_SECONDS", 15.0)
+    lease = _float(env, "SYNC_LEASE_SECONDS", 60.0)
+    for name, value in (
+        ("SYNC_RETRY_BACKOFF_SECONDS", backoff),
+        ("SYNC_HEARTBEAT_SECONDS", heartbeat),
+        ("SYNC_LEASE_SECONDS", lease),
+    ):
+        if not math.isfinite(value):
+            raise ConfigError(f"{name} must be a finite number, got {value}")
+    if heartbeat <= 0:
+        raise ConfigError(f"SYNC_HEARTBEAT_SECONDS must be > 0, got {heartbeat}")
+    if lease < 2 * heartbeat:
+        # One late heartbeat must not cost a live run its lease.
+        raise ConfigError(
+            f"SYNC_LEASE_SECONDS ({lease}) must be at least twice "
+            f"SYNC_HEARTBEAT_SECONDS ({heartbeat})"
+        )
+    return {
+        "sync_concurrency": concurrency,
+        "sync_retries": retries,
+        "sync_retry_backoff_s": backoff,
+        "sync_heartbeat_s": heartbeat,
+        "sync_lease_s": lease,
+    }
