@@ -31,7 +31,8 @@ class StandIn:
     fail_status: int = 500
     # More requests in flight than this are refused with 503, as an overloaded OpenCost does.
     capacity: int | None = None
-    # Each request waits (at most hold_s) until this many are in flight: makes concurrency visible.
+    # Requests wait (at most hold_s) until this many have been in flight at once: the first wave
+    # of a bounded fan-out reaches its bound deterministically.
     hold_until: int | None = None
     hold_s: float = 2.0
     # While set, requests wait until it opens (a hung OpenCost).
@@ -66,7 +67,7 @@ class StandIn:
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(self.hold_s), self._more:
                             await self._more.wait_for(
-                                lambda: self.inflight >= (self.hold_until or 0)
+                                lambda: self.max_inflight >= (self.hold_until or 0)
                             )
                 if self.gate is not None:
                     await self.gate.wait()
