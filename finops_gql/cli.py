@@ -57,7 +57,7 @@ async def _migrate(settings: Settings) -> None:
 
 
 async def _sync(settings: Settings, args: argparse.Namespace) -> int:
-    from finops_gql.costs.sync import SyncAlreadyRunning
+    from finops_gql.costs.sync import SyncAlreadyRunning, SyncLeaseLost
     from finops_gql.opencost.errors import OpenCostUnavailable
     from finops_gql.services import open_services
 
@@ -70,6 +70,9 @@ async def _sync(settings: Settings, args: argparse.Namespace) -> int:
             return 1
         except OpenCostUnavailable as exc:
             print(f"error: sync failed, nothing was written: {exc}", file=sys.stderr)
+            return 1
+        except SyncLeaseLost as exc:
+            print(f"error: {exc}", file=sys.stderr)
             return 1
     span = f"{run.first_day}..{run.last_day}" if run.first_day else "nothing new"
     print(

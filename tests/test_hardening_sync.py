@@ -313,6 +313,59 @@ async def test_sigkilled_sync_is_abandoned_once_its_lease_expires(
     assert await SyncRun.filter(status="running").count() == 0
 
 
+async def test_paused_cli_sync_that_lost_its_lease_writes_nothing(
+    services: Services, settings: Settings
+) -> None:
+    """A process frozen past its lease (SIGSTOP: a paused VM, a long GC) is abandoned; when it
+    wakes up it must not write over its successor's run."""
+    await catalog_of(2)
+    hung = StandIn(keys=["checkout"], gate=asyncio.Event())
+    answering = StandIn(keys=["checkout"])
+    async with hung.serve() as hung_url, answering.serve() as url:
+        env = {
+            **os.environ,
+            "DATABASE_URL": settings.database_url,
+            "OPENCOST_URL": hung_url,
+            "SYNC_HEARTBEAT_SECONDS": "0.5",
+            "SYNC_LEASE_SECONDS": "2",
+            "LOG_LEVEL": "ERROR",
+        }
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "finops_gql.cli",
+            "sync",
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            await asyncio.wait_for(hung.arrived.wait(), 60)
+            process.send_signal(signal.SIGSTOP)
+            successor = sync_service(services, url, heartbeat_s=0.5, lease_s=2)
+            run = None
+            for _ in range(600):
+                try:
+                    run = await successor.run()
+                    break
+                except SyncAlreadyRunning:
+                    await asyncio.sleep(0.1)
+            assert run is not None, "the frozen run was never abandoned"
+            assert run.status == "succeeded"
+        finally:
+            process.send_signal(signal.SIGCONT)
+        assert hung.gate is not None
+        hung.gate.set()
+        _, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 1, err
+    assert b"lost its lease" in err
+    assert b"nothing was written" in err
+    assert b"Traceback" not in err
+    runs = await SyncRun.all().order_by("id")
+    assert [(r.status, r.error) for r in runs] == [("failed", ABANDONED), ("succeeded", None)]
+    assert await CostRecord.all().count() == 60
+
+
 async def test_metrics_show_running_stale_abandoned_and_partial_runs(
     services: Services, client: httpx.AsyncClient, fake: FakeOpenCost
 ) -> None:
