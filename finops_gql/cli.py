@@ -58,7 +58,7 @@ async def _migrate(settings: Settings) -> None:
 
 
 async def _sync(settings: Settings, args: argparse.Namespace) -> int:
-    from finops_gql.costs.sync import SyncAlreadyRunning
+    from finops_gql.costs.sync import SyncAlreadyRunning, SyncLeaseLost
     from finops_gql.opencost.errors import OpenCostUnavailable
     from finops_gql.services import open_services
 
@@ -72,11 +72,20 @@ async def _sync(settings: Settings, args: argparse.Namespace) -> int:
         except OpenCostUnavailable as exc:
             print(f"error: sync failed, nothing was written: {exc}", file=sys.stderr)
             return 1
+        except SyncLeaseLost as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     span = f"{run.first_day}..{run.last_day}" if run.first_day else "nothing new"
     print(
         f"sync {run.id} {run.status}: days {span}, {run.records} records for "
         f"{run.components} components, {run.opencost_requests} OpenCost requests"
     )
+    if run.status == "partial":
+        # Written, but not everything: say which aggregates the next run will fetch again.
+        print(f"warning: sync {run.id} was partial: {run.error}", file=sys.stderr)
+        for failure in run.failed_aggregates or []:
+            print(f"  {failure['aggregate']}: {failure['error']}", file=sys.stderr)
+        return 1
     return 0
 
 

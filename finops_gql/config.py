@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from finops_gql.validation import BUDGET_MAX_USD
 
 DEFAULT_DATABASE_URL = "sqlite://finops_gql.sqlite3"
 # HS256 needs at least as many key bytes as the hash output (RFC 7518 §3.2).
 MIN_SECRET_BYTES = 32
+# Bounds on the sync's own fan-out and retries (each OpenCost request may take seconds).
+MAX_SYNC_CONCURRENCY = 64
+MAX_SYNC_RETRIES = 10
 
 
 # Every variable Settings.from_env reads (the README documents each; a test checks).
@@ -47,6 +52,11 @@ ENV_VARS = (
     "OPENCOST_MAX_RESPONSE_MB",
     "OPENCOST_SYNC_MAX_RESPONSE_MB",
     "CATALOG_MAX_BYTES",
+    "SYNC_CONCURRENCY",
+    "SYNC_RETRIES",
+    "SYNC_RETRY_BACKOFF_SECONDS",
+    "SYNC_HEARTBEAT_SECONDS",
+    "SYNC_LEASE_SECONDS",
 )
 
 
@@ -130,6 +140,11 @@ class Settings:
     opencost_max_response_mb: int = 50
     opencost_sync_max_response_mb: int = 1024
     catalog_max_bytes: int = 1_048_576
+    sync_concurrency: int = 4
+    sync_retries: int = 3
+    sync_retry_backoff_s: float = 1.0
+    sync_heartbeat_s: float = 15.0
+    sync_lease_s: float = 60.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -176,6 +191,7 @@ class Settings:
                 env, "OPENCOST_SYNC_MAX_RESPONSE_MB", 1024, minimum=1
             ),
             catalog_max_bytes=_int(env, "CATALOG_MAX_BYTES", 1_048_576, minimum=1),
+            **_sync_settings(env),
         )
 
     def with_(self, **changes: object) -> Settings:
@@ -216,3 +232,38 @@ class Settings:
                 f"half of JWT_JWKS_CACHE_SECONDS ({self.jwt_jwks_cache_s}): keys are refreshed "
                 "halfway through their lifetime"
             )
+
+
+def _sync_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """SYNC_*: the sync's fan-out, retries and lease, checked against each other."""
+    concurrency = _int(env, "SYNC_CONCURRENCY", 4, minimum=1)
+    if concurrency > MAX_SYNC_CONCURRENCY:
+        raise ConfigError(f"SYNC_CONCURRENCY must be <= {MAX_SYNC_CONCURRENCY}, got {concurrency}")
+    retries = _int(env, "SYNC_RETRIES", 3)
+    if retries > MAX_SYNC_RETRIES:
+        raise ConfigError(f"SYNC_RETRIES must be <= {MAX_SYNC_RETRIES}, got {retries}")
+    backoff = _float(env, "SYNC_RETRY_BACKOFF_SECONDS", 1.0)
+    heartbeat = _float(env, "SYNC_HEARTBEAT_SECONDS", 15.0)
+    lease = _float(env, "SYNC_LEASE_SECONDS", 60.0)
+    for name, value in (
+        ("SYNC_RETRY_BACKOFF_SECONDS", backoff),
+        ("SYNC_HEARTBEAT_SECONDS", heartbeat),
+        ("SYNC_LEASE_SECONDS", lease),
+    ):
+        if not math.isfinite(value):
+            raise ConfigError(f"{name} must be a finite number, got {value}")
+    if heartbeat <= 0:
+        raise ConfigError(f"SYNC_HEARTBEAT_SECONDS must be > 0, got {heartbeat}")
+    if lease < 2 * heartbeat:
+        # One late heartbeat must not cost a live run its lease.
+        raise ConfigError(
+            f"SYNC_LEASE_SECONDS ({lease}) must be at least twice "
+            f"SYNC_HEARTBEAT_SECONDS ({heartbeat})"
+        )
+    return {
+        "sync_concurrency": concurrency,
+        "sync_retries": retries,
+        "sync_retry_backoff_s": backoff,
+        "sync_heartbeat_s": heartbeat,
+        "sync_lease_s": lease,
+    }

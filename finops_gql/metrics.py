@@ -48,3 +48,24 @@ SYNC_FINISHED = Gauge(
     "When the latest sync finished (unix time)",
     registry=REGISTRY,
 )
+SYNC_RUNNING = Gauge(
+    "finops_gql_sync_running",
+    "Sync runs in progress holding a live lease (0 or 1)",
+    registry=REGISTRY,
+)
+SYNC_RUNNING_STALE = Gauge(
+    "finops_gql_sync_running_stale",
+    "Sync runs still marked running whose heartbeat expired (a killed process; the next run "
+    "abandons them)",
+    registry=REGISTRY,
+)
+SYNC_ABANDONED = Gauge(
+    "finops_gql_sync_abandoned_runs",
+    "Sync runs ever abandoned because their heartbeat was lost",
+    registry=REGISTRY,
+)
+SYNC_FAILED_AGGREGATES = Gauge(
+    "finops_gql_sync_last_failed_aggregates",
+    "Aggregates that failed in the latest finished sync (partial or failed)",
+    registry=REGISTRY,
+)

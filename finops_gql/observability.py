@@ -15,15 +15,18 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.extensions import SchemaExtension
 
-from finops_gql.db.models import SyncRun
 from finops_gql.logs import request_id
 from finops_gql.metrics import (
     GRAPHQL_SECONDS,
     HTTP_REQUESTS,
     HTTP_SECONDS,
     REGISTRY,
+    SYNC_ABANDONED,
     SYNC_DURATION,
+    SYNC_FAILED_AGGREGATES,
     SYNC_FINISHED,
+    SYNC_RUNNING,
+    SYNC_RUNNING_STALE,
     SYNC_STATUS,
 )
 
@@ -94,9 +97,14 @@ class GraphQLMetrics(SchemaExtension):
 async def metrics(request: Request) -> Response:
     """Prometheus exposition. Sync gauges come from the database at scrape time, so the API reports
     the worker's runs too."""
-    latest = await SyncRun.filter(finished_at__isnull=False).order_by("-finished_at").first()
+    state = await request.app.state.services.sync.state()
+    SYNC_RUNNING.set(state.running)
+    SYNC_RUNNING_STALE.set(state.stale)
+    SYNC_ABANDONED.set(state.abandoned)
+    latest = state.latest
     if latest is not None and latest.finished_at is not None:
         SYNC_STATUS.set(1 if latest.status == "succeeded" else 0)
         SYNC_DURATION.set((latest.finished_at - latest.started_at).total_seconds())
         SYNC_FINISHED.set(latest.finished_at.timestamp())
+        SYNC_FAILED_AGGREGATES.set(len(latest.failed_aggregates or []))
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

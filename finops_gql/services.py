@@ -107,7 +107,15 @@ async def open_services(
             opencost=opencost,
             costs=costs,
             catalog=CatalogService(budget_max_usd=settings.budget_max_usd),
-            sync=SyncService(costs, retention_days=settings.cost_retention_days),
+            sync=SyncService(
+                costs,
+                retention_days=settings.cost_retention_days,
+                concurrency=settings.sync_concurrency,
+                retries=settings.sync_retries,
+                retry_backoff_s=settings.sync_retry_backoff_s,
+                heartbeat_s=settings.sync_heartbeat_s,
+                lease_s=settings.sync_lease_s,
+            ),
         )
         if publish_budgets:
             services.sync.publish = services.publish

@@ -38,6 +38,7 @@ async def cost_sync_job(ctx: dict[str, Any], trigger: str = "cron") -> dict[str,
         "days": run.days,
         "records": run.records,
         "opencostRequests": run.opencost_requests,
+        "failedAggregates": [f["aggregate"] for f in run.failed_aggregates or []],
     }
 
 

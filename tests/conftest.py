@@ -101,6 +101,7 @@ def settings(database_url: str, opencost: tuple[FakeOpenCost, str]) -> Settings:
         opencost_cache_ttl_s=30,
         jwt_secret=TEST_SECRET,
         redis_url=REDIS_URL or "redis://127.0.0.1:1",
+        sync_retry_backoff_s=0.01,
     )
 
 

@@ -19,6 +19,7 @@ def env(tmp_path: Path, opencost: tuple[FakeOpenCost, str]) -> dict[str, str]:
         "OPENCOST_URL": opencost[1],
         "JWT_SECRET": TEST_SECRET,
         "LOG_LEVEL": "WARNING",
+        "SYNC_RETRY_BACKOFF_SECONDS": "0.01",
     }
 
 

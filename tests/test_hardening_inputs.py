@@ -11,7 +11,7 @@ import base64
 import json
 import logging
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -19,7 +19,7 @@ import pytest
 
 from finops_gql.catalog.backstage import CatalogError, import_catalog
 from finops_gql.config import Settings
-from finops_gql.db.models import Component, Team
+from finops_gql.db.models import Component, SyncProgress, Team
 from finops_gql.db.setup import (
     close_db,
     connection,
@@ -33,7 +33,7 @@ from finops_gql.dev.opencost_fake import FakeOpenCost
 from finops_gql.errors import Conflict, MigrationRefused
 from finops_gql.opencost.parse import parse_allocation_response
 from finops_gql.services import Services
-from tests.conftest import FIXTURES, make_component, make_team, token
+from tests.conftest import FIXTURES, make_component, make_team, today, token
 
 NUL = "a\x00b"
 SURROGATE = "a\ud800b"
@@ -859,6 +859,8 @@ async def test_sync_and_live_cost_count_a_key_in_both_forms_once(
 
     fake.keys = ["checkout", "app=checkout"]  # one answer, both forms, different costs
     component = await make_component(await make_team(), "checkout")
+    # As after yesterday's sync, so the backfill fetches exactly one day.
+    await SyncProgress.create(aggregate="label:app", last_day=today() - timedelta(days=1))
     run = await services.sync.run("cli", backfill_days=1)
     assert run.records == 1
     record = (await services.costs.history(component.id, 1))[0]

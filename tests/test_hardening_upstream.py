@@ -11,7 +11,7 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -23,12 +23,13 @@ from tortoise.contrib.test import truncate_all_models
 
 from finops_gql.app import create_app
 from finops_gql.config import ConfigError, Settings
+from finops_gql.db.models import SyncProgress
 from finops_gql.dev.opencost_fake import FakeOpenCost, _allocation
 from finops_gql.logs import JsonFormatter
 from finops_gql.opencost.client import OpenCostClient
 from finops_gql.opencost.errors import OpenCostUnavailable
 from finops_gql.services import Services, open_services
-from tests.conftest import gql, make_component, make_team, served, token
+from tests.conftest import gql, make_component, make_team, served, today, token
 
 SECRET = "http://prometheus-server.monitoring.svc.cluster.local:9090/api/v1/query?token=s3cr3t"
 
@@ -387,11 +388,13 @@ async def test_live_bound_through_the_app_and_sync_bound(
             "OpenCost unavailable: OpenCost answer exceeds OPENCOST_MAX_RESPONSE_MB=1"
         )
         # Two days of 1,500 keys (about 2.8 MB) pass the sync's own, larger default bound.
+        await synced_until_yesterday("label:app")  # so the backfill is the whole window
         run = await services.sync.run("test", backfill_days=2)
         assert run.status == "succeeded"
         assert run.records == 2
     async with gateway(settings, opencost_sync_max_response_mb=1) as (services, _):
         await make_component(await make_team(), "app-7")
+        await synced_until_yesterday("label:app")
         with pytest.raises(OpenCostUnavailable, match=r"OPENCOST_SYNC_MAX_RESPONSE_MB=1$"):
             await services.sync.run("test", backfill_days=2)
 
@@ -449,6 +452,7 @@ async def test_sync_shares_the_bound(settings: Settings, fake: FakeOpenCost) -> 
         team = await make_team()
         for i in range(12):
             await make_component(team, f"c{i}", opencost_aggregate=f"label:l{i}")
+            await synced_until_yesterday(f"label:l{i}")
         run = await services.sync.run("test", backfill_days=1)
         assert run.opencost_requests == 12
         assert run.records == 12
@@ -486,3 +490,9 @@ async def test_health_check_waits_for_a_slot_within_its_own_bound(
         busy.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await busy
+
+
+async def synced_until_yesterday(aggregate: str) -> None:
+    """Progress as after a sync yesterday: a backfill then fetches exactly its own days (on an
+    empty database it also fetches the first 30)."""
+    await SyncProgress.create(aggregate=aggregate, last_day=today() - timedelta(days=1))

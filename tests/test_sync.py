@@ -9,12 +9,13 @@ import httpx
 import pytest
 
 from finops_gql.costs.service import CostService
-from finops_gql.costs.sync import SyncAlreadyRunning, SyncService
+from finops_gql.costs.sync import SyncAlreadyRunning
 from finops_gql.db.models import Component, CostRecord, SyncRun
 from finops_gql.dev.opencost_fake import FakeOpenCost, daily_total
 from finops_gql.opencost.errors import OpenCostUnavailable
 from finops_gql.services import Services
 from tests.conftest import gql, make_component, make_records, make_team
+from tests.sync_standin import StandIn, sync_service
 
 NOW = datetime(2026, 3, 15, 3, 0, tzinfo=UTC)
 
@@ -103,20 +104,44 @@ async def test_one_request_per_aggregate_not_per_component(
     assert sorted(r["aggregate"] for r in fake.requests) == ["label:app", "namespace"]
 
 
-async def test_opencost_failing_halfway_leaves_no_rows(
+async def test_opencost_failing_on_the_second_aggregate_commits_the_first(
+    services: Services, fake: FakeOpenCost
+) -> None:
+    at(services, fake, NOW)
+    services.sync.concurrency = 1  # requests in order: label:app answers, namespace fails
+    team = await make_team()
+    await make_component(team, "checkout")
+    await make_component(team, "search", opencost_aggregate="namespace")
+    fake.fail = "after_first"
+    partial = await services.sync.run()
+    assert partial.status == "partial"
+    assert await CostRecord.filter(component__name="checkout").count() == 30
+    assert await CostRecord.filter(component__name="search").count() == 0
+    assert [f["aggregate"] for f in partial.failed_aggregates or []] == ["namespace"]
+    assert "OpenCost" in (partial.error or "")
+    assert partial.finished_at is not None
+    fake.fail = None
+    healed = await services.sync.run()
+    assert healed.status == "succeeded"
+    assert healed.days == 30
+    assert healed.records == 30
+    assert [r["aggregate"] for r in fake.requests[-healed.opencost_requests :]] == ["namespace"]
+
+
+async def test_opencost_failing_everywhere_leaves_no_rows(
     services: Services, fake: FakeOpenCost
 ) -> None:
     at(services, fake, NOW)
     team = await make_team()
     await make_component(team, "checkout")
     await make_component(team, "search", opencost_aggregate="namespace")
-    fake.fail = "after_first"
+    fake.fail = "500"
     with pytest.raises(OpenCostUnavailable):
         await services.sync.run()
     assert await CostRecord.all().count() == 0
     failed = await SyncRun.get()
     assert failed.status == "failed"
-    assert "OpenCost" in (failed.error or "")
+    assert "2 of 2 aggregates failed" in (failed.error or "")
     assert failed.finished_at is not None
     fake.fail = None
     healed = await services.sync.run()
@@ -151,13 +176,22 @@ async def test_concurrent_runs_in_one_process_produce_one(
     assert await SyncRun.all().count() == 1
 
 
-async def test_two_processes_cannot_both_run(services: Services, fake: FakeOpenCost) -> None:
-    """Two SyncService instances stand for two processes: no shared in-process lock."""
-    at(services, fake, NOW)
+async def test_two_processes_cannot_both_run(services: Services) -> None:
+    """Two SyncService instances stand for two processes: no shared in-process lock. The first
+    is held mid-run by a hung OpenCost while the second tries."""
     await catalog()
-    other = SyncService(services.costs)
-    results = await asyncio.gather(services.sync.run(), other.run(), return_exceptions=True)
-    assert sorted(type(r).__name__ for r in results) == ["SyncAlreadyRunning", "SyncRun"]
+    standin = StandIn(keys=["checkout", "search", "payments-api"], now=NOW, gate=asyncio.Event())
+    async with standin.serve() as url:
+        first = sync_service(services, url, now=NOW)
+        second = sync_service(services, url, now=NOW)
+        running = asyncio.create_task(first.run())
+        await asyncio.wait_for(standin.arrived.wait(), 30)
+        with pytest.raises(SyncAlreadyRunning):
+            await second.run()
+        assert standin.gate is not None
+        standin.gate.set()
+        run = await asyncio.wait_for(running, 30)
+    assert run.status == "succeeded"
     assert await SyncRun.all().count() == 1
     assert await CostRecord.all().count() == 90
 
@@ -166,14 +200,18 @@ async def test_running_row_blocks_and_goes_stale(services: Services, fake: FakeO
     at(services, fake, NOW)
     await catalog()
     other = await SyncRun.create(
-        started_at=NOW - timedelta(minutes=5), status="running", trigger="cron"
+        started_at=NOW - timedelta(hours=5),
+        heartbeat_at=NOW - timedelta(seconds=30),
+        status="running",
+        trigger="cron",
     )
-    with pytest.raises(SyncAlreadyRunning):
+    with pytest.raises(SyncAlreadyRunning, match=f"sync run {other.id} is in progress"):
         await services.sync.run()
-    other.started_at = NOW - timedelta(hours=2)
+    other.heartbeat_at = NOW - timedelta(minutes=2)
     await other.save()
     assert (await services.sync.run()).status == "succeeded"
-    assert (await SyncRun.get(id=other.id)).status == "failed"
+    abandoned = await SyncRun.get(id=other.id)
+    assert (abandoned.status, abandoned.error) == ("failed", "abandoned: heartbeat lost")
 
 
 async def test_retention_deletes_old_records(services: Services, fake: FakeOpenCost) -> None:

@@ -1,15 +1,22 @@
 """The cost sync: persist one record per component per complete UTC day, then refresh rollups.
 
-One /allocation request per distinct aggregate (step=1d over the whole range), whatever the number
-of components; one transaction for the whole write, so a failed run changes nothing and the next
-run fills the gap. Used by the CLI (`finops-gql sync`) and the arq worker alike.
+One /allocation request per distinct aggregate (step=1d over that aggregate's missing days),
+whatever the number of components, at most `concurrency` at a time; transient failures (timeouts,
+connection errors, 5xx) are retried with exponential backoff and jitter. Aggregates that still fail
+are recorded on the SyncRun (status `partial`) while the others commit; each aggregate's progress
+is kept in sync_progress, so the next run fetches exactly the failed aggregates' missing days.
+One transaction for the whole write. A running sync holds a lease (SyncRun.heartbeat_at, renewed
+in the background); a run whose heartbeat is older than the lease was killed and is abandoned by
+the next one. Used by the CLI (`finops-gql sync`) and the arq worker alike.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import random
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -17,19 +24,26 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from tortoise.exceptions import IntegrityError
-from tortoise.expressions import F
+from tortoise.expressions import F, Q
 from tortoise.transactions import in_transaction
 
 from finops_gql.costs.service import CostService, check_limit
 from finops_gql.costs.windows import day_window, days_to_sync, last_complete_day, money
-from finops_gql.db.models import Component, CostRecord, SyncRun
+from finops_gql.db.models import Component, CostRecord, SyncProgress, SyncRun
 from finops_gql.db.setup import placeholders, sql_value
+from finops_gql.opencost.errors import OpenCostUnavailable
+from finops_gql.opencost.parse import Allocation
 
 log = logging.getLogger(__name__)
 
 BUDGET_CHANNEL = "finops_gql:budget_exceeded"
-# A run still marked running after this long was killed; it no longer blocks new runs.
-STALE_RUN = timedelta(hours=1)
+ABANDONED = "abandoned: heartbeat lost"
+DEFAULT_SOURCE = "default"
+# One backoff sleep never exceeds this, whatever SYNC_RETRY_BACKOFF_SECONDS and the attempt.
+MAX_BACKOFF_S = 60.0
+# Failures named in SyncRun.error (all of them stay in failed_aggregates).
+ERRORS_IN_SUMMARY = 5
+MAX_ERROR_CHARS = 500
 # Rows per executemany call. (Measured: multi-row VALUES statements were slower on PostgreSQL
 # through Tortoise, 13 s against 8 s for 300,000 rows, and no faster on SQLite.)
 BATCH_SIZE = 2000
@@ -50,6 +64,11 @@ RECORD_FIELDS = [
 # Upsert on (component, day): running twice never double-counts. Same text on SQLite (>= 3.24) and
 # PostgreSQL, but for the parameter markers.
 RECORD_COLUMNS = ["component_id", "day", *RECORD_FIELDS]
+_PROGRESS_UPSERT = (
+    "INSERT INTO sync_progress (source, aggregate, last_day, updated_at) VALUES ({marks}) "
+    "ON CONFLICT (source, aggregate) DO UPDATE SET "
+    "last_day = excluded.last_day, updated_at = excluded.updated_at"
+)
 _UPSERT = (
     f"INSERT INTO cost_record ({', '.join(RECORD_COLUMNS)}) VALUES ({{marks}}) "  # noqa: S608 (constants)
     "ON CONFLICT (component_id, day) DO UPDATE SET "
@@ -62,6 +81,31 @@ Publisher = Callable[[str, str], Awaitable[object]]
 
 class SyncAlreadyRunning(Exception):
     """Another run holds the sync; this one did nothing."""
+
+
+class SyncLeaseLost(Exception):
+    """This run stalled past its lease and another run abandoned it; it wrote nothing."""
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """One aggregate's answer, or why it failed after its retries."""
+
+    aggregate: str
+    span: tuple[date, date]
+    attempts: int
+    steps: list[dict[str, Allocation]] | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class SyncState:
+    """What /metrics reports about the sync, read from the database."""
+
+    running: int  # running runs holding a live lease
+    stale: int  # running rows whose heartbeat expired: a dead process, abandoned by the next run
+    abandoned: int  # runs ever marked abandoned
+    latest: SyncRun | None  # the latest finished run
 
 
 @dataclass(frozen=True)
@@ -79,131 +123,313 @@ class SyncService:
         *,
         retention_days: int = 400,
         publish: Publisher | None = None,
+        concurrency: int = 4,
+        retries: int = 3,
+        retry_backoff_s: float = 1.0,
+        heartbeat_s: float = 15.0,
+        lease_s: float = 60.0,
+        source: str = DEFAULT_SOURCE,
     ) -> None:
         self.costs = costs
         self.retention_days = retention_days
         self.publish = publish
+        self.concurrency = concurrency
+        self.retries = retries
+        self.retry_backoff_s = retry_backoff_s
+        self.heartbeat_s = heartbeat_s
+        self.lease = timedelta(seconds=lease_s)
+        self.source = source
         self._lock = asyncio.Lock()
 
     async def latest_runs(self, limit: int = 10) -> list[SyncRun]:
         check_limit(limit, 100)
         return await SyncRun.all().order_by("-started_at", "-id").limit(limit)
 
+    def _dead(self, now: datetime) -> Q:
+        """Running rows whose lease expired (rows from before the lease count from their start)."""
+        cutoff = now - self.lease
+        return Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff)
+
+    async def state(self) -> SyncState:
+        now = self.costs.clock()
+        running = SyncRun.filter(status="running")
+        stale = await running.filter(self._dead(now)).count()
+        return SyncState(
+            running=await running.count() - stale,
+            stale=stale,
+            abandoned=await SyncRun.filter(status="failed", error=ABANDONED).count(),
+            latest=await SyncRun.filter(finished_at__isnull=False)
+            .order_by("-finished_at", "-id")
+            .first(),
+        )
+
     async def run(self, trigger: str = "cli", backfill_days: int | None = None) -> SyncRun:
-        """Run one sync now. Raises SyncAlreadyRunning if another run is in progress."""
+        """Run one sync now. Raises SyncAlreadyRunning if another run is in progress.
+
+        Returns the run, `succeeded` or `partial` (some aggregates failed, the others committed);
+        raises when nothing could be written (every aggregate failed, or the write failed)."""
         if self._lock.locked():
             raise SyncAlreadyRunning("a sync is already running in this process")
         async with self._lock:
             now = self.costs.clock()
-            await SyncRun.filter(status="running", started_at__lt=now - STALE_RUN).update(
-                status="failed", finished_at=now, error="abandoned (worker stopped mid-run)"
-            )
+            await self._abandon_dead_runs(now)
             try:
                 # Atomic across processes: a partial unique index allows one running row.
-                run = await SyncRun.create(started_at=now, status="running", trigger=trigger)
+                run = await SyncRun.create(
+                    started_at=now, heartbeat_at=now, status="running", trigger=trigger
+                )
             except IntegrityError:
-                raise SyncAlreadyRunning("another sync run is in progress") from None
+                raise SyncAlreadyRunning(await self._holder(now)) from None
+            heartbeat = asyncio.create_task(self._heartbeat(run.id))
             try:
                 await self._sync(run, now, backfill_days)
-            except Exception as exc:
+            except BaseException as exc:  # cancellation too: never leave the row running
                 run.status = "failed"
-                run.error = f"{type(exc).__name__}: {exc}"[:2000]
+                run.error = _error_text(exc)[:2000]
                 run.finished_at = self.costs.clock()
-                await run.save()
+                try:
+                    await asyncio.shield(self._finish(run))
+                except Exception as save_error:  # keep the original error; the lease expires
+                    log.warning("cost sync %s: could not record failure: %s", run.id, save_error)
                 log.warning("cost sync %s failed: %s", run.id, run.error)
                 raise
-            run.status = "succeeded"
-            run.finished_at = self.costs.clock()
-            await run.save()
-            log.info(
-                "cost sync %s: %s days, %s components, %s records, %s OpenCost requests",
+            finally:
+                heartbeat.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await heartbeat
+            level = logging.WARNING if run.status == "partial" else logging.INFO
+            log.log(
+                level,
+                "cost sync %s %s: %s days, %s components, %s records, %s OpenCost requests%s",
                 run.id,
+                run.status,
                 run.days,
                 run.components,
                 run.records,
                 run.opencost_requests,
+                f"; {run.error}" if run.error else "",
             )
         await self._report_budgets()
         return run
 
-    async def _last_synced_day(self) -> date | None:
-        last = (
-            await SyncRun.filter(status="succeeded", last_day__isnull=False)
-            .order_by("-last_day")
-            .first()
+    async def _abandon_dead_runs(self, now: datetime) -> None:
+        for dead in await SyncRun.filter(Q(status="running") & self._dead(now)):
+            # Conditional: a run that renewed its lease meanwhile is alive after all.
+            taken = await SyncRun.filter(Q(id=dead.id, status="running") & self._dead(now)).update(
+                status="failed", finished_at=now, error=ABANDONED
+            )
+            if taken:
+                log.warning(
+                    "cost sync %s abandoned: heartbeat lost (last heartbeat %s, started %s, "
+                    "lease %ss)",
+                    dead.id,
+                    dead.heartbeat_at,
+                    dead.started_at,
+                    self.lease.total_seconds(),
+                )
+
+    async def _holder(self, now: datetime) -> str:
+        holder = await SyncRun.filter(status="running").first()
+        if holder is None:
+            return "another sync run is in progress"
+        beat = holder.heartbeat_at or holder.started_at
+        age = max(0.0, (now - beat).total_seconds())
+        return (
+            f"sync run {holder.id} is in progress (last heartbeat {age:.0f}s ago; "
+            f"abandoned when older than SYNC_LEASE_SECONDS={self.lease.total_seconds():g})"
         )
-        return last.last_day if last is not None else None
+
+    async def _heartbeat(self, run_id: int) -> None:
+        """Renew the lease until cancelled. Stops when the row is no longer running (finished, or
+        abandoned by another run: the write then refuses, see _write)."""
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            try:
+                renewed = await SyncRun.filter(id=run_id, status="running").update(
+                    heartbeat_at=self.costs.clock()
+                )
+            except Exception as exc:  # a database blip: the next beat may succeed
+                log.warning("cost sync %s: heartbeat failed: %s", run_id, exc)
+                continue
+            if not renewed:
+                return
+
+    async def _finish(self, run: SyncRun) -> bool:
+        """Record the run's outcome, unless another run abandoned it meanwhile."""
+        updated = await SyncRun.filter(id=run.id, status="running").update(
+            status=run.status,
+            finished_at=run.finished_at,
+            error=run.error,
+            first_day=run.first_day,
+            last_day=run.last_day,
+            days=run.days,
+            components=run.components,
+            records=run.records,
+            opencost_requests=run.opencost_requests,
+            failed_aggregates=run.failed_aggregates,
+        )
+        return bool(updated)
+
+    async def _plan(
+        self, aggregates: list[str], now: datetime, backfill_days: int | None
+    ) -> dict[str, tuple[date, date]]:
+        """Each aggregate's days to fetch: since its own last stored day (first time: 30 days, at
+        most 90 back); a backfill re-fetches the last N days too."""
+        progress = {
+            p.aggregate: p.last_day
+            for p in await SyncProgress.filter(source=self.source, aggregate__in=aggregates)
+        }
+        end = last_complete_day(now)
+        plans: dict[str, tuple[date, date]] = {}
+        for aggregate in aggregates:
+            span = days_to_sync(progress.get(aggregate), now)
+            if backfill_days is not None:
+                start = end - timedelta(days=backfill_days - 1)
+                span = (min(start, span[0]) if span else start, end)
+            if span is not None:
+                plans[aggregate] = span
+        return plans
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential backoff with jitter (half fixed, half random), so retries of many
+        aggregates do not hit OpenCost in lockstep."""
+        ceiling = min(MAX_BACKOFF_S, self.retry_backoff_s * 2.0 ** (attempt - 1))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 (jitter, not crypto)
+
+    async def _fetch(
+        self, limit: asyncio.Semaphore, aggregate: str, span: tuple[date, date]
+    ) -> Fetched:
+        window = day_window(*span)
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                async with limit:  # released while backing off, so others use the slot
+                    steps = await self.costs.opencost.allocation(
+                        window=window, aggregate=aggregate, step="1d", cached=False, bulk=True
+                    )
+                return Fetched(aggregate, span, attempts, steps=steps)
+            except OpenCostUnavailable as exc:
+                if exc.transient and attempts <= self.retries:
+                    delay = self._backoff(attempts)
+                    log.info(
+                        "cost sync: aggregate %s failed (attempt %s of %s), retrying in %.2fs: %s",
+                        aggregate,
+                        attempts,
+                        self.retries + 1,
+                        delay,
+                        exc,
+                    )
+                    await asyncio.sleep(delay)
+                    continue
+                error = str(exc)
+            except Exception as exc:  # one aggregate's bad answer must not cost the others theirs
+                log.exception("cost sync: aggregate %s failed", aggregate)
+                error = _error_text(exc)
+            return Fetched(aggregate, span, attempts, error=error[:MAX_ERROR_CHARS])
 
     async def _sync(self, run: SyncRun, now: datetime, backfill_days: int | None) -> None:
-        if backfill_days is not None:
-            end = last_complete_day(now)
-            span: tuple[date, date] | None = (end - timedelta(days=backfill_days - 1), end)
-        else:
-            span = days_to_sync(await self._last_synced_day(), now)
         components = await Component.all().only("id", "name", "opencost_aggregate", "opencost_key")
         by_aggregate: dict[str, dict[str, list[Component]]] = defaultdict(lambda: defaultdict(list))
         for c in components:
             by_aggregate[c.opencost_aggregate][c.selector_key].append(c)
+        plans = await self._plan(sorted(by_aggregate), now, backfill_days)
+
+        limit = asyncio.Semaphore(self.concurrency)
+        # One request per aggregate that has days to fetch, `concurrency` at a time: OpenCost's
+        # load does not grow with the catalog, nor spike with the number of aggregates.
+        fetched = await asyncio.gather(
+            *(self._fetch(limit, aggregate, span) for aggregate, span in plans.items())
+        )
+        if plans:
+            run.first_day = min(span[0] for span in plans.values())
+            run.last_day = max(span[1] for span in plans.values())
+            run.days = (run.last_day - run.first_day).days + 1
+        run.opencost_requests = sum(f.attempts for f in fetched)
+        failed = [f for f in fetched if f.error is not None]
+        if failed:
+            run.failed_aggregates = [
+                {
+                    "aggregate": f.aggregate,
+                    "error": f.error,
+                    "attempts": f.attempts,
+                    "firstDay": f.span[0].isoformat(),
+                    "lastDay": f.span[1].isoformat(),
+                }
+                for f in failed
+            ]
+            run.error = _summary(failed, len(fetched))
+            if len(failed) == len(fetched):
+                raise OpenCostUnavailable(run.error)
 
         # Keyed by (component, day): one row each even if OpenCost repeats a step.
         records: dict[tuple[object, object], list[Any]] = {}
         written: set[str] = set()
-        if span is not None:
-            run.first_day, run.last_day = span
-            run.days = (span[1] - span[0]).days + 1
-            window = day_window(*span)
-            # One request per aggregate, all of them concurrently: OpenCost's cost does not grow
-            # with the catalog.
-            answers = await asyncio.gather(
-                *(
-                    self.costs.opencost.allocation(
-                        window=window, aggregate=aggregate, step="1d", cached=False, bulk=True
-                    )
-                    for aggregate in by_aggregate
-                )
-            )
-            run.opencost_requests = len(answers)
-            synced_at = sql_value(self.costs.clock())
-            currency = self.costs.currency
-            ids = {c.id: sql_value(c.id) for c in components}
-            for aggregate, steps in zip(by_aggregate, answers, strict=True):
-                keyed = by_aggregate[aggregate]
-                for step in steps:
-                    for key, a in step.items():
-                        day = a.start.date()
-                        if not span[0] <= day <= span[1]:
-                            continue
-                        day_value = sql_value(day)
-                        for component in keyed.get(key, ()):
-                            # Plain rows, not models: a 30-day backfill of 10,000 components
-                            # is 300,000 rows, and model objects cost more than the database.
-                            records[(ids[component.id], day_value)] = [
-                                ids[component.id],
-                                day_value,
-                                a.cpu_cost,
-                                a.ram_cost,
-                                a.pv_cost,
-                                a.network_cost,
-                                a.gpu_cost,
-                                a.load_balancer_cost,
-                                a.shared_cost,
-                                a.external_cost,
-                                a.total_cost,
-                                currency,
-                                synced_at,
-                            ]
-                            written.add(str(component.id))
+        synced_at = sql_value(self.costs.clock())
+        currency = self.costs.currency
+        ids = {c.id: sql_value(c.id) for c in components}
+        done = [f for f in fetched if f.steps is not None]
+        for f in done:
+            keyed = by_aggregate[f.aggregate]
+            first, last = f.span
+            for step in f.steps or ():
+                for key, a in step.items():
+                    day = a.start.date()
+                    if not first <= day <= last:
+                        continue
+                    day_value = sql_value(day)
+                    for component in keyed.get(key, ()):
+                        # Plain rows, not models: a 30-day backfill of 10,000 components
+                        # is 300,000 rows, and model objects cost more than the database.
+                        records[(ids[component.id], day_value)] = [
+                            ids[component.id],
+                            day_value,
+                            a.cpu_cost,
+                            a.ram_cost,
+                            a.pv_cost,
+                            a.network_cost,
+                            a.gpu_cost,
+                            a.load_balancer_cost,
+                            a.shared_cost,
+                            a.external_cost,
+                            a.total_cost,
+                            currency,
+                            synced_at,
+                        ]
+                        written.add(str(component.id))
         run.records = len(records)
         run.components = len(written)
+        run.status = "partial" if failed else "succeeded"
+        progress = [[self.source, f.aggregate, sql_value(f.span[1]), synced_at] for f in done]
+        await self._write(run, now, list(records.values()), progress)
 
+    async def _write(
+        self, run: SyncRun, now: datetime, rows: list[list[Any]], progress: list[list[Any]]
+    ) -> None:
+        """Rows of the aggregates that answered, their progress, retention, rollups and the run's
+        outcome: one transaction, so a reader never sees a half-synced day."""
         cutoff = last_complete_day(now) - timedelta(days=self.retention_days)
-        rows = list(records.values())
         upsert = _UPSERT.format(marks=", ".join(placeholders(len(RECORD_COLUMNS))))
+        upsert_progress = _PROGRESS_UPSERT.format(marks=", ".join(placeholders(4)))
         async with in_transaction() as db:
+            # The lease, checked under the row's lock: a run that stalled past its lease and was
+            # abandoned (another run may be writing now) must not write.
+            renewed = await SyncRun.filter(id=run.id, status="running").update(
+                heartbeat_at=self.costs.clock()
+            )
+            if not renewed:
+                raise SyncLeaseLost(
+                    f"sync run {run.id} lost its lease (no heartbeat for "
+                    f"SYNC_LEASE_SECONDS={self.lease.total_seconds():g}); nothing was written"
+                )
             for i in range(0, len(rows), BATCH_SIZE):
                 await db.execute_many(upsert, rows[i : i + BATCH_SIZE])
+            if progress:
+                await db.execute_many(upsert_progress, progress)
             await CostRecord.filter(day__lt=cutoff).delete()
             await self.costs.refresh_rollups()
+            run.finished_at = self.costs.clock()
+            await self._finish(run)
 
     async def budget_breaches(self) -> list[BudgetBreach]:
         over = await Component.filter(
@@ -235,3 +461,17 @@ class SyncService:
                     await self.publish(BUDGET_CHANNEL, json.dumps(payload))
                 except Exception as exc:  # alerts are best-effort; the run's data is committed
                     log.warning("could not publish budget event for %s: %s", breach.name, exc)
+
+
+def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled (the process stopped mid-run)"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _summary(failed: list[Fetched], total: int) -> str:
+    """SyncRun.error of a run with failed aggregates: how many, and the first few with why."""
+    named = "; ".join(f"{f.aggregate}: {f.error}" for f in failed[:ERRORS_IN_SUMMARY])
+    more = len(failed) - ERRORS_IN_SUMMARY
+    suffix = f"; and {more} more (see failedAggregates)" if more > 0 else ""
+    return f"{len(failed)} of {total} aggregates failed: {named}{suffix}"[:2000]

@@ -4,6 +4,8 @@ OpenCost itself only sends floats rounded to 5 decimals."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from tortoise import fields
 from tortoise.indexes import Index
 from tortoise.models import Model
@@ -98,7 +100,7 @@ class SyncRun(Model):
     id = fields.BigIntField(primary_key=True)
     started_at = fields.DatetimeField()
     finished_at = fields.DatetimeField(null=True)
-    status = fields.CharField(max_length=16)  # running | succeeded | failed
+    status = fields.CharField(max_length=16)  # running | succeeded | partial | failed
     trigger = fields.CharField(max_length=16)  # cron | manual | cli
     first_day = fields.DateField(null=True)
     last_day = fields.DateField(null=True)
@@ -107,7 +109,31 @@ class SyncRun(Model):
     records = fields.IntField(default=0)
     opencost_requests = fields.IntField(default=0)
     error = fields.TextField(null=True)
+    # The lease: a running sync renews this every SYNC_HEARTBEAT_SECONDS; a running row whose
+    # heartbeat is older than SYNC_LEASE_SECONDS belongs to a dead process and is abandoned.
+    heartbeat_at = fields.DatetimeField(null=True)
+    # Aggregates whose OpenCost request failed after retries, as a JSON list of
+    # {"aggregate", "error", "attempts", "firstDay", "lastDay"}; their days are fetched next run.
+    failed_aggregates: fields.JSONField[list[dict[str, Any]] | None] = fields.JSONField(null=True)
 
     class Meta:
         table = "sync_run"
         ordering = ["-started_at"]
+
+
+class SyncProgress(Model):
+    """The last complete day the sync stored for one OpenCost aggregate and source.
+
+    Each aggregate resumes from its own day, so one failing aggregate does not make the others
+    re-fetch."""
+
+    id = fields.BigIntField(primary_key=True)
+    # One OpenCost instance today; several (clusters) later, each with its own progress.
+    source = fields.CharField(max_length=100, default="default")
+    aggregate = fields.CharField(max_length=200)
+    last_day = fields.DateField()
+    updated_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "sync_progress"
+        unique_together = (("source", "aggregate"),)

@@ -3,8 +3,10 @@
 The rule (GitHub's node limit): every field that returns an object counts one per object it may
 return, and the number it may return is the product of the list sizes along its path. A list's
 size is its `first` / `limit` argument (as given, from a variable, or the argument's default); a
-connection's `nodes` take the `first` of the field that returned the connection; introspection
-lists are capped by the schema itself (its number of types, the most fields of any type, ...).
+connection's `nodes` take the `first` of the field that returned the connection. Introspection
+(`__schema`, `__type`) costs 1: its size is the schema's, whatever the client asks, and GraphiQL's
+introspection query must pass however large the schema grows (aliases and GRAPHQL_MAX_FIELDS bound
+how often one document repeats it).
 Scalars, enums and `__typename` are free: they cost no resolver call and no row.
 
     {components(first: 100) {nodes {team {name}}}}
@@ -81,6 +83,9 @@ class Cost:
 
     def as_extension(self) -> dict[str, int]:
         return {"requested": self.requested, "limit": self.limit}
+
+
+INTROSPECTION_ROOTS = frozenset({"__schema", "__type"})
 
 
 @cache
@@ -223,6 +228,10 @@ class _Walker:
         return max(value, 0)
 
     def field(self, node: FieldNode, parent: GraphQLNamedType, page: int | None) -> int:
+        if parent is self.schema.query_type and node.name.value in INTROSPECTION_ROOTS:
+            # Bounded by the schema, not by the client: every tool's introspection query must
+            # pass however large the schema grows. Aliases and the field bound limit repeats.
+            return 1
         field = self._field_def(parent, node.name.value)
         if field is None:  # __typename, or a field validation would have refused
             return 0

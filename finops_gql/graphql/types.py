@@ -284,10 +284,39 @@ class Availability:
     reason: str | None
 
 
+@strawberry.type(description="An aggregate whose OpenCost request failed after its retries.")
+class SyncFailure:
+    aggregate: str
+    error: str
+    attempts: int = strawberry.field(description="Requests made, retries included.")
+    first_day: date | None = strawberry.field(
+        description="First missing day; the next run fetches from here."
+    )
+    last_day: date | None
+
+    @classmethod
+    def of(cls, raw: dict[str, Any]) -> SyncFailure:
+        first, last = raw.get("firstDay"), raw.get("lastDay")
+        return cls(
+            aggregate=str(raw.get("aggregate", "")),
+            error=str(raw.get("error", "")),
+            attempts=int(raw.get("attempts", 0)),
+            first_day=date.fromisoformat(first) if first else None,
+            last_day=date.fromisoformat(last) if last else None,
+        )
+
+
+FAILURES_DEFAULT = 20
+FAILURES_MAX = 100
+
+
 @strawberry.type
 class SyncRun:
     id: strawberry.ID
-    status: str
+    status: str = strawberry.field(
+        description="running, succeeded, partial (some aggregates failed: see failedAggregates; "
+        "the others were written) or failed (nothing written; abandoned runs say so in error)."
+    )
     trigger: str
     started_at: datetime
     finished_at: datetime | None
@@ -298,6 +327,22 @@ class SyncRun:
     records: int
     opencost_requests: int
     error: str | None
+    heartbeat_at: datetime | None = strawberry.field(
+        description="Last renewal of the running sync's lease."
+    )
+    failures: strawberry.Private[list[SyncFailure]]
+
+    @strawberry.field(
+        description="Aggregates that failed in this run (the first `limit`, 1..100); the next "
+        "run fetches their missing days. failedAggregateCount has them all."
+    )
+    def failed_aggregates(self, limit: int = FAILURES_DEFAULT) -> list[SyncFailure]:
+        cost.check_limit(limit, FAILURES_MAX)
+        return self.failures[:limit]
+
+    @strawberry.field(description="How many aggregates failed in this run.")
+    def failed_aggregate_count(self) -> int:
+        return len(self.failures)
 
     @classmethod
     def of(cls, r: models.SyncRun) -> SyncRun:
@@ -314,6 +359,8 @@ class SyncRun:
             records=r.records,
             opencost_requests=r.opencost_requests,
             error=r.error,
+            heartbeat_at=r.heartbeat_at,
+            failures=[SyncFailure.of(f) for f in r.failed_aggregates or []],
         )
 
 

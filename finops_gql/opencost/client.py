@@ -101,6 +101,7 @@ class OpenCostClient:
         detail: str | None = None,
         *,
         counted: bool = False,
+        transient: bool = False,
         kind: type[OpenCostUnavailable] = OpenCostUnavailable,
     ) -> OpenCostUnavailable:
         """The error to raise: a generic reason for clients, the detail for the log only (the
@@ -108,7 +109,7 @@ class OpenCostClient:
         if not counted:  # HTTP error statuses were counted when they arrived
             OPENCOST_ERRORS.labels(endpoint).inc()
         log.warning("OpenCost %s failed: %s (%s)", endpoint, reason, detail or "no detail")
-        return kind(reason, detail)
+        return kind(reason, detail, transient=transient)
 
     async def _get(
         self,
@@ -135,11 +136,15 @@ class OpenCostClient:
                 endpoint,
                 f"OpenCost timed out after {timeout.total:g}s",
                 _loggable(url),
+                transient=True,
                 kind=_TimedOut,
             ) from None
         except aiohttp.ClientError as exc:
             raise self._failure(
-                endpoint, "OpenCost is unreachable", f"{_loggable(url)}: {exc!r}"
+                endpoint,
+                "OpenCost is unreachable",
+                f"{_loggable(url)}: {exc!r}",
+                transient=True,
             ) from None
 
     async def _send(
@@ -338,7 +343,11 @@ class OpenCostClient:
         if status != 200:
             detail = bytes(body[:200]).decode("utf-8", "replace").strip()
             raise self._failure(
-                "allocation", f"OpenCost answered HTTP {status}", detail, counted=True
+                "allocation",
+                f"OpenCost answered HTTP {status}",
+                detail,
+                counted=True,
+                transient=status >= 500,
             )
         try:
             decoded: Any = orjson.loads(body)

@@ -5,10 +5,12 @@ class OpenCostUnavailable(Exception):
     `str(exc)` is the public reason, generic by construction ("OpenCost answered HTTP 500"): it
     reaches clients, so it never carries OpenCost's body, its URL or a value it sent. Those go in
     `detail`, which only the logs see (upstream error bodies have been seen to name internal
-    Prometheus URLs).
+    Prometheus URLs). `transient` marks failures worth retrying (timeouts, connection errors,
+    5xx); a 4xx or a body we cannot read would fail the same way again.
     """
 
-    def __init__(self, reason: str, detail: str | None = None) -> None:
+    def __init__(self, reason: str, detail: str | None = None, *, transient: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.detail = detail
+        self.transient = transient

@@ -50,7 +50,7 @@ class Migration(migrations.Migration):
     settles races between concurrent writers.
     """
 
-    dependencies = [("models", "0004_one_running_sync")]
+    dependencies = [("models", "0005_sync_lease_progress")]
 
     initial = False
 
