@@ -15,14 +15,23 @@ from finops_gql.logs import configure_logging
 log = logging.getLogger("finops_gql")
 
 
+def _check_database(settings: Settings) -> None:
+    """Fail before a server or worker starts, with one line, not a lifespan traceback."""
+    from finops_gql.db.setup import check_database
+
+    asyncio.run(check_database(settings.database_url, settings.database_connect_timeout_s))
+
+
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from finops_gql.app import create_app
+    from finops_gql.httpserver import uvicorn_options
 
     if args.migrate:
         settings = settings.with_(migrate_on_start=True)
     app = create_app(settings)
+    _check_database(settings)
     uvicorn.run(
         app,
         host=args.host,
@@ -31,6 +40,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         access_log=False,
         proxy_headers=True,
         forwarded_allow_ips=args.forwarded_allow_ips,
+        **uvicorn_options(settings),
     )
     return 0
 
@@ -41,6 +51,7 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
     from finops_gql.worker import worker_settings
 
     options = worker_settings(settings)  # validates COST_SYNC_CRON before connecting
+    _check_database(settings)
     log.info("worker starting: COST_SYNC_CRON=%r (UTC)", settings.cost_sync_cron)
     Worker(**options, burst=args.burst).run()
     return 0
@@ -50,7 +61,7 @@ async def _migrate(settings: Settings) -> None:
     from finops_gql.db.setup import close_db, migrate
 
     try:
-        await migrate(settings.database_url)
+        await migrate(settings.database_url, settings.database_connect_timeout_s)
     finally:
         await close_db()
     print("database is up to date")
@@ -90,7 +101,7 @@ async def _catalog_import(settings: Settings, args: argparse.Namespace) -> int:
         except OSError as exc:
             print(f"error: cannot read {path}: {exc.strerror}", file=sys.stderr)
             return 1
-    await init_db(settings.database_url)
+    await init_db(settings.database_url, settings.database_connect_timeout_s)
     try:
         for path, text in texts:
             try:
@@ -170,6 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """Exit codes: 0 done; 1 the work failed (OpenCost down, a refused catalog file, a sync
+    already running); 2 the command could not start: a bad setting or a database that
+    DATABASE_URL names but that cannot be opened (both named on one line, no traceback)."""
+    from finops_gql.db.setup import DatabaseUnavailable
+
     args = build_parser().parse_args(argv)
     configure_logging()
     if args.command == "print-schema":
@@ -193,6 +209,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             code = _token(settings, args)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
+        code = 2
+    except DatabaseUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
         code = 2
     sys.exit(code)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from urllib.parse import urlsplit, urlunsplit
 
 DEFAULT_DATABASE_URL = "sqlite://finops_gql.sqlite3"
 # HS256 needs at least as many key bytes as the hash output (RFC 7518 §3.2).
@@ -28,6 +29,11 @@ ENV_VARS = (
     "COST_RETENTION_DAYS",
     "MIGRATE_ON_START",
     "GRAPHIQL_DISABLED",
+    "METRICS_MAX_OPERATIONS",
+    "READY_CACHE_SECONDS",
+    "DATABASE_CONNECT_TIMEOUT_SECONDS",
+    "HTTP_MAX_HEADER_BYTES",
+    "HTTP_LIMIT_CONCURRENCY",
 )
 
 
@@ -70,6 +76,41 @@ def _bool(env: Mapping[str, str], name: str) -> bool:
     return env.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+DATABASE_SCHEMES = ("sqlite", "postgres")
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced, for messages and logs."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "<malformed>"
+    if password is None:
+        return url
+    netloc = parts.netloc.replace(f":{password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _database_url(url: str) -> str:
+    """Refuse what can never be opened before anything tries: the driver errors are tracebacks."""
+    try:
+        parts = urlsplit(url)
+        if parts.scheme == "postgres":
+            parts.port  # noqa: B018 (raises on a non-numeric or out-of-range port)
+    except ValueError as exc:
+        # Not echoed: a URL that does not parse cannot be trusted to hide its password.
+        raise ConfigError(f"DATABASE_URL is malformed: {exc}") from None
+    if parts.scheme not in DATABASE_SCHEMES or "://" not in url:
+        raise ConfigError(
+            f"DATABASE_URL must be sqlite://PATH or postgres://user:pass@host:5432/db, "
+            f"got {redact_url(url)}"
+        )
+    if parts.scheme == "postgres" and not (parts.hostname and parts.path.strip("/")):
+        raise ConfigError(f"DATABASE_URL needs a host and a database name: {redact_url(url)}")
+    return url
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
@@ -87,6 +128,11 @@ class Settings:
     cost_retention_days: int = 400
     migrate_on_start: bool = False
     graphiql: bool = True
+    metrics_max_operations: int = 100
+    ready_cache_s: float = 5.0
+    database_connect_timeout_s: float = 10.0
+    http_max_header_bytes: int = 65536
+    http_limit_concurrency: int = 1000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -95,7 +141,7 @@ class Settings:
         if len(currency) != 3 or not currency.isalpha():
             raise ConfigError(f"COST_CURRENCY must be a 3-letter ISO code, got {currency!r}")
         return cls(
-            database_url=_opt(env, "DATABASE_URL") or DEFAULT_DATABASE_URL,
+            database_url=_database_url(_opt(env, "DATABASE_URL") or DEFAULT_DATABASE_URL),
             opencost_url=(_opt(env, "OPENCOST_URL") or "http://localhost:9090").rstrip("/"),
             opencost_timeout_s=_float(env, "OPENCOST_TIMEOUT_SECONDS", 30.0),
             opencost_cache_ttl_s=_float(env, "OPENCOST_CACHE_SECONDS", 30.0),
@@ -110,6 +156,11 @@ class Settings:
             cost_retention_days=_int(env, "COST_RETENTION_DAYS", 400, minimum=31),
             migrate_on_start=_bool(env, "MIGRATE_ON_START"),
             graphiql=not _bool(env, "GRAPHIQL_DISABLED"),
+            metrics_max_operations=_int(env, "METRICS_MAX_OPERATIONS", 100),
+            ready_cache_s=_float(env, "READY_CACHE_SECONDS", 5.0),
+            database_connect_timeout_s=_float(env, "DATABASE_CONNECT_TIMEOUT_SECONDS", 10.0),
+            http_max_header_bytes=_int(env, "HTTP_MAX_HEADER_BYTES", 65536, minimum=1024),
+            http_limit_concurrency=_int(env, "HTTP_LIMIT_CONCURRENCY", 1000, minimum=1),
         )
 
     def with_(self, **changes: object) -> Settings:

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import sqlite3
 import uuid
 from datetime import date, datetime
 from typing import Any
 
 from tortoise import Tortoise, connections
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.migrations.api.migrate import migrate as tortoise_migrate
+
+from finops_gql.config import redact_url
 
 MODELS_MODULE = "finops_gql.db.models"
 MIGRATIONS_MODULE = "finops_gql.db.migrations"
@@ -29,18 +35,72 @@ def tortoise_config(database_url: str) -> dict[str, Any]:
     }
 
 
-async def init_db(database_url: str) -> None:
-    # Global fallback: uvicorn runs the lifespan and each request in different tasks, and
-    # Tortoise's context is a contextvar that a request task would not inherit otherwise.
-    await Tortoise.init(config=tortoise_config(database_url), _enable_global_fallback=True)
+DEFAULT_CONNECT_TIMEOUT_S = 10.0
+
+
+class DatabaseUnavailable(Exception):
+    """The database DATABASE_URL names cannot be opened. The message names the variable and the
+    URL without its password, on one line: the CLI prints it as is."""
+
+
+def _reason(exc: BaseException) -> str:
+    # Tortoise wraps driver errors ("Can't establish connection"): the driver's cause says why.
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:200]
+
+
+def _open_sqlite(database_url: str) -> None:
+    # Before aiosqlite's thread is involved: when it fails to open a file it may still call back
+    # into an event loop that asyncio.run has closed ("Event loop is closed" in a thread).
+    path = expand_db_url(database_url)["credentials"]["file_path"]
+    sqlite3.connect(path).close()
+
+
+async def init_db(database_url: str, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> None:
+    """Open the database and prove it answers, or raise DatabaseUnavailable.
+
+    The probe matters: Tortoise connects lazily, and when SQLite cannot open its file (a missing
+    folder) Tortoise's connection lock is never released, so the next statement waits forever.
+    """
+    opened = False
+    try:
+        async with asyncio.timeout(timeout_s):
+            if database_url.startswith("sqlite:"):
+                await asyncio.to_thread(_open_sqlite, database_url)
+            # Global fallback: uvicorn runs the lifespan and each request in different tasks,
+            # and Tortoise's context is a contextvar a request task would not inherit otherwise.
+            opened = True
+            await Tortoise.init(config=tortoise_config(database_url), _enable_global_fallback=True)
+            await connection().execute_query("SELECT 1")
+    except Exception as exc:
+        if opened:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(timeout_s):
+                    await close_db()
+        where = f"DATABASE_URL={redact_url(database_url)}"
+        if isinstance(exc, TimeoutError):
+            raise DatabaseUnavailable(
+                f"cannot open the database at {where}: no answer within {timeout_s:g} s "
+                "(DATABASE_CONNECT_TIMEOUT_SECONDS)"
+            ) from None
+        raise DatabaseUnavailable(f"cannot open the database at {where}: {_reason(exc)}") from None
+
+
+async def check_database(database_url: str, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> None:
+    """Open and close: lets a command fail clearly before it starts a server or a worker."""
+    await init_db(database_url, timeout_s)
+    await close_db()
 
 
 async def close_db() -> None:
     await Tortoise.close_connections()
 
 
-async def migrate(database_url: str) -> None:
+async def migrate(database_url: str, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> None:
     """Apply every pending migration (idempotent)."""
+    await check_database(database_url, timeout_s)
     await tortoise_migrate(config=tortoise_config(database_url))
 
 

@@ -19,6 +19,7 @@ from strawberry.types import ExecutionResult
 from finops_gql.auth import Principal
 from finops_gql.errors import Conflict, InvalidInput, NotFound, QueueUnavailable
 from finops_gql.graphql.context import Context, Loaders
+from finops_gql.logs import request_id
 from finops_gql.opencost.errors import OpenCostUnavailable
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,12 @@ def _formatted(error: GraphQLError) -> dict[str, Any]:
         else:
             if "code" not in extensions:
                 # A bug, not the client's fault: log it whole, answer without internals.
-                log.error("unexpected error in %s", error.path, exc_info=original)
+                log.error(
+                    "unexpected error in %s",
+                    error.path,
+                    exc_info=original,
+                    extra={"requestId": request_id.get()},
+                )
                 body["message"] = "internal error"
                 extensions["code"] = "INTERNAL_SERVER_ERROR"
     body["extensions"] = extensions
