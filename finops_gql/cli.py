@@ -16,10 +16,18 @@ log = logging.getLogger("finops_gql")
 
 
 def _check_database(settings: Settings) -> None:
-    """Fail before a server or worker starts, with one line, not a lifespan traceback."""
+    """Fail before the work starts, with one line rather than a traceback from a lifespan, a
+    worker's startup or a first query. Migrations are required unless MIGRATE_ON_START applies
+    them."""
     from finops_gql.db.setup import check_database
 
-    asyncio.run(check_database(settings.database_url, settings.database_connect_timeout_s))
+    asyncio.run(
+        check_database(
+            settings.database_url,
+            settings.database_connect_timeout_s,
+            migrated=not settings.migrate_on_start,
+        )
+    )
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -202,8 +210,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         elif args.command == "sync":
             if args.backfill is not None and not 1 <= args.backfill <= 400:
                 raise ConfigError("--backfill must be between 1 and 400 days")
+            _check_database(settings)
             code = asyncio.run(_sync(settings, args))
         elif args.command == "catalog":
+            _check_database(settings.with_(migrate_on_start=False))  # import never migrates
             code = asyncio.run(_catalog_import(settings, args))
         else:
             code = _token(settings, args)

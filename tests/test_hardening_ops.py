@@ -308,7 +308,7 @@ async def test_serve_refuses_a_huge_header_and_keeps_answering(tmp_path: Path) -
     }
     server = await asyncio.create_subprocess_exec(
         sys.executable,
-        *("-m", "finops_gql.cli", "serve", "--port", str(port)),
+        *("-m", "finops_gql.cli", "serve", "--migrate", "--port", str(port)),
         env=env,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
@@ -390,6 +390,28 @@ async def test_every_command_on_a_bad_database_url_exits_2_with_one_line(
     code, out, err = await cli("print-schema", env=env)  # needs no database at all
     assert code == 0, err
     assert "type Query" in out
+
+
+async def test_commands_refuse_an_unmigrated_database_with_one_line(
+    tmp_path: Path, opencost: tuple[FakeOpenCost, str]
+) -> None:
+    env = {
+        "DATABASE_URL": f"sqlite://{tmp_path / 'fresh.sqlite3'}",
+        "JWT_SECRET": TEST_SECRET,
+        "OPENCOST_URL": opencost[1],
+        "REDIS_URL": "redis://127.0.0.1:1",
+        "LOG_LEVEL": "WARNING",
+    }
+    commands = [args for args in COMMANDS if args[0] in {"sync", "catalog", "serve", "worker"}]
+    results = await asyncio.gather(*(cli(*args, env=env) for args in commands))
+    for args, (code, _, err) in zip(commands, results, strict=True):
+        assert code == 2, (args, err)
+        assert err.strip().splitlines() == [err.strip()], (args, err)
+        assert "run `finops-gql migrate` first" in err, (args, err)
+    # MIGRATE_ON_START is the other way out, for the commands that honour it.
+    code, out, err = await cli("sync", env={**env, "MIGRATE_ON_START": "1"})
+    assert code == 0, err
+    assert "succeeded" in out
 
 
 def test_redact_url_hides_only_the_password() -> None:

@@ -13,6 +13,7 @@ from tortoise import Tortoise, connections
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.migrations.api.migrate import migrate as tortoise_migrate
+from tortoise.migrations.executor import MigrationExecutor
 
 from finops_gql.config import redact_url
 
@@ -88,10 +89,32 @@ async def init_db(database_url: str, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_
         raise DatabaseUnavailable(f"cannot open the database at {where}: {_reason(exc)}") from None
 
 
-async def check_database(database_url: str, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> None:
-    """Open and close: lets a command fail clearly before it starts a server or a worker."""
+async def pending_migrations(database_url: str) -> list[str]:
+    """Names of the migrations not yet applied to the open database (read-only)."""
+    apps = tortoise_config(database_url)["apps"]
+    plan = await MigrationExecutor(connection(), apps).plan()
+    return [step.migration.name for step in plan if not step.backward]
+
+
+async def check_database(
+    database_url: str,
+    timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+    *,
+    migrated: bool = False,
+) -> None:
+    """Open and close: lets a command fail clearly before it starts its work. With `migrated`,
+    an unmigrated database is refused too (its first query would be a traceback)."""
     await init_db(database_url, timeout_s)
-    await close_db()
+    try:
+        pending = await pending_migrations(database_url) if migrated else []
+    finally:
+        await close_db()
+    if pending:
+        raise DatabaseUnavailable(
+            f"the database at DATABASE_URL={redact_url(database_url)} lacks {len(pending)} "
+            f"migration(s) ({pending[-1]} is the latest): run `finops-gql migrate` first, "
+            "or set MIGRATE_ON_START"
+        )
 
 
 async def close_db() -> None:
