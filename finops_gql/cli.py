@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from finops_gql.config import ConfigError, Settings
+from finops_gql.config import ConfigError, Settings, redact_url
 from finops_gql.logs import configure_logging
 
 log = logging.getLogger("finops_gql")
@@ -28,6 +28,30 @@ def _check_database(settings: Settings) -> None:
             migrated=not settings.migrate_on_start,
         )
     )
+
+
+class StartupError(Exception):
+    """A dependency named by a setting cannot be reached at start: exit 2, one line."""
+
+
+async def _check_redis(settings: Settings) -> None:
+    """The worker's queue: arq would retry, then print a traceback; say it in one line instead."""
+    from arq import create_pool
+    from arq.connections import RedisSettings
+    from redis.exceptions import RedisError
+
+    where = f"REDIS_URL={redact_url(settings.redis_url)}"
+    try:
+        redis_settings = RedisSettings.from_dsn(settings.redis_url)
+    except ValueError as exc:
+        raise ConfigError(f"{where} is malformed: {exc}") from None
+    redis_settings.conn_retries = 0
+    redis_settings.conn_timeout = 5
+    try:
+        pool = await create_pool(redis_settings)
+    except (OSError, RedisError) as exc:
+        raise StartupError(f"cannot reach Redis at {where}: {type(exc).__name__}") from None
+    await pool.aclose()
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -60,6 +84,7 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
 
     options = worker_settings(settings)  # validates COST_SYNC_CRON before connecting
     _check_database(settings)
+    asyncio.run(_check_redis(settings))
     log.info("worker starting: COST_SYNC_CRON=%r (UTC)", settings.cost_sync_cron)
     Worker(**options, burst=args.burst).run()
     return 0
@@ -220,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         code = 2
-    except DatabaseUnavailable as exc:
+    except (DatabaseUnavailable, StartupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         code = 2
     sys.exit(code)

@@ -111,6 +111,17 @@ def _database_url(url: str) -> str:
     return url
 
 
+def _redis_url(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises on a non-numeric or out-of-range port)
+    except ValueError as exc:
+        raise ConfigError(f"REDIS_URL is malformed: {exc}") from None
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(f"REDIS_URL must be redis://host:6379/0, got {redact_url(url)}")
+    return url
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
@@ -146,7 +157,7 @@ class Settings:
             opencost_timeout_s=_float(env, "OPENCOST_TIMEOUT_SECONDS", 30.0),
             opencost_cache_ttl_s=_float(env, "OPENCOST_CACHE_SECONDS", 30.0),
             cost_sync_cron=_opt(env, "COST_SYNC_CRON") or "0 3 * * *",
-            redis_url=_opt(env, "REDIS_URL") or "redis://localhost:6379",
+            redis_url=_redis_url(_opt(env, "REDIS_URL") or "redis://localhost:6379"),
             jwt_secret=_opt(env, "JWT_SECRET"),
             jwt_jwks_url=_opt(env, "JWT_JWKS_URL"),
             jwt_audience=_opt(env, "JWT_AUDIENCE"),

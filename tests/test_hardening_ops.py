@@ -414,6 +414,23 @@ async def test_commands_refuse_an_unmigrated_database_with_one_line(
     assert "succeeded" in out
 
 
+async def test_worker_on_an_unreachable_or_malformed_redis_exits_2_with_one_line(
+    tmp_path: Path,
+) -> None:
+    env = {
+        "DATABASE_URL": f"sqlite://{tmp_path / 'worker.sqlite3'}",
+        "JWT_SECRET": TEST_SECRET,
+        "LOG_LEVEL": "WARNING",
+    }
+    assert (await cli("migrate", env=env))[0] == 0
+    for redis_url in ("redis://:s3cr3t-pw@127.0.0.1:1/0", "redis://:s3cr3t-pw@[::1/0"):
+        code, _, err = await cli("worker", "--burst", env={**env, "REDIS_URL": redis_url})
+        assert code == 2, err
+        assert len(err.strip().splitlines()) == 1, err
+        assert "REDIS_URL" in err
+        assert "s3cr3t-pw" not in err
+
+
 def test_redact_url_hides_only_the_password() -> None:
     assert redact_url("postgres://u:pw@h:5432/db") == "postgres://u:***@h:5432/db"
     assert redact_url("postgres://u@h/db") == "postgres://u@h/db"
