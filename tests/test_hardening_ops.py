@@ -22,7 +22,7 @@ from finops_gql.costs.service import CostService
 from finops_gql.dev.opencost_fake import FakeOpenCost
 from finops_gql.graphql.view import GraphQLView
 from finops_gql.metrics import GRAPHQL_SECONDS, REGISTRY
-from finops_gql.observability import OPERATION_LABELS, OTHER, OperationLabels
+from finops_gql.observability import OTHER, OperationLabels
 from finops_gql.services import Services
 from tests.conftest import TEST_SECRET, served, token
 from tests.proc import cli, free_port, wait_healthy
@@ -65,12 +65,6 @@ async def app_client(
         yield http
 
 
-@pytest.fixture
-def fresh_operations(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The operation-name bound is process-wide (like the registry): start it empty."""
-    monkeypatch.setattr(OPERATION_LABELS, "seen", set())
-
-
 # -- /metrics: label cardinality ----------------------------------------------------------------
 
 
@@ -107,7 +101,6 @@ def test_operation_labels_refuse_invalid_and_odd_names() -> None:
     assert labels.label("Good", valid=True, limit=1) == "Good"  # a known name stays itself
 
 
-@pytest.mark.usefixtures("fresh_operations")
 async def test_graphql_operation_names_are_bounded_by_setting(
     settings: Settings, services: Services
 ) -> None:
