@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import time
 from collections.abc import AsyncIterator, Awaitable
 
 from starlette.applications import Starlette
@@ -36,21 +38,25 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
-# Kubernetes' default probe timeout is 1 s: a slow dependency must show up as "timeout" in the
-# answer, not make the probe itself fail.
+# Kubernetes' default probe timeout is 1 s: a slow dependency must show up as "unavailable" in
+# the answer, not make the probe itself fail.
 READY_CHECK_TIMEOUT_S = 0.8
 
 
-async def _check(probe: Awaitable[object]) -> str:
+async def _check(name: str, probe: Awaitable[object]) -> str:
+    """`ok` or `unavailable`; the reason goes to the log only (the route is public)."""
     try:
         await asyncio.wait_for(probe, READY_CHECK_TIMEOUT_S)
     except TimeoutError:
-        return "unavailable: timeout"
+        reason = f"no answer within {READY_CHECK_TIMEOUT_S} s"
     except OpenCostUnavailable as exc:
-        return f"unavailable: {exc}"
+        reason = str(exc)
     except Exception as exc:
-        return f"unavailable: {type(exc).__name__}"
-    return "ok"
+        reason = f"{type(exc).__name__}: {exc}"
+    else:
+        return "ok"
+    log.warning("readiness: %s unavailable: %s", name, reason, extra={"check": name})
+    return "unavailable"
 
 
 async def _database_ok() -> None:
@@ -67,16 +73,35 @@ async def _redis_ok(services: Services) -> None:
     await (await services.arq()).ping()
 
 
+class Readiness:
+    """The dependency checks, run at most once per `ttl_s` whatever the number of callers:
+    /readyz is public, and each check costs OpenCost and Redis a request. Concurrent callers
+    wait for the one check in flight and share its answer."""
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self._lock = asyncio.Lock()
+        self._checked_at = -math.inf
+        self._checks: dict[str, str] = {}
+
+    async def checks(self, services: Services) -> dict[str, str]:
+        async with self._lock:
+            if time.monotonic() - self._checked_at >= self.ttl_s:
+                database, opencost, redis = await asyncio.gather(
+                    _check("database", _database_ok()),
+                    _check("opencost", _opencost_ok(services)),
+                    _check("redis", _redis_ok(services)),
+                )
+                self._checks = {"database": database, "opencost": opencost, "redis": redis}
+                self._checked_at = time.monotonic()
+            return self._checks
+
+
 async def readyz(request: Request) -> Response:
     """Ready when the database answers; OpenCost and Redis are reported, not required."""
-    services: Services = request.app.state.services
-    database, opencost, redis = await asyncio.gather(
-        _check(_database_ok()),
-        _check(_opencost_ok(services)),
-        _check(_redis_ok(services)),
-    )
-    ready = database == "ok"
-    checks = {"database": database, "opencost": opencost, "redis": redis}
+    readiness: Readiness = request.app.state.readiness
+    checks = await readiness.checks(request.app.state.services)
+    ready = checks["database"] == "ok"
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
 
@@ -105,11 +130,6 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if exc.headers:
         response.headers.update(exc.headers)
     return response
-
-
-async def _internal(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return error_response(500, "Internal server error")
 
 
 def create_app(settings: Settings, services: Services | None = None) -> Starlette:
@@ -156,10 +176,11 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
             Conflict: _conflict,
             OpenCostUnavailable: _unavailable,
             HTTPException: _http_error,
-            Exception: _internal,
+            # Any other exception: RequestContextMiddleware logs it once and answers the 500.
         },
         lifespan=lifespan,
     )
+    app.state.readiness = Readiness(settings.ready_cache_s)
     if services is not None:
         app.state.services = services
     return app

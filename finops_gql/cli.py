@@ -9,21 +9,62 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from finops_gql.config import ConfigError, Settings
+from finops_gql.config import ConfigError, Settings, redact_url
 from finops_gql.errors import MigrationRefused
 from finops_gql.logs import configure_logging
 
 log = logging.getLogger("finops_gql")
 
 
+def _check_database(settings: Settings) -> None:
+    """Fail before the work starts, with one line rather than a traceback from a lifespan, a
+    worker's startup or a first query. Migrations are required unless MIGRATE_ON_START applies
+    them."""
+    from finops_gql.db.setup import check_database
+
+    asyncio.run(
+        check_database(
+            settings.database_url,
+            settings.database_connect_timeout_s,
+            migrated=not settings.migrate_on_start,
+        )
+    )
+
+
+class StartupError(Exception):
+    """A dependency named by a setting cannot be reached at start: exit 2, one line."""
+
+
+async def _check_redis(settings: Settings) -> None:
+    """The worker's queue: arq would retry, then print a traceback; say it in one line instead."""
+    from arq import create_pool
+    from arq.connections import RedisSettings
+    from redis.exceptions import RedisError
+
+    where = f"REDIS_URL={redact_url(settings.redis_url)}"
+    try:
+        redis_settings = RedisSettings.from_dsn(settings.redis_url)
+    except ValueError as exc:
+        raise ConfigError(f"{where} is malformed: {exc}") from None
+    redis_settings.conn_retries = 0
+    redis_settings.conn_timeout = 5
+    try:
+        pool = await create_pool(redis_settings)
+    except (OSError, RedisError) as exc:
+        raise StartupError(f"cannot reach Redis at {where}: {type(exc).__name__}") from None
+    await pool.aclose()
+
+
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from finops_gql.app import create_app
+    from finops_gql.httpserver import uvicorn_options
 
     if args.migrate:
         settings = settings.with_(migrate_on_start=True)
     app = create_app(settings)
+    _check_database(settings)
     uvicorn.run(
         app,
         host=args.host,
@@ -32,6 +73,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         access_log=False,
         proxy_headers=True,
         forwarded_allow_ips=args.forwarded_allow_ips,
+        **uvicorn_options(settings),
     )
     return 0
 
@@ -42,6 +84,8 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
     from finops_gql.worker import worker_settings
 
     options = worker_settings(settings)  # validates COST_SYNC_CRON before connecting
+    _check_database(settings)
+    asyncio.run(_check_redis(settings))
     log.info("worker starting: COST_SYNC_CRON=%r (UTC)", settings.cost_sync_cron)
     Worker(**options, burst=args.burst).run()
     return 0
@@ -51,7 +95,7 @@ async def _migrate(settings: Settings) -> None:
     from finops_gql.db.setup import close_db, migrate
 
     try:
-        await migrate(settings.database_url)
+        await migrate(settings.database_url, settings.database_connect_timeout_s)
     finally:
         await close_db()
     print("database is up to date")
@@ -115,7 +159,7 @@ async def _catalog_import(settings: Settings, args: argparse.Namespace) -> int:
             print(f"error: {exc} (nothing imported)", file=sys.stderr)
             return 2
         texts.append((path, data))
-    await init_db(settings.database_url)
+    await init_db(settings.database_url, settings.database_connect_timeout_s)
     try:
         for path, data in texts:
             try:
@@ -197,6 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """Exit codes: 0 done; 1 the work failed (OpenCost down, a refused catalog file, a sync
+    already running); 2 the command could not start: a bad setting or a database that
+    DATABASE_URL names but that cannot be opened (both named on one line, no traceback)."""
+    from finops_gql.db.setup import DatabaseUnavailable
+
     args = build_parser().parse_args(argv)
     configure_logging()
     if args.command == "print-schema":
@@ -213,8 +262,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         elif args.command == "sync":
             if args.backfill is not None and not 1 <= args.backfill <= 400:
                 raise ConfigError("--backfill must be between 1 and 400 days")
+            _check_database(settings)
             code = asyncio.run(_sync(settings, args))
         elif args.command == "catalog":
+            _check_database(settings.with_(migrate_on_start=False))  # import never migrates
             code = asyncio.run(_catalog_import(settings, args))
         else:
             code = _token(settings, args)
@@ -224,6 +275,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except MigrationRefused as exc:
         print(f"error: {exc}", file=sys.stderr)
         code = 1
+    except (DatabaseUnavailable, StartupError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = 2
     sys.exit(code)
 
 

@@ -7,6 +7,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from finops_gql.validation import BUDGET_MAX_USD
 
@@ -57,6 +58,11 @@ ENV_VARS = (
     "SYNC_RETRY_BACKOFF_SECONDS",
     "SYNC_HEARTBEAT_SECONDS",
     "SYNC_LEASE_SECONDS",
+    "METRICS_MAX_OPERATIONS",
+    "READY_CACHE_SECONDS",
+    "DATABASE_CONNECT_TIMEOUT_SECONDS",
+    "HTTP_MAX_HEADER_BYTES",
+    "HTTP_LIMIT_CONCURRENCY",
 )
 
 
@@ -106,6 +112,52 @@ def _bool(env: Mapping[str, str], name: str) -> bool:
     return env.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+DATABASE_SCHEMES = ("sqlite", "postgres")
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced, for messages and logs."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "<malformed>"
+    if password is None:
+        return url
+    netloc = parts.netloc.replace(f":{password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _database_url(url: str) -> str:
+    """Refuse what can never be opened before anything tries: the driver errors are tracebacks."""
+    try:
+        parts = urlsplit(url)
+        if parts.scheme == "postgres":
+            parts.port  # noqa: B018 (raises on a non-numeric or out-of-range port)
+    except ValueError as exc:
+        # Not echoed: a URL that does not parse cannot be trusted to hide its password.
+        raise ConfigError(f"DATABASE_URL is malformed: {exc}") from None
+    if parts.scheme not in DATABASE_SCHEMES or "://" not in url:
+        raise ConfigError(
+            f"DATABASE_URL must be sqlite://PATH or postgres://user:pass@host:5432/db, "
+            f"got {redact_url(url)}"
+        )
+    if parts.scheme == "postgres" and not (parts.hostname and parts.path.strip("/")):
+        raise ConfigError(f"DATABASE_URL needs a host and a database name: {redact_url(url)}")
+    return url
+
+
+def _redis_url(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises on a non-numeric or out-of-range port)
+    except ValueError as exc:
+        raise ConfigError(f"REDIS_URL is malformed: {exc}") from None
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(f"REDIS_URL must be redis://host:6379/0, got {redact_url(url)}")
+    return url
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
@@ -145,6 +197,11 @@ class Settings:
     sync_retry_backoff_s: float = 1.0
     sync_heartbeat_s: float = 15.0
     sync_lease_s: float = 60.0
+    metrics_max_operations: int = 100
+    ready_cache_s: float = 5.0
+    database_connect_timeout_s: float = 10.0
+    http_max_header_bytes: int = 65536
+    http_limit_concurrency: int = 1000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -153,12 +210,12 @@ class Settings:
         if len(currency) != 3 or not currency.isalpha():
             raise ConfigError(f"COST_CURRENCY must be a 3-letter ISO code, got {currency!r}")
         return cls(
-            database_url=_opt(env, "DATABASE_URL") or DEFAULT_DATABASE_URL,
+            database_url=_database_url(_opt(env, "DATABASE_URL") or DEFAULT_DATABASE_URL),
             opencost_url=(_opt(env, "OPENCOST_URL") or "http://localhost:9090").rstrip("/"),
             opencost_timeout_s=_float(env, "OPENCOST_TIMEOUT_SECONDS", 30.0),
             opencost_cache_ttl_s=_float(env, "OPENCOST_CACHE_SECONDS", 30.0),
             cost_sync_cron=_opt(env, "COST_SYNC_CRON") or "0 3 * * *",
-            redis_url=_opt(env, "REDIS_URL") or "redis://localhost:6379",
+            redis_url=_redis_url(_opt(env, "REDIS_URL") or "redis://localhost:6379"),
             jwt_secret=_opt(env, "JWT_SECRET"),
             jwt_jwks_url=_opt(env, "JWT_JWKS_URL"),
             jwt_audience=_opt(env, "JWT_AUDIENCE"),
@@ -192,6 +249,11 @@ class Settings:
             ),
             catalog_max_bytes=_int(env, "CATALOG_MAX_BYTES", 1_048_576, minimum=1),
             **_sync_settings(env),
+            metrics_max_operations=_int(env, "METRICS_MAX_OPERATIONS", 100),
+            ready_cache_s=_float(env, "READY_CACHE_SECONDS", 5.0),
+            database_connect_timeout_s=_float(env, "DATABASE_CONNECT_TIMEOUT_SECONDS", 10.0),
+            http_max_header_bytes=_int(env, "HTTP_MAX_HEADER_BYTES", 65536, minimum=1024),
+            http_limit_concurrency=_int(env, "HTTP_LIMIT_CONCURRENCY", 1000, minimum=1),
         )
 
     def with_(self, **changes: object) -> Settings:

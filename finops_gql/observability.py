@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
 import uuid
 from collections.abc import Iterator
+from http import HTTPStatus
 
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -29,15 +31,69 @@ from finops_gql.metrics import (
     SYNC_RUNNING_STALE,
     SYNC_STATUS,
 )
+from finops_gql.rest.errors import JSON_MEDIA_TYPE
+from finops_gql.rest.jsonjs import dumps
 
 log = logging.getLogger("finops_gql.access")
 
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 OPERATION_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+# The method is client-chosen too (h11 accepts any token): label the standard ones only.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# Label of GraphQL operations past the bound, or whose document did not validate.
+OTHER = "other"
+DEFAULT_MAX_OPERATIONS = 100
+
+
+class OperationLabels:
+    """The GraphQL operation names /metrics may carry: the first `limit` distinct names of
+    documents that validated, in the order they were seen; anything else is `other`.
+
+    Operation names are chosen by clients, and each label value is a time series kept for the
+    life of the process: unbounded, 20,000 names made the exposition 47 MB and its rendering
+    blocked the server for seconds. Process-wide, like the registry it guards.
+    """
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+
+    def label(self, name: str | None, *, valid: bool, limit: int) -> str:
+        if not valid:
+            return OTHER
+        if name is None:
+            return "anonymous"
+        if not OPERATION_RE.match(name):
+            return OTHER
+        if name in self.seen:
+            return name
+        if len(self.seen) >= limit:
+            return OTHER
+        self.seen.add(name)
+        return name
+
+
+OPERATION_LABELS = OperationLabels()
+
+
+def _error_body(path: str) -> tuple[bytes, bytes]:
+    """The trace-free 500 answer: GraphQL-shaped on /graphql, NestJS-shaped elsewhere."""
+    if path == "/graphql":
+        body = {
+            "data": None,
+            "errors": [
+                {"message": "internal error", "extensions": {"code": "INTERNAL_SERVER_ERROR"}}
+            ],
+        }
+        return json.dumps(body).encode(), b"application/json"
+    nest = {"statusCode": 500, "message": "Internal server error", "error": HTTPStatus(500).phrase}
+    return dumps(nest), JSON_MEDIA_TYPE.encode()
 
 
 class RequestContextMiddleware:
-    """Request id (from X-Request-ID when sane, else new), access log line, HTTP metrics."""
+    """Request id (from X-Request-ID when sane, else new), access log line, HTTP metrics, and the
+    one place an unhandled exception becomes a 500: logged once, with the request id, and
+    answered without internals but with X-Request-ID. It is not re-raised, so neither Starlette's
+    ServerErrorMiddleware nor the server logs the same traceback again."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -50,24 +106,48 @@ class RequestContextMiddleware:
         rid = incoming if REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex
         token = request_id.set(rid)
         status = 500
+        started_response = False
         started = time.perf_counter()
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started_response
             if message["type"] == "http.response.start":
                 status = message["status"]
+                started_response = True
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            status = 500
+            log.exception(
+                "unhandled error on %s %s",
+                scope["method"],
+                scope["path"],
+                extra={"requestId": rid},
+            )
+            if not started_response:
+                body, content_type = _error_body(scope["path"])
+                await send_with_id(
+                    {
+                        "type": "http.response.start",
+                        "status": 500,
+                        "headers": [
+                            (b"content-type", content_type),
+                            (b"content-length", str(len(body)).encode()),
+                        ],
+                    }
+                )
+                await send_with_id({"type": "http.response.body", "body": body})
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
             # Label by route template, never by raw path: ids would explode the cardinality.
             label = getattr(route, "path", None) or "unmatched"
-            HTTP_REQUESTS.labels(label, scope["method"], str(status)).inc()
-            HTTP_SECONDS.labels(label, scope["method"]).observe(elapsed)
+            method = scope["method"] if scope["method"] in METHODS else OTHER
+            HTTP_REQUESTS.labels(label, method, str(status)).inc()
+            HTTP_SECONDS.labels(label, method).observe(elapsed)
             log.info(
                 "%s %s %s %.1fms",
                 scope["method"],
@@ -84,13 +164,20 @@ class GraphQLMetrics(SchemaExtension):
         started = time.perf_counter()
         yield
         context = self.execution_context
-        name = context.operation_name or "anonymous"
-        if not OPERATION_RE.match(name):
-            name = "invalid"
+        # Only documents that parsed and validated name a real operation; the others are
+        # labelled `other` whatever name they claim.
+        valid = context.graphql_document is not None and not context.pre_execution_errors
         try:
-            kind = context.operation_type.value
-        except Exception:  # an unparsable document has no operation type
-            kind = "unknown"
+            kind = context.operation_type.value if valid else "unknown"
+        except Exception:  # e.g. several operations and no operationName
+            kind, valid = "unknown", False
+        services = getattr(context.context, "services", None)
+        limit = getattr(getattr(services, "settings", None), "metrics_max_operations", None)
+        name = OPERATION_LABELS.label(
+            context.operation_name,
+            valid=valid,
+            limit=DEFAULT_MAX_OPERATIONS if limit is None else limit,
+        )
         GRAPHQL_SECONDS.labels(name, kind).observe(time.perf_counter() - started)
 
 

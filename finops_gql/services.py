@@ -86,9 +86,9 @@ async def open_services(
 ) -> AsyncIterator[Services]:
     """Open the database and ONE aiohttp session, build the services, close both on exit."""
     if settings.migrate_on_start:
-        await migrate(settings.database_url)
+        await migrate(settings.database_url, settings.database_connect_timeout_s)
         await close_db()
-    await init_db(settings.database_url)
+    await init_db(settings.database_url, settings.database_connect_timeout_s)
     session = aiohttp.ClientSession(headers={"User-Agent": "finops_gql"})
     try:
         opencost = OpenCostClient(

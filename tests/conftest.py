@@ -30,6 +30,7 @@ from finops_gql.config import Settings
 from finops_gql.db.models import Component, CostRecord, Team
 from finops_gql.db.setup import close_db, connection, init_db, migrate
 from finops_gql.dev.opencost_fake import FakeOpenCost
+from finops_gql.observability import OPERATION_LABELS
 from finops_gql.services import Services, open_services
 
 TEST_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
@@ -204,3 +205,10 @@ def sql_counter() -> Iterator[QueryCounter]:
     finally:
         logger.removeHandler(counter)
         logger.setLevel(previous)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_operation_labels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """/metrics' bound on GraphQL operation names is process-wide: each test starts with none
+    seen, so the names other tests (or a fuzzer) used cannot push its own into `other`."""
+    monkeypatch.setattr(OPERATION_LABELS, "seen", set())

@@ -72,9 +72,8 @@ async def test_readyz_reports_dependencies_without_failing_on_them(
     response = await client.get("/readyz")
     assert response.status_code == 200
     checks = response.json()["checks"]
-    assert checks["database"] == "ok"
-    assert checks["opencost"].startswith("unavailable: OpenCost is unhealthy: HTTP 503")
-    assert checks["redis"].startswith("unavailable")
+    # Only ok/unavailable in the public answer; the reasons are logged (test_hardening_ops).
+    assert checks == {"database": "ok", "opencost": "unavailable", "redis": "unavailable"}
 
 
 async def test_readyz_answers_in_time_when_a_dependency_hangs(
@@ -93,7 +92,7 @@ async def test_readyz_answers_in_time_when_a_dependency_hangs(
     # The hang is 30 s; an answer at all within 10 s means the check was cut short.
     response = await asyncio.wait_for(client.get("/readyz"), timeout=10)
     assert response.status_code == 200
-    assert response.json()["checks"]["opencost"] == "unavailable: timeout"
+    assert response.json()["checks"]["opencost"] == "unavailable"
 
 
 async def test_readyz_is_503_when_the_database_fails(
@@ -110,4 +109,4 @@ async def test_readyz_is_503_when_the_database_fails(
     assert response.status_code == 503
     body = response.json()
     assert body["ready"] is False
-    assert body["checks"]["database"] == "unavailable: ConnectionError"
+    assert body["checks"]["database"] == "unavailable"

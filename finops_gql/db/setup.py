@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import sqlite3
 import uuid
 from datetime import date, datetime
 from typing import Any
 
 from tortoise import Tortoise, connections
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.migrations.api.migrate import migrate as tortoise_migrate
+from tortoise.migrations.executor import MigrationExecutor
+
+from finops_gql.config import redact_url
 
 MODELS_MODULE = "finops_gql.db.models"
 MIGRATIONS_MODULE = "finops_gql.db.migrations"
@@ -29,18 +36,94 @@ def tortoise_config(database_url: str) -> dict[str, Any]:
     }
 
 
-async def init_db(database_url: str) -> None:
-    # Global fallback: uvicorn runs the lifespan and each request in different tasks, and
-    # Tortoise's context is a contextvar that a request task would not inherit otherwise.
-    await Tortoise.init(config=tortoise_config(database_url), _enable_global_fallback=True)
+DEFAULT_CONNECT_TIMEOUT_S = 10.0
+
+
+class DatabaseUnavailable(Exception):
+    """The database DATABASE_URL names cannot be opened. The message names the variable and the
+    URL without its password, on one line: the CLI prints it as is."""
+
+
+def _reason(exc: BaseException) -> str:
+    # Tortoise wraps driver errors ("Can't establish connection"): the driver's cause says why.
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:200]
+
+
+def _open_sqlite(database_url: str) -> None:
+    # Before aiosqlite's thread is involved: when it fails to open a file it may still call back
+    # into an event loop that asyncio.run has closed ("Event loop is closed" in a thread).
+    path = expand_db_url(database_url)["credentials"]["file_path"]
+    sqlite3.connect(path).close()
+
+
+async def init_db(database_url: str, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> None:
+    """Open the database and prove it answers, or raise DatabaseUnavailable.
+
+    The probe matters: Tortoise connects lazily, and when SQLite cannot open its file (a missing
+    folder) Tortoise's connection lock is never released, so the next statement waits forever.
+    """
+    opened = False
+    try:
+        async with asyncio.timeout(timeout_s):
+            if database_url.startswith("sqlite:"):
+                await asyncio.to_thread(_open_sqlite, database_url)
+            # Global fallback: uvicorn runs the lifespan and each request in different tasks,
+            # and Tortoise's context is a contextvar a request task would not inherit otherwise.
+            opened = True
+            await Tortoise.init(config=tortoise_config(database_url), _enable_global_fallback=True)
+            await connection().execute_query("SELECT 1")
+    except Exception as exc:
+        if opened:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(timeout_s):
+                    await close_db()
+        where = f"DATABASE_URL={redact_url(database_url)}"
+        if isinstance(exc, TimeoutError):
+            raise DatabaseUnavailable(
+                f"cannot open the database at {where}: no answer within {timeout_s:g} s "
+                "(DATABASE_CONNECT_TIMEOUT_SECONDS)"
+            ) from None
+        raise DatabaseUnavailable(f"cannot open the database at {where}: {_reason(exc)}") from None
+
+
+async def pending_migrations(database_url: str) -> list[str]:
+    """Names of the migrations not yet applied to the open database (read-only)."""
+    apps = tortoise_config(database_url)["apps"]
+    plan = await MigrationExecutor(connection(), apps).plan()
+    return [step.migration.name for step in plan if not step.backward]
+
+
+async def check_database(
+    database_url: str,
+    timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+    *,
+    migrated: bool = False,
+) -> None:
+    """Open and close: lets a command fail clearly before it starts its work. With `migrated`,
+    an unmigrated database is refused too (its first query would be a traceback)."""
+    await init_db(database_url, timeout_s)
+    try:
+        pending = await pending_migrations(database_url) if migrated else []
+    finally:
+        await close_db()
+    if pending:
+        raise DatabaseUnavailable(
+            f"the database at DATABASE_URL={redact_url(database_url)} lacks {len(pending)} "
+            f"migration(s) ({pending[-1]} is the latest): run `finops-gql migrate` first, "
+            "or set MIGRATE_ON_START"
+        )
 
 
 async def close_db() -> None:
     await Tortoise.close_connections()
 
 
-async def migrate(database_url: str) -> None:
+async def migrate(database_url: str, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> None:
     """Apply every pending migration (idempotent)."""
+    await check_database(database_url, timeout_s)
     await tortoise_migrate(config=tortoise_config(database_url))
 
 

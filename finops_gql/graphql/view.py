@@ -27,6 +27,7 @@ from finops_gql.graphql.context import Context, Loaders
 from finops_gql.graphql.cost import Cost
 from finops_gql.graphql.documents import DocumentGuard
 from finops_gql.graphql.limits import timed_out
+from finops_gql.logs import request_id
 from finops_gql.opencost.errors import OpenCostUnavailable
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,12 @@ def _formatted(error: GraphQLError) -> dict[str, Any]:
         else:
             if "code" not in extensions:
                 # A bug, not the client's fault: log it whole, answer without internals.
-                log.error("unexpected error in %s", error.path, exc_info=original)
+                log.error(
+                    "unexpected error in %s",
+                    error.path,
+                    exc_info=original,
+                    extra={"requestId": request_id.get()},
+                )
                 body["message"] = "internal error"
                 extensions["code"] = "INTERNAL_SERVER_ERROR"
     body["extensions"] = extensions
