@@ -1,0 +1,205 @@
+"""Fuzzing at the edge: generated GraphQL documents and variables, and schemathesis over the REST
+OpenAPI document. Whatever a client sends, the answer is a 2xx/4xx in the documented shape, never a
+5xx, a traceback or INTERNAL_SERVER_ERROR.
+
+The example counts are set for CI (a few hundred in all, seconds per database); raise them with
+FUZZ_EXAMPLES=N for a longer local campaign.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import httpx
+import hypothesis_graphql
+import pytest
+import schemathesis
+from graphql import GraphQLSchema
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from finops_gql.config import Settings
+from finops_gql.graphql.schema import schema as gateway_schema
+from finops_gql.rest.openapi import openapi_document
+from tests.conftest import make_component, make_records, make_team, token
+
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "100"))
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    # One app and one database serve every example of a test: state carried between examples
+    # (rows created by fuzzed mutations) is part of what is being fuzzed.
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+GRAPHQL_SCHEMA: GraphQLSchema = gateway_schema._schema
+
+# JSON any client can send: text with NUL, lone surrogates (written as \ud800 escapes), huge and
+# tiny numbers, nesting.
+JSON_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(alphabet=st.characters(codec=None), max_size=300)
+)
+JSON_VALUES = st.recursive(
+    JSON_SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+def _body(payload: object) -> bytes:
+    # ensure_ascii escapes lone surrogates as \udXXX, which is valid JSON text.
+    return json.dumps(payload, ensure_ascii=True, allow_nan=False).encode()
+
+
+def _assert_graphql_answer(response: httpx.Response, document: str) -> None:
+    assert response.status_code < 500, (response.status_code, document, response.text[:2000])
+    assert b"Traceback" not in response.content
+    body = response.json()
+    assert isinstance(body, dict), body
+    for error in body.get("errors") or []:
+        code = (error.get("extensions") or {}).get("code")
+        assert code != "INTERNAL_SERVER_ERROR", (document, error)
+        assert code, (document, error)
+
+
+@pytest.fixture
+async def admin(client: httpx.AsyncClient, settings: Settings) -> httpx.AsyncClient:
+    """The app with some catalog and cost rows in it, and an admin token (mutations too)."""
+    team = await make_team("payments")
+    other = await make_team("search-team")
+    checkout = await make_component(team, "checkout", budget_usd=10)
+    await make_records(checkout, [1.5, 2.25, 3.0])
+    await make_component(other, "search")
+    client.headers["Authorization"] = f"Bearer {token(settings, 'admin')}"
+    client.headers["Content-Type"] = "application/json"
+    return client
+
+
+@FUZZ
+@given(document=hypothesis_graphql.queries(GRAPHQL_SCHEMA))
+async def test_generated_queries_never_fail_internally(
+    admin: httpx.AsyncClient, document: str
+) -> None:
+    response = await admin.post("/graphql", content=_body({"query": document}))
+    _assert_graphql_answer(response, document)
+
+
+@FUZZ
+@given(document=hypothesis_graphql.mutations(GRAPHQL_SCHEMA))
+async def test_generated_mutations_never_fail_internally(
+    admin: httpx.AsyncClient, document: str
+) -> None:
+    response = await admin.post("/graphql", content=_body({"query": document}))
+    _assert_graphql_answer(response, document)
+
+
+@FUZZ
+@given(
+    document=hypothesis_graphql.queries(GRAPHQL_SCHEMA, mode=hypothesis_graphql.Mode.NEGATIVE)
+    | hypothesis_graphql.mutations(GRAPHQL_SCHEMA, mode=hypothesis_graphql.Mode.NEGATIVE)
+)
+async def test_invalid_documents_are_client_errors(admin: httpx.AsyncClient, document: str) -> None:
+    """Documents with one schema violation each: a validation error, never an internal one."""
+    response = await admin.post("/graphql", content=_body({"query": document}))
+    _assert_graphql_answer(response, document)
+
+
+def _operations_with_variables() -> list[str]:
+    """One document per root field that takes arguments, every argument bound to a variable, so
+    the variables' JSON (not the document's literals) carries the fuzzed values."""
+    documents = []
+    for kind, root in (
+        ("query", GRAPHQL_SCHEMA.query_type),
+        ("mutation", GRAPHQL_SCHEMA.mutation_type),
+    ):
+        assert root is not None
+        for name, field in root.fields.items():
+            if not field.args:
+                continue
+            params = ", ".join(f"${arg}: {field.args[arg].type}" for arg in field.args)
+            args = ", ".join(f"{arg}: ${arg}" for arg in field.args)
+            documents.append(f"{kind} F({params}) {{ {name}({args}) {{ __typename }} }}")
+    return documents
+
+
+VARIABLE_DOCUMENTS = _operations_with_variables()
+
+
+@FUZZ
+@given(
+    document=st.sampled_from(VARIABLE_DOCUMENTS),
+    variables=st.dictionaries(
+        st.sampled_from(
+            ["id", "slug", "first", "after", "limit", "input", "teamId", "componentId", "budgetUsd"]
+        ),
+        JSON_VALUES,
+    ),
+)
+async def test_fuzzed_variables_never_fail_internally(
+    admin: httpx.AsyncClient, document: str, variables: dict[str, Any]
+) -> None:
+    body = _body({"query": document, "variables": variables})
+    response = await admin.post("/graphql", content=body)
+    _assert_graphql_answer(response, document + " " + body.decode()[:500])
+
+
+@FUZZ
+@given(payload=JSON_VALUES | st.binary(max_size=200))
+async def test_fuzzed_request_bodies_are_client_errors(
+    admin: httpx.AsyncClient, payload: object
+) -> None:
+    """Any JSON body at all, and bytes that are not JSON: a 4xx or a GraphQL answer."""
+    content = payload if isinstance(payload, bytes) else _body(payload)
+    response = await admin.post("/graphql", content=content)
+    assert response.status_code < 500, (content[:300], response.text[:500])
+    assert b"Traceback" not in response.content
+
+
+REST_SCHEMA = schemathesis.openapi.from_dict(openapi_document())
+REST_CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
+
+
+REST_OPERATIONS = [result.ok() for result in REST_SCHEMA.get_all_operations()]
+REST_CASES = st.one_of(
+    *(op.as_strategy() for op in REST_OPERATIONS),
+    *(
+        op.as_strategy(generation_mode=schemathesis.GenerationMode.NEGATIVE)
+        for op in REST_OPERATIONS
+    ),
+)
+
+
+@FUZZ
+@given(case=REST_CASES)
+async def test_rest_routes_conform_under_schemathesis(admin: httpx.AsyncClient, case: Any) -> None:
+    """Schemathesis' generated requests (valid and invalid) against every documented route: no
+    5xx, and every answer's status, content type and body are the ones the OpenAPI document
+    declares."""
+    kwargs = case.as_transport_kwargs(base_url="http://gateway")
+    response = await admin.request(
+        kwargs["method"],
+        kwargs["url"],
+        params=kwargs.get("params"),
+        headers={
+            k: v for k, v in (kwargs.get("headers") or {}).items() if k.lower() != "authorization"
+        },
+    )
+    case.validate_response(response, checks=REST_CHECKS)
