@@ -203,3 +203,13 @@ async def test_rest_routes_conform_under_schemathesis(admin: httpx.AsyncClient, 
         },
     )
     case.validate_response(response, checks=REST_CHECKS)
+
+
+async def test_missing_required_variable_is_bad_user_input(admin: httpx.AsyncClient) -> None:
+    """Found by the variables fuzzer: graphql-core wraps coercion errors in a GraphQLError,
+    which used to be reported as INTERNAL_SERVER_ERROR."""
+    body = _body({"query": "query F($id: ID!) { component(id: $id) { id } }", "variables": {}})
+    response = await admin.post("/graphql", content=body)
+    (error,) = response.json()["errors"]
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert "$id" in error["message"]

@@ -40,6 +40,9 @@ def _formatted(error: GraphQLError) -> dict[str, Any]:
     extensions = dict(body.get("extensions") or {})
     if original is None:
         extensions.setdefault("code", "GRAPHQL_VALIDATION_FAILED")
+    elif isinstance(original, GraphQLError):
+        # graphql-core's own client errors, e.g. a variable whose value cannot be coerced.
+        extensions.setdefault("code", "BAD_USER_INPUT")
     else:
         for kind, code in CODES:
             if isinstance(original, kind):
