@@ -39,9 +39,16 @@ async def close_db() -> None:
     await Tortoise.close_connections()
 
 
-async def migrate(database_url: str) -> None:
-    """Apply every pending migration (idempotent)."""
-    await tortoise_migrate(config=tortoise_config(database_url))
+async def migrate(database_url: str) -> list[str]:
+    """Apply every pending migration (idempotent); returns the names applied, in order."""
+    applied: list[str] = []
+
+    def progress(event: str, app_label: str, name: str) -> None:
+        if event == "apply_done":
+            applied.append(name)
+
+    await tortoise_migrate(config=tortoise_config(database_url), progress=progress)
+    return applied
 
 
 def connection() -> BaseDBAsyncClient:
