@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 from starlette.datastructures import Headers, QueryParams
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from finops_gql.auth import AuthError, TokenVerifier
 from finops_gql.graphql.view import STATIC_PREFIX
+from finops_gql.jsonjs import dumps
 from finops_gql.rest.errors import error_response
 
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -63,7 +62,7 @@ class AuthMiddleware:
                         ],
                     }
                 )
-                await send({"type": "http.response.body", "body": json.dumps(body).encode()})
+                await send({"type": "http.response.body", "body": dumps(body)})
                 return
             await error_response(401, str(exc))(scope, receive, send)
             return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 import strawberry
 from graphql import GraphQLError
@@ -13,11 +14,13 @@ from strawberry.extensions import (
     ValidationCache,
 )
 from strawberry.permission import BasePermission
+from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from finops_gql.costs.service import TOP_DEFAULT, parse_uuid
 from finops_gql.errors import InvalidInput
 from finops_gql.graphql.permissions import IsAdmin
+from finops_gql.graphql.scalars import DateTime
 from finops_gql.graphql.types import (
     Availability,
     Component,
@@ -215,6 +218,7 @@ class GatewaySchema(strawberry.Schema):
 schema = GatewaySchema(
     query=Query,
     mutation=Mutation,
+    config=StrawberryConfig(scalar_map={datetime: DateTime}),
     extensions=[
         # Bound the work one document can ask for (team -> components -> team -> ... nests).
         lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),

@@ -7,7 +7,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import orjson
 from graphql import GraphQLError
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -19,6 +18,7 @@ from strawberry.types import ExecutionResult
 from finops_gql.auth import Principal
 from finops_gql.errors import Conflict, InvalidInput, NotFound, QueueUnavailable
 from finops_gql.graphql.context import Context, Loaders
+from finops_gql.jsonjs import dumps
 from finops_gql.opencost.errors import OpenCostUnavailable
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ class GraphQLView(GraphQL[Context, None]):
         self._ide_html = offline_ide_html(self.graphql_ide_html) if self.graphql_ide else ""
 
     def encode_json(self, data: object) -> bytes:
-        return orjson.dumps(data)
+        return dumps(data)
 
     async def render_graphql_ide(self, request: Request) -> Response:
         return HTMLResponse(self._ide_html)
