@@ -4,9 +4,13 @@
 #   docker run ... finops-gql worker
 FROM python:3.11-slim AS build
 WORKDIR /src
+COPY requirements/app.lock requirements/build.in ./requirements/
+# The build backend and every dependency at the locked versions, hashes checked.
+RUN pip install --no-cache-dir "setuptools>=77" \
+    && pip wheel --no-cache-dir --require-hashes --wheel-dir /wheels -r requirements/app.lock
 COPY pyproject.toml README.md ./
 COPY finops_gql ./finops_gql
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /wheels .
 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -15,7 +19,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN useradd --create-home --uid 10001 finops \
     && mkdir /data && chown finops /data
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+# --no-index: only the wheels built above, so nothing unlocked slips in.
+RUN pip install --no-cache-dir --no-index --find-links /wheels finops-gql && rm -rf /wheels
 USER finops
 WORKDIR /home/finops
 EXPOSE 8000
