@@ -1,4 +1,4 @@
-"""finops-gql serve | worker | sync | migrate | catalog import | token | print-schema"""
+"""finops-gql serve | worker | sync | migrate | catalog import | token | print-schema | dev opencost"""
 
 from __future__ import annotations
 
@@ -95,10 +95,15 @@ async def _migrate(settings: Settings) -> None:
     from finops_gql.db.setup import close_db, migrate
 
     try:
-        await migrate(settings.database_url, settings.database_connect_timeout_s)
+        applied = await migrate(settings.database_url, settings.database_connect_timeout_s)
     finally:
         await close_db()
-    print("database is up to date")
+    for name in applied:
+        print(f"applied {name}")
+    if applied:
+        print(f"database is up to date ({len(applied)} migrations applied)")
+    else:
+        print("database was already up to date")
 
 
 async def _sync(settings: Settings, args: argparse.Namespace) -> int:
@@ -237,7 +242,41 @@ def build_parser() -> argparse.ArgumentParser:
 
     schema = sub.add_parser("print-schema", help="print the GraphQL SDL")
     schema.add_argument("--output", "-o")
+
+    dev = sub.add_parser("dev", help="local development helpers")
+    dev_sub = dev.add_subparsers(dest="dev_command", required=True)
+    stand_in = dev_sub.add_parser(
+        "opencost",
+        help="run the local OpenCost stand-in (answers /allocation and /healthz)",
+        description="Serve a stand-in for OpenCost's API with generated costs for the given "
+        "catalog files' components, in OpenCost's real answer shape. Never for production.",
+    )
+    stand_in.add_argument("catalog", nargs="*", help="Backstage catalog files to cost")
+    stand_in.add_argument("--host", default="127.0.0.1")
+    stand_in.add_argument("--port", type=int, default=9003, help="default 9003, the API port")
+    stand_in.add_argument(
+        "--ui", action="store_true", help="serve under /model/ like OpenCost's UI port 9090"
+    )
+    stand_in.add_argument("--keys-file", help="also cost these keys (one per line)")
     return parser
+
+
+def _dev_opencost(args: argparse.Namespace) -> int:
+    from finops_gql.dev import opencost_fake
+
+    argv = [*args.catalog, "--host", args.host, "--port", str(args.port)]
+    if args.ui:
+        argv.append("--ui")
+    if args.keys_file:
+        argv += ["--keys-file", args.keys_file]
+    print(
+        f"OpenCost stand-in on http://{args.host}:{args.port}"
+        + ("/model" if args.ui else "")
+        + " (Ctrl-C stops it)",
+        flush=True,
+    )
+    opencost_fake.main(argv)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -250,6 +289,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     configure_logging()
     if args.command == "print-schema":
         sys.exit(_print_schema(args))
+    if args.command == "dev":
+        sys.exit(_dev_opencost(args))
     try:
         settings = Settings.from_env()
         if args.command == "serve":

@@ -33,9 +33,17 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(body, default=str)
 
 
+# Libraries whose INFO lines are noise in a command's output ("Tortoise-ORM shutdown", connection
+# chatter); their warnings and errors still show. LOG_LEVEL=DEBUG shows everything.
+QUIET_LIBRARIES = ("tortoise", "aiosqlite", "asyncio")
+
+
 def configure_logging(level: str | None = None) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel((level or os.environ.get("LOG_LEVEL", "INFO")).upper())
+    chosen = (level or os.environ.get("LOG_LEVEL", "INFO")).upper()
+    root.setLevel(chosen)
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.DEBUG if chosen == "DEBUG" else logging.WARNING)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 from starlette.datastructures import Headers, QueryParams
@@ -10,6 +9,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from finops_gql.auth import AuthError, AuthUnavailable, TokenVerifier
 from finops_gql.graphql.view import STATIC_PREFIX
+from finops_gql.jsonjs import dumps
 from finops_gql.rest.errors import error_response
 
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -84,7 +84,7 @@ async def _refuse(
                 "headers": [(b"content-type", b"application/json"), *headers],
             }
         )
-        await send({"type": "http.response.body", "body": json.dumps(body).encode()})
+        await send({"type": "http.response.body", "body": dumps(body)})
         return
     response = error_response(status, message)
     for name, value in headers:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -17,6 +16,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.extensions import SchemaExtension
 
+from finops_gql.jsonjs import dumps
 from finops_gql.logs import request_id
 from finops_gql.metrics import (
     GRAPHQL_SECONDS,
@@ -32,7 +32,6 @@ from finops_gql.metrics import (
     SYNC_STATUS,
 )
 from finops_gql.rest.errors import JSON_MEDIA_TYPE
-from finops_gql.rest.jsonjs import dumps
 
 log = logging.getLogger("finops_gql.access")
 
@@ -84,7 +83,7 @@ def _error_body(path: str) -> tuple[bytes, bytes]:
                 {"message": "internal error", "extensions": {"code": "INTERNAL_SERVER_ERROR"}}
             ],
         }
-        return json.dumps(body).encode(), b"application/json"
+        return dumps(body), b"application/json"
     nest = {"statusCode": 500, "message": "Internal server error", "error": HTTPStatus(500).phrase}
     return dumps(nest), JSON_MEDIA_TYPE.encode()
 

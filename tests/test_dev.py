@@ -1,4 +1,5 @@
-"""The README's first command, scripts/dev, brings up a gateway that answers with data."""
+"""The README's first command, scripts/dev, brings up the whole system with data in it: it says
+what it is doing, writes a token, runs the worker beside the server, and one signal stops all."""
 
 from __future__ import annotations
 
@@ -9,27 +10,45 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import TEST_SECRET
+from tests.conftest import REDIS_URL, TEST_SECRET, need
 from tests.proc import free_port, wait_healthy
 
 ROOT = Path(__file__).parent.parent
+STEPS = [
+    "==> Python environment",
+    "==> Migrating",
+    "==> Importing the example catalog",
+    "==> Starting the OpenCost stand-in",
+    "==> Syncing cost",
+    "==> Starting the worker",
+]
 
 
-async def test_scripts_dev_serves_rest_and_graphql_with_data(tmp_path: Path) -> None:
+async def _sync_runs(http: httpx.AsyncClient) -> list[dict[str, str]]:
+    body = (
+        await http.post("/graphql", json={"query": "{ syncRuns(limit: 10) { status trigger } }"})
+    ).json()
+    runs: list[dict[str, str]] = body["data"]["syncRuns"]
+    return runs
+
+
+async def test_scripts_dev_runs_server_worker_and_stand_in(tmp_path: Path) -> None:
+    redis_url = need(REDIS_URL, "REDIS_URL_TEST")
     port, opencost_port = free_port(), free_port()
     env = {
         **os.environ,
         "PORT": str(port),
         "OPENCOST_PORT": str(opencost_port),
-        "DATABASE_URL": f"sqlite://{tmp_path / 'dev.sqlite3'}",
+        "DEV_DIR": str(tmp_path),
         "JWT_SECRET": TEST_SECRET,
+        "REDIS_URL": redis_url,
     }
     process = await asyncio.create_subprocess_exec(
         str(ROOT / "scripts" / "dev"),
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
-        start_new_session=True,  # scripts/dev starts the stand-in and the server: stop them all
+        start_new_session=True,
     )
     assert process.stdout is not None
     output: list[str] = []
@@ -41,7 +60,15 @@ async def test_scripts_dev_serves_rest_and_graphql_with_data(tmp_path: Path) -> 
             output.append(line)
             if line.strip().startswith("Authorization: Bearer "):
                 header = line.strip().removeprefix("Authorization: ")
-        assert any(f"http://127.0.0.1:{port}/graphql" in line for line in output)
+        text = "".join(output)
+        positions = [text.find(step) for step in STEPS]
+        assert all(p >= 0 for p in positions), text
+        assert positions == sorted(positions), text
+        token = (tmp_path / "token").read_text().strip()
+        assert header == f"Bearer {token}"
+        assert f"export TOKEN={token}" in text
+        assert f"http://127.0.0.1:{port}/graphql" in text
+        assert "Worker:    running" in text
         async with httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{port}", headers={"Authorization": header}, timeout=10
         ) as http:
@@ -64,6 +91,29 @@ async def test_scripts_dev_serves_rest_and_graphql_with_data(tmp_path: Path) -> 
                 await http.get(f"/api/v1/cost/components/{top[0]['componentId']}/actual")
             ).json()
             assert actual["sevenDay"]["totalCost"] > 0  # live, from the stand-in
+
+            # The worker beside the server runs what triggerCostSync queues.
+            assert [r["trigger"] for r in await _sync_runs(http)] == ["cli"]
+            queued = (
+                await http.post(
+                    "/graphql", json={"query": "mutation { triggerCostSync { status } }"}
+                )
+            ).json()
+            assert queued["data"]["triggerCostSync"]["status"] == "queued"
+            for _ in range(150):
+                runs = await _sync_runs(http)
+                if runs[0]["trigger"] == "manual" and runs[0]["status"] != "running":
+                    break
+                await asyncio.sleep(0.2)
+            assert runs[0] == {"trigger": "manual", "status": "succeeded"}
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        await asyncio.wait_for(process.wait(), timeout=20)
+        # One signal to the script stops the server, the worker and the stand-in.
+        process.send_signal(signal.SIGINT)
+        await asyncio.wait_for(process.wait(), timeout=30)
+    leftovers = await asyncio.create_subprocess_exec(
+        "pgrep", "-s", str(process.pid), stdout=asyncio.subprocess.PIPE
+    )
+    remaining = (await leftovers.communicate())[0].decode().split()
+    if remaining:
+        os.killpg(process.pid, signal.SIGKILL)
+    assert not remaining, f"processes left running after Ctrl-C: {remaining}"

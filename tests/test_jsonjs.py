@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from finops_gql.rest.jsonjs import dumps, js_date
+from finops_gql.jsonjs import dumps, js_date
 
 
 def js_number(value: float) -> str:

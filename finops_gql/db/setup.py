@@ -121,10 +121,17 @@ async def close_db() -> None:
     await Tortoise.close_connections()
 
 
-async def migrate(database_url: str, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> None:
-    """Apply every pending migration (idempotent)."""
+async def migrate(database_url: str, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> list[str]:
+    """Apply every pending migration (idempotent); returns the names applied, in order."""
     await check_database(database_url, timeout_s)
-    await tortoise_migrate(config=tortoise_config(database_url))
+    applied: list[str] = []
+
+    def progress(event: str, app_label: str, name: str) -> None:
+        if event == "apply_done":
+            applied.append(name)
+
+    await tortoise_migrate(config=tortoise_config(database_url), progress=progress)
+    return applied
 
 
 def connection() -> BaseDBAsyncClient:

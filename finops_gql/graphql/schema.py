@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter
 from strawberry.permission import BasePermission
+from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from finops_gql.costs.service import TOP_DEFAULT, parse_uuid
@@ -15,6 +17,7 @@ from finops_gql.errors import InvalidInput
 from finops_gql.graphql.documents import DocumentLimits
 from finops_gql.graphql.limits import QueryCost
 from finops_gql.graphql.permissions import IsAdmin
+from finops_gql.graphql.scalars import DateTime
 from finops_gql.graphql.types import (
     Availability,
     Component,
@@ -209,6 +212,7 @@ class GatewaySchema(strawberry.Schema):
 schema = GatewaySchema(
     query=Query,
     mutation=Mutation,
+    config=StrawberryConfig(scalar_map={datetime: DateTime}),
     extensions=[
         # Bound the work one document can ask for (team -> components -> team -> ... nests).
         lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),

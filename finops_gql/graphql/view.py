@@ -27,6 +27,7 @@ from finops_gql.graphql.context import Context, Loaders
 from finops_gql.graphql.cost import Cost
 from finops_gql.graphql.documents import DocumentGuard
 from finops_gql.graphql.limits import timed_out
+from finops_gql.jsonjs import dumps
 from finops_gql.logs import request_id
 from finops_gql.opencost.errors import OpenCostUnavailable
 
@@ -107,7 +108,7 @@ def http_error(status: int, message: str, **extensions: object) -> Response:
     code = HTTP_CODES.get(status, "BAD_REQUEST")
     error = {"message": message, "extensions": {"code": code, **extensions}}
     body = {"data": None, "errors": [error]}
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+    return Response(dumps(body), status_code=status, media_type="application/json")
 
 
 def _too_large(limit: int) -> Response:
@@ -200,7 +201,7 @@ class GraphQLView(GraphQL[Context, None]):
         return data
 
     def encode_json(self, data: object) -> bytes:
-        return orjson.dumps(data)
+        return dumps(data)
 
     async def render_graphql_ide(self, request: Request) -> Response:
         return HTMLResponse(self._ide_html)

@@ -6,7 +6,7 @@ from http import HTTPStatus
 
 from starlette.responses import Response
 
-from finops_gql.rest.jsonjs import dumps
+from finops_gql.jsonjs import dumps
 
 JSON_MEDIA_TYPE = "application/json; charset=utf-8"
 

@@ -1,6 +1,7 @@
-"""JSON bytes exactly as Node's JSON.stringify writes them, for byte-compatibility with the NestJS
-service the REST routes replace: compact separators, `2` not `2.0`, `0.00001` not `1e-05`, dates
-as ISO-8601 with milliseconds and `Z`.
+"""The one JSON writer of every answer (REST, GraphQL, errors): bytes exactly as Node's
+JSON.stringify writes them, for byte-compatibility with the NestJS service the REST routes replace
+and so that REST and GraphQL agree: compact separators, `2` not `2.0`, `0.00001` not `1e-05`,
+dates as ISO-8601 with milliseconds and `Z`.
 
 orjson writes every non-integral double as JavaScript's Number#toString does (tests/test_jsonjs.py
 checks it against the ECMAScript algorithm); integral doubles are turned into ints first.
