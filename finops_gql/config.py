@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 DEFAULT_DATABASE_URL = "sqlite://finops_gql.sqlite3"
 # HS256 needs at least as many key bytes as the hash output (RFC 7518 §3.2).
@@ -28,6 +30,7 @@ ENV_VARS = (
     "COST_RETENTION_DAYS",
     "MIGRATE_ON_START",
     "GRAPHIQL_DISABLED",
+    "GRAPHIQL_DEV_TOKEN_FILE",
 )
 
 
@@ -87,6 +90,7 @@ class Settings:
     cost_retention_days: int = 400
     migrate_on_start: bool = False
     graphiql: bool = True
+    graphiql_dev_token_file: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -110,6 +114,7 @@ class Settings:
             cost_retention_days=_int(env, "COST_RETENTION_DAYS", 400, minimum=31),
             migrate_on_start=_bool(env, "MIGRATE_ON_START"),
             graphiql=not _bool(env, "GRAPHIQL_DISABLED"),
+            graphiql_dev_token_file=_opt(env, "GRAPHIQL_DEV_TOKEN_FILE"),
         )
 
     def with_(self, **changes: object) -> Settings:
@@ -127,3 +132,45 @@ class Settings:
                 f"JWT_SECRET is too short: HS256 needs at least {MIN_SECRET_BYTES} bytes "
                 "(try: python -c 'import secrets; print(secrets.token_urlsafe(48))')"
             )
+
+    def check_serve_host(self, host: str) -> None:
+        """Refuse GRAPHIQL_DEV_TOKEN_FILE unless the server listens on loopback only.
+
+        The GraphiQL page is served without authentication (it must load before the user has a
+        token), so a token embedded in it is handed to anyone who can reach the port.
+        """
+        if self.graphiql_dev_token_file is not None and not is_loopback(host):
+            raise ConfigError(
+                f"GRAPHIQL_DEV_TOKEN_FILE puts a token in the GraphiQL page, which is served "
+                f"without authentication: it is for local development only, and --host must be "
+                f"a loopback address (127.0.0.1, ::1 or localhost), got {host!r}"
+            )
+
+    def graphiql_dev_token(self) -> str | None:
+        """The token GraphiQL opens with (GRAPHIQL_DEV_TOKEN_FILE), or None when not configured."""
+        if self.graphiql_dev_token_file is None or not self.graphiql:
+            return None
+        try:
+            token = Path(self.graphiql_dev_token_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"GRAPHIQL_DEV_TOKEN_FILE={self.graphiql_dev_token_file!r} cannot be read: "
+                f"{exc.strerror or exc}"
+            ) from None
+        # A JWT is three base64url parts: anything else (blank, several lines) is the wrong file.
+        if not token or not all(c.isascii() and c.isprintable() and not c.isspace() for c in token):
+            raise ConfigError(
+                f"GRAPHIQL_DEV_TOKEN_FILE={self.graphiql_dev_token_file!r} does not hold a token "
+                "(expected one line, as written by: finops-gql token --sub developer --role admin)"
+            )
+        return token
+
+
+def is_loopback(host: str) -> bool:
+    """True for a host that only this machine can reach: localhost or a loopback address."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name that may resolve anywhere, or "" (every interface)
