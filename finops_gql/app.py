@@ -125,7 +125,11 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
             app.state.services = opened
             yield
 
-    graphql = GraphQLView(schema, graphql_ide="graphiql" if settings.graphiql else None)
+    graphql = GraphQLView(
+        schema,
+        graphql_ide="graphiql" if settings.graphiql else None,
+        dev_token=settings.graphiql_dev_token(),
+    )
     app = Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),

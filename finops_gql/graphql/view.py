@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 from pathlib import Path
@@ -19,6 +20,7 @@ from strawberry.types import ExecutionResult
 from finops_gql.auth import Principal
 from finops_gql.errors import Conflict, InvalidInput, NotFound, QueueUnavailable
 from finops_gql.graphql.context import Context, Loaders
+from finops_gql.graphql.ide import graphiql_page
 from finops_gql.opencost.errors import OpenCostUnavailable
 
 log = logging.getLogger(__name__)
@@ -72,15 +74,28 @@ def offline_ide_html(html: str) -> str:
     return html.replace(CDN, STATIC_PREFIX)
 
 
+def _from_loopback(request: Request) -> bool:
+    try:
+        return request.client is not None and ipaddress.ip_address(request.client.host).is_loopback
+    except ValueError:
+        return False
+
+
 class GraphQLView(GraphQL[Context, None]):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, dev_token: str | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._ide_html = offline_ide_html(self.graphql_ide_html) if self.graphql_ide else ""
+        offline = offline_ide_html(self.graphql_ide_html) if self.graphql_ide else ""
+        self._ide_html = graphiql_page(offline) if offline else ""
+        self._dev_ide_html = graphiql_page(offline, dev_token) if offline and dev_token else None
 
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)
 
     async def render_graphql_ide(self, request: Request) -> Response:
+        # The development page (with a token) only to this machine, even on a loopback-only
+        # server: behind a local reverse proxy the client is the forwarded address.
+        if self._dev_ide_html is not None and _from_loopback(request):
+            return HTMLResponse(self._dev_ide_html, headers={"Cache-Control": "no-store"})
         return HTMLResponse(self._ide_html)
 
     async def get_context(
