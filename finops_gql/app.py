@@ -156,6 +156,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
         graphql_ide="graphiql" if settings.graphiql else None,
         settings=settings,
         documents=DocumentGuard(settings),
+        dev_token=settings.graphiql_dev_token(),
     )
     app = Starlette(
         routes=[

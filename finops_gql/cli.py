@@ -63,6 +63,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     if args.migrate:
         settings = settings.with_(migrate_on_start=True)
+    settings.check_serve_host(args.host)
     app = create_app(settings)
     _check_database(settings)
     uvicorn.run(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -63,6 +65,7 @@ ENV_VARS = (
     "DATABASE_CONNECT_TIMEOUT_SECONDS",
     "HTTP_MAX_HEADER_BYTES",
     "HTTP_LIMIT_CONCURRENCY",
+    "GRAPHIQL_DEV_TOKEN_FILE",
 )
 
 
@@ -202,6 +205,7 @@ class Settings:
     database_connect_timeout_s: float = 10.0
     http_max_header_bytes: int = 65536
     http_limit_concurrency: int = 1000
+    graphiql_dev_token_file: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -254,6 +258,7 @@ class Settings:
             database_connect_timeout_s=_float(env, "DATABASE_CONNECT_TIMEOUT_SECONDS", 10.0),
             http_max_header_bytes=_int(env, "HTTP_MAX_HEADER_BYTES", 65536, minimum=1024),
             http_limit_concurrency=_int(env, "HTTP_LIMIT_CONCURRENCY", 1000, minimum=1),
+            graphiql_dev_token_file=_opt(env, "GRAPHIQL_DEV_TOKEN_FILE"),
         )
 
     def with_(self, **changes: object) -> Settings:
@@ -295,6 +300,38 @@ class Settings:
                 "halfway through their lifetime"
             )
 
+    def check_serve_host(self, host: str) -> None:
+        """Refuse GRAPHIQL_DEV_TOKEN_FILE unless the server listens on loopback only.
+
+        The GraphiQL page is served without authentication (it must load before the user has a
+        token), so a token embedded in it is handed to anyone who can reach the port.
+        """
+        if self.graphiql_dev_token_file is not None and not is_loopback(host):
+            raise ConfigError(
+                f"GRAPHIQL_DEV_TOKEN_FILE puts a token in the GraphiQL page, which is served "
+                f"without authentication: it is for local development only, and --host must be "
+                f"a loopback address (127.0.0.1, ::1 or localhost), got {host!r}"
+            )
+
+    def graphiql_dev_token(self) -> str | None:
+        """The token GraphiQL opens with (GRAPHIQL_DEV_TOKEN_FILE), or None when not configured."""
+        if self.graphiql_dev_token_file is None or not self.graphiql:
+            return None
+        try:
+            token = Path(self.graphiql_dev_token_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"GRAPHIQL_DEV_TOKEN_FILE={self.graphiql_dev_token_file!r} cannot be read: "
+                f"{exc.strerror or exc}"
+            ) from None
+        # A JWT is three base64url parts: anything else (blank, several lines) is the wrong file.
+        if not token or not all(c.isascii() and c.isprintable() and not c.isspace() for c in token):
+            raise ConfigError(
+                f"GRAPHIQL_DEV_TOKEN_FILE={self.graphiql_dev_token_file!r} does not hold a token "
+                "(expected one line, as written by: finops-gql token --sub developer --role admin)"
+            )
+        return token
+
 
 def _sync_settings(env: Mapping[str, str]) -> dict[str, Any]:
     """SYNC_*: the sync's fan-out, retries and lease, checked against each other."""
@@ -329,3 +366,13 @@ def _sync_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "sync_heartbeat_s": heartbeat,
         "sync_lease_s": lease,
     }
+
+
+def is_loopback(host: str) -> bool:
+    """True for a host that only this machine can reach: localhost or a loopback address."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name that may resolve anywhere, or "" (every interface)

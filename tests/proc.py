@@ -54,7 +54,9 @@ async def wait_healthy(http: httpx.AsyncClient) -> None:
 
 
 @contextlib.asynccontextmanager
-async def running_gateway(tmp_path: Path, opencost: tuple[FakeOpenCost, str]) -> AsyncIterator[str]:
+async def running_gateway(
+    tmp_path: Path, opencost: tuple[FakeOpenCost, str], extra_env: dict[str, str] | None = None
+) -> AsyncIterator[str]:
     """Migrate, import the example catalog, sync, and serve it; yields the base URL."""
     opencost[0].keys = EXAMPLE_KEYS
     env = {
@@ -62,6 +64,7 @@ async def running_gateway(tmp_path: Path, opencost: tuple[FakeOpenCost, str]) ->
         "OPENCOST_URL": opencost[1],
         "JWT_SECRET": TEST_SECRET,
         "LOG_LEVEL": "WARNING",
+        **(extra_env or {}),
     }
     for args in (("migrate",), ("catalog", "import", str(EXAMPLE)), ("sync",)):
         code, _, err = await cli(*args, env=env)

@@ -7,6 +7,8 @@ Needs Debian's `chromium` (.ci/run installs it); skipped with a reason elsewhere
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import itertools
 import json
 import os
@@ -21,6 +23,7 @@ import pytest
 
 from finops_gql.config import Settings
 from finops_gql.dev.opencost_fake import FakeOpenCost
+from finops_gql.graphql.ide import DEV_DOCUMENT
 from tests.conftest import TEST_SECRET, need, token
 from tests.proc import running_gateway
 
@@ -35,6 +38,7 @@ class Page:
         self.ws = ws
         self.ids = itertools.count(1)
         self.requests: list[str] = []
+        self.exceptions: list[str] = []
         self.pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self.reader = asyncio.create_task(self._read())
 
@@ -43,6 +47,8 @@ class Page:
             data = json.loads(message.data)
             if data.get("method") == "Network.requestWillBeSent":
                 self.requests.append(data["params"]["request"]["url"])
+            elif data.get("method") == "Runtime.exceptionThrown":
+                self.exceptions.append(json.dumps(data["params"]["exceptionDetails"])[:2000])
             elif "id" in data and data["id"] in self.pending:
                 self.pending.pop(data["id"]).set_result(data)
 
@@ -67,6 +73,32 @@ class Page:
                 return value
             await asyncio.sleep(0.1)
         raise AssertionError(f"timed out waiting for {expression}")
+
+    async def click(self, selector: str, text: str | None = None) -> None:
+        """A real mouse click (press and release) on the first element matching selector/text."""
+        box = await self.wait_for(
+            f"(() => {{ const el = [...document.querySelectorAll({json.dumps(selector)})]"
+            f".find(e => {json.dumps(text)} === null || e.textContent.trim() === {json.dumps(text)});"
+            " if (!el) return null; const r = el.getBoundingClientRect();"
+            " return r.width ? [r.x + r.width / 2, r.y + r.height / 2] : null; })()"
+        )
+        x, y = box
+        await self.send("Input.dispatchMouseEvent", type="mouseMoved", x=x, y=y)
+        for kind in ("mousePressed", "mouseReleased"):
+            await self.send(
+                "Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1
+            )
+
+    async def type_into(self, editor: str, text: str) -> None:
+        """Focus a CodeMirror editor, clear it and key the text in as a person would."""
+        await self.evaluate(f"(() => {{ const cm = {editor}; cm.setValue(''); cm.focus(); }})()")
+        await self.send("Input.insertText", text=text)
+        assert await self.evaluate(f"{editor}.getValue()") == text
+
+    async def screenshot(self, path: Path) -> None:
+        """For a person to look at: pytest keeps tmp_path (the last runs, under the temp dir)."""
+        shot = await self.send("Page.captureScreenshot", format="png")
+        await asyncio.to_thread(path.write_bytes, base64.b64decode(shot["data"]))
 
 
 @pytest.fixture
@@ -151,3 +183,147 @@ async def test_graphiql_renders_runs_a_typed_query_and_stays_local(
         ]
         assert remote == [], f"requests left localhost: {remote}"
         assert any("/graphql/static/graphiql@3.8.3/graphiql.min.js" in url for url in page.requests)
+
+
+QUERY_EDITOR = "document.querySelector('.graphiql-query-editor .CodeMirror').CodeMirror"
+HEADERS_EDITOR = (
+    'document.querySelector(\'section[aria-label="Headers"] .graphiql-editor:not(.hidden)'
+    " .CodeMirror').CodeMirror"
+)
+EDITOR_READY = "!!document.querySelector('.graphiql-query-editor .CodeMirror')"
+# The schema GraphiQL's editors work with (null until introspection succeeded): its Query fields.
+SCHEMA_FIELDS = (
+    f"(() => {{ const s = {QUERY_EDITOR}.options.hintOptions.schema;"
+    " return s ? Object.keys(s.getQueryType().getFields()) : null; })()"
+)
+NOTICE = "document.getElementById('finops-token-notice')"
+NOTICE_SHOWN = f"(() => {{ const n = {NOTICE}; return n.hidden ? null : n.innerText; }})()"
+DOCS_BUTTON = '.graphiql-sidebar button[aria-label="Show Documentation Explorer"]'
+DOCS_TEXT = "(() => { const d = document.querySelector('.graphiql-doc-explorer'); return d && d.innerText; })()"
+
+
+def result_containing(text: str) -> str:
+    return (
+        "(() => { const el = document.querySelector('.result-window .CodeMirror');"
+        " const value = el && el.CodeMirror.getValue();"
+        f" return value && value.includes({json.dumps(text)}) ? value : null; }})()"
+    )
+
+
+@contextlib.asynccontextmanager
+async def open_page(chromium: str, url: str) -> AsyncIterator[Page]:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"http://{chromium}/json/list") as response:
+            targets = await response.json()
+        target = next(t for t in targets if t["type"] == "page")
+        async with http.ws_connect(target["webSocketDebuggerUrl"], max_msg_size=0) as ws:
+            page = Page(ws)
+            for domain in ("Network", "Page", "Runtime"):
+                await page.send(f"{domain}.enable")
+            await page.send(
+                "Emulation.setDeviceMetricsOverride",
+                width=1400,
+                height=900,
+                deviceScaleFactor=1,
+                mobile=False,
+            )
+            await page.send("Page.navigate", url=url)
+            await page.wait_for(EDITOR_READY)
+            try:
+                yield page
+            finally:
+                page.reader.cancel()
+
+
+def assert_stayed_local(page: Page) -> None:
+    assert page.requests, "no requests were seen"
+    remote = [
+        url
+        for url in page.requests
+        if urlsplit(url).scheme in {"http", "https", "ws", "wss"}
+        and urlsplit(url).hostname not in LOCAL_HOSTS
+    ]
+    assert remote == [], f"requests left localhost: {remote}"
+    assert page.exceptions == [], page.exceptions
+
+
+async def test_dev_graphiql_opens_with_the_token_and_runs_the_default_document(
+    tmp_path: Path, opencost: tuple[FakeOpenCost, str], chromium: str
+) -> None:
+    bearer = token(Settings(jwt_secret=TEST_SECRET), "admin")
+    token_file = tmp_path / "token"
+    token_file.write_text(bearer + "\n")
+    dev = {"GRAPHIQL_DEV_TOKEN_FILE": str(token_file)}
+    async with (
+        running_gateway(tmp_path, opencost, dev) as base,
+        open_page(chromium, f"{base}/graphql") as page,
+    ):
+        # The Headers tab is open and holds the token; the editor holds the example document.
+        headers = await page.wait_for(f"{HEADERS_EDITOR}.getValue()")
+        assert json.loads(headers) == {"Authorization": f"Bearer {bearer}"}
+        assert await page.evaluate(f"{QUERY_EDITOR}.getValue()") == DEV_DOCUMENT
+        # The schema loaded by itself: the editors know Query's fields, and so does Docs.
+        assert "components" in await page.wait_for(SCHEMA_FIELDS)
+        await page.click(DOCS_BUTTON)
+        docs = await page.wait_for(DOCS_TEXT)
+        assert "Error fetching schema" not in docs
+        assert "Query" in docs, docs
+        assert await page.evaluate(NOTICE_SHOWN) is None
+        await page.screenshot(tmp_path / "dev-opened.png")
+        # Run the first operation as a person does: the run button, then its menu.
+        await page.click(".graphiql-execute-button")
+        await page.click('[role="menuitem"]', "ComponentsPage")
+        result = await page.wait_for(result_containing('"components"'))
+        await page.screenshot(tmp_path / "dev-ran.png")
+        assert await page.evaluate(NOTICE_SHOWN) is None
+    data = json.loads(result)
+    assert "errors" not in data, data
+    nodes = data["data"]["components"]["nodes"]
+    assert len(nodes) == 5
+    assert all(node["cost30d"] > 0 for node in nodes)
+    assert_stayed_local(page)
+
+
+async def test_without_a_token_the_page_says_what_to_do_and_loads_once_one_is_typed(
+    tmp_path: Path, opencost: tuple[FakeOpenCost, str], chromium: str
+) -> None:
+    bearer = token(Settings(jwt_secret=TEST_SECRET))
+    async with (
+        running_gateway(tmp_path, opencost) as base,
+        open_page(chromium, f"{base}/graphql") as page,
+    ):
+        notice = await page.wait_for(NOTICE_SHOWN)
+        assert "This API needs a token" in notice
+        assert '{"Authorization": "Bearer <JWT>"}' in notice
+        assert "Headers tab" in notice
+        assert "finops-gql token --sub you --role admin" in notice
+        assert await page.evaluate(SCHEMA_FIELDS) is None
+        # Nothing of the development page leaks into this one.
+        assert await page.evaluate(f"{HEADERS_EDITOR}.getValue()") == ""
+        assert "ComponentsPage" not in await page.evaluate(f"{QUERY_EDITOR}.getValue()")
+        await page.screenshot(tmp_path / "no-token.png")
+
+        # Typing the header is enough: no re-fetch click, the schema loads and the notice goes.
+        await page.type_into(HEADERS_EDITOR, json.dumps({"Authorization": f"Bearer {bearer}"}))
+        assert "topComponents" in await page.wait_for(SCHEMA_FIELDS)
+        await page.wait_for(f"{NOTICE}.hidden")
+        await page.type_into(QUERY_EDITOR, QUERY)
+        await page.click(".graphiql-execute-button")
+        result = await page.wait_for(result_containing("topComponents"))
+        await page.click(DOCS_BUTTON)
+        docs = await page.wait_for(DOCS_TEXT)
+        assert "Error fetching schema" not in docs
+        assert "Query" in docs, docs
+        await page.screenshot(tmp_path / "token-typed.png")
+
+        # A token the server refuses brings the notice back, with the server's reason.
+        await page.type_into(HEADERS_EDITOR, '{"Authorization": "Bearer not-a-jwt"}')
+        refused = await page.wait_for(
+            f"(() => {{ const t = {NOTICE_SHOWN}; return t && t.includes('refused') ? t : null; }})()"
+        )
+        assert "This API needs a token" in refused
+        await page.screenshot(tmp_path / "token-refused.png")
+    data = json.loads(result)
+    assert "errors" not in data, data
+    assert len(data["data"]["topComponents"]) == 2
+    assert_stayed_local(page)

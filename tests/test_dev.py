@@ -73,6 +73,9 @@ async def test_scripts_dev_runs_server_worker_and_stand_in(tmp_path: Path) -> No
             base_url=f"http://127.0.0.1:{port}", headers={"Authorization": header}, timeout=10
         ) as http:
             await wait_healthy(http)
+            # GraphiQL opens with the printed token in its Headers tab (GRAPHIQL_DEV_TOKEN_FILE).
+            ide = await http.get("/graphql", headers={"Accept": "text/html", "Authorization": ""})
+            assert header.removeprefix("Bearer ") in ide.text
             top = (await http.get("/api/v1/cost/summary")).json()
             assert len(top) == 5
             assert all(row["totalCost"] > 0 for row in top)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import re
 from pathlib import Path
@@ -26,6 +27,7 @@ from finops_gql.errors import Conflict, InvalidInput, NotFound, QueueUnavailable
 from finops_gql.graphql.context import Context, Loaders
 from finops_gql.graphql.cost import Cost
 from finops_gql.graphql.documents import DocumentGuard
+from finops_gql.graphql.ide import graphiql_page
 from finops_gql.graphql.limits import timed_out
 from finops_gql.jsonjs import dumps
 from finops_gql.logs import request_id
@@ -141,17 +143,27 @@ def _json_kind(value: object) -> str:
     return names.get(type(value), "a number")
 
 
+def _from_loopback(request: Request) -> bool:
+    try:
+        return request.client is not None and ipaddress.ip_address(request.client.host).is_loopback
+    except ValueError:
+        return False
+
+
 class GraphQLView(GraphQL[Context, None]):
     def __init__(
         self,
         *args: Any,
         settings: Settings,
         documents: DocumentGuard | None = None,
+        dev_token: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.settings = settings
-        self._ide_html = offline_ide_html(self.graphql_ide_html) if self.graphql_ide else ""
+        offline = offline_ide_html(self.graphql_ide_html) if self.graphql_ide else ""
+        self._ide_html = graphiql_page(offline) if offline else ""
+        self._dev_ide_html = graphiql_page(offline, dev_token) if offline and dev_token else None
         self.documents = documents if documents is not None else DocumentGuard(settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -204,6 +216,10 @@ class GraphQLView(GraphQL[Context, None]):
         return dumps(data)
 
     async def render_graphql_ide(self, request: Request) -> Response:
+        # The development page (with a token) only to this machine, even on a loopback-only
+        # server: behind a local reverse proxy the client is the forwarded address.
+        if self._dev_ide_html is not None and _from_loopback(request):
+            return HTMLResponse(self._dev_ide_html, headers={"Cache-Control": "no-store"})
         return HTMLResponse(self._ide_html)
 
     async def get_context(
