@@ -19,8 +19,8 @@ from typing import Any
 
 import aiohttp
 import orjson
-from yarl import URL
 
+from finops_gql.config import redact_url
 from finops_gql.metrics import OPENCOST_ERRORS, OPENCOST_SECONDS
 from finops_gql.opencost.errors import OpenCostUnavailable
 from finops_gql.opencost.parse import Allocation, parse_allocation_response
@@ -135,7 +135,7 @@ class OpenCostClient:
             raise self._failure(
                 endpoint,
                 f"OpenCost timed out after {timeout.total:g}s",
-                _loggable(url),
+                redact_url(url),
                 transient=True,
                 kind=_TimedOut,
             ) from None
@@ -143,7 +143,7 @@ class OpenCostClient:
             raise self._failure(
                 endpoint,
                 "OpenCost is unreachable",
-                f"{_loggable(url)}: {exc!r}",
+                f"{redact_url(url)}: {exc!r}",
                 transient=True,
             ) from None
 
@@ -226,12 +226,12 @@ class OpenCostClient:
                     health = Health(False, exc.reason)
                 else:
                     if status != 200 and status < 500:
-                        statuses.append(f"HTTP {status} from {_loggable(candidate)}/healthz")
+                        statuses.append(f"HTTP {status} from {redact_url(candidate)}/healthz")
                         continue
                     # 5xx: found, but unwell; live calls may still be answered.
                     health = Health(True) if status == 200 else _unhealthy(status)
                 self._api_root = candidate
-                log.info("OpenCost API found at %s", _loggable(candidate))
+                log.info("OpenCost API found at %s", redact_url(candidate))
                 return candidate, health
             self._api_root = None
             raise self._failure(
@@ -361,11 +361,6 @@ class OpenCostClient:
             return parse_allocation_response(decoded, aggregate)
         except OpenCostUnavailable as exc:
             raise self._failure("allocation", exc.reason, exc.detail) from None
-
-
-def _loggable(url: str) -> str:
-    """The URL without credentials (OPENCOST_URL may carry basic auth): logs are shared."""
-    return str(URL(url).with_user(None))
 
 
 def _unhealthy(status: int) -> Health:
