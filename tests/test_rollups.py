@@ -464,13 +464,13 @@ async def test_statement_count_does_not_grow_with_the_catalog(
             for j in range(3):
                 await make_component(child, f"c{i}-{j}", system=sys)
 
+    # systems page, teams page, then one batch per loader and level: owners, domains, domain
+    # owners, components, their teams and systems, parents, children. Loads of one loader at
+    # different levels may share a batch or not (timing), so the bound is what is fixed.
     await grow(0, 2)
-    small = await measure()
+    assert await measure() <= 8, sql_counter.statements
     await grow(2, 10)
-    assert await measure() == small
-    # systems page, teams page, then one batch each: owners, domains, components, systems,
-    # parents, children (the loaders share their teams)
-    assert small <= 8, sql_counter.statements
+    assert await measure() <= 8, sql_counter.statements
 
 
 async def test_set_team_parent_mutation(client: httpx.AsyncClient, settings: Settings) -> None:

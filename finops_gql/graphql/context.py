@@ -115,9 +115,17 @@ class Loaders:
 
         self.system = DataLoader(systems)
         self.domain = DataLoader(domains)
-        self.system_components = DataLoader(_pages(catalog.system_component_pages))
-        self.team_children = DataLoader(_pages(catalog.team_children_pages))
-        self.domain_systems = DataLoader(_pages(catalog.domain_system_pages))
+        # Looked up when a batch runs, like the loaders above: some pages build Loaders on
+        # services without a catalog.
+        self.system_components = DataLoader(
+            _pages(lambda ids, first, after: catalog.system_component_pages(ids, first, after))
+        )
+        self.team_children = DataLoader(
+            _pages(lambda ids, first, after: catalog.team_children_pages(ids, first, after))
+        )
+        self.domain_systems = DataLoader(
+            _pages(lambda ids, first, after: catalog.domain_system_pages(ids, first, after))
+        )
 
     def history(self, limit: int) -> DataLoader[uuid.UUID, list[DailyCost]]:
         """One loader per limit: every component asking for the same limit shares one query."""
