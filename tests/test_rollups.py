@@ -473,6 +473,23 @@ async def test_statement_count_does_not_grow_with_the_catalog(
     assert await measure() <= 8, sql_counter.statements
 
 
+async def test_nested_children_with_huge_pages_are_too_complex_not_an_error(
+    client: httpx.AsyncClient,
+) -> None:
+    """Team.children nests: three pages of millions multiply past 64 bits; the answer still
+    reports a cost (capped at 2**53 - 1), not an internal error (found by tests/test_fuzz.py)."""
+    big = 2_642_244
+    body = await gql(
+        client,
+        "query($n: Int!) { teams(first: $n) { nodes { children(first: $n) { nodes { "
+        "children(first: $n) { nodes { slug } } } } } } }",
+        {"n": big},
+    )
+    error = body["errors"][0]
+    assert error["extensions"]["code"] == "QUERY_TOO_COMPLEX", body
+    assert body["extensions"]["cost"]["requested"] == 2**53 - 1, body
+
+
 async def test_set_team_parent_mutation(client: httpx.AsyncClient, settings: Settings) -> None:
     a, b = await make_team("a"), await make_team("b")
     admin = {"Authorization": f"Bearer {token(settings, 'admin')}"}
