@@ -175,7 +175,12 @@ async def _catalog_import(settings: Settings, args: argparse.Namespace) -> int:
             except CatalogError as exc:
                 print(f"error: {exc} (nothing imported from {path})", file=sys.stderr)
                 return 2
-            print(f"{path}: {result.teams} teams, {result.components} components imported")
+            extra = (
+                f", {result.systems} systems, {result.domains} domains"
+                if result.systems or result.domains
+                else ""
+            )
+            print(f"{path}: {result.teams} teams, {result.components} components{extra} imported")
             for skipped in result.skipped:
                 print(f"  skipped {skipped}")
     finally:

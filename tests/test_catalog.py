@@ -16,7 +16,7 @@ pytestmark = pytest.mark.usefixtures("services")
 
 async def test_imports_example_catalog() -> None:
     result = await import_catalog(EXAMPLE, "example")
-    assert (result.teams, result.components) == (2, 5)
+    assert (result.teams, result.components) == (3, 5)  # fraud is a sub-team of payments
     assert result.skipped == ["example document 8: kind API"]
     payments = await Team.get(slug="payments")
     assert payments.name == "Payments"
@@ -35,7 +35,7 @@ async def test_imports_example_catalog() -> None:
 async def test_reimport_updates_and_never_duplicates() -> None:
     await import_catalog(EXAMPLE)
     await import_catalog(EXAMPLE.replace('"60"', '"75"'))
-    assert await Team.all().count() == 2
+    assert await Team.all().count() == 3
     assert await Component.all().count() == 5
     assert (await Component.get(name="checkout")).budget_usd == 75.0
 
@@ -62,7 +62,7 @@ BAD = [
     ("kind: Group\nmetadata: {name: g, uid: not-a-uuid}\nspec: {}\n", "metadata.uid"),
     (
         "kind: Group\nmetadata: {name: g}\nspec: {}\n---\nkind: Component\nmetadata:\n  name: x\n  annotations: {finops.io/budget-usd: lots}\nspec: {owner: g}\n",
-        "bad.yaml document 10 (Component x): annotation finops.io/budget-usd",
+        "bad.yaml document 14 (Component x): annotation finops.io/budget-usd",
     ),
     (
         "kind: Group\nmetadata: {name: g}\nspec: {}\n---\nkind: Component\nmetadata:\n  name: x\n  annotations: {opencost.io/aggregate: 'label:app;drop'}\nspec: {owner: g}\n",
@@ -83,5 +83,5 @@ async def test_bad_files_name_the_problem_and_import_nothing(text: str, message:
 
 def test_parse_is_pure_and_reports_document_numbers() -> None:
     teams, components, _skipped = parse_catalog(EXAMPLE)
-    assert [t.slug for t in teams] == ["payments", "discovery"]
+    assert [t.slug for t in teams] == ["payments", "discovery", "fraud"]
     assert [c.owner_ref for c in components][:3] == ["group:default/payments"] * 3

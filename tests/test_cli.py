@@ -31,7 +31,7 @@ async def test_migrate_import_sync(env: dict[str, str], opencost: tuple[FakeOpen
     assert "up to date" in out
     code, out, err = await cli("catalog", "import", str(EXAMPLE), env=env)
     assert code == 0, err
-    assert "2 teams, 5 components" in out
+    assert "3 teams, 5 components, 2 systems, 1 domains imported" in out
     assert "skipped" in out
     code, out, err = await cli("sync", env=env)
     assert code == 0, err

@@ -23,13 +23,16 @@ from tests.proc import EXAMPLE, cli
 EXAMPLE_TEXT = EXAMPLE.read_text()
 UID = "7f9d3c52-2a4e-4a57-9a44-2e1c1a1b9b55"
 GROUP = "kind: Group\nmetadata: {name: g}\nspec: {type: team}\n"
-# First line of document 9 in `after_example(...)`, and of document 10 when document 9 is GROUP.
+# Documents after the example's: D1 is the first, D2 the second, ...
+EXAMPLE_DOCUMENTS = len(load_documents(EXAMPLE_TEXT))
+D1, D2, D3 = (EXAMPLE_DOCUMENTS + i for i in (1, 2, 3))
+# First line of document D1 in `after_example(...)`, and of document D2 when D1 is GROUP.
 LINE9 = EXAMPLE_TEXT.count("\n") + 2
 LINE10 = LINE9 + 4
 
 
 def after_example(*documents: str) -> str:
-    """The example catalog (documents 1-8, valid) followed by `documents` (9, 10, ...)."""
+    """The example catalog (valid) followed by `documents` (D1, D2, ...)."""
     return "---\n".join([EXAMPLE_TEXT, *documents])
 
 
@@ -58,7 +61,7 @@ BAD: list[tuple[str, str | bytes, list[str]]] = [
         "anchor bomb",
         after_example(anchor_bomb()),
         [
-            "document 9:",
+            f"document {D1}:",
             f"line {LINE9 + 6}, column 10",
             f"aliases expand to more than {MAX_ALIAS_NODES}",
         ],
@@ -66,78 +69,82 @@ BAD: list[tuple[str, str | bytes, list[str]]] = [
     (
         "recursive alias",
         after_example("kind: Group\nmetadata: &m {name: g, x: *m}\nspec: {}\n"),
-        ["document 9:", f"line {LINE9 + 1}, column 27", "recursive aliases are not accepted"],
+        [f"document {D1}:", f"line {LINE9 + 1}, column 27", "recursive aliases are not accepted"],
     ),
     (
         "undefined alias with a huge name",
         after_example("kind: Group\nmetadata: {name: g, x: *" + "z" * 100_000 + "}\nspec: {}\n"),
-        ["document 9:", f"line {LINE9 + 1}, column 24", "found undefined alias"],
+        [f"document {D1}:", f"line {LINE9 + 1}, column 24", "found undefined alias"],
     ),
     (
         "title of 300 characters",
         after_example(f"kind: Group\nmetadata: {{name: g, title: {'t' * 300}}}\nspec: {{}}\n"),
-        ["document 9 (Group g)", "field metadata.title", "300 characters, more than 200"],
+        [f"document {D1} (Group g)", "field metadata.title", "300 characters, more than 200"],
     ),
     (
         "displayName of 300 characters",
         after_example(
             f"kind: Group\nmetadata: {{name: g}}\nspec: {{profile: {{displayName: {'d' * 300}}}}}\n"
         ),
-        ["document 9 (Group g)", "field spec.profile.displayName", "more than 200"],
+        [f"document {D1} (Group g)", "field spec.profile.displayName", "more than 200"],
     ),
     (
         "blank title",
         after_example("kind: Group\nmetadata: {name: g, title: '   '}\nspec: {}\n"),
-        ["document 9 (Group g)", "field metadata.title is blank"],
+        [f"document {D1} (Group g)", "field metadata.title is blank"],
     ),
     (
         "profile not a mapping",
         after_example("kind: Group\nmetadata: {name: g}\nspec: {profile: [a]}\n"),
-        ["document 9 (Group g)", "field spec.profile must be a mapping"],
+        [f"document {D1} (Group g)", "field spec.profile must be a mapping"],
     ),
     (
         "slug over 100 characters",
         after_example(
             f"kind: Group\nmetadata: {{name: {'n' * 60}, namespace: {'s' * 50}}}\nspec: {{}}\n"
         ),
-        ["document 9 (Group nnn", "fields metadata.namespace and metadata.name", "(111 char"],
+        [f"document {D1} (Group nnn", "fields metadata.namespace and metadata.name", "(111 char"],
     ),
     (
         "list nested 5,000 deep",
         after_example(GROUP, nested(5_000)),
-        ["document 10:", f"line {LINE10 + 2}, column 51", "nested more than 32 levels deep"],
+        [f"document {D2}:", f"line {LINE10 + 2}, column 51", "nested more than 32 levels deep"],
     ),
     (
         "Latin-1 file",
         after_example("kind: Group\nmetadata: {name: g, title: Équipe}\nspec: {}\n").encode(
             "latin-1"
         ),
-        ["document 9:", f"line {LINE9 + 1}, column 28", "byte 0xc9 is not UTF-8"],
+        [f"document {D1}:", f"line {LINE9 + 1}, column 28", "byte 0xc9 is not UTF-8"],
     ),
     (
         "raw NUL byte",
         after_example("kind: Group\nmetadata: {name: g, title: a\0b}\nspec: {}\n"),
-        ["document 9:", f"line {LINE9 + 1}, column 29", "character U+0000 is not allowed in YAML"],
+        [
+            f"document {D1}:",
+            f"line {LINE9 + 1}, column 29",
+            "character U+0000 is not allowed in YAML",
+        ],
     ),
     (
         "NUL in title",
         after_example('kind: Group\nmetadata: {name: g, title: "a\\0b"}\nspec: {}\n'),
-        ["document 9 (Group g)", "field metadata.title", "U+0000"],
+        [f"document {D1} (Group g)", "field metadata.title", "U+0000"],
     ),
     (
         "NUL in displayName",
         after_example('kind: Group\nmetadata: {name: g}\nspec: {profile: {displayName: "\\0"}}\n'),
-        ["document 9 (Group g)", "field spec.profile.displayName", "U+0000"],
+        [f"document {D1} (Group g)", "field spec.profile.displayName", "U+0000"],
     ),
     (
         "NUL in owner",
         after_example(GROUP, component("{name: x}", '{owner: "g\\0"}')),
-        ["document 10 (Component x)", "field spec.owner", "U+0000"],
+        [f"document {D2} (Component x)", "field spec.owner", "U+0000"],
     ),
     (
         "NUL in OpenCost key",
         after_example(GROUP, component('{name: x, annotations: {opencost.io/key: "a\\0"}}')),
-        ["document 10 (Component x)", "opencost.io/key", "U+0000"],
+        [f"document {D2} (Component x)", "opencost.io/key", "U+0000"],
     ),
     (
         "OpenCost aggregate of 300 characters",
@@ -145,86 +152,90 @@ BAD: list[tuple[str, str | bytes, list[str]]] = [
             GROUP,
             component(f"{{name: x, annotations: {{opencost.io/aggregate: label:{'a' * 294}}}}}"),
         ),
-        ["document 10 (Component x)", "field metadata.annotations[opencost.io/aggregate]", "300"],
+        [
+            f"document {D2} (Component x)",
+            "field metadata.annotations[opencost.io/aggregate]",
+            "300",
+        ],
     ),
     (
         "OpenCost key of 300 characters",
         after_example(
             GROUP, component(f"{{name: x, annotations: {{opencost.io/key: {'k' * 300}}}}}")
         ),
-        ["document 10 (Component x)", "annotation opencost.io/key", "1 to 253 characters"],
+        [f"document {D2} (Component x)", "annotation opencost.io/key", "1 to 253 characters"],
     ),
     (
         "lone surrogate in title",
         after_example('kind: Group\nmetadata: {name: g, title: "a\\ud800"}\nspec: {}\n'),
-        ["document 9 (Group g)", "field metadata.title", "U+D800"],
+        [f"document {D1} (Group g)", "field metadata.title", "U+D800"],
     ),
     (
         "kind is a number",
         after_example("kind: 5\nmetadata: {name: g}\n"),
-        ["document 9:", "field kind must be a string, got a number"],
+        [f"document {D1}:", "field kind must be a string, got a number"],
     ),
     (
         "name is a number",
         after_example("kind: Group\nmetadata: {name: 5}\nspec: {}\n"),
-        ["document 9 (Group)", "field metadata.name", "got a number"],
+        [f"document {D1} (Group)", "field metadata.name", "got a number"],
     ),
     (
         "name of 100,000 characters",
         after_example(f"kind: Group\nmetadata: {{name: {'n' * 100_000}}}\nspec: {{}}\n"),
-        ["document 9 (Group)", "field metadata.name", "(100000 characters)"],
+        [f"document {D1} (Group)", "field metadata.name", "(100000 characters)"],
     ),
     (
         "title is a list",
         after_example("kind: Group\nmetadata: {name: g, title: [1, 2]}\nspec: {}\n"),
-        ["document 9 (Group g)", "field metadata.title must be a string, got a list"],
+        [f"document {D1} (Group g)", "field metadata.title must be a string, got a list"],
     ),
     (
         "owner is a number",
         after_example(GROUP, component("{name: x}", "{owner: 7}")),
-        ["document 10 (Component x)", "field spec.owner must be a string, got a number"],
+        [f"document {D2} (Component x)", "field spec.owner must be a string, got a number"],
     ),
     (
         "uid is a list",
         after_example("kind: Group\nmetadata: {name: g, uid: [1]}\nspec: {}\n"),
-        ["document 9 (Group g)", "field metadata.uid is not a UUID: a list"],
+        [f"document {D1} (Group g)", "field metadata.uid is not a UUID: a list"],
     ),
     (
         "budget is a list",
         after_example(GROUP, component("{name: x, annotations: {finops.io/budget-usd: [1]}}")),
-        ["document 10 (Component x)", "annotation finops.io/budget-usd", "got a list"],
+        [f"document {D2} (Component x)", "annotation finops.io/budget-usd", "got a list"],
     ),
     (
         "budget beyond a float",
         after_example(GROUP, component("{name: x, annotations: {finops.io/budget-usd: 1e999}}")),
-        ["document 10 (Component x)", "annotation finops.io/budget-usd"],
+        [f"document {D2} (Component x)", "annotation finops.io/budget-usd"],
     ),
     (
         "budget an int too large for a float",
         after_example(
             GROUP, component("{name: x, annotations: {finops.io/budget-usd: " + "9" * 400 + "}}")
         ),
-        ["document 10 (Component x)", "annotation finops.io/budget-usd", "got a number"],
+        [f"document {D2} (Component x)", "annotation finops.io/budget-usd", "got a number"],
     ),
     (
         "integer of 5,000 digits",
         after_example(GROUP, component("{name: x, annotations: {n: " + "9" * 5_000 + "}}")),
-        ["document 10:", f"line {LINE10 + 1}, column 38", "cannot read this int value"],
+        [f"document {D2}:", f"line {LINE10 + 1}, column 38", "cannot read this int value"],
     ),
     (
         "impossible date",
         after_example("kind: Group\nmetadata: {name: g, title: 2024-13-01}\nspec: {}\n"),
-        ["document 9:", f"line {LINE9 + 1}, column 28", "cannot read this timestamp value"],
+        [f"document {D1}:", f"line {LINE9 + 1}, column 28", "cannot read this timestamp value"],
     ),
     (
         "top-level scalar document",
         after_example("42\n"),
-        ["document 9:", "expected a mapping with kind and metadata, got a number"],
+        [f"document {D1}:", "expected a mapping with kind and metadata, got a number"],
     ),
     (
         "top-level list document",
         after_example("- a list\n"),
-        ["document 9:", "expected a mapping with kind and metadata, got a list"],
+        [f"document {D1}:", "expected a mapping with kind and metadata, got a list"],
     ),
     ("empty file", b"", ["the file is empty"]),
     ("only comments", "# nothing here\n\n", ["the file is empty"]),
@@ -236,12 +247,12 @@ BAD: list[tuple[str, str | bytes, list[str]]] = [
     (
         "tab indentation",
         after_example("kind: Group\nmetadata:\n\tname: g\nspec: {}\n"),
-        ["document 9:", f"line {LINE9 + 2}, column 1", "YAML does not allow tabs"],
+        [f"document {D1}:", f"line {LINE9 + 2}, column 1", "YAML does not allow tabs"],
     ),
     (
         "unclosed flow sequence",
         after_example("kind: Group\nmetadata: {name: [g}\nspec: {}\n"),
-        ["document 9:", f"line {LINE9 + 1}, column 20", "not valid YAML"],
+        [f"document {D1}:", f"line {LINE9 + 1}, column 20", "not valid YAML"],
     ),
     (
         "two components with one uid",
@@ -250,22 +261,22 @@ BAD: list[tuple[str, str | bytes, list[str]]] = [
             component(f"{{name: a, uid: {UID}}}"),
             component(f"{{name: b, uid: {UID}}}"),
         ),
-        ["document 11 (Component b)", "same metadata.uid as", "document 10 (Component a)"],
+        [f"document {D3} (Component b)", "same metadata.uid as", f"document {D2} (Component a)"],
     ),
     (
         "one component twice",
         after_example(GROUP, component("{name: a}"), component("{name: a}")),
-        ["document 11 (Component a)", "same entity ref as", "document 10 (Component a)"],
+        [f"document {D3} (Component a)", "same entity ref as", f"document {D2} (Component a)"],
     ),
     (
         "one component twice, refs differing in case",
         after_example(GROUP, component("{name: a}"), component("{name: A}")),
-        ["document 11 (Component A)", "same entity ref as", "document 10 (Component a)"],
+        [f"document {D3} (Component A)", "same entity ref as", f"document {D2} (Component a)"],
     ),
     (
         "one group twice",
         after_example(GROUP, GROUP),
-        ["document 10 (Group g)", "same entity ref as", "document 9 (Group g)"],
+        [f"document {D2} (Group g)", "same entity ref as", f"document {D1} (Group g)"],
     ),
     (
         "two groups with one slug",
@@ -273,12 +284,12 @@ BAD: list[tuple[str, str | bytes, list[str]]] = [
             "kind: Group\nmetadata: {name: a.b}\nspec: {}\n",
             "kind: Group\nmetadata: {name: a_b}\nspec: {}\n",
         ),
-        ["document 10 (Group a_b)", "same team slug as", "document 9 (Group a.b)"],
+        [f"document {D2} (Group a_b)", "same team slug as", f"document {D1} (Group a.b)"],
     ),
     (
         "a group of the example again, under another uid",
         after_example(f"kind: Group\nmetadata: {{name: payments, uid: {UID}}}\nspec: {{}}\n"),
-        ["document 9 (Group payments)", "same entity ref as", "document 1 (Group payments)"],
+        [f"document {D1} (Group payments)", "same entity ref as", "document 1 (Group payments)"],
     ),
 ]
 
@@ -306,12 +317,12 @@ async def test_errors_found_while_writing_name_the_document_and_roll_back() -> N
     with pytest.raises(CatalogError) as caught:
         await import_catalog(after_example(GROUP), "bad.yaml")
     assert str(caught.value).startswith(
-        "bad.yaml document 9 (Group g): metadata.name gives the slug 'g', which belongs to another"
+        f"bad.yaml document {D1} (Group g): metadata.name gives the slug 'g', which belongs to another"
     )
     with pytest.raises(CatalogError) as caught:
         await import_catalog(after_example(component("{name: x}", "{owner: nobody}")), "bad.yaml")
     assert str(caught.value).startswith(
-        "bad.yaml document 9 (Component x): field spec.owner group:default/nobody is not a Group"
+        f"bad.yaml document {D1} (Component x): field spec.owner group:default/nobody is not a Group"
     )
     assert [t.slug for t in await Team.all()] == ["g"]
     assert await Component.all().count() == 0
@@ -452,4 +463,4 @@ async def test_cli_imports_good_files_after_the_checks(tmp_path: Path) -> None:
     code, out, err = await cli("catalog", "import", str(EXAMPLE), str(extra), env=env)
     assert code == 0, err
     assert "1 teams, 0 components imported" in out
-    assert rows(database) == (3, 5)
+    assert rows(database) == (4, 5)  # the example has 3 teams (fraud is a sub-team)

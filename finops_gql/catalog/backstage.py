@@ -1,4 +1,5 @@
-"""Import Backstage catalog-info.yaml files: `kind: Group` -> Team, `kind: Component` -> Component.
+"""Import Backstage catalog-info.yaml files: `kind: Group` -> Team (with its parent),
+`kind: Domain` -> Domain, `kind: System` -> System, `kind: Component` -> Component.
 
 Parsing is pure and checks everything before the database is touched; the write is one
 transaction, so a bad file imports nothing.
@@ -30,7 +31,7 @@ from finops_gql.catalog.service import (
     describe,
     selector_owner,
 )
-from finops_gql.db.models import DEFAULT_AGGREGATE, Component, Team
+from finops_gql.db.models import DEFAULT_AGGREGATE, Component, Domain, System, Team
 from finops_gql.db.setup import placeholders, sql_value
 from finops_gql.errors import InvalidInput
 from finops_gql.validation import BUDGET_MAX_USD
@@ -73,6 +74,42 @@ class TeamEntity:
     name: str
     slug: str
     where: str = field(default="", compare=False)
+    # The Group tree as this document states it: spec.parent, and spec.children with the index
+    # of each entry (for messages).
+    parent_ref: str | None = None
+    children_refs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DomainEntity:
+    id: uuid.UUID
+    ref: str
+    name: str
+    slug: str
+    owner_ref: str
+    where: str = field(default="", compare=False)
+
+
+@dataclass(frozen=True)
+class SystemEntity:
+    id: uuid.UUID
+    ref: str
+    name: str
+    slug: str
+    owner_ref: str
+    domain_ref: str | None
+    where: str = field(default="", compare=False)
+
+
+@dataclass
+class Catalog:
+    """Everything a file declares, checked, before the database is touched."""
+
+    teams: list[TeamEntity] = field(default_factory=list)
+    components: list[ComponentEntity] = field(default_factory=list)
+    domains: list[DomainEntity] = field(default_factory=list)
+    systems: list[SystemEntity] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -85,12 +122,15 @@ class ComponentEntity:
     aggregate: str
     key: str | None
     where: str = field(default="", compare=False)
+    system_ref: str | None = None
 
 
 @dataclass
 class ImportResult:
     teams: int = 0
     components: int = 0
+    domains: int = 0
+    systems: int = 0
     skipped: list[str] = field(default_factory=list)
 
 
@@ -102,12 +142,33 @@ def stable_id(ref: str) -> uuid.UUID:
     return uuid.uuid5(ENTITY_NAMESPACE, ref.lower())
 
 
-def owner_ref(owner: str, namespace: str) -> str:
-    """Backstage's shorthand: `team`, `group:team` and `group:ns/team` all name a Group."""
+def owner_ref(owner: str, namespace: str, default_kind: str = "group") -> str:
+    """Backstage's shorthand: `team`, `group:team` and `group:ns/team` all name a Group (and
+    `shop`, `system:shop`, ... a System where a System is expected)."""
     kind, _, rest = owner.rpartition(":")
-    kind = kind or "group"
+    kind = kind or default_kind
     ns, _, name = rest.rpartition("/")
     return entity_ref(kind, ns or namespace, name)
+
+
+def _reference(
+    value: object, namespace: str, kind: str, where: str, name: str, *, required: bool
+) -> str | None:
+    """An entity ref field (spec.owner, spec.system, ...) naming an entity of `kind`."""
+    if value is None and not required:
+        return None
+    text = _text(value, where, name, REF_MAX).strip()
+    if not text:
+        if not required:
+            return None
+        raise CatalogError(f"{where}: field {name} is missing")
+    ref = owner_ref(text, namespace, kind)
+    if not ref.startswith(f"{kind}:"):
+        raise CatalogError(
+            f"{where}: field {name} {_show(text)} names a {ref.partition(':')[0]}, "
+            f"expected a {kind.capitalize()}"
+        )
+    return ref
 
 
 def _slug(namespace: str, name: str) -> str:
@@ -293,6 +354,9 @@ def load_documents(
     return documents
 
 
+KINDS = {"Group", "Component", "Domain", "System"}
+
+
 def parse_catalog(
     text: str | bytes,
     source: str = "catalog",
@@ -300,9 +364,20 @@ def parse_catalog(
     *,
     budget_max_usd: float = BUDGET_MAX_USD,
 ) -> tuple[list[TeamEntity], list[ComponentEntity], list[str]]:
-    teams: list[TeamEntity] = []
-    components: list[ComponentEntity] = []
-    skipped: list[str] = []
+    """Teams, components and skipped documents (parse_entities has every kind)."""
+    found = parse_entities(text, source, max_bytes, budget_max_usd=budget_max_usd)
+    return found.teams, found.components, found.skipped
+
+
+def parse_entities(
+    text: str | bytes,
+    source: str = "catalog",
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    *,
+    budget_max_usd: float = BUDGET_MAX_USD,
+) -> Catalog:
+    found = Catalog()
+    teams, components, skipped = found.teams, found.components, found.skipped
     for index, doc in load_documents(text, source, max_bytes):
         if doc is None:
             continue
@@ -316,7 +391,7 @@ def parse_catalog(
             raise CatalogError(f"{where}: field kind is missing")
         if not isinstance(kind, str):
             raise CatalogError(f"{where}: field kind must be a string, got {_show(kind)}")
-        if kind not in {"Group", "Component"}:
+        if kind not in KINDS:
             skipped.append(f"{where}: kind {kind if len(kind) <= MAX_ECHO else _show(kind)}")
             continue
         metadata = _mapping(doc, "metadata", where)
@@ -338,9 +413,29 @@ def parse_catalog(
         if kind == "Group":
             teams.append(_team(metadata, spec, ident, ref, namespace, name, where))
             continue
+        if kind in {"Domain", "System"}:
+            title = _title(metadata, name, where)
+            slug = _entity_slug(namespace, name, where, kind.lower())
+            owner = _reference(
+                spec.get("owner"), namespace, "group", where, "spec.owner", required=True
+            )
+            assert owner is not None
+            if kind == "Domain":
+                found.domains.append(DomainEntity(ident, ref, title, slug, owner, where=where))
+            else:
+                domain = _reference(
+                    spec.get("domain"), namespace, "domain", where, "spec.domain", required=False
+                )
+                found.systems.append(
+                    SystemEntity(ident, ref, title, slug, owner, domain, where=where)
+                )
+            continue
         owner = _text(spec.get("owner"), where, "spec.owner", REF_MAX)
         if not owner.strip():
             raise CatalogError(f"{where}: field spec.owner is missing")
+        system = _reference(
+            spec.get("system"), namespace, "system", where, "spec.system", required=False
+        )
         annotations = metadata.get("annotations") or {}
         if not isinstance(annotations, dict):
             raise CatalogError(f"{where}: field metadata.annotations must be a mapping")
@@ -362,12 +457,15 @@ def parse_catalog(
                     check_key, annotations.get(ANNOTATION_KEY), where, ANNOTATION_KEY, 1000
                 ),
                 where=where,
+                system_ref=system,
             )
         )
     _refuse_duplicates(teams, "team")
     _refuse_duplicates(components, "component")
+    _refuse_duplicates(found.domains, "domain")
+    _refuse_duplicates(found.systems, "system")
     _one_component_per_selector(components, source)
-    return teams, components, skipped
+    return found
 
 
 def _one_component_per_selector(components: list[ComponentEntity], source: str) -> None:
@@ -401,27 +499,63 @@ def _team(
         title, title_field = (profile or {}).get("displayName"), "spec.profile.displayName"
     if title is None or title == "":
         title = name
-    title = _text(title, where, title_field, 200)
+    title = _checked_title(title, where, title_field)
+    slug = _entity_slug(namespace, name, where, "team")
+    parent = _reference(
+        spec.get("parent"), namespace, "group", where, "spec.parent", required=False
+    )
+    raw_children = spec.get("children")
+    if raw_children is not None and not isinstance(raw_children, list):
+        raise CatalogError(
+            f"{where}: field spec.children must be a list, got {_show(raw_children)}"
+        )
+    children: list[str] = []
+    for i, child in enumerate(raw_children or []):
+        ref_i = _reference(child, namespace, "group", where, f"spec.children[{i}]", required=True)
+        assert ref_i is not None
+        if ref_i in children:
+            raise CatalogError(f"{where}: field spec.children lists {ref_i} twice")
+        children.append(ref_i)
+    return TeamEntity(
+        ident, ref, title, slug, where=where, parent_ref=parent, children_refs=tuple(children)
+    )
+
+
+def _title(metadata: dict[str, Any], name: str, where: str) -> str:
+    title = metadata.get("title")
+    if title is None or title == "":
+        return name
+    return _checked_title(title, where, "metadata.title")
+
+
+def _checked_title(title: object, where: str, title_field: str) -> str:
+    text = _text(title, where, title_field, 200)
     try:
-        title = check_name(title)
+        return check_name(text)
     except InvalidInput:
         raise CatalogError(f"{where}: field {title_field} is blank") from None
+
+
+def _entity_slug(namespace: str, name: str, where: str, what: str) -> str:
     slug = _slug(namespace, name)
     if len(slug) > SLUG_MAX:
         raise CatalogError(
-            f"{where}: fields metadata.namespace and metadata.name make the team slug "
+            f"{where}: fields metadata.namespace and metadata.name make the {what} slug "
             f"{_show(slug)}, longer than {SLUG_MAX} characters"
         )
-    return TeamEntity(ident, ref, title, slug, where=where)
+    return slug
 
 
-def _refuse_duplicates(entities: list[TeamEntity] | list[ComponentEntity], what: str) -> None:
+Entity = TeamEntity | ComponentEntity | DomainEntity | SystemEntity
+
+
+def _refuse_duplicates(entities: list[Any], what: str) -> None:
     """One import may hold each entity once: a second copy would silently overwrite the first."""
-    seen: dict[tuple[str, str], TeamEntity | ComponentEntity] = {}
+    seen: dict[tuple[str, str], Entity] = {}
     for entity in entities:
         keys = [("entity ref", entity.ref.lower()), ("metadata.uid", str(entity.id))]
-        if isinstance(entity, TeamEntity):
-            keys.append(("team slug", entity.slug))
+        if not isinstance(entity, ComponentEntity):
+            keys.append((f"{what} slug", entity.slug))
         for key in keys:
             first = seen.setdefault(key, entity)
             if first is not entity:
@@ -498,24 +632,69 @@ async def import_catalog(
     *,
     budget_max_usd: float = BUDGET_MAX_USD,
 ) -> ImportResult:
-    teams, components, skipped = parse_catalog(
-        text, source, max_bytes, budget_max_usd=budget_max_usd
-    )
+    found = parse_entities(text, source, max_bytes, budget_max_usd=budget_max_usd)
     try:
-        return await _write(teams, components, skipped, source)
+        return await _write(found, source)
     except IntegrityError:
         # The checks below passed, so a concurrent writer took a slug, id or selector meanwhile.
         raise CatalogError(
-            f"{source}: a team slug, id or OpenCost selector in this file was claimed by a "
+            f"{source}: a slug, id or OpenCost selector in this file was claimed by a "
             "concurrent change; nothing was imported, run the import again"
         ) from None
 
 
-async def _write(
-    teams: list[TeamEntity], components: list[ComponentEntity], skipped: list[str], source: str
-) -> ImportResult:
-    result = ImportResult(skipped=skipped)
+RefModel = type[Team] | type[Domain] | type[System]
+
+
+async def _stored(model: RefModel, ref: str) -> uuid.UUID | None:
+    """An entity imported earlier: by its stable id, or by slug if it carried a uid."""
+    namespace, _, name = ref.partition(":")[2].partition("/")
+    match = Q(id=stable_id(ref))
+    slug = _slug(namespace, name)
+    if 0 < len(slug) <= SLUG_MAX:
+        match |= Q(slug=slug)
+    row = await model.filter(match).only("id").first()
+    return uuid.UUID(str(row.id)) if row is not None else None
+
+
+async def _resolve(
+    model: RefModel, ref: str, in_file: dict[str, uuid.UUID], where: str, name: str
+) -> uuid.UUID:
+    found = in_file.get(ref)
+    if found is None:
+        found = await _stored(model, ref)
+    if found is None:
+        kind = model.__name__.lower()
+        raise CatalogError(
+            f"{where}: field {name} {ref} is not a {ref.partition(':')[0].capitalize()} "
+            f"in this file or an already imported {kind}"
+        )
+    return found
+
+
+async def _upsert_named(
+    model: type[Domain] | type[System],
+    entity: DomainEntity | SystemEntity,
+    values: dict[str, Any],
+) -> None:
+    what = model.__name__.lower()
+    clash = await model.filter(slug=entity.slug).exclude(id=entity.id).only("id").first()
+    if clash is not None:
+        raise CatalogError(
+            f"{entity.where or entity.ref}: metadata.name gives the slug {entity.slug!r}, "
+            f"which belongs to another {what}"
+        )
+    await model.update_or_create(
+        id=entity.id, defaults={"name": entity.name, "slug": entity.slug, **values}
+    )
+
+
+async def _write(found: Catalog, source: str) -> ImportResult:
+    teams, components = found.teams, found.components
+    result = ImportResult(skipped=found.skipped)
     team_ids = {t.ref: t.id for t in teams}
+    domain_ids = {d.ref: d.id for d in found.domains}
+    system_ids = {s.ref: s.id for s in found.systems}
     in_file = [c.id for c in components]
     async with in_transaction() as conn:
         for team in teams:
@@ -527,6 +706,20 @@ async def _write(
                 )
             await Team.update_or_create(id=team.id, defaults={"name": team.name, "slug": team.slug})
             result.teams += 1
+        await _write_tree(teams, team_ids)
+        for domain in found.domains:
+            owner = await _resolve(Team, domain.owner_ref, team_ids, domain.where, "spec.owner")
+            await _upsert_named(Domain, domain, {"owner_id": owner})
+            result.domains += 1
+        for system in found.systems:
+            owner = await _resolve(Team, system.owner_ref, team_ids, system.where, "spec.owner")
+            domain_id = None
+            if system.domain_ref is not None:
+                domain_id = await _resolve(
+                    Domain, system.domain_ref, domain_ids, system.where, "spec.domain"
+                )
+            await _upsert_named(System, system, {"owner_id": owner, "domain_id": domain_id})
+            result.systems += 1
         if in_file:
             # Stored components of this file may trade keys (one's old key is another's new
             # one): park their selectors on unique placeholders first, so the unique index never
@@ -540,17 +733,17 @@ async def _write(
         for component in components:
             owner_id = team_ids.get(component.owner_ref)
             if owner_id is None:
-                # An owner imported earlier: by its stable id, or by slug if it carried a uid.
-                namespace, _, name = component.owner_ref.partition(":")[2].partition("/")
-                owner = await Team.filter(
-                    Q(id=stable_id(component.owner_ref)) | Q(slug=_slug(namespace, name))
-                ).first()
-                owner_id = owner.id if owner is not None else None
+                owner_id = await _stored(Team, component.owner_ref)
             if owner_id is None:
                 raise CatalogError(
                     f"{component.where or component.ref}: field spec.owner "
                     f"{component.owner_ref} is not a Group "
                     "in this file or an already imported team"
+                )
+            system_id = None
+            if component.system_ref is not None:
+                system_id = await _resolve(
+                    System, component.system_ref, system_ids, component.where, "spec.system"
                 )
             key = component.key or component.name
             holder = await selector_owner(component.aggregate, key, exclude=in_file)
@@ -565,6 +758,7 @@ async def _write(
                 defaults={
                     "name": component.name,
                     "team_id": owner_id,
+                    "system_id": system_id,
                     "budget_usd": component.budget_usd,
                     "opencost_aggregate": component.aggregate,
                     "opencost_key": component.key,
@@ -572,3 +766,59 @@ async def _write(
             )
             result.components += 1
     return result
+
+
+async def _write_tree(teams: list[TeamEntity], team_ids: dict[str, uuid.UUID]) -> None:
+    """Set each team's parent from spec.parent and from its parent's spec.children.
+
+    A Group of the file has the parent its file gives it (none if neither spelling names one);
+    a child listed in spec.children may be a team imported earlier. Both spellings may appear,
+    and must not name two different parents. The tree that results (stored teams included) must
+    have no cycle. Runs inside the import's transaction, after the teams are written."""
+    # team id -> (parent id or None, the document and field that said so)
+    said: dict[uuid.UUID, tuple[uuid.UUID | None, str]] = {t.id: (None, "") for t in teams}
+    for team in teams:
+        if team.parent_ref is not None:
+            parent = await _resolve(Team, team.parent_ref, team_ids, team.where, "spec.parent")
+            said[team.id] = (parent, f"{team.where}: field spec.parent")
+    for team in teams:
+        for i, child_ref in enumerate(team.children_refs):
+            field_name = f"spec.children[{i}]"
+            child = await _resolve(Team, child_ref, team_ids, team.where, field_name)
+            claim = f"{team.where}: field {field_name}"
+            before, source = said.get(child, (None, ""))
+            if before is not None and before != team.id:
+                raise CatalogError(
+                    f"{claim} makes {child_ref} a child of {team.ref}, but {source} names "
+                    "another parent; a Group has one parent"
+                )
+            said[child] = (team.id, source or claim)
+    if not said:
+        return
+    # The whole stored tree, with this file's changes over it: a cycle may go through teams
+    # the file does not mention. One narrow row per team.
+    rows = await Team.all().values_list("id", "parent_id", "slug")
+    parents: dict[uuid.UUID, uuid.UUID | None] = {}
+    slugs: dict[uuid.UUID, str] = {}
+    for tid, pid, slug in rows:
+        key = uuid.UUID(str(tid))
+        parents[key] = uuid.UUID(str(pid)) if pid is not None else None
+        slugs[key] = str(slug)
+    for tid, (pid, _) in said.items():
+        parents[tid] = pid
+    for start in said:
+        path: list[uuid.UUID] = []
+        node: uuid.UUID | None = start
+        while node is not None and node not in path:
+            path.append(node)
+            node = parents.get(node)
+        if node is not None:  # came back to a team on the path
+            cycle = [*path[path.index(node) :], node]
+            where = next((said[t][1] for t in cycle if said.get(t, (None, ""))[1]), "")
+            raise CatalogError(
+                f"{where}: the group tree would have a cycle: "
+                f"{' -> '.join(slugs.get(t, str(t)) for t in cycle)} (a team cannot be "
+                "its own ancestor)"
+            )
+    for tid, (pid, _) in said.items():
+        await Team.filter(id=tid).update(parent_id=pid)

@@ -19,6 +19,8 @@ from finops_gql.db.models import (
     NAME_MAX,
     SLUG_MAX,
     Component,
+    Domain,
+    System,
     Team,
 )
 from finops_gql.db.setup import connection, placeholders, sql_value
@@ -45,9 +47,12 @@ AGGREGATE_RE = re.compile(
 )
 
 T = TypeVar("T")
+M = TypeVar("M", Team, System)
 
 # Read paths load only what GraphQL shows: every extra DatetimeField costs an ISO parse per row.
-TEAM_FIELDS = ("id", "name", "slug")
+TEAM_FIELDS = ("id", "name", "slug", "parent_id")
+SYSTEM_FIELDS = ("id", "name", "slug", "domain_id", "owner_id")
+DOMAIN_FIELDS = ("id", "name", "slug", "owner_id")
 COMPONENT_FIELDS = (
     "id",
     "name",
@@ -57,6 +62,7 @@ COMPONENT_FIELDS = (
     "opencost_key",
     "cost_30d",
     "cost_synced_at",
+    "system_id",
 )
 
 
@@ -82,6 +88,19 @@ def _component_keyset(after: str) -> tuple[str, uuid.UUID]:
 def _component_page(rows: list[Component], first: int) -> Page[Component]:
     items = rows[:first]
     cursor = encode_cursor(items[-1].name, str(items[-1].id)) if items else None
+    return Page(items, cursor, len(rows) > first)
+
+
+def _slug_keyset(after: str) -> str:
+    (slug,) = decode_cursor(after, 1)
+    if not fits_column(slug, SLUG_MAX):
+        raise _not_issued()
+    return slug
+
+
+def _slug_page(rows: list[T], first: int) -> Page[T]:
+    items = rows[:first]
+    cursor = encode_cursor(getattr(items[-1], "slug")) if items else None  # noqa: B009
     return Page(items, cursor, len(rows) > first)
 
 
@@ -183,13 +202,24 @@ class CatalogService:
     ) -> dict[uuid.UUID, Page[Component]]:
         """One page of each team's components, by (name, id) like `list_components`, in one
         statement whatever the number of teams (for the Team.components DataLoader)."""
+        return await self._component_pages("team_id", team_ids, first, after)
+
+    async def system_component_pages(
+        self, system_ids: Sequence[uuid.UUID], first: int = PAGE_DEFAULT, after: str | None = None
+    ) -> dict[uuid.UUID, Page[Component]]:
+        """One page of each system's components by (name, id), in one statement."""
+        return await self._component_pages("system_id", system_ids, first, after)
+
+    async def _component_pages(
+        self, column: str, owner_ids: Sequence[uuid.UUID], first: int, after: str | None
+    ) -> dict[uuid.UUID, Page[Component]]:
         _check_first(first)
-        pages: dict[uuid.UUID, list[Component]] = {tid: [] for tid in team_ids}
-        if not team_ids:
+        pages: dict[uuid.UUID, list[Component]] = {oid: [] for oid in owner_ids}
+        if not owner_ids:
             return dict.fromkeys(pages, Page([], None, False))
-        params: list[object] = [sql_value(t) for t in team_ids]
+        params: list[object] = [sql_value(t) for t in owner_ids]
         marks = placeholders(len(params) + 4)
-        where = f"c.team_id IN ({', '.join(marks[: len(params)])})"
+        where = f"c.{column} IN ({', '.join(marks[: len(params)])})"
         if after is not None:
             name, last_id = _component_keyset(after)
             n1, n2, i = marks[len(params) : len(params) + 3]
@@ -200,14 +230,119 @@ class CatalogService:
         # extra row per team tells whether it has a next page.
         sql = (
             f"SELECT {columns} FROM (SELECT {', '.join('c.' + f for f in COMPONENT_FIELDS)}, "  # noqa: S608 (placeholders only)
-            "ROW_NUMBER() OVER (PARTITION BY c.team_id ORDER BY c.name, c.id) AS rn "
+            f"ROW_NUMBER() OVER (PARTITION BY c.{column} ORDER BY c.name, c.id) AS rn "
             f"FROM component c WHERE {where}) ranked "
-            f"WHERE rn <= {marks[len(params)]} ORDER BY team_id, rn"
+            f"WHERE rn <= {marks[len(params)]} ORDER BY {column}, rn"
         )
         for row in await connection().execute_query_dict(sql, [*params, first + 1]):
             component = Component._init_from_db(**row)
-            pages[uuid.UUID(str(component.team_id))].append(component)
-        return {tid: _component_page(rows, first) for tid, rows in pages.items()}
+            pages[uuid.UUID(str(getattr(component, column)))].append(component)
+        return {oid: _component_page(rows, first) for oid, rows in pages.items()}
+
+    # -- the team tree, systems and domains ------------------------------------------------------
+
+    async def team_subtrees(
+        self, team_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, list[uuid.UUID]]:
+        """Each team with all its descendants (sub-teams, their sub-teams, ...), the team first;
+        an unknown id maps to []. One statement, a recursive CTE (SQLite and PostgreSQL).
+
+        UNION, not UNION ALL: a row already reached is not walked again, so even a cycle that
+        slipped past the import's and the service's checks (two concurrent writers) ends."""
+        found: dict[uuid.UUID, list[uuid.UUID]] = {tid: [] for tid in team_ids}
+        if not team_ids:
+            return found
+        marks = placeholders(len(found))
+        sql = (
+            "WITH RECURSIVE tree(root, id) AS ("  # noqa: S608 (placeholders only)
+            f"SELECT id, id FROM team WHERE id IN ({', '.join(marks)}) "
+            "UNION SELECT tree.root, t.id FROM team t JOIN tree ON t.parent_id = tree.id"
+            ") SELECT root, id FROM tree"
+        )
+        rows = await connection().execute_query_dict(sql, [sql_value(t) for t in found])
+        for row in rows:
+            root, tid = uuid.UUID(str(row["root"])), uuid.UUID(str(row["id"]))
+            members = found[root]
+            if tid == root:
+                members.insert(0, tid)
+            else:
+                members.append(tid)
+        return found
+
+    async def team_children_pages(
+        self, team_ids: Sequence[uuid.UUID], first: int = PAGE_DEFAULT, after: str | None = None
+    ) -> dict[uuid.UUID, Page[Team]]:
+        """One page of each team's direct sub-teams by slug, in one statement."""
+        return await self._slug_pages(Team, TEAM_FIELDS, "parent_id", team_ids, first, after)
+
+    async def domain_system_pages(
+        self, domain_ids: Sequence[uuid.UUID], first: int = PAGE_DEFAULT, after: str | None = None
+    ) -> dict[uuid.UUID, Page[System]]:
+        """One page of each domain's systems by slug, in one statement."""
+        return await self._slug_pages(System, SYSTEM_FIELDS, "domain_id", domain_ids, first, after)
+
+    async def _slug_pages(
+        self,
+        model: type[M],
+        fields: Sequence[str],
+        column: str,
+        owner_ids: Sequence[uuid.UUID],
+        first: int,
+        after: str | None,
+    ) -> dict[uuid.UUID, Page[M]]:
+        _check_first(first)
+        pages: dict[uuid.UUID, list[M]] = {oid: [] for oid in owner_ids}
+        if not owner_ids:
+            return {}
+        params: list[object] = [sql_value(t) for t in pages]
+        marks = placeholders(len(params) + 2)
+        where = f"{column} IN ({', '.join(marks[: len(params)])})"
+        if after is not None:
+            where += f" AND slug > {marks[len(params)]}"
+            params.append(_slug_keyset(after))
+        table = model._meta.db_table
+        sql = (
+            f"SELECT {', '.join(fields)} FROM (SELECT {', '.join(fields)}, "  # noqa: S608 (placeholders only)
+            f"ROW_NUMBER() OVER (PARTITION BY {column} ORDER BY slug) AS rn "
+            f"FROM {table} WHERE {where}) ranked "
+            f"WHERE rn <= {marks[len(params)]} ORDER BY {column}, rn"
+        )
+        for row in await connection().execute_query_dict(sql, [*params, first + 1]):
+            item = model._init_from_db(**row)
+            pages[uuid.UUID(str(row[column]))].append(item)
+        return {oid: _slug_page(rows, first) for oid, rows in pages.items()}
+
+    async def systems_by_ids(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, System]:
+        return {s.id: s for s in await System.filter(id__in=list(ids)).only(*SYSTEM_FIELDS)}
+
+    async def domains_by_ids(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Domain]:
+        return {d.id: d for d in await Domain.filter(id__in=list(ids)).only(*DOMAIN_FIELDS)}
+
+    async def system_by_slug(self, slug: str) -> System | None:
+        check_text(slug, "slug", SLUG_MAX)
+        return await System.filter(slug=slug).only(*SYSTEM_FIELDS).first()
+
+    async def domain_by_slug(self, slug: str) -> Domain | None:
+        check_text(slug, "slug", SLUG_MAX)
+        return await Domain.filter(slug=slug).only(*DOMAIN_FIELDS).first()
+
+    async def list_systems(
+        self, first: int = PAGE_DEFAULT, after: str | None = None
+    ) -> Page[System]:
+        _check_first(first)
+        query = System.all().only(*SYSTEM_FIELDS).order_by("slug")
+        if after is not None:
+            query = query.filter(slug__gt=_slug_keyset(after))
+        return _slug_page(await query.limit(first + 1), first)
+
+    async def list_domains(
+        self, first: int = PAGE_DEFAULT, after: str | None = None
+    ) -> Page[Domain]:
+        _check_first(first)
+        query = Domain.all().only(*DOMAIN_FIELDS).order_by("slug")
+        if after is not None:
+            query = query.filter(slug__gt=_slug_keyset(after))
+        return _slug_page(await query.limit(first + 1), first)
 
     async def list_teams(self, first: int = PAGE_DEFAULT, after: str | None = None) -> Page[Team]:
         _check_first(first)
@@ -273,6 +408,27 @@ class CatalogService:
             await team.save()
         except IntegrityError:
             raise await self._team_conflict(team.slug) from None
+        return team
+
+    async def set_team_parent(self, team_id: uuid.UUID, parent_id: uuid.UUID | None) -> Team:
+        """Move a team under another one (None: make it top-level); a team cannot become its own
+        ancestor, so a parent inside the team's subtree is a Conflict."""
+        async with in_transaction():
+            team = await Team.get_or_none(id=team_id)
+            if team is None:
+                raise NotFound("team", team_id)
+            if parent_id is not None:
+                parent = await Team.filter(id=parent_id).only("id", "slug").first()
+                if parent is None:
+                    raise NotFound("team", parent_id)
+                subtree = (await self.team_subtrees([team_id]))[team_id]
+                if parent_id in subtree:
+                    raise Conflict(
+                        f"team {parent.slug!r} is {team.slug!r} or one of its sub-teams: "
+                        "the team tree cannot have a cycle"
+                    )
+            team.parent_id = str(parent_id) if parent_id is not None else None
+            await team.save(update_fields=["parent_id", "updated_at"])
         return team
 
     async def delete_team(self, team_id: uuid.UUID) -> None:

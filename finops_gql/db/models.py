@@ -22,14 +22,24 @@ class Team(Model):
     id = fields.UUIDField(primary_key=True)
     name = fields.CharField(max_length=NAME_MAX)
     slug = fields.CharField(max_length=SLUG_MAX, unique=True)
+    # The Backstage Group tree. SET NULL: deleting a team makes its sub-teams top-level rather
+    # than refusing the delete (the catalog import, which owns the tree, sets it again), and it
+    # never cascades into deleting teams. The import and the service refuse cycles.
+    parent: fields.ForeignKeyNullableRelation[Team] = fields.ForeignKeyField(
+        "models.Team", related_name="children", null=True, on_delete=fields.SET_NULL
+    )
+    parent_id: str | None
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
 
     components: fields.ReverseRelation[Component]
+    children: fields.ReverseRelation[Team]
 
     class Meta:
         table = "team"
         ordering = ["slug"]
+        # Team.children and the subtree walk (catalog.service.team_subtrees) follow parent_id.
+        indexes = [Index(fields=("parent_id", "slug"), name="team_parent_slug_idx")]
 
 
 class Component(Model):
@@ -39,6 +49,11 @@ class Component(Model):
         "models.Team", related_name="components", on_delete=fields.RESTRICT
     )
     team_id: str
+    # Backstage spec.system; SET NULL: deleting a system leaves its components unassigned.
+    system: fields.ForeignKeyNullableRelation[System] = fields.ForeignKeyField(
+        "models.System", related_name="components", null=True, on_delete=fields.SET_NULL
+    )
+    system_id: str | None
     budget_usd = fields.FloatField(null=True)
     # How OpenCost identifies this component: the allocation aggregate and the key in its answer.
     opencost_aggregate = fields.CharField(max_length=AGGREGATE_MAX, default=DEFAULT_AGGREGATE)
@@ -59,6 +74,8 @@ class Component(Model):
             # 0003 as SQL, since Index cannot say DESC.
             # Keyset pagination of components (GraphQL `components`) orders by (name, id).
             Index(fields=("name", "id"), name="component_name_id_idx"),
+            # System.components pages by (name, id) within one system.
+            Index(fields=("system_id", "name", "id"), name="component_system_name_idx"),
             # One component per OpenCost selector: (opencost_aggregate, COALESCE(opencost_key,
             # name)) is unique, an expression index created by migration 0006 as SQL.
         ]
@@ -66,6 +83,52 @@ class Component(Model):
     @property
     def selector_key(self) -> str:
         return self.opencost_key or self.name
+
+
+class Domain(Model):
+    """Backstage `kind: Domain`: a group of systems (e.g. "commerce")."""
+
+    id = fields.UUIDField(primary_key=True)
+    name = fields.CharField(max_length=NAME_MAX)
+    slug = fields.CharField(max_length=SLUG_MAX, unique=True)
+    owner: fields.ForeignKeyNullableRelation[Team] = fields.ForeignKeyField(
+        "models.Team", related_name="domains", null=True, on_delete=fields.SET_NULL
+    )
+    owner_id: str | None
+    created_at = fields.DatetimeField(auto_now_add=True)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    systems: fields.ReverseRelation[System]
+
+    class Meta:
+        table = "domain"
+        ordering = ["slug"]
+
+
+class System(Model):
+    """Backstage `kind: System`: components that make one product (e.g. "shop")."""
+
+    id = fields.UUIDField(primary_key=True)
+    name = fields.CharField(max_length=NAME_MAX)
+    slug = fields.CharField(max_length=SLUG_MAX, unique=True)
+    domain: fields.ForeignKeyNullableRelation[Domain] = fields.ForeignKeyField(
+        "models.Domain", related_name="systems", null=True, on_delete=fields.SET_NULL
+    )
+    domain_id: str | None
+    owner: fields.ForeignKeyNullableRelation[Team] = fields.ForeignKeyField(
+        "models.Team", related_name="systems", null=True, on_delete=fields.SET_NULL
+    )
+    owner_id: str | None
+    created_at = fields.DatetimeField(auto_now_add=True)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    components: fields.ReverseRelation[Component]
+
+    class Meta:
+        table = "system"
+        ordering = ["slug"]
+        # Domain.systems pages by slug within one domain.
+        indexes = [Index(fields=("domain_id", "slug"), name="system_domain_slug_idx")]
 
 
 class CostRecord(Model):

@@ -3,21 +3,48 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from strawberry.dataloader import DataLoader
 
 from finops_gql.auth import Principal
 from finops_gql.catalog.service import Page
 from finops_gql.costs.service import DailyCost, TeamSummary
-from finops_gql.db.models import Component, Team
+from finops_gql.db.models import Component, Domain, System, Team
 from finops_gql.errors import ServiceError
 from finops_gql.graphql.cost import Cost
 from finops_gql.graphql.documents import DocumentGuard
 
 if TYPE_CHECKING:
     from finops_gql.services import Services
+
+
+PageKey = tuple[uuid.UUID, int, str | None]
+P = TypeVar("P")
+
+
+def _pages(
+    fetch: Callable[[list[uuid.UUID], int, str | None], Awaitable[dict[uuid.UUID, Page[P]]]],
+) -> Callable[[list[PageKey]], Awaitable[list[Page[P] | BaseException]]]:
+    """A batch function for pages under many parents: one statement per distinct (first,
+    after), so one for a page of parents in practice; bad arguments fail their own fields."""
+
+    async def load(keys: list[PageKey]) -> list[Page[P] | BaseException]:
+        pages: dict[tuple[int, str | None], dict[uuid.UUID, Page[P]] | Exception] = {}
+        for first, after in dict.fromkeys((first, after) for _, first, after in keys):
+            try:
+                pages[first, after] = await fetch(
+                    [i for i, f, a in keys if (f, a) == (first, after)], first, after
+                )
+            except ServiceError as exc:
+                pages[first, after] = exc
+        return [
+            found if isinstance(found := pages[f, a], Exception) else found[i] for i, f, a in keys
+        ]
+
+    return load
 
 
 @dataclass
@@ -33,6 +60,12 @@ class Loaders:
     )
     team_summary: DataLoader[uuid.UUID, TeamSummary] = field(init=False)
     _history: dict[int, DataLoader[uuid.UUID, list[DailyCost]]] = field(init=False)
+    # Catalog roll-ups: systems, domains, and pages under them keyed by (id, first, after).
+    system: DataLoader[uuid.UUID, System | None] = field(init=False)
+    domain: DataLoader[uuid.UUID, Domain | None] = field(init=False)
+    system_components: DataLoader[PageKey, Page[Component]] = field(init=False)
+    team_children: DataLoader[PageKey, Page[Team]] = field(init=False)
+    domain_systems: DataLoader[PageKey, Page[System]] = field(init=False)
 
     def __post_init__(self) -> None:
         catalog, costs = self.services.catalog, self.services.costs
@@ -71,6 +104,28 @@ class Loaders:
         self.team_components = DataLoader(team_components)
         self.team_summary = DataLoader(summaries)
         self._history = {}
+
+        async def systems(ids: list[uuid.UUID]) -> list[System | None]:
+            found = await catalog.systems_by_ids(ids)
+            return [found.get(i) for i in ids]
+
+        async def domains(ids: list[uuid.UUID]) -> list[Domain | None]:
+            found = await catalog.domains_by_ids(ids)
+            return [found.get(i) for i in ids]
+
+        self.system = DataLoader(systems)
+        self.domain = DataLoader(domains)
+        # Looked up when a batch runs, like the loaders above: some pages build Loaders on
+        # services without a catalog.
+        self.system_components = DataLoader(
+            _pages(lambda ids, first, after: catalog.system_component_pages(ids, first, after))
+        )
+        self.team_children = DataLoader(
+            _pages(lambda ids, first, after: catalog.team_children_pages(ids, first, after))
+        )
+        self.domain_systems = DataLoader(
+            _pages(lambda ids, first, after: catalog.domain_system_pages(ids, first, after))
+        )
 
     def history(self, limit: int) -> DataLoader[uuid.UUID, list[DailyCost]]:
         """One loader per limit: every component asking for the same limit shares one query."""

@@ -66,6 +66,10 @@ SIZE_ARGUMENTS = ("first", "limit")
 CONNECTION_LISTS = frozenset({"nodes", "edges"})
 
 
+# JavaScript's Number.MAX_SAFE_INTEGER: a reported cost above it is written as this.
+MAX_REPORTED = 2**53 - 1
+
+
 class CostError(ValueError):
     """The schema has a list field with no known bound: a programming error, found by tests."""
 
@@ -82,7 +86,9 @@ class Cost:
         return self.requested > self.limit
 
     def as_extension(self) -> dict[str, int]:
-        return {"requested": self.requested, "limit": self.limit}
+        # Nested pages multiply (Team.children under Team.children ...): the product can pass
+        # what JSON writers and JavaScript hold exactly. Past the limit, "at least" is the answer.
+        return {"requested": min(self.requested, MAX_REPORTED), "limit": self.limit}
 
 
 INTROSPECTION_ROOTS = frozenset({"__schema", "__type"})

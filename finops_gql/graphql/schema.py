@@ -24,9 +24,13 @@ from finops_gql.graphql.types import (
     ComponentConnection,
     ComponentCost,
     CtxInfo,
+    Domain,
+    DomainConnection,
     PageInfo,
     SyncJob,
     SyncRun,
+    System,
+    SystemConnection,
     Team,
     TeamConnection,
 )
@@ -99,6 +103,44 @@ class Query:
     @strawberry.field(description="The latest cost sync runs, newest first (limit 1..100).")
     async def sync_runs(self, info: CtxInfo, limit: int = 10) -> list[SyncRun]:
         return [SyncRun.of(r) for r in await info.context.services.sync.latest_runs(limit)]
+
+    @strawberry.field(description="A system (Backstage kind: System) by id or by slug.")
+    async def system(
+        self, info: CtxInfo, id: strawberry.ID | None = None, slug: str | None = None
+    ) -> System | None:
+        if (id is None) == (slug is None):
+            raise InvalidInput("give exactly one of id or slug")
+        if id is not None:
+            found = await info.context.loaders.system.load(_id(id))
+        else:
+            found = await info.context.services.catalog.system_by_slug(str(slug))
+        return System.of(found) if found is not None else None
+
+    @strawberry.field(description="Systems by slug, cursor-paginated (first: 1..100).")
+    async def systems(
+        self, info: CtxInfo, first: int = PAGE_DEFAULT, after: str | None = None
+    ) -> SystemConnection:
+        page = await info.context.services.catalog.list_systems(first, after)
+        return SystemConnection.of(page)
+
+    @strawberry.field(description="A domain (Backstage kind: Domain) by id or by slug.")
+    async def domain(
+        self, info: CtxInfo, id: strawberry.ID | None = None, slug: str | None = None
+    ) -> Domain | None:
+        if (id is None) == (slug is None):
+            raise InvalidInput("give exactly one of id or slug")
+        if id is not None:
+            found = await info.context.loaders.domain.load(_id(id))
+        else:
+            found = await info.context.services.catalog.domain_by_slug(str(slug))
+        return Domain.of(found) if found is not None else None
+
+    @strawberry.field(description="Domains by slug, cursor-paginated (first: 1..100).")
+    async def domains(
+        self, info: CtxInfo, first: int = PAGE_DEFAULT, after: str | None = None
+    ) -> DomainConnection:
+        page = await info.context.services.catalog.list_domains(first, after)
+        return DomainConnection.of(page)
 
 
 @strawberry.input
@@ -192,6 +234,19 @@ class Mutation:
             _id(component_id, "componentId"), budget_usd
         )
         return Component.of(component)
+
+    @strawberry.mutation(
+        permission_classes=ADMIN,
+        description="Make a team a sub-team of another (parentId null: top-level). A parent "
+        "inside the team's own subtree is refused with CONFLICT.",
+    )
+    async def set_team_parent(
+        self, info: CtxInfo, team_id: strawberry.ID, parent_id: strawberry.ID | None
+    ) -> Team:
+        team = await info.context.services.catalog.set_team_parent(
+            _id(team_id, "teamId"), _id(parent_id, "parentId") if parent_id is not None else None
+        )
+        return Team.of(team)
 
     @strawberry.mutation(
         permission_classes=ADMIN,

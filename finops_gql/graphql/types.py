@@ -163,6 +163,28 @@ class Team:
     id: strawberry.ID
     name: str
     slug: str
+    parent_id: strawberry.Private[uuid.UUID | None]
+
+    @strawberry.field(description="The team this one is a sub-team of (Backstage spec.parent).")
+    async def parent(self, info: CtxInfo) -> Team | None:
+        if self.parent_id is None:
+            return None
+        found = await info.context.loaders.team.load(self.parent_id)
+        return Team.of(found) if found is not None else None
+
+    @strawberry.field(description="Direct sub-teams by slug, cursor-paginated.")
+    async def children(
+        self,
+        info: CtxInfo,
+        first: Annotated[
+            int, strawberry.argument(description=f"1..{catalog.PAGE_MAX}")
+        ] = catalog.PAGE_DEFAULT,
+        after: str | None = None,
+    ) -> TeamConnection:
+        page = await info.context.loaders.team_children.load((uuid.UUID(self.id), first, after))
+        for t in page.items:
+            info.context.loaders.team.prime(t.id, t)
+        return TeamConnection.of(page)
 
     @strawberry.field(
         description="The team's components by name, cursor-paginated like `components`."
@@ -186,7 +208,102 @@ class Team:
 
     @classmethod
     def of(cls, t: models.Team) -> Team:
-        return cls(id=strawberry.ID(str(t.id)), name=t.name, slug=t.slug)
+        return cls(
+            id=strawberry.ID(str(t.id)),
+            name=t.name,
+            slug=t.slug,
+            parent_id=_uuid_or_none(t.parent_id),
+        )
+
+
+def _uuid_or_none(value: object) -> uuid.UUID | None:
+    return uuid.UUID(str(value)) if value is not None else None
+
+
+@strawberry.type(description="Backstage kind: Domain, a group of systems.")
+class Domain:
+    id: strawberry.ID
+    name: str
+    slug: str
+    owner_id: strawberry.Private[uuid.UUID | None]
+
+    @strawberry.field(description="The owning team (Backstage spec.owner).")
+    async def owner(self, info: CtxInfo) -> Team | None:
+        return await _team(info, self.owner_id)
+
+    @strawberry.field(description="The domain's systems by slug, cursor-paginated.")
+    async def systems(
+        self,
+        info: CtxInfo,
+        first: Annotated[
+            int, strawberry.argument(description=f"1..{catalog.PAGE_MAX}")
+        ] = catalog.PAGE_DEFAULT,
+        after: str | None = None,
+    ) -> SystemConnection:
+        page = await info.context.loaders.domain_systems.load((uuid.UUID(self.id), first, after))
+        for item in page.items:
+            info.context.loaders.system.prime(item.id, item)
+        return SystemConnection.of(page)
+
+    @classmethod
+    def of(cls, d: models.Domain) -> Domain:
+        return cls(
+            id=strawberry.ID(str(d.id)),
+            name=d.name,
+            slug=d.slug,
+            owner_id=_uuid_or_none(d.owner_id),
+        )
+
+
+@strawberry.type(description="Backstage kind: System, the components that make one product.")
+class System:
+    id: strawberry.ID
+    name: str
+    slug: str
+    domain_id: strawberry.Private[uuid.UUID | None]
+    owner_id: strawberry.Private[uuid.UUID | None]
+
+    @strawberry.field(description="The domain the system belongs to (Backstage spec.domain).")
+    async def domain(self, info: CtxInfo) -> Domain | None:
+        if self.domain_id is None:
+            return None
+        found = await info.context.loaders.domain.load(self.domain_id)
+        return Domain.of(found) if found is not None else None
+
+    @strawberry.field(description="The owning team (Backstage spec.owner).")
+    async def owner(self, info: CtxInfo) -> Team | None:
+        return await _team(info, self.owner_id)
+
+    @strawberry.field(description="The system's components by name, cursor-paginated.")
+    async def components(
+        self,
+        info: CtxInfo,
+        first: Annotated[
+            int, strawberry.argument(description=f"1..{catalog.PAGE_MAX}")
+        ] = catalog.PAGE_DEFAULT,
+        after: str | None = None,
+    ) -> ComponentConnection:
+        page = await info.context.loaders.system_components.load((uuid.UUID(self.id), first, after))
+        for c in page.items:
+            info.context.loaders.component.prime(c.id, c)
+        return ComponentConnection.of(page)
+
+    @classmethod
+    def of(cls, s: models.System) -> System:
+        return cls(
+            id=strawberry.ID(str(s.id)),
+            name=s.name,
+            slug=s.slug,
+            domain_id=_uuid_or_none(s.domain_id),
+            owner_id=_uuid_or_none(s.owner_id),
+        )
+
+
+async def _team(info: CtxInfo, team_id: uuid.UUID | None) -> Team | None:
+    if team_id is None:
+        return None
+    found = await info.context.loaders.team.load(team_id)
+    return Team.of(found) if found is not None else None
 
 
 @strawberry.type
@@ -202,6 +319,14 @@ class Component:
     cost_synced_at: datetime | None
     team_id: strawberry.Private[uuid.UUID]
     model: strawberry.Private[models.Component]
+    system_id: strawberry.Private[uuid.UUID | None]
+
+    @strawberry.field(description="The system the component belongs to (Backstage spec.system).")
+    async def system(self, info: CtxInfo) -> System | None:
+        if self.system_id is None:
+            return None
+        found = await info.context.loaders.system.load(self.system_id)
+        return System.of(found) if found is not None else None
 
     @strawberry.field
     def over_budget(self) -> bool:
@@ -250,6 +375,7 @@ class Component:
             cost_synced_at=c.cost_synced_at,
             team_id=uuid.UUID(str(c.team_id)),
             model=c,
+            system_id=_uuid_or_none(c.system_id),
         )
 
 
@@ -263,6 +389,39 @@ class PageInfo:
 class TeamConnection:
     nodes: list[Team]
     page_info: PageInfo
+
+    @classmethod
+    def of(cls, page: catalog.Page[models.Team]) -> TeamConnection:
+        return cls(
+            nodes=[Team.of(t) for t in page.items],
+            page_info=PageInfo(end_cursor=page.end_cursor, has_next_page=page.has_next_page),
+        )
+
+
+@strawberry.type
+class SystemConnection:
+    nodes: list[System]
+    page_info: PageInfo
+
+    @classmethod
+    def of(cls, page: catalog.Page[models.System]) -> SystemConnection:
+        return cls(
+            nodes=[System.of(s) for s in page.items],
+            page_info=PageInfo(end_cursor=page.end_cursor, has_next_page=page.has_next_page),
+        )
+
+
+@strawberry.type
+class DomainConnection:
+    nodes: list[Domain]
+    page_info: PageInfo
+
+    @classmethod
+    def of(cls, page: catalog.Page[models.Domain]) -> DomainConnection:
+        return cls(
+            nodes=[Domain.of(d) for d in page.items],
+            page_info=PageInfo(end_cursor=page.end_cursor, has_next_page=page.has_next_page),
+        )
 
 
 @strawberry.type
