@@ -14,6 +14,15 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
+from finops_gql.costs import explorer
+from finops_gql.costs.ranges import (
+    DayRange,
+    Granularity,
+    Preset,
+    check_retention,
+    explicit_range,
+    preset_range,
+)
 from finops_gql.costs.windows import money, rollup_range
 from finops_gql.db.models import Component, Team
 from finops_gql.db.setup import connection, placeholders, sql_value
@@ -54,6 +63,11 @@ class CostBreakdown:
             external_cost=money(a.external_cost),
             total_cost=money(a.total_cost),
         )
+
+    @classmethod
+    def from_sums(cls, sums: Sequence[float]) -> CostBreakdown:
+        """From the range engine's sums, in explorer.COLUMNS order."""
+        return cls(*(money(value) for value in sums))
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> CostBreakdown:
@@ -124,6 +138,59 @@ class TeamSummary:
     components: list[ComponentCost]
 
 
+@dataclass(frozen=True, slots=True)
+class CostPoint:
+    start: date
+    end: date
+    complete: bool
+    breakdown: CostBreakdown
+
+
+@dataclass(frozen=True, slots=True)
+class CostChange:
+    previous_total: float
+    amount: float
+    ratio: float | None  # None when the previous total is 0: no ratio of nothing
+
+
+@dataclass(frozen=True, slots=True)
+class CostSeries:
+    start: date
+    end: date
+    granularity: Granularity
+    currency: str
+    breakdown: CostBreakdown
+    points: list[CostPoint]
+    change: CostChange
+
+    @property
+    def total(self) -> float:
+        return self.breakdown.total_cost
+
+    @classmethod
+    def of(cls, s: explorer.Series, currency: str) -> CostSeries:
+        # The change is computed from the rounded figures, so a client dividing them agrees.
+        total, previous = s.total, s.previous_total
+        return cls(
+            start=s.chosen.start,
+            end=s.chosen.end,
+            granularity=s.granularity,
+            currency=currency,
+            breakdown=CostBreakdown.from_sums(s.sums),
+            points=[
+                CostPoint(
+                    p.bucket.start, p.bucket.end, p.bucket.complete, CostBreakdown.from_sums(p.sums)
+                )
+                for p in s.points
+            ],
+            change=CostChange(
+                previous_total=previous,
+                amount=money(total - previous),
+                ratio=money(total - previous) / previous if previous else None,
+            ),
+        )
+
+
 def check_limit(limit: int, maximum: int, what: str = "limit") -> int:
     if not 1 <= limit <= maximum:
         raise InvalidInput(f"{what} must be between 1 and {maximum}, got {limit}")
@@ -137,10 +204,12 @@ class CostService:
         *,
         currency: str = "USD",
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        retention_days: int = 400,
     ) -> None:
         self.opencost = opencost
         self.currency = currency
         self.clock = clock
+        self.retention_days = retention_days
 
     # -- catalog lookups -------------------------------------------------------------------------
 
@@ -299,6 +368,70 @@ class CostService:
             sql += f" WHERE id IN ({', '.join(placeholders(len(ids), start=3))})"
             values.extend(ids)
         await connection().execute_query(sql, values)
+
+    # -- the cost explorer: every figure through the range engine (costs/explorer.py) -----------
+
+    def resolve_range(
+        self, preset: Preset | None = None, start: date | None = None, end: date | None = None
+    ) -> DayRange:
+        """A client's range: exactly one of `preset` or both `start` and `end`, checked against
+        today's UTC date, COST_RETENTION_DAYS and the longest series (explorer.MAX_RANGE_DAYS)."""
+        today = self.clock().astimezone(UTC).date()
+        if preset is not None and start is None and end is None:
+            chosen = check_retention(preset_range(preset, today), self.retention_days)
+        elif preset is None and start is not None and end is not None:
+            chosen = explicit_range(start, end, today, self.retention_days)
+        else:
+            raise InvalidInput("range: give either preset, or both from and to (not both)")
+        if chosen.days > explorer.MAX_RANGE_DAYS:
+            raise InvalidInput(
+                f"range: {chosen.days} days is longer than the {explorer.MAX_RANGE_DAYS} days a "
+                "cost series may span"
+            )
+        return chosen
+
+    async def team_scopes(
+        self, team_ids: Sequence[uuid.UUID], include_sub_teams: bool = True
+    ) -> dict[uuid.UUID, list[uuid.UUID]]:
+        """The teams whose components make up each team's cost: the ONE place that decides it.
+
+        Today a team is only itself; once the catalog knows sub-teams, `include_sub_teams` adds
+        them here (one statement for all the teams), and every team figure follows."""
+        return {team_id: [team_id] for team_id in team_ids}
+
+    async def team_scope(
+        self, team_id: uuid.UUID, include_sub_teams: bool = True
+    ) -> list[uuid.UUID]:
+        return (await self.team_scopes([team_id], include_sub_teams))[team_id]
+
+    async def component_series(
+        self, component_ids: Sequence[uuid.UUID], chosen: DayRange, granularity: Granularity
+    ) -> dict[uuid.UUID, CostSeries]:
+        """Each component's series, one statement for all of them."""
+        found = await explorer.series(
+            explorer.Subject.COMPONENT, {c: [c] for c in component_ids}, chosen, granularity
+        )
+        return {c: CostSeries.of(s, self.currency) for c, s in found.items()}
+
+    async def team_series(
+        self,
+        team_ids: Sequence[uuid.UUID],
+        chosen: DayRange,
+        granularity: Granularity,
+        include_sub_teams: bool = True,
+    ) -> dict[uuid.UUID, CostSeries]:
+        """Each team's series over its scope (team_scopes), one statement for all of them."""
+        scopes = await self.team_scopes(team_ids, include_sub_teams)
+        found = await explorer.series(explorer.Subject.TEAM, scopes, chosen, granularity)
+        return {t: CostSeries.of(s, self.currency) for t, s in found.items()}
+
+    async def platform_series(self, chosen: DayRange, granularity: Granularity) -> CostSeries:
+        """Every component's cost together."""
+        everything = uuid.UUID(int=0)
+        found = await explorer.series(
+            explorer.Subject.PLATFORM, {everything: []}, chosen, granularity
+        )
+        return CostSeries.of(found[everything], self.currency)
 
 
 def _daily_cost(row: dict[str, Any]) -> DailyCost:

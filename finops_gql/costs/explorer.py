@@ -1,0 +1,180 @@
+"""The range engine: (subjects, day range, granularity) -> every bucket's cost, from cost_record.
+
+Every explorer figure (component, team and platform series, and later the group-by table, the
+export, budgets) is answered here, so none of them writes its own SUM. One statement per answer:
+the database sums each day's money per subject (GROUP BY subject, day: plain SQL on SQLite and
+PostgreSQL alike), and Python folds those <= 2 x 400 days into the buckets of
+`ranges.buckets`, filling the days without records with zeros so a chart needs no gap handling.
+The statement spans the range and the one before it (`DayRange.previous()`), so the change
+against the previous period costs nothing extra. Money is rounded only by `money()`, on the way
+out.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+from finops_gql.costs.ranges import Bucket, DayRange, Granularity, buckets
+from finops_gql.costs.windows import money
+from finops_gql.db.setup import connection, placeholders, sql_value
+
+# cost_record's money columns, in CostBreakdown's order (ram_cost is the API's memoryCost).
+COLUMNS = (
+    "cpu_cost",
+    "ram_cost",
+    "pv_cost",
+    "network_cost",
+    "gpu_cost",
+    "load_balancer_cost",
+    "shared_cost",
+    "external_cost",
+    "total_cost",
+)
+TOTAL = COLUMNS.index("total_cost")
+# The longest range a series may span: it bounds a series' points, which the GraphQL query cost
+# needs as a static figure (graphql/cost.py). COST_RETENTION_DAYS may be shorter, never longer.
+MAX_RANGE_DAYS = 400
+
+Sums = list[float]  # one float per COLUMNS entry
+
+
+class Subject(enum.Enum):
+    """What a series is of: components by id, teams by id (their components), or everything."""
+
+    COMPONENT = "component"
+    TEAM = "team"
+    PLATFORM = "platform"
+
+
+PLATFORM_KEY = "platform"
+
+
+def zeros() -> Sums:
+    return [0.0] * len(COLUMNS)
+
+
+def add(into: Sums, other: Sequence[float]) -> None:
+    for i, value in enumerate(other):
+        into[i] += value
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    bucket: Bucket
+    sums: tuple[float, ...]  # unrounded; money() when it leaves the service
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    chosen: DayRange
+    granularity: Granularity
+    sums: tuple[float, ...]
+    previous_sums: tuple[float, ...]
+    points: list[Point]
+
+    @property
+    def total(self) -> float:
+        return money(self.sums[TOTAL])
+
+    @property
+    def previous_total(self) -> float:
+        return money(self.previous_sums[TOTAL])
+
+
+def _as_date(value: object) -> date:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value))
+
+
+async def daily_sums(
+    subject: Subject, ids: Sequence[uuid.UUID], first: date, last: date
+) -> dict[str, dict[date, tuple[float, ...]]]:
+    """Per subject key (canonical UUID text, or PLATFORM_KEY) and day, each column's sum over
+    first..last, in ONE statement. Days without records are absent (the caller fills zeros)."""
+    sums = ", ".join(f"SUM(r.{c}) AS {c}" for c in COLUMNS)
+    day_marks = placeholders(2)
+    values: list[object] = [sql_value(first), sql_value(last)]
+    where = f"r.day >= {day_marks[0]} AND r.day <= {day_marks[1]}"
+    if subject is Subject.PLATFORM:
+        key, join = None, ""
+    else:
+        if not ids:
+            return {}
+        id_marks = ", ".join(placeholders(len(ids), start=3))
+        values.extend(sql_value(i) for i in ids)
+        if subject is Subject.COMPONENT:
+            key, join = "r.component_id", ""
+            where += f" AND r.component_id IN ({id_marks})"
+        else:
+            key, join = "c.team_id", " JOIN component c ON c.id = r.component_id"
+            where += f" AND c.team_id IN ({id_marks})"
+    select = f"{key} AS subject, r.day AS day" if key else "r.day AS day"
+    group = f"{key}, r.day" if key else "r.day"
+    sql = f"SELECT {select}, {sums} FROM cost_record r{join} WHERE {where} GROUP BY {group}"  # noqa: S608 (placeholders only)
+    result: dict[str, dict[date, tuple[float, ...]]] = {}
+    for row in await connection().execute_query_dict(sql, values):
+        name = str(uuid.UUID(str(row["subject"]))) if key else PLATFORM_KEY
+        result.setdefault(name, {})[_as_date(row["day"])] = tuple(
+            float(row[c] or 0.0) for c in COLUMNS
+        )
+    return result
+
+
+def fold(days: dict[date, tuple[float, ...]], chosen: DayRange, granularity: Granularity) -> Series:
+    """Days into every bucket of the range, in order, zeros where no day had cost; the days of
+    the previous range into its total."""
+    points = []
+    total = zeros()
+    for bucket in buckets(chosen, granularity):
+        sums = zeros()
+        day = bucket.start
+        while day <= bucket.end:
+            found = days.get(day)
+            if found is not None:
+                add(sums, found)
+            day += timedelta(days=1)
+        add(total, sums)
+        points.append(Point(bucket, tuple(sums)))
+    before = chosen.previous()
+    previous = zeros()
+    for day, found in days.items():
+        if before.start <= day <= before.end:
+            add(previous, found)
+    return Series(chosen, granularity, tuple(total), tuple(previous), points)
+
+
+async def series(
+    subject: Subject,
+    scopes: Mapping[uuid.UUID, Sequence[uuid.UUID]],
+    chosen: DayRange,
+    granularity: Granularity,
+) -> dict[uuid.UUID, Series]:
+    """The series of each requested subject, in one statement for all of them.
+
+    `scopes` maps each requested id to the ids its cost is made of (a component: itself; a team:
+    itself and, when asked, its sub-teams). PLATFORM takes `{uuid.UUID(int=0): []}`.
+    """
+    span = chosen.previous()
+    wanted = list(dict.fromkeys(i for ids in scopes.values() for i in ids))
+    found = await daily_sums(subject, wanted, span.start, chosen.end)
+    result = {}
+    for requested, ids in scopes.items():
+        if subject is Subject.PLATFORM:
+            days = found.get(PLATFORM_KEY, {})
+        elif len(ids) == 1:
+            days = found.get(str(ids[0]), {})
+        else:
+            merged: dict[date, Sums] = {}
+            for i in ids:
+                for day, sums in found.get(str(i), {}).items():
+                    add(merged.setdefault(day, zeros()), sums)
+            days = {day: tuple(sums) for day, sums in merged.items()}
+        result[requested] = fold(days, chosen, granularity)
+    return result
