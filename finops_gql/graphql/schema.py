@@ -12,6 +12,7 @@ from strawberry.permission import BasePermission
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
+from finops_gql.costs.ranges import Granularity
 from finops_gql.costs.service import TOP_DEFAULT, parse_uuid
 from finops_gql.errors import InvalidInput
 from finops_gql.graphql.documents import DocumentLimits
@@ -23,7 +24,9 @@ from finops_gql.graphql.types import (
     Component,
     ComponentConnection,
     ComponentCost,
+    CostSeries,
     CtxInfo,
+    DateRange,
     PageInfo,
     SyncJob,
     SyncRun,
@@ -90,6 +93,13 @@ class Query:
         return [
             ComponentCost.of(c) for c in await info.context.services.costs.top_components(limit)
         ]
+
+    @strawberry.field(description="Persisted cost of every component over a range.")
+    async def platform_cost(
+        self, info: CtxInfo, range: DateRange, granularity: Granularity = Granularity.DAY
+    ) -> CostSeries:
+        costs = info.context.services.costs
+        return CostSeries.of(await costs.platform_series(range.resolve(info), granularity))
 
     @strawberry.field(description="Whether OpenCost answers its health check.")
     async def opencost_availability(self, info: CtxInfo) -> Availability:
