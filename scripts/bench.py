@@ -23,6 +23,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import secrets
 import socket
 import sqlite3
@@ -269,8 +270,8 @@ async def floor(url: str, queries: dict[str, tuple[str, list[Any]]], n: int) -> 
                 for _ in range(n):
                     started = time.perf_counter()
                     async with db.execute(
-                        sql.replace("$1", "?"),
-                        [str(a) if isinstance(a, uuid.UUID) else a for a in args],
+                        re.sub(r"\$(\d+)", r"?\1", sql),
+                        [str(a) if isinstance(a, uuid.UUID | date) else a for a in args],
                     ) as cursor:
                         await cursor.fetchall()
                     samples.append(time.perf_counter() - started)
@@ -378,6 +379,50 @@ async def count_page_queries(url: str, secret: str, sizes: list[int]) -> dict[in
 
 PAGE_QUERY = "query Page($first: Int!) { components(first: $first) { nodes { id name budgetUsd cost30d team { id name } } pageInfo { endCursor hasNextPage } } }"
 TEAM_QUERY = "query Team($id: ID!) { team(id: $id) { name costSummary { totalCost components(limit: 1000) { componentId totalCost } } } }"
+# The cost explorer: a series with its points and change (the range engine, costs/explorer.py).
+SERIES_FIELDS = "total change { previousTotal ratio } points { start complete totalCost breakdown { cpuCost memoryCost } }"
+COMPONENT_COST_QUERY = f"query ComponentCost($id: ID!) {{ component(id: $id) {{ cost(range: {{preset: LAST_90_DAYS}}, granularity: DAY) {{ {SERIES_FIELDS} }} }} }}"
+TEAM_COST_QUERY = f"query TeamCost($id: ID!) {{ team(id: $id) {{ cost(range: {{preset: LAST_90_DAYS}}, granularity: WEEK) {{ {SERIES_FIELDS} }} }} }}"
+PLATFORM_COST_QUERY = f"query PlatformCost {{ platformCost(range: {{preset: LAST_90_DAYS}}, granularity: DAY) {{ {SERIES_FIELDS} }} }}"
+_SUMS = ", ".join(
+    f"SUM(r.{c})"
+    for c in (
+        "cpu_cost",
+        "ram_cost",
+        "pv_cost",
+        "network_cost",
+        "gpu_cost",
+        "load_balancer_cost",
+        "shared_cost",
+        "external_cost",
+        "total_cost",
+    )
+)
+
+
+def series_floors(big_team: Any, a_component: Any) -> dict[str, tuple[str, list[Any]]]:
+    """The database floor of each series: one hand-written statement over the range and the
+    one before it (90 + 90 days), grouped by day, as the engine asks."""
+    last = datetime.now(UTC).date() - timedelta(days=1)
+    first = last - timedelta(days=179)
+    return {
+        "graphql_component_cost": (
+            f"SELECT r.day, {_SUMS} FROM cost_record r WHERE r.day >= $2 AND r.day <= $3 "
+            "AND r.component_id = $1 GROUP BY r.day",
+            [a_component, first, last],
+        ),
+        "graphql_team_cost": (
+            f"SELECT c.team_id, r.day, {_SUMS} FROM cost_record r JOIN component c ON c.id = "
+            "r.component_id WHERE r.day >= $2 AND r.day <= $3 AND c.team_id = $1 "
+            "GROUP BY c.team_id, r.day",
+            [big_team, first, last],
+        ),
+        "graphql_platform_cost": (
+            f"SELECT r.day, {_SUMS} FROM cost_record r WHERE r.day >= $1 AND r.day <= $2 "
+            "GROUP BY r.day",
+            [first, last],
+        ),
+    }
 
 
 # -- the sync -----------------------------------------------------------------------------------
@@ -508,6 +553,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 "SELECT id, cost_30d FROM component WHERE team_id = $1 ORDER BY cost_30d DESC, name",
                 [big_team],
             ),
+            **series_floors(big_team, a_component),
         },
         scale.requests,
     )
@@ -556,6 +602,21 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 "url": f"{base}/graphql",
                 "body": {"query": TEAM_QUERY, "variables": {"id": str(big_team)}},
             },
+            "graphql_component_cost": {
+                "method": "POST",
+                "url": f"{base}/graphql",
+                "body": {"query": COMPONENT_COST_QUERY, "variables": {"id": str(a_component)}},
+            },
+            "graphql_team_cost": {
+                "method": "POST",
+                "url": f"{base}/graphql",
+                "body": {"query": TEAM_COST_QUERY, "variables": {"id": str(big_team)}},
+            },
+            "graphql_platform_cost": {
+                "method": "POST",
+                "url": f"{base}/graphql",
+                "body": {"query": PLATFORM_COST_QUERY},
+            },
         }
         measured = {
             name: run_load({**common, **spec, "headers": auth}) for name, spec in scenarios.items()
@@ -599,7 +660,7 @@ def table(result: dict[str, Any]) -> str:
         f"finops_gql benchmark, {result['db']}, {result['scale']['components']} components, "
         f"{result['scale']['components'] * result['scale']['days']} records, {result['when']}",
         "",
-        f"| {'scenario':<18} | p50 ms | p95 ms | p99 ms | floor p50 | x floor | rps c=32 | x ceiling | errors |",
+        f"| {'scenario':<21} | p50 ms | p95 ms | p99 ms | floor p50 | x floor | rps c=32 | x ceiling | errors |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in m.items():
@@ -607,7 +668,7 @@ def table(result: dict[str, Any]) -> str:
         floor_text = f"{fl:.3f}" if fl is not None else "-"
         ratio_text = f"{row['p50_ms'] / fl:.1f}" if fl else "-"
         lines.append(
-            f"| {name:<18} | {row['p50_ms']:6.2f} | {row['p95_ms']:6.2f} | {row['p99_ms']:6.2f} | "
+            f"| {name:<21} | {row['p50_ms']:6.2f} | {row['p95_ms']:6.2f} | {row['p99_ms']:6.2f} | "
             f"{floor_text:>9} | {ratio_text:>7} | {row['rps']:8.0f} | "
             f"{row['rps'] / ceiling['rps']:9.2f} | {row['errors']:6d} |"
         )
