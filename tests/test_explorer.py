@@ -4,13 +4,15 @@ databases: presets, granularities, gap filling, change, incomplete buckets, bad 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from finops_gql.costs import explorer
 from finops_gql.costs.ranges import Granularity, Preset, buckets, preset_range
-from finops_gql.db.models import Component, CostRecord
+from finops_gql.db.models import Component, CostRecord, Team
 from finops_gql.graphql.cost import document_cost
 from finops_gql.graphql.schema import schema as strawberry_schema
 from finops_gql.services import Services
@@ -40,6 +42,9 @@ query PlatformCost($range: DateRange!, $granularity: Granularity) {{
 }}"""
 
 
+EXAMPLE = (Path(__file__).parent.parent / "examples" / "catalog-info.yaml").read_text()
+
+
 def yesterday() -> date:
     return today() - timedelta(days=1)
 
@@ -62,6 +67,9 @@ async def daily(component: Component, costs: dict[date, float]) -> None:
             for day, total in costs.items()
         ]
     )
+    # Written behind the services' back: bring the team and platform daily totals along, as the
+    # sync and the catalog do in their own transactions.
+    await explorer.refresh_daily_totals()
 
 
 def ramp(days: int, end: date | None = None) -> dict[date, float]:
@@ -306,3 +314,67 @@ def test_points_are_bounded_in_the_query_cost() -> None:
 
     document = parse("{ platformCost(range: {preset: LAST_7_DAYS}) { points { totalCost } } }")
     assert document_cost(strawberry_schema._schema, document) == 1 + 400
+
+
+async def series_totals(client: httpx.AsyncClient, *teams: Team) -> list[float]:
+    """LAST_30_DAYS totals of each team, then of the platform."""
+    totals = []
+    for team in teams:
+        body = await gql(
+            client, TEAM_COST, {"id": str(team.id), "range": {"preset": "LAST_30_DAYS"}}
+        )
+        totals.append(body["data"]["team"]["cost"]["total"])
+    body = await gql(client, PLATFORM_COST, {"range": {"preset": "LAST_30_DAYS"}})
+    totals.append(body["data"]["platformCost"]["total"])
+    return totals
+
+
+async def test_sync_keeps_the_team_and_platform_totals(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    payments, search = await make_team("payments"), await make_team("search")
+    await make_component(payments, "checkout")
+    await make_component(payments, "payments-api")
+    await make_component(search, "search")
+    run = await services.sync.run("cli")
+    assert run.status == "succeeded", run.error
+    teams = await Team.all().order_by("slug")
+    summaries = await services.costs.team_summaries([t.id for t in teams])
+    want = [summaries[t.id].total_cost for t in teams]
+    got = await series_totals(client, *teams)
+    assert got[:-1] == want
+    assert want[0] > 0
+    assert got[-1] == round(sum(want), 5)
+
+
+async def test_moving_or_deleting_a_component_moves_its_cost(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    payments, search = await make_team("payments"), await make_team("search")
+    checkout = await make_component(payments, "checkout")
+    indexer = await make_component(search, "indexer")
+    await daily(checkout, {yesterday(): 5.0, yesterday() - timedelta(days=3): 1.0})
+    await daily(indexer, {yesterday(): 2.0})
+    assert await series_totals(client, payments, search) == [6.0, 2.0, 8.0]
+    await services.catalog.update_component(checkout.id, team_id=search.id)
+    assert await series_totals(client, payments, search) == [0, 8.0, 8.0]
+    await services.catalog.delete_component(indexer.id)
+    assert await series_totals(client, payments, search) == [0, 6.0, 6.0]
+
+
+async def test_catalog_import_moves_the_cost_of_components_that_change_team(
+    client: httpx.AsyncClient,
+) -> None:
+    from finops_gql.catalog.backstage import import_catalog
+
+    text = EXAMPLE
+    await import_catalog(text, "example")
+    payments = await Team.get(slug="payments")
+    discovery = await Team.get(slug="discovery")
+    checkout = await Component.get(name="checkout")
+    await daily(checkout, {yesterday(): 4.0})
+    assert (await series_totals(client, payments, discovery))[:2] == [4.0, 0]
+    moved = text.replace("  owner: payments\n", "  owner: discovery\n", 1)
+    assert moved != text
+    await import_catalog(moved, "example")
+    assert (await series_totals(client, payments, discovery))[:2] == [0, 4.0]

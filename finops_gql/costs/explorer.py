@@ -2,8 +2,9 @@
 
 Every explorer figure (component, team and platform series, and later the group-by table, the
 export, budgets) is answered here, so none of them writes its own SUM. One statement per answer:
-the database sums each day's money per subject (GROUP BY subject, day: plain SQL on SQLite and
-PostgreSQL alike), and Python folds those <= 2 x 400 days into the buckets of
+the database sums each day's money per subject (components: their daily records; teams and the
+platform: daily totals summed in SQL by refresh_daily_totals, inside the transaction of every
+write that changes them), and Python folds those <= 2 x 400 days into the buckets of
 `ranges.buckets`, filling the days without records with zeros so a chart needs no gap handling.
 The statement spans the range and the one before it (`DayRange.previous()`), so the change
 against the previous period costs nothing extra. Money is rounded only by `money()`, on the way
@@ -97,27 +98,26 @@ async def daily_sums(
     subject: Subject, ids: Sequence[uuid.UUID], first: date, last: date
 ) -> dict[str, dict[date, tuple[float, ...]]]:
     """Per subject key (canonical UUID text, or PLATFORM_KEY) and day, each column's sum over
-    first..last, in ONE statement. Days without records are absent (the caller fills zeros)."""
-    sums = ", ".join(f"SUM(r.{c}) AS {c}" for c in COLUMNS)
+    first..last, in ONE statement. Days without records are absent (the caller fills zeros).
+
+    Components read cost_record (one row per day already); teams and the platform read the daily
+    pre-aggregates, which hold exactly these sums (refresh_daily_totals keeps them true)."""
     day_marks = placeholders(2)
     values: list[object] = [sql_value(first), sql_value(last)]
-    where = f"r.day >= {day_marks[0]} AND r.day <= {day_marks[1]}"
+    where = f"day >= {day_marks[0]} AND day <= {day_marks[1]}"
+    columns = ", ".join(COLUMNS)
     if subject is Subject.PLATFORM:
-        key, join = None, ""
+        key, table = None, "platform_daily_cost"
     else:
         if not ids:
             return {}
         id_marks = ", ".join(placeholders(len(ids), start=3))
         values.extend(sql_value(i) for i in ids)
-        if subject is Subject.COMPONENT:
-            key, join = "r.component_id", ""
-            where += f" AND r.component_id IN ({id_marks})"
-        else:
-            key, join = "c.team_id", " JOIN component c ON c.id = r.component_id"
-            where += f" AND c.team_id IN ({id_marks})"
-    select = f"{key} AS subject, r.day AS day" if key else "r.day AS day"
-    group = f"{key}, r.day" if key else "r.day"
-    sql = f"SELECT {select}, {sums} FROM cost_record r{join} WHERE {where} GROUP BY {group}"  # noqa: S608 (placeholders only)
+        key = "component_id" if subject is Subject.COMPONENT else "team_id"
+        table = "cost_record" if subject is Subject.COMPONENT else "team_daily_cost"
+        where += f" AND {key} IN ({id_marks})"
+    select = f"{key} AS subject, day, {columns}" if key else f"day, {columns}"
+    sql = f"SELECT {select} FROM {table} WHERE {where}"  # noqa: S608 (placeholders only)
     result: dict[str, dict[date, tuple[float, ...]]] = {}
     for row in await connection().execute_query_dict(sql, values):
         name = str(uuid.UUID(str(row["subject"]))) if key else PLATFORM_KEY
@@ -125,6 +125,68 @@ async def daily_sums(
             float(row[c] or 0.0) for c in COLUMNS
         )
     return result
+
+
+async def refresh_daily_totals(
+    *,
+    first: date | None = None,
+    last: date | None = None,
+    team_ids: Sequence[uuid.UUID] | None = None,
+    platform: bool = True,
+) -> None:
+    """Rewrite the daily pre-aggregates from cost_record: the days first..last (all days when
+    omitted), of `team_ids` (all teams when None), and the platform's unless `platform` is
+    False (moving a component between teams leaves the platform's days as they are).
+
+    Callers run it inside the transaction of the change (the sync's write, a component moved or
+    deleted, a catalog import), so a reader never sees records and totals disagree."""
+    if team_ids is not None and not team_ids and not platform:
+        return
+    columns = ", ".join(COLUMNS)
+    sums = ", ".join(f"SUM(r.{c})" for c in COLUMNS)
+    values: list[object] = [sql_value(d) for d in (first, last) if d is not None]
+    marks = iter(placeholders(len(values)))
+    days = [
+        f"{{day}} {op} {next(marks)}" for d, op in ((first, ">="), (last, "<=")) if d is not None
+    ]
+
+    def where(*conditions: str, day: str = "day") -> str:
+        chosen = [c.format(day=day) for c in days] + list(conditions)
+        return f" WHERE {' AND '.join(chosen)}" if chosen else ""
+
+    db = connection()
+    if team_ids is None or team_ids:
+        teams: list[str] = []
+        team_values = list(values)
+        if team_ids:
+            team_marks = placeholders(len(team_ids), start=len(values) + 1)
+            team_values.extend(sql_value(t) for t in team_ids)
+            teams = [f"team_id IN ({', '.join(team_marks)})"]
+        await db.execute_query(f"DELETE FROM team_daily_cost{where(*teams)}", team_values)  # noqa: S608
+        await db.execute_query(
+            f"INSERT INTO team_daily_cost (team_id, day, {columns}) "  # noqa: S608 (placeholders only)
+            f"SELECT c.team_id, r.day, {sums} FROM cost_record r "
+            "JOIN component c ON c.id = r.component_id"
+            f"{where(*(f'c.{t}' for t in teams), day='r.day')} GROUP BY c.team_id, r.day",
+            team_values,
+        )
+    if platform:
+        await db.execute_query(f"DELETE FROM platform_daily_cost{where()}", values)  # noqa: S608
+        await db.execute_query(
+            f"INSERT INTO platform_daily_cost (day, {columns}) "  # noqa: S608 (placeholders only)
+            f"SELECT r.day, {sums} FROM cost_record r{where(day='r.day')} GROUP BY r.day",
+            values,
+        )
+
+
+async def drop_daily_totals_before(cutoff: date) -> None:
+    """Retention: the pre-aggregates of days whose records the sync deleted."""
+    (mark,) = placeholders(1)
+    for table in ("team_daily_cost", "platform_daily_cost"):
+        await connection().execute_query(
+            f"DELETE FROM {table} WHERE day < {mark}",  # noqa: S608 (placeholders only)
+            [sql_value(cutoff)],
+        )
 
 
 def fold(days: dict[date, tuple[float, ...]], chosen: DayRange, granularity: Granularity) -> Series:
