@@ -378,3 +378,87 @@ async def test_catalog_import_moves_the_cost_of_components_that_change_team(
     assert moved != text
     await import_catalog(moved, "example")
     assert (await series_totals(client, payments, discovery))[:2] == [0, 4.0]
+
+
+BREAKDOWN = """
+query Breakdown($range: DateRange!, $by: CostDimension!, $first: Int) {
+  costBreakdown(range: $range, groupBy: $by, first: $first) {
+    total totalCount groupBy currency
+    nodes { key label total share change { previousTotal amount ratio } }
+  }
+}"""
+
+TEAM_BREAKDOWN = """
+query TeamBreakdown($id: ID!, $range: DateRange!, $by: CostDimension!, $first: Int) {
+  team(id: $id) { costBreakdown(range: $range, groupBy: $by, first: $first) {
+    total totalCount nodes { key label total share change { previousTotal ratio } } } }
+}"""
+
+
+async def test_cost_breakdown_by_team_component_and_resource(client: httpx.AsyncClient) -> None:
+    payments, search = await make_team("payments"), await make_team("search")
+    checkout = await make_component(payments, "checkout")
+    api = await make_component(payments, "payments-api")
+    indexer = await make_component(search, "indexer")
+    end = yesterday()
+    await daily(checkout, {end: 1.0, end - timedelta(days=8): 2.0})
+    await daily(api, {end: 3.0})
+    await daily(indexer, {end - timedelta(days=1): 12.0, end - timedelta(days=10): 6.0})
+    week = {"preset": "LAST_7_DAYS"}
+
+    body = await gql(client, BREAKDOWN, {"range": week, "by": "TEAM"})
+    found = body["data"]["costBreakdown"]
+    assert (found["total"], found["totalCount"], found["groupBy"]) == (16.0, 2, "TEAM")
+    assert [(n["label"], n["total"], n["share"]) for n in found["nodes"]] == [
+        ("Search", 12.0, 0.75),
+        ("Payments", 4.0, 0.25),
+    ]
+    assert found["nodes"][0]["key"] == str(search.id)
+    assert found["nodes"][0]["change"] == {"previousTotal": 6.0, "amount": 6.0, "ratio": 1.0}
+    assert found["nodes"][1]["change"]["ratio"] == 1.0  # 4 against 2
+
+    body = await gql(client, BREAKDOWN, {"range": week, "by": "COMPONENT", "first": 2})
+    found = body["data"]["costBreakdown"]
+    assert (found["total"], found["totalCount"]) == (16.0, 3)
+    assert [(n["label"], n["total"]) for n in found["nodes"]] == [
+        ("indexer", 12.0),
+        ("payments-api", 3.0),
+    ]
+    assert found["nodes"][1]["change"]["ratio"] is None  # no cost the week before
+
+    body = await gql(client, BREAKDOWN, {"range": week, "by": "RESOURCE"})
+    found = body["data"]["costBreakdown"]
+    assert found["total"] == 16.0
+    shown = {n["key"]: n["total"] for n in found["nodes"]}
+    assert shown["cpu"] == round(16.0 * 0.6, 5)
+    assert shown["memory"] == round(16.0 * 0.3, 5)
+    assert [n["key"] for n in found["nodes"]][:3] == ["cpu", "memory", "pv"]
+
+    body = await gql(
+        client, TEAM_BREAKDOWN, {"id": str(payments.id), "range": week, "by": "COMPONENT"}
+    )
+    found = body["data"]["team"]["costBreakdown"]
+    assert (found["total"], found["totalCount"]) == (4.0, 2)
+    assert [n["label"] for n in found["nodes"]] == ["payments-api", "checkout"]
+    body = await gql(
+        client, TEAM_BREAKDOWN, {"id": str(payments.id), "range": week, "by": "RESOURCE"}
+    )
+    assert body["data"]["team"]["costBreakdown"]["total"] == 4.0
+
+
+@pytest.mark.parametrize("first", [0, 101, -1])
+async def test_cost_breakdown_first_is_bounded(client: httpx.AsyncClient, first: int) -> None:
+    body = await gql(
+        client, BREAKDOWN, {"range": {"preset": "LAST_7_DAYS"}, "by": "TEAM", "first": first}
+    )
+    (error,) = body["errors"]
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert "first must be between 1 and 100" in error["message"]
+
+
+async def test_cost_breakdown_with_no_cost_has_no_share(client: httpx.AsyncClient) -> None:
+    await make_component(await make_team(), "idle")
+    body = await gql(client, BREAKDOWN, {"range": {"preset": "LAST_30_DAYS"}, "by": "RESOURCE"})
+    found = body["data"]["costBreakdown"]
+    assert found["total"] == 0
+    assert {n["share"] for n in found["nodes"]} == {None}

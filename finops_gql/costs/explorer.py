@@ -240,3 +240,89 @@ async def series(
             days = {day: tuple(sums) for day, sums in merged.items()}
         result[requested] = fold(days, chosen, granularity)
     return result
+
+
+class Dimension(enum.Enum):
+    """What a breakdown groups by (SYSTEM and DOMAIN come with the catalog roll-ups)."""
+
+    TEAM = "TEAM"
+    COMPONENT = "COMPONENT"
+    RESOURCE = "RESOURCE"
+
+
+# RESOURCE groups: the API's name of each resource column (total_cost is the grand total).
+RESOURCES = {
+    "cpu_cost": "cpu",
+    "ram_cost": "memory",
+    "pv_cost": "pv",
+    "network_cost": "network",
+    "gpu_cost": "gpu",
+    "load_balancer_cost": "loadBalancer",
+    "shared_cost": "shared",
+    "external_cost": "external",
+}
+
+RESOURCE_TOTAL = "total"
+
+
+async def group_totals(
+    dimension: Dimension, team_ids: Sequence[uuid.UUID] | None, chosen: DayRange
+) -> dict[str, tuple[float, float]]:
+    """Per group key (canonical UUID text, or a RESOURCES name): (its total over `chosen`, its
+    total over `chosen.previous()`), in ONE statement, over every team (None) or `team_ids`.
+
+    Teams read the team daily totals, components their records, resources the team or
+    platform daily totals (with RESOURCE_TOTAL, the grand total); money is summed in SQL."""
+    if team_ids is not None and not team_ids:
+        return {}
+    span = chosen.previous()
+    values: list[object] = []
+
+    def mark(value: object) -> str:
+        values.append(sql_value(value))
+        return placeholders(1, start=len(values))[0]
+
+    if dimension is Dimension.TEAM:
+        key, source, owner = "team_id", "team_daily_cost", "team_id"
+        columns = ["total_cost"]
+    elif dimension is Dimension.COMPONENT:
+        key, owner = "component_id", "c.team_id"
+        source = "cost_record r" + (
+            "" if team_ids is None else " JOIN component c ON c.id = r.component_id"
+        )
+        columns = ["total_cost"]
+    else:
+        key, owner = None, "team_id"
+        source = "platform_daily_cost" if team_ids is None else "team_daily_cost"
+        columns = [*RESOURCES, "total_cost"]
+    # The flag is computed once per row, so the range's first day is one parameter on both
+    # dialects (SQLite's `?` cannot be repeated by number).
+    inner = (
+        f"SELECT {key + ', ' if key else ''}{', '.join(columns)}, "  # noqa: S608 (placeholders only)
+        f"CASE WHEN day >= {mark(chosen.start)} THEN 1 ELSE 0 END AS cur FROM {source} "
+        f"WHERE day >= {mark(span.start)} AND day <= {mark(chosen.end)}"
+    )
+    if team_ids is not None:
+        inner += f" AND {owner} IN ({', '.join(mark(t) for t in team_ids)})"
+    sums = ", ".join(
+        f"SUM(CASE WHEN cur = 1 THEN {c} ELSE 0 END) AS {c}, "
+        f"SUM(CASE WHEN cur = 0 THEN {c} ELSE 0 END) AS prev_{c}"
+        for c in columns
+    )
+    sql = f"SELECT {key + ' AS subject, ' if key else ''}{sums} FROM ({inner}) t"  # noqa: S608 (placeholders only)
+    if key:
+        sql += f" GROUP BY {key}"
+    rows = await connection().execute_query_dict(sql, values)
+    if key is None:
+        row = rows[0] if rows else {}
+        return {
+            name: (float(row.get(c) or 0.0), float(row.get(f"prev_{c}") or 0.0))
+            for c, name in {**RESOURCES, "total_cost": RESOURCE_TOTAL}.items()
+        }
+    return {
+        str(uuid.UUID(str(row["subject"]))): (
+            float(row["total_cost"] or 0.0),
+            float(row["prev_total_cost"] or 0.0),
+        )
+        for row in rows
+    }

@@ -171,6 +171,7 @@ class CostSeries:
     def of(cls, s: explorer.Series, currency: str) -> CostSeries:
         # The change is computed from the rounded figures, so a client dividing them agrees.
         total, previous = s.total, s.previous_total
+        change = _change(total, previous)
         return cls(
             start=s.chosen.start,
             end=s.chosen.end,
@@ -183,12 +184,40 @@ class CostSeries:
                 )
                 for p in s.points
             ],
-            change=CostChange(
-                previous_total=previous,
-                amount=money(total - previous),
-                ratio=money(total - previous) / previous if previous else None,
-            ),
+            change=change,
         )
+
+
+BREAKDOWN_DEFAULT = 20
+BREAKDOWN_MAX = 100
+
+
+@dataclass(frozen=True, slots=True)
+class CostGroup:
+    key: str
+    label: str
+    total: float
+    share: float | None  # of the grand total; None when the grand total is 0
+    change: CostChange
+
+
+@dataclass(frozen=True, slots=True)
+class CostGroups:
+    start: date
+    end: date
+    dimension: explorer.Dimension
+    total: float
+    currency: str
+    total_count: int
+    groups: list[CostGroup]
+
+
+def _change(total: float, previous: float) -> CostChange:
+    return CostChange(
+        previous_total=previous,
+        amount=money(total - previous),
+        ratio=money(total - previous) / previous if previous else None,
+    )
 
 
 def check_limit(limit: int, maximum: int, what: str = "limit") -> int:
@@ -432,6 +461,52 @@ class CostService:
             explorer.Subject.PLATFORM, {everything: []}, chosen, granularity
         )
         return CostSeries.of(found[everything], self.currency)
+
+    async def cost_breakdown(
+        self,
+        chosen: DayRange,
+        dimension: explorer.Dimension,
+        first: int = BREAKDOWN_DEFAULT,
+        team_id: uuid.UUID | None = None,
+        include_sub_teams: bool = True,
+    ) -> CostGroups:
+        """The groups of a dimension by total, largest first (the first `first`), with the
+        grand total, the number of groups, each one's share and change: the whole platform, or
+        one team's scope (team_scopes)."""
+        check_limit(first, BREAKDOWN_MAX, "first")
+        scope = None if team_id is None else await self.team_scope(team_id, include_sub_teams)
+        found = await explorer.group_totals(dimension, scope, chosen)
+        if dimension is explorer.Dimension.RESOURCE:
+            grand = money(found.pop(explorer.RESOURCE_TOTAL)[0])
+        else:
+            grand = money(sum(current for current, _ in found.values()))
+        ranked = sorted(found.items(), key=lambda item: (-money(item[1][0]), item[0]))
+        shown = ranked[:first]
+        labels = await self._labels(dimension, [key for key, _ in shown])
+        groups = [
+            CostGroup(
+                key=key,
+                label=labels.get(key, key),
+                total=money(current),
+                share=money(current) / grand if grand else None,
+                change=_change(money(current), money(previous)),
+            )
+            for key, (current, previous) in shown
+        ]
+        return CostGroups(
+            chosen.start, chosen.end, dimension, grand, self.currency, len(found), groups
+        )
+
+    async def _labels(self, dimension: explorer.Dimension, keys: list[str]) -> dict[str, str]:
+        if dimension is explorer.Dimension.RESOURCE or not keys:
+            return {}
+        table = "team" if dimension is explorer.Dimension.TEAM else "component"
+        rows = await connection().execute_query_dict(
+            f"SELECT id, name FROM {table} "  # noqa: S608 (placeholders only)
+            f"WHERE id IN ({', '.join(placeholders(len(keys)))})",
+            [sql_value(uuid.UUID(k)) for k in keys],
+        )
+        return {str(uuid.UUID(str(row["id"]))): row["name"] for row in rows}
 
 
 def _daily_cost(row: dict[str, Any]) -> DailyCost:

@@ -11,7 +11,9 @@ from strawberry.types import Info
 
 from finops_gql.catalog import service as catalog
 from finops_gql.costs import service as cost
+from finops_gql.costs.explorer import Dimension
 from finops_gql.costs.ranges import DayRange, Granularity, Preset
+from finops_gql.costs.service import BREAKDOWN_DEFAULT, BREAKDOWN_MAX
 from finops_gql.costs.windows import money
 from finops_gql.db import models
 from finops_gql.graphql.context import Context
@@ -130,11 +132,60 @@ class CostSeries:
             currency=s.currency,
             breakdown=CostBreakdown.of(s.breakdown),
             points=[CostPoint.of(p) for p in s.points],
-            change=CostChange(
-                previous_total=s.change.previous_total,
-                amount=s.change.amount,
-                ratio=s.change.ratio,
-            ),
+            change=_change(s.change),
+        )
+
+
+strawberry.enum(
+    Dimension,
+    name="CostDimension",
+    description="TEAM, COMPONENT or RESOURCE (cpu, memory, pv, network, gpu, loadBalancer, "
+    "shared, external).",
+)
+
+
+def _change(c: cost.CostChange) -> CostChange:
+    return CostChange(previous_total=c.previous_total, amount=c.amount, ratio=c.ratio)
+
+
+@strawberry.type(description="One group of a breakdown.")
+class CostGroup:
+    key: str = strawberry.field(description="The team or component id, or the resource name.")
+    label: str = strawberry.field(description="The team or component name, or the resource.")
+    total: float
+    share: float | None = strawberry.field(
+        description="total / the breakdown's total; null when that is 0."
+    )
+    change: CostChange
+
+
+@strawberry.type(description="Cost over a range by group, largest first.")
+class CostGroupConnection:
+    start: date
+    end: date
+    group_by: Dimension
+    total: float = strawberry.field(description="Of every group, not only those in nodes.")
+    currency: str
+    total_count: int = strawberry.field(
+        description="How many groups had cost in the range or the one before."
+    )
+    nodes: list[CostGroup]
+
+    @classmethod
+    def of(cls, g: cost.CostGroups) -> CostGroupConnection:
+        return cls(
+            start=g.start,
+            end=g.end,
+            group_by=g.dimension,
+            total=g.total,
+            currency=g.currency,
+            total_count=g.total_count,
+            nodes=[
+                CostGroup(
+                    key=n.key, label=n.label, total=n.total, share=n.share, change=_change(n.change)
+                )
+                for n in g.groups
+            ],
         )
 
 
@@ -285,6 +336,22 @@ class Team:
     ) -> CostSeries:
         key = (uuid.UUID(self.id), range.resolve(info), granularity, include_sub_teams)
         return CostSeries.of(await info.context.loaders.team_series.load(key))
+
+    @strawberry.field(
+        description=f"The team's cost by group, largest first (first: 1..{BREAKDOWN_MAX})."
+    )
+    async def cost_breakdown(
+        self,
+        info: CtxInfo,
+        range: DateRange,
+        group_by: Dimension,
+        first: int = BREAKDOWN_DEFAULT,
+        include_sub_teams: bool = True,
+    ) -> CostGroupConnection:
+        found = await info.context.services.costs.cost_breakdown(
+            range.resolve(info), group_by, first, uuid.UUID(self.id), include_sub_teams
+        )
+        return CostGroupConnection.of(found)
 
     @classmethod
     def of(cls, t: models.Team) -> Team:
