@@ -462,3 +462,16 @@ async def test_cost_breakdown_with_no_cost_has_no_share(client: httpx.AsyncClien
     found = body["data"]["costBreakdown"]
     assert found["total"] == 0
     assert {n["share"] for n in found["nodes"]} == {None}
+
+
+def test_a_series_spans_at_most_400_days_even_with_a_longer_retention(
+    services: Services,
+) -> None:
+    from finops_gql.costs.service import CostService
+    from finops_gql.errors import InvalidInput
+
+    costs = CostService(services.opencost, retention_days=730)
+    end = yesterday()
+    assert costs.resolve_range(start=end - timedelta(days=399), end=end).days == 400
+    with pytest.raises(InvalidInput, match="401 days is longer than the 400 days a cost series"):
+        costs.resolve_range(start=end - timedelta(days=400), end=end)
