@@ -54,6 +54,9 @@ class Subject(enum.Enum):
 PLATFORM_KEY = "platform"
 
 
+ZEROS = (0.0,) * len(COLUMNS)
+
+
 def zeros() -> Sums:
     return [0.0] * len(COLUMNS)
 
@@ -189,27 +192,30 @@ async def drop_daily_totals_before(cutoff: date) -> None:
         )
 
 
+def _column_sums(rows: Sequence[Sequence[float]]) -> tuple[float, ...]:
+    return tuple(map(sum, zip(*rows, strict=True))) if rows else ZEROS
+
+
 def fold(days: dict[date, tuple[float, ...]], chosen: DayRange, granularity: Granularity) -> Series:
     """Days into every bucket of the range, in order, zeros where no day had cost; the days of
     the previous range into its total."""
-    points = []
-    total = zeros()
-    for bucket in buckets(chosen, granularity):
-        sums = zeros()
-        day = bucket.start
-        while day <= bucket.end:
-            found = days.get(day)
-            if found is not None:
-                add(sums, found)
-            day += timedelta(days=1)
-        add(total, sums)
-        points.append(Point(bucket, tuple(sums)))
+    spans = buckets(chosen, granularity)
+    at: dict[date, int] = {}
+    for i, bucket in enumerate(spans):
+        for offset in range((bucket.end - bucket.start).days + 1):
+            at[bucket.start + timedelta(days=offset)] = i
+    rows: list[list[tuple[float, ...]]] = [[] for _ in spans]
     before = chosen.previous()
-    previous = zeros()
-    for day, found in days.items():
-        if before.start <= day <= before.end:
-            add(previous, found)
-    return Series(chosen, granularity, tuple(total), tuple(previous), points)
+    previous: list[tuple[float, ...]] = []
+    for day, sums in days.items():
+        found = at.get(day)
+        if found is not None:
+            rows[found].append(sums)
+        elif before.start <= day <= before.end:
+            previous.append(sums)
+    points = [Point(bucket, _column_sums(found)) for bucket, found in zip(spans, rows, strict=True)]
+    total = _column_sums([p.sums for p in points])
+    return Series(chosen, granularity, total, _column_sums(previous), points)
 
 
 async def series(
