@@ -122,8 +122,15 @@ async def daily_sums(
     select = f"{key} AS subject, day, {columns}" if key else f"day, {columns}"
     sql = f"SELECT {select} FROM {table} WHERE {where}"  # noqa: S608 (placeholders only)
     result: dict[str, dict[date, tuple[float, ...]]] = {}
+    names: dict[object, str] = {}  # driver value -> canonical UUID text, parsed once per subject
     for row in await connection().execute_query_dict(sql, values):
-        name = str(uuid.UUID(str(row["subject"]))) if key else PLATFORM_KEY
+        if key:
+            subject_value = row["subject"]
+            name = names.get(subject_value)
+            if name is None:
+                name = names[subject_value] = str(uuid.UUID(str(subject_value)))
+        else:
+            name = PLATFORM_KEY
         result.setdefault(name, {})[_as_date(row["day"])] = tuple(
             float(row[c] or 0.0) for c in COLUMNS
         )
