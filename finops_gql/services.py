@@ -100,7 +100,11 @@ async def open_services(
             max_response_mb=settings.opencost_max_response_mb,
             sync_max_response_mb=settings.opencost_sync_max_response_mb,
         )
-        costs = CostService(opencost, currency=settings.cost_currency)
+        costs = CostService(
+            opencost,
+            currency=settings.cost_currency,
+            retention_days=settings.cost_retention_days,
+        )
         services = Services(
             settings=settings,
             session=session,

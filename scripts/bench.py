@@ -23,6 +23,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import secrets
 import socket
 import sqlite3
@@ -269,8 +270,8 @@ async def floor(url: str, queries: dict[str, tuple[str, list[Any]]], n: int) -> 
                 for _ in range(n):
                     started = time.perf_counter()
                     async with db.execute(
-                        sql.replace("$1", "?"),
-                        [str(a) if isinstance(a, uuid.UUID) else a for a in args],
+                        re.sub(r"\$(\d+)", r"?\1", sql),
+                        [str(a) if isinstance(a, uuid.UUID | date) else a for a in args],
                     ) as cursor:
                         await cursor.fetchall()
                     samples.append(time.perf_counter() - started)
@@ -378,6 +379,47 @@ async def count_page_queries(url: str, secret: str, sizes: list[int]) -> dict[in
 
 PAGE_QUERY = "query Page($first: Int!) { components(first: $first) { nodes { id name budgetUsd cost30d team { id name } } pageInfo { endCursor hasNextPage } } }"
 TEAM_QUERY = "query Team($id: ID!) { team(id: $id) { name costSummary { totalCost components(limit: 1000) { componentId totalCost } } } }"
+# The cost explorer: a chart's series, its points and change (the range engine, costs/explorer.py).
+SERIES_FIELDS = "total change { previousTotal ratio } points { start complete totalCost }"
+COMPONENT_COST_QUERY = f"query ComponentCost($id: ID!) {{ component(id: $id) {{ cost(range: {{preset: LAST_90_DAYS}}, granularity: DAY) {{ {SERIES_FIELDS} }} }} }}"
+TEAM_COST_QUERY = f"query TeamCost($id: ID!) {{ team(id: $id) {{ cost(range: {{preset: LAST_90_DAYS}}, granularity: WEEK) {{ {SERIES_FIELDS} }} }} }}"
+PLATFORM_COST_QUERY = f"query PlatformCost {{ platformCost(range: {{preset: LAST_90_DAYS}}, granularity: DAY) {{ {SERIES_FIELDS} }} }}"
+SERIES_COLUMNS = (
+    "cpu_cost",
+    "ram_cost",
+    "pv_cost",
+    "network_cost",
+    "gpu_cost",
+    "load_balancer_cost",
+    "shared_cost",
+    "external_cost",
+    "total_cost",
+)
+
+
+def series_floors(big_team: Any, a_component: Any) -> dict[str, tuple[str, list[Any]]]:
+    """The database floor of each series: one hand-written statement over the range and the
+    one before it (90 + 90 days), as the engine asks: a component's records, a team's and the
+    platform's daily totals (the pre-aggregates the sync keeps)."""
+    last = datetime.now(UTC).date() - timedelta(days=1)
+    first = last - timedelta(days=179)
+    columns = ", ".join(SERIES_COLUMNS)
+    return {
+        "graphql_component_cost": (
+            f"SELECT component_id, day, {columns} FROM cost_record WHERE day >= $2 AND day <= $3 "
+            "AND component_id = $1",
+            [a_component, first, last],
+        ),
+        "graphql_team_cost": (
+            f"SELECT team_id, day, {columns} FROM team_daily_cost WHERE day >= $2 AND day <= $3 "
+            "AND team_id = $1",
+            [big_team, first, last],
+        ),
+        "graphql_platform_cost": (
+            f"SELECT day, {columns} FROM platform_daily_cost WHERE day >= $1 AND day <= $2",
+            [first, last],
+        ),
+    }
 
 
 # -- the sync -----------------------------------------------------------------------------------
@@ -482,6 +524,13 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         started = time.perf_counter()
         await services.costs.refresh_rollups()
         rollup_seconds = time.perf_counter() - started
+        # The explorer's team and platform daily totals, which the sync writes with its records
+        # (the data above was loaded behind its back).
+        from finops_gql.costs.explorer import refresh_daily_totals
+
+        started = time.perf_counter()
+        await refresh_daily_totals()
+        daily_totals_seconds = time.perf_counter() - started
     page_queries = await count_page_queries(url, secret, [10, 50, 100])
 
     big_team, a_component = teams[0][0], components[0][0]
@@ -508,6 +557,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 "SELECT id, cost_30d FROM component WHERE team_id = $1 ORDER BY cost_30d DESC, name",
                 [big_team],
             ),
+            **series_floors(big_team, a_component),
         },
         scale.requests,
     )
@@ -556,6 +606,21 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 "url": f"{base}/graphql",
                 "body": {"query": TEAM_QUERY, "variables": {"id": str(big_team)}},
             },
+            "graphql_component_cost": {
+                "method": "POST",
+                "url": f"{base}/graphql",
+                "body": {"query": COMPONENT_COST_QUERY, "variables": {"id": str(a_component)}},
+            },
+            "graphql_team_cost": {
+                "method": "POST",
+                "url": f"{base}/graphql",
+                "body": {"query": TEAM_COST_QUERY, "variables": {"id": str(big_team)}},
+            },
+            "graphql_platform_cost": {
+                "method": "POST",
+                "url": f"{base}/graphql",
+                "body": {"query": PLATFORM_COST_QUERY},
+            },
         }
         measured = {
             name: run_load({**common, **spec, "headers": auth}) for name, spec in scenarios.items()
@@ -583,6 +648,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "scale": scale.__dict__,
         "load_seconds": load_seconds,
         "rollup_refresh_seconds": rollup_seconds,
+        "daily_totals_refresh_seconds": daily_totals_seconds,
         "floor_p50_ms": floors,
         "measured": measured,
         "graphql_sql_statements_by_page_size": page_queries,
@@ -599,7 +665,7 @@ def table(result: dict[str, Any]) -> str:
         f"finops_gql benchmark, {result['db']}, {result['scale']['components']} components, "
         f"{result['scale']['components'] * result['scale']['days']} records, {result['when']}",
         "",
-        f"| {'scenario':<18} | p50 ms | p95 ms | p99 ms | floor p50 | x floor | rps c=32 | x ceiling | errors |",
+        f"| {'scenario':<21} | p50 ms | p95 ms | p99 ms | floor p50 | x floor | rps c=32 | x ceiling | errors |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in m.items():
@@ -607,7 +673,7 @@ def table(result: dict[str, Any]) -> str:
         floor_text = f"{fl:.3f}" if fl is not None else "-"
         ratio_text = f"{row['p50_ms'] / fl:.1f}" if fl else "-"
         lines.append(
-            f"| {name:<18} | {row['p50_ms']:6.2f} | {row['p95_ms']:6.2f} | {row['p99_ms']:6.2f} | "
+            f"| {name:<21} | {row['p50_ms']:6.2f} | {row['p95_ms']:6.2f} | {row['p99_ms']:6.2f} | "
             f"{floor_text:>9} | {ratio_text:>7} | {row['rps']:8.0f} | "
             f"{row['rps'] / ceiling['rps']:9.2f} | {row['errors']:6d} |"
         )
@@ -618,6 +684,7 @@ def table(result: dict[str, Any]) -> str:
         f"SQL statements per GraphQL page (size: count): {result['graphql_sql_statements_by_page_size']}",
         f"REST vs GraphQL team total: {result['rest_graphql_team_total']}",
         f"rollup refresh (all components): {result['rollup_refresh_seconds']:.2f} s; data load {result['load_seconds']:.1f} s",
+        f"team and platform daily totals, all {result['scale']['days']} days: {result['daily_totals_refresh_seconds']:.2f} s",
         f"sync 30-day backfill: {sync['backfill_30d']['seconds']:.2f} s, {sync['backfill_30d']['opencost_requests']} OpenCost requests, {sync['backfill_30d']['records']} records",
         f"sync 1-day run:       {sync['one_day']['seconds']:.2f} s, {sync['one_day']['opencost_requests']} OpenCost requests, {sync['one_day']['records']} records",
         f"server peak RSS: {result['server_peak_rss_mb']:.0f} MB",

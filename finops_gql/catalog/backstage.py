@@ -31,6 +31,7 @@ from finops_gql.catalog.service import (
     describe,
     selector_owner,
 )
+from finops_gql.costs import explorer
 from finops_gql.db.models import DEFAULT_AGGREGATE, Component, Domain, System, Team
 from finops_gql.db.setup import placeholders, sql_value
 from finops_gql.errors import InvalidInput
@@ -730,6 +731,12 @@ async def _write(found: Catalog, source: str) -> ImportResult:
                 f"WHERE id IN ({', '.join(marks)})",
                 [sql_value(i) for i in in_file],
             )
+        # Owners before the import, to move the cost of components that change team.
+        owners_before = {
+            str(cid): str(tid)
+            for cid, tid in await Component.filter(id__in=in_file).values_list("id", "team_id")
+        }
+        moved: set[uuid.UUID] = set()
         for component in components:
             owner_id = team_ids.get(component.owner_ref)
             if owner_id is None:
@@ -764,7 +771,13 @@ async def _write(found: Catalog, source: str) -> ImportResult:
                     "opencost_key": component.key,
                 },
             )
+            before = owners_before.get(str(component.id))
+            if before is not None and before != str(owner_id):
+                moved.update((uuid.UUID(before), uuid.UUID(str(owner_id))))
             result.components += 1
+        if moved:
+            # Same transaction: the teams' daily totals follow their components.
+            await explorer.refresh_daily_totals(team_ids=sorted(moved), platform=False)
     return result
 
 

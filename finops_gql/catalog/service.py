@@ -6,12 +6,15 @@ import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date
 from typing import Generic, TypeVar
 
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
+from finops_gql.catalog import tree
+from finops_gql.costs import explorer
 from finops_gql.db.models import (
     AGGREGATE_MAX,
     DEFAULT_AGGREGATE,
@@ -244,30 +247,7 @@ class CatalogService:
     async def team_subtrees(
         self, team_ids: Sequence[uuid.UUID]
     ) -> dict[uuid.UUID, list[uuid.UUID]]:
-        """Each team with all its descendants (sub-teams, their sub-teams, ...), the team first;
-        an unknown id maps to []. One statement, a recursive CTE (SQLite and PostgreSQL).
-
-        UNION, not UNION ALL: a row already reached is not walked again, so even a cycle that
-        slipped past the import's and the service's checks (two concurrent writers) ends."""
-        found: dict[uuid.UUID, list[uuid.UUID]] = {tid: [] for tid in team_ids}
-        if not team_ids:
-            return found
-        marks = placeholders(len(found))
-        sql = (
-            "WITH RECURSIVE tree(root, id) AS ("  # noqa: S608 (placeholders only)
-            f"SELECT id, id FROM team WHERE id IN ({', '.join(marks)}) "
-            "UNION SELECT tree.root, t.id FROM team t JOIN tree ON t.parent_id = tree.id"
-            ") SELECT root, id FROM tree"
-        )
-        rows = await connection().execute_query_dict(sql, [sql_value(t) for t in found])
-        for row in rows:
-            root, tid = uuid.UUID(str(row["root"])), uuid.UUID(str(row["id"]))
-            members = found[root]
-            if tid == root:
-                members.insert(0, tid)
-            else:
-                members.append(tid)
-        return found
+        return await tree.team_subtrees(team_ids)
 
     async def team_children_pages(
         self, team_ids: Sequence[uuid.UUID], first: int = PAGE_DEFAULT, after: str | None = None
@@ -508,6 +488,7 @@ class CatalogService:
         component = await Component.get_or_none(id=component_id)
         if component is None:
             raise NotFound("component", component_id)
+        moved_from = uuid.UUID(str(component.team_id))
         if name is not None:
             component.name = name
         if team_id is not None:
@@ -523,7 +504,13 @@ class CatalogService:
             component.opencost_aggregate, component.selector_key, component.id
         )
         try:
-            await component.save()
+            async with in_transaction():
+                await component.save()
+                if team_id is not None and team_id != moved_from:
+                    # Its cost moves with it: both teams' daily totals, in the same transaction.
+                    await explorer.refresh_daily_totals(
+                        team_ids=[moved_from, team_id], platform=False
+                    )
         except IntegrityError:
             raise await self._component_conflict(
                 component.opencost_aggregate,
@@ -543,9 +530,26 @@ class CatalogService:
         return component
 
     async def delete_component(self, component_id: uuid.UUID) -> None:
-        deleted = await Component.filter(id=component_id).delete()
-        if not deleted:
-            raise NotFound("component", component_id)
+        async with in_transaction():
+            found = await Component.filter(id=component_id).only("id", "team_id").first()
+            if found is None:
+                raise NotFound("component", component_id)
+            days = await connection().execute_query_dict(
+                "SELECT MIN(day) AS first, MAX(day) AS last FROM cost_record "  # noqa: S608 (placeholders only)
+                f"WHERE component_id = {placeholders(1)[0]}",
+                [sql_value(component_id)],
+            )
+            await Component.filter(id=component_id).delete()  # its records go with it
+            first, last = days[0]["first"], days[0]["last"]
+            if first is not None:
+                # The days it had cost no longer count for its team or the platform.
+                await explorer.refresh_daily_totals(
+                    first=_day(first), last=_day(last), team_ids=[uuid.UUID(str(found.team_id))]
+                )
+
+
+def _day(value: object) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
 
 
 # Module-level so a test can stand in for a writer that raced past the check.

@@ -14,6 +14,16 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
+from finops_gql.catalog import tree
+from finops_gql.costs import explorer
+from finops_gql.costs.ranges import (
+    DayRange,
+    Granularity,
+    Preset,
+    check_retention,
+    explicit_range,
+    preset_range,
+)
 from finops_gql.costs.windows import money, rollup_range
 from finops_gql.db.models import Component, Team
 from finops_gql.db.setup import connection, placeholders, sql_value
@@ -54,6 +64,11 @@ class CostBreakdown:
             external_cost=money(a.external_cost),
             total_cost=money(a.total_cost),
         )
+
+    @classmethod
+    def from_sums(cls, sums: Sequence[float]) -> CostBreakdown:
+        """From the range engine's sums, in explorer.COLUMNS order."""
+        return cls(*(money(value) for value in sums))
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> CostBreakdown:
@@ -124,6 +139,88 @@ class TeamSummary:
     components: list[ComponentCost]
 
 
+@dataclass(frozen=True, slots=True)
+class CostPoint:
+    start: date
+    end: date
+    complete: bool
+    breakdown: CostBreakdown
+
+
+@dataclass(frozen=True, slots=True)
+class CostChange:
+    previous_total: float
+    amount: float
+    ratio: float | None  # None when the previous total is 0: no ratio of nothing
+
+
+@dataclass(frozen=True, slots=True)
+class CostSeries:
+    start: date
+    end: date
+    granularity: Granularity
+    currency: str
+    breakdown: CostBreakdown
+    points: list[CostPoint]
+    change: CostChange
+
+    @property
+    def total(self) -> float:
+        return self.breakdown.total_cost
+
+    @classmethod
+    def of(cls, s: explorer.Series, currency: str) -> CostSeries:
+        # The change is computed from the rounded figures, so a client dividing them agrees.
+        total, previous = s.total, s.previous_total
+        change = _change(total, previous)
+        return cls(
+            start=s.chosen.start,
+            end=s.chosen.end,
+            granularity=s.granularity,
+            currency=currency,
+            breakdown=CostBreakdown.from_sums(s.sums),
+            points=[
+                CostPoint(
+                    p.bucket.start, p.bucket.end, p.bucket.complete, CostBreakdown.from_sums(p.sums)
+                )
+                for p in s.points
+            ],
+            change=change,
+        )
+
+
+BREAKDOWN_DEFAULT = 20
+BREAKDOWN_MAX = 100
+
+
+@dataclass(frozen=True, slots=True)
+class CostGroup:
+    key: str
+    label: str
+    total: float
+    share: float | None  # of the grand total; None when the grand total is 0
+    change: CostChange
+
+
+@dataclass(frozen=True, slots=True)
+class CostGroups:
+    start: date
+    end: date
+    dimension: explorer.Dimension
+    total: float
+    currency: str
+    total_count: int
+    groups: list[CostGroup]
+
+
+def _change(total: float, previous: float) -> CostChange:
+    return CostChange(
+        previous_total=previous,
+        amount=money(total - previous),
+        ratio=money(total - previous) / previous if previous else None,
+    )
+
+
 def check_limit(limit: int, maximum: int, what: str = "limit") -> int:
     if not 1 <= limit <= maximum:
         raise InvalidInput(f"{what} must be between 1 and {maximum}, got {limit}")
@@ -137,10 +234,12 @@ class CostService:
         *,
         currency: str = "USD",
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        retention_days: int = 400,
     ) -> None:
         self.opencost = opencost
         self.currency = currency
         self.clock = clock
+        self.retention_days = retention_days
 
     # -- catalog lookups -------------------------------------------------------------------------
 
@@ -299,6 +398,118 @@ class CostService:
             sql += f" WHERE id IN ({', '.join(placeholders(len(ids), start=3))})"
             values.extend(ids)
         await connection().execute_query(sql, values)
+
+    # -- the cost explorer: every figure through the range engine (costs/explorer.py) -----------
+
+    def resolve_range(
+        self, preset: Preset | None = None, start: date | None = None, end: date | None = None
+    ) -> DayRange:
+        """A client's range: exactly one of `preset` or both `start` and `end`, checked against
+        today's UTC date, COST_RETENTION_DAYS and the longest series (explorer.MAX_RANGE_DAYS)."""
+        today = self.clock().astimezone(UTC).date()
+        if preset is not None and start is None and end is None:
+            chosen = check_retention(preset_range(preset, today), self.retention_days)
+        elif preset is None and start is not None and end is not None:
+            chosen = explicit_range(start, end, today, self.retention_days)
+        else:
+            raise InvalidInput("range: give either preset, or both from and to (not both)")
+        if chosen.days > explorer.MAX_RANGE_DAYS:
+            raise InvalidInput(
+                f"range: {chosen.days} days is longer than the {explorer.MAX_RANGE_DAYS} days a "
+                "cost series may span"
+            )
+        return chosen
+
+    async def team_scopes(
+        self, team_ids: Sequence[uuid.UUID], include_sub_teams: bool = True
+    ) -> dict[uuid.UUID, list[uuid.UUID]]:
+        """The teams whose components make up each team's cost: the ONE place that decides it.
+
+        With `include_sub_teams` (the default) a team covers its whole subtree, read in one
+        statement for all the teams; without it, only itself. Every team figure follows."""
+        if not include_sub_teams:
+            return {team_id: [team_id] for team_id in team_ids}
+        return await tree.team_subtrees(team_ids)
+
+    async def team_scope(
+        self, team_id: uuid.UUID, include_sub_teams: bool = True
+    ) -> list[uuid.UUID]:
+        return (await self.team_scopes([team_id], include_sub_teams))[team_id]
+
+    async def component_series(
+        self, component_ids: Sequence[uuid.UUID], chosen: DayRange, granularity: Granularity
+    ) -> dict[uuid.UUID, CostSeries]:
+        """Each component's series, one statement for all of them."""
+        found = await explorer.series(
+            explorer.Subject.COMPONENT, {c: [c] for c in component_ids}, chosen, granularity
+        )
+        return {c: CostSeries.of(s, self.currency) for c, s in found.items()}
+
+    async def team_series(
+        self,
+        team_ids: Sequence[uuid.UUID],
+        chosen: DayRange,
+        granularity: Granularity,
+        include_sub_teams: bool = True,
+    ) -> dict[uuid.UUID, CostSeries]:
+        """Each team's series over its scope (team_scopes), one statement for all of them."""
+        scopes = await self.team_scopes(team_ids, include_sub_teams)
+        found = await explorer.series(explorer.Subject.TEAM, scopes, chosen, granularity)
+        return {t: CostSeries.of(s, self.currency) for t, s in found.items()}
+
+    async def platform_series(self, chosen: DayRange, granularity: Granularity) -> CostSeries:
+        """Every component's cost together."""
+        everything = uuid.UUID(int=0)
+        found = await explorer.series(
+            explorer.Subject.PLATFORM, {everything: []}, chosen, granularity
+        )
+        return CostSeries.of(found[everything], self.currency)
+
+    async def cost_breakdown(
+        self,
+        chosen: DayRange,
+        dimension: explorer.Dimension,
+        first: int = BREAKDOWN_DEFAULT,
+        team_id: uuid.UUID | None = None,
+        include_sub_teams: bool = True,
+    ) -> CostGroups:
+        """The groups of a dimension by total, largest first (the first `first`), with the
+        grand total, the number of groups, each one's share and change: the whole platform, or
+        one team's scope (team_scopes)."""
+        check_limit(first, BREAKDOWN_MAX, "first")
+        scope = None if team_id is None else await self.team_scope(team_id, include_sub_teams)
+        found = await explorer.group_totals(dimension, scope, chosen)
+        if dimension is explorer.Dimension.RESOURCE:
+            grand = money(found.pop(explorer.RESOURCE_TOTAL)[0])
+        else:
+            grand = money(sum(current for current, _ in found.values()))
+        ranked = sorted(found.items(), key=lambda item: (-money(item[1][0]), item[0]))
+        shown = ranked[:first]
+        labels = await self._labels(dimension, [key for key, _ in shown])
+        groups = [
+            CostGroup(
+                key=key,
+                label=labels.get(key, key),
+                total=money(current),
+                share=money(current) / grand if grand else None,
+                change=_change(money(current), money(previous)),
+            )
+            for key, (current, previous) in shown
+        ]
+        return CostGroups(
+            chosen.start, chosen.end, dimension, grand, self.currency, len(found), groups
+        )
+
+    async def _labels(self, dimension: explorer.Dimension, keys: list[str]) -> dict[str, str]:
+        if dimension is explorer.Dimension.RESOURCE or not keys:
+            return {}
+        table = "team" if dimension is explorer.Dimension.TEAM else "component"
+        rows = await connection().execute_query_dict(
+            f"SELECT id, name FROM {table} "  # noqa: S608 (placeholders only)
+            f"WHERE id IN ({', '.join(placeholders(len(keys)))})",
+            [sql_value(uuid.UUID(k)) for k in keys],
+        )
+        return {str(uuid.UUID(str(row["id"]))): row["name"] for row in rows}
 
 
 def _daily_cost(row: dict[str, Any]) -> DailyCost:

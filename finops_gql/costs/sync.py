@@ -27,6 +27,7 @@ from tortoise.exceptions import IntegrityError
 from tortoise.expressions import F, Q
 from tortoise.transactions import in_transaction
 
+from finops_gql.costs import explorer
 from finops_gql.costs.service import CostService, check_limit
 from finops_gql.costs.windows import day_window, days_to_sync, last_complete_day, money
 from finops_gql.db.models import Component, CostRecord, SyncProgress, SyncRun
@@ -427,6 +428,11 @@ class SyncService:
             if progress:
                 await db.execute_many(upsert_progress, progress)
             await CostRecord.filter(day__lt=cutoff).delete()
+            await explorer.drop_daily_totals_before(cutoff)
+            if rows:
+                # The days written, as the driver holds them (ISO text on SQLite, dates on PG).
+                written = [_day(row[1]) for row in rows]
+                await explorer.refresh_daily_totals(first=min(written), last=max(written))
             await self.costs.refresh_rollups()
             run.finished_at = self.costs.clock()
             await self._finish(run)
@@ -461,6 +467,10 @@ class SyncService:
                     await self.publish(BUDGET_CHANNEL, json.dumps(payload))
                 except Exception as exc:  # alerts are best-effort; the run's data is committed
                     log.warning("could not publish budget event for %s: %s", breach.name, exc)
+
+
+def _day(value: object) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
 
 
 def _error_text(exc: BaseException) -> str:

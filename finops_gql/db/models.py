@@ -159,6 +159,51 @@ class CostRecord(Model):
         indexes = [Index(fields=("day",), name="cost_record_day_idx")]
 
 
+class TeamDailyCost(Model):
+    """Pre-aggregate of the range engine: one team's components' cost on one day (the sums of
+    cost_record by the component's current team). Rewritten in the same transaction as every
+    change that moves cost: the sync's write, a component moved to another team or deleted, a
+    catalog import (costs/explorer.py refresh_daily_totals), so it is never stale."""
+
+    id = fields.BigIntField(primary_key=True)
+    team_id = fields.UUIDField()
+    day = fields.DateField()
+    cpu_cost = fields.FloatField(default=0.0)
+    ram_cost = fields.FloatField(default=0.0)
+    pv_cost = fields.FloatField(default=0.0)
+    network_cost = fields.FloatField(default=0.0)
+    gpu_cost = fields.FloatField(default=0.0)
+    load_balancer_cost = fields.FloatField(default=0.0)
+    shared_cost = fields.FloatField(default=0.0)
+    external_cost = fields.FloatField(default=0.0)
+    total_cost = fields.FloatField(default=0.0)
+
+    class Meta:
+        table = "team_daily_cost"
+        # The unique index serves the read: a team's days in a range.
+        unique_together = (("team_id", "day"),)
+
+
+class PlatformDailyCost(Model):
+    """Pre-aggregate of the range engine: every component's cost on one day, kept like
+    TeamDailyCost (a move between teams leaves it alone; a deletion does not)."""
+
+    id = fields.BigIntField(primary_key=True)
+    day = fields.DateField(unique=True)
+    cpu_cost = fields.FloatField(default=0.0)
+    ram_cost = fields.FloatField(default=0.0)
+    pv_cost = fields.FloatField(default=0.0)
+    network_cost = fields.FloatField(default=0.0)
+    gpu_cost = fields.FloatField(default=0.0)
+    load_balancer_cost = fields.FloatField(default=0.0)
+    shared_cost = fields.FloatField(default=0.0)
+    external_cost = fields.FloatField(default=0.0)
+    total_cost = fields.FloatField(default=0.0)
+
+    class Meta:
+        table = "platform_daily_cost"
+
+
 class SyncRun(Model):
     id = fields.BigIntField(primary_key=True)
     started_at = fields.DatetimeField()

@@ -11,7 +11,8 @@ from strawberry.dataloader import DataLoader
 
 from finops_gql.auth import Principal
 from finops_gql.catalog.service import Page
-from finops_gql.costs.service import DailyCost, TeamSummary
+from finops_gql.costs.ranges import DayRange, Granularity
+from finops_gql.costs.service import CostSeries, DailyCost, TeamSummary
 from finops_gql.db.models import Component, Domain, System, Team
 from finops_gql.errors import ServiceError
 from finops_gql.graphql.cost import Cost
@@ -66,6 +67,14 @@ class Loaders:
     system_components: DataLoader[PageKey, Page[Component]] = field(init=False)
     team_children: DataLoader[PageKey, Page[Team]] = field(init=False)
     domain_systems: DataLoader[PageKey, Page[System]] = field(init=False)
+    # Keyed by (component id, range, granularity): one statement per distinct range/granularity.
+    component_series: DataLoader[tuple[uuid.UUID, DayRange, Granularity], CostSeries] = field(
+        init=False
+    )
+    # Keyed by (team id, range, granularity, includeSubTeams).
+    team_series: DataLoader[tuple[uuid.UUID, DayRange, Granularity, bool], CostSeries] = field(
+        init=False
+    )
 
     def __post_init__(self) -> None:
         catalog, costs = self.services.catalog, self.services.costs
@@ -99,6 +108,29 @@ class Loaders:
             found = await costs.team_summaries(ids)
             return [found[i] for i in ids]
 
+        async def component_series(
+            keys: list[tuple[uuid.UUID, DayRange, Granularity]],
+        ) -> list[CostSeries]:
+            found: dict[tuple[uuid.UUID, DayRange, Granularity], CostSeries] = {}
+            for chosen, granularity in dict.fromkeys((r, g) for _, r, g in keys):
+                ids = [c for c, r, g in keys if (r, g) == (chosen, granularity)]
+                for c, s in (await costs.component_series(ids, chosen, granularity)).items():
+                    found[c, chosen, granularity] = s
+            return [found[k] for k in keys]
+
+        async def team_series(
+            keys: list[tuple[uuid.UUID, DayRange, Granularity, bool]],
+        ) -> list[CostSeries]:
+            found: dict[tuple[uuid.UUID, DayRange, Granularity, bool], CostSeries] = {}
+            for chosen, granularity, sub in dict.fromkeys((r, g, i) for _, r, g, i in keys):
+                ids = [t for t, r, g, i in keys if (r, g, i) == (chosen, granularity, sub)]
+                answers = await costs.team_series(ids, chosen, granularity, sub)
+                for t, s in answers.items():
+                    found[t, chosen, granularity, sub] = s
+            return [found[k] for k in keys]
+
+        self.component_series = DataLoader(component_series)
+        self.team_series = DataLoader(team_series)
         self.team = DataLoader(teams)
         self.component = DataLoader(components)
         self.team_components = DataLoader(team_components)

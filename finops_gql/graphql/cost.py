@@ -60,6 +60,8 @@ from graphql.execution.values import (
 )
 from graphql.type.introspection import SchemaMetaFieldDef, TypeMetaFieldDef
 
+from finops_gql.costs.explorer import MAX_RANGE_DAYS
+
 # Arguments that bound how many items a field returns.
 SIZE_ARGUMENTS = ("first", "limit")
 # List fields that take their size from the connection field above them (`first`).
@@ -118,6 +120,8 @@ def static_caps(schema: GraphQLSchema) -> Mapping[tuple[str, str], int]:
         ("__Type", "possibleTypes"): max(possible, default=0),
         ("__Field", "args"): max(args, default=0),
         ("__Directive", "args"): max(args, default=0),
+        # A series has one point per bucket, and a range is at most MAX_RANGE_DAYS days.
+        ("CostSeries", "points"): MAX_RANGE_DAYS,
     }
 
 

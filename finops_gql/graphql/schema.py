@@ -12,7 +12,9 @@ from strawberry.permission import BasePermission
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
-from finops_gql.costs.service import TOP_DEFAULT, parse_uuid
+from finops_gql.costs.explorer import Dimension
+from finops_gql.costs.ranges import Granularity
+from finops_gql.costs.service import BREAKDOWN_DEFAULT, BREAKDOWN_MAX, TOP_DEFAULT, parse_uuid
 from finops_gql.errors import InvalidInput
 from finops_gql.graphql.documents import DocumentLimits
 from finops_gql.graphql.limits import QueryCost
@@ -23,7 +25,10 @@ from finops_gql.graphql.types import (
     Component,
     ComponentConnection,
     ComponentCost,
+    CostGroupConnection,
+    CostSeries,
     CtxInfo,
+    DateRange,
     Domain,
     DomainConnection,
     PageInfo,
@@ -94,6 +99,23 @@ class Query:
         return [
             ComponentCost.of(c) for c in await info.context.services.costs.top_components(limit)
         ]
+
+    @strawberry.field(description="Persisted cost of every component over a range.")
+    async def platform_cost(
+        self, info: CtxInfo, range: DateRange, granularity: Granularity = Granularity.DAY
+    ) -> CostSeries:
+        costs = info.context.services.costs
+        return CostSeries.of(await costs.platform_series(range.resolve(info), granularity))
+
+    @strawberry.field(
+        description=f"Every component's cost by group, largest first (first: 1..{BREAKDOWN_MAX})."
+    )
+    async def cost_breakdown(
+        self, info: CtxInfo, range: DateRange, group_by: Dimension, first: int = BREAKDOWN_DEFAULT
+    ) -> CostGroupConnection:
+        costs = info.context.services.costs
+        found = await costs.cost_breakdown(range.resolve(info), group_by, first)
+        return CostGroupConnection.of(found)
 
     @strawberry.field(description="Whether OpenCost answers its health check.")
     async def opencost_availability(self, info: CtxInfo) -> Availability:

@@ -11,6 +11,9 @@ from strawberry.types import Info
 
 from finops_gql.catalog import service as catalog
 from finops_gql.costs import service as cost
+from finops_gql.costs.explorer import Dimension
+from finops_gql.costs.ranges import DayRange, Granularity, Preset
+from finops_gql.costs.service import BREAKDOWN_DEFAULT, BREAKDOWN_MAX
 from finops_gql.costs.windows import money
 from finops_gql.db import models
 from finops_gql.graphql.context import Context
@@ -47,6 +50,142 @@ class CostBreakdown:
             shared_cost=b.shared_cost,
             external_cost=b.external_cost,
             total_cost=b.total_cost,
+        )
+
+
+DateRangePreset = strawberry.enum(
+    Preset,
+    name="DateRangePreset",
+    description="Ranges ending at the last complete UTC day (yesterday); LAST_MONTH is the "
+    "calendar month before this one.",
+)
+strawberry.enum(
+    Granularity,
+    description="DAY, WEEK (ISO weeks, Monday to Sunday) or MONTH (calendar months).",
+)
+
+
+@strawberry.input(
+    description="Whole UTC days: exactly one of `preset`, or both `from` and `to` (inclusive). "
+    "Not reversed, not wholly in the future (an end past yesterday is cut there), at most "
+    "COST_RETENTION_DAYS days (and at most 400)."
+)
+class DateRange:
+    preset: Preset | None = None
+    from_: date | None = strawberry.field(name="from", default=None)
+    to: date | None = None
+
+    def resolve(self, info: CtxInfo) -> DayRange:
+        return info.context.services.costs.resolve_range(self.preset, self.from_, self.to)
+
+
+@strawberry.type(description="One bucket of a series; every bucket of the range is present.")
+class CostPoint:
+    start: date
+    end: date
+    complete: bool = strawberry.field(
+        description="False when the range cuts this bucket (a partial week or month)."
+    )
+    total_cost: float
+    breakdown: CostBreakdown
+
+    @classmethod
+    def of(cls, p: cost.CostPoint) -> CostPoint:
+        return cls(
+            start=p.start,
+            end=p.end,
+            complete=p.complete,
+            total_cost=p.breakdown.total_cost,
+            breakdown=CostBreakdown.of(p.breakdown),
+        )
+
+
+@strawberry.type(description="Against the range of the same length just before this one.")
+class CostChange:
+    previous_total: float
+    amount: float = strawberry.field(description="total - previousTotal.")
+    ratio: float | None = strawberry.field(
+        description="amount / previousTotal; null when the previous total is 0."
+    )
+
+
+@strawberry.type(description="Persisted cost over a range, bucketed by granularity.")
+class CostSeries:
+    start: date
+    end: date
+    granularity: Granularity
+    total: float
+    currency: str
+    breakdown: CostBreakdown
+    points: list[CostPoint] = strawberry.field(
+        description="One per bucket, in time order, zeros included (at most 400)."
+    )
+    change: CostChange
+
+    @classmethod
+    def of(cls, s: cost.CostSeries) -> CostSeries:
+        return cls(
+            start=s.start,
+            end=s.end,
+            granularity=s.granularity,
+            total=s.total,
+            currency=s.currency,
+            breakdown=CostBreakdown.of(s.breakdown),
+            points=[CostPoint.of(p) for p in s.points],
+            change=_change(s.change),
+        )
+
+
+strawberry.enum(
+    Dimension,
+    name="CostDimension",
+    description="TEAM, COMPONENT or RESOURCE (cpu, memory, pv, network, gpu, loadBalancer, "
+    "shared, external).",
+)
+
+
+def _change(c: cost.CostChange) -> CostChange:
+    return CostChange(previous_total=c.previous_total, amount=c.amount, ratio=c.ratio)
+
+
+@strawberry.type(description="One group of a breakdown.")
+class CostGroup:
+    key: str = strawberry.field(description="The team or component id, or the resource name.")
+    label: str = strawberry.field(description="The team or component name, or the resource.")
+    total: float
+    share: float | None = strawberry.field(
+        description="total / the breakdown's total; null when that is 0."
+    )
+    change: CostChange
+
+
+@strawberry.type(description="Cost over a range by group, largest first.")
+class CostGroupConnection:
+    start: date
+    end: date
+    group_by: Dimension
+    total: float = strawberry.field(description="Of every group, not only those in nodes.")
+    currency: str
+    total_count: int = strawberry.field(
+        description="How many groups had cost in the range or the one before."
+    )
+    nodes: list[CostGroup]
+
+    @classmethod
+    def of(cls, g: cost.CostGroups) -> CostGroupConnection:
+        return cls(
+            start=g.start,
+            end=g.end,
+            group_by=g.dimension,
+            total=g.total,
+            currency=g.currency,
+            total_count=g.total_count,
+            nodes=[
+                CostGroup(
+                    key=n.key, label=n.label, total=n.total, share=n.share, change=_change(n.change)
+                )
+                for n in g.groups
+            ],
         )
 
 
@@ -206,6 +345,36 @@ class Team:
     async def cost_summary(self, info: CtxInfo) -> TeamCostSummary:
         return TeamCostSummary.of(await info.context.loaders.team_summary.load(uuid.UUID(self.id)))
 
+    @strawberry.field(
+        description="Persisted cost of the team's components over a range (with its sub-teams' "
+        "unless includeSubTeams is false)."
+    )
+    async def cost(
+        self,
+        info: CtxInfo,
+        range: DateRange,
+        granularity: Granularity = Granularity.DAY,
+        include_sub_teams: bool = True,
+    ) -> CostSeries:
+        key = (uuid.UUID(self.id), range.resolve(info), granularity, include_sub_teams)
+        return CostSeries.of(await info.context.loaders.team_series.load(key))
+
+    @strawberry.field(
+        description=f"The team's cost by group, largest first (first: 1..{BREAKDOWN_MAX})."
+    )
+    async def cost_breakdown(
+        self,
+        info: CtxInfo,
+        range: DateRange,
+        group_by: Dimension,
+        first: int = BREAKDOWN_DEFAULT,
+        include_sub_teams: bool = True,
+    ) -> CostGroupConnection:
+        found = await info.context.services.costs.cost_breakdown(
+            range.resolve(info), group_by, first, uuid.UUID(self.id), include_sub_teams
+        )
+        return CostGroupConnection.of(found)
+
     @classmethod
     def of(cls, t: models.Team) -> Team:
         return cls(
@@ -362,6 +531,13 @@ class Component:
         cost.check_limit(limit, cost.HISTORY_MAX)
         records = await info.context.loaders.history(limit).load(uuid.UUID(self.id))
         return [CostRecord.of(r) for r in records]
+
+    @strawberry.field(description="Persisted cost over a range, bucketed by granularity.")
+    async def cost(
+        self, info: CtxInfo, range: DateRange, granularity: Granularity = Granularity.DAY
+    ) -> CostSeries:
+        key = (uuid.UUID(self.id), range.resolve(info), granularity)
+        return CostSeries.of(await info.context.loaders.component_series.load(key))
 
     @classmethod
     def of(cls, c: models.Component) -> Component:
