@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from strawberry.dataloader import DataLoader
 
 from finops_gql.auth import Principal
-from finops_gql.catalog.service import Page
+from finops_gql.catalog.service import ComponentFilter, ComponentOrder, Page
 from finops_gql.costs.service import DailyCost, TeamSummary
 from finops_gql.db.models import Component, Team
 from finops_gql.errors import ServiceError
@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     from finops_gql.services import Services
 
 
+TeamPageKey = tuple[uuid.UUID, int, str | None, ComponentOrder, ComponentFilter]
+
+
 @dataclass
 class Loaders:
     """Built per request so nothing leaks between users; each batches one SQL query per tick."""
@@ -27,10 +30,10 @@ class Loaders:
     services: Services
     team: DataLoader[uuid.UUID, Team | None] = field(init=False)
     component: DataLoader[uuid.UUID, Component | None] = field(init=False)
-    # Keyed by (team id, first, after): one page of each team's components.
-    team_components: DataLoader[tuple[uuid.UUID, int, str | None], Page[Component]] = field(
-        init=False
-    )
+    # Keyed by (team id, first, after, order, filters): one page of each team's components.
+    team_components: DataLoader[TeamPageKey, Page[Component]] = field(init=False)
+    # Keyed by (team id, filters): how many of each team's components match (totalCount).
+    team_component_count: DataLoader[tuple[uuid.UUID, ComponentFilter], int] = field(init=False)
     team_summary: DataLoader[uuid.UUID, TeamSummary] = field(init=False)
     _history: dict[int, DataLoader[uuid.UUID, list[DailyCost]]] = field(init=False)
 
@@ -46,21 +49,33 @@ class Loaders:
             return [found.get(i) for i in ids]
 
         async def team_components(
-            keys: list[tuple[uuid.UUID, int, str | None]],
+            keys: list[TeamPageKey],
         ) -> list[Page[Component] | BaseException]:
-            # One statement per distinct (first, after): one for a page of teams in practice.
-            pages: dict[tuple[int, str | None], dict[uuid.UUID, Page[Component]] | Exception] = {}
-            for first, after in dict.fromkeys((first, after) for _, first, after in keys):
+            # One statement per distinct (first, after, order, filters): one for a page of teams
+            # in practice.
+            pages: dict[tuple[object, ...], dict[uuid.UUID, Page[Component]] | Exception] = {}
+            for args in dict.fromkeys(key[1:] for key in keys):
+                first, after, order, filters = args
                 try:
-                    pages[first, after] = await catalog.team_component_pages(
-                        [t for t, f, a in keys if (f, a) == (first, after)], first, after
+                    pages[args] = await catalog.team_component_pages(
+                        [key[0] for key in keys if key[1:] == args], first, after, order, filters
                     )
                 except ServiceError as exc:  # bad arguments fail their own fields only
-                    pages[first, after] = exc
+                    pages[args] = exc
             return [
-                found if isinstance(found := pages[f, a], Exception) else found[t]
-                for t, f, a in keys
+                found if isinstance(found := pages[key[1:]], Exception) else found[key[0]]
+                for key in keys
             ]
+
+        async def team_component_count(
+            keys: list[tuple[uuid.UUID, ComponentFilter]],
+        ) -> list[int]:
+            counts: dict[ComponentFilter, dict[uuid.UUID, int]] = {}
+            for filters in dict.fromkeys(f for _, f in keys):
+                counts[filters] = await catalog.team_component_counts(
+                    [t for t, f in keys if f == filters], filters
+                )
+            return [counts[f][t] for t, f in keys]
 
         async def summaries(ids: list[uuid.UUID]) -> list[TeamSummary]:
             found = await costs.team_summaries(ids)
@@ -69,6 +84,7 @@ class Loaders:
         self.team = DataLoader(teams)
         self.component = DataLoader(components)
         self.team_components = DataLoader(team_components)
+        self.team_component_count = DataLoader(team_component_count)
         self.team_summary = DataLoader(summaries)
         self._history = {}
 
