@@ -182,18 +182,17 @@ class _ComponentKeyset:
 
     def condition(self, order: ComponentOrder, p: _Sql) -> str:
         """Rows strictly after this one in `order`. The leading bound on cost_30d gives the
-        index a range to start from; the row comparison settles ties on (name, id)."""
-        after_name = f"(c.name, c.id) > ({p(self.name)}, {p(self.id)})"
+        index a range to start from; the row comparison settles ties on (name, id).
+        Markers are made in text order (SQLite's `?` are positional)."""
         if order is ComponentOrder.NAME:
-            return after_name
+            return f"(c.name, c.id) > ({p(self.name)}, {p(self.id)})"
         if order is ComponentOrder.COST_30D_DESC:
             bound, strict = "<=", "<"
         else:
             bound, strict = ">=", ">"
-        return (
-            f"c.cost_30d {bound} {p(self.cost)} AND "
-            f"(c.cost_30d {strict} {p(self.cost)} OR {after_name})"
-        )
+        start = f"c.cost_30d {bound} {p(self.cost)}"
+        past_cost = f"c.cost_30d {strict} {p(self.cost)}"
+        return f"{start} AND ({past_cost} OR (c.name, c.id) > ({p(self.name)}, {p(self.id)}))"
 
 
 def _cursor_mismatch(what: str) -> InvalidInput:

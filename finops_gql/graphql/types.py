@@ -236,9 +236,12 @@ class Component:
     team_id: strawberry.Private[uuid.UUID]
     model: strawberry.Private[models.Component]
 
-    @strawberry.field
+    @strawberry.field(
+        description="cost30d above budgetUsd, compared unrounded like the sync's budget alert "
+        "and the overBudget filter."
+    )
     def over_budget(self) -> bool:
-        return self.budget_usd is not None and self.cost30d > self.budget_usd
+        return self.budget_usd is not None and self.model.cost_30d > self.budget_usd
 
     @strawberry.field
     async def team(self, info: CtxInfo) -> Team:
