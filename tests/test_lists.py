@@ -415,3 +415,34 @@ async def test_teams_order_search_and_count(client: httpx.AsyncClient) -> None:
     assert "issued for another search" in body["errors"][0]["message"]
     body = await gql(client, TEAMS, {"first": 2, "order": "NAME", "search": "x" * 201})
     assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+async def test_team_components_cursor_belongs_to_its_team(client: httpx.AsyncClient) -> None:
+    teams = await catalog(12)
+    query = """query($id: ID!, $after: String) { team(id: $id) {
+      components(first: 2, after: $after, orderBy: COST_30D_DESC) {
+        nodes { id } pageInfo { endCursor } } } }"""
+    body = await gql(client, query, {"id": str(teams[0].id)})
+    cursor = body["data"]["team"]["components"]["pageInfo"]["endCursor"]
+    # the root list with that teamId resumes it
+    root = await gql(
+        client,
+        PAGE,
+        {"first": 2, "after": cursor, "orderBy": "COST_30D_DESC", "teamId": str(teams[0].id)},
+    )
+    expected = await sql_ids(f"team_id = '{teams[0].id}'", "COST_30D_DESC")
+    assert [n["id"] for n in root["data"]["components"]["nodes"]] == expected[2:4]
+    # another team's list refuses it, in its own field only
+    body = await gql(
+        client,
+        """query($a: ID!, $b: ID!, $after: String) {
+          a: team(id: $a) { components(first: 2, after: $after, orderBy: COST_30D_DESC) {
+            nodes { id } } }
+          b: team(id: $b) { components(first: 2, after: $after, orderBy: COST_30D_DESC) {
+            nodes { id } } } }""",
+        {"a": str(teams[0].id), "b": str(teams[1].id), "after": cursor},
+    )
+    assert [n["id"] for n in body["data"]["a"]["components"]["nodes"]] == expected[2:4]
+    assert body["data"]["b"] is None
+    assert body["errors"][0]["path"] == ["b", "components"]
+    assert "issued for other filters" in body["errors"][0]["message"]

@@ -9,7 +9,7 @@ import math
 import re
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
 from tortoise.exceptions import IntegrityError
@@ -139,7 +139,7 @@ class ComponentFilter:
     min_cost_30d: float | None = None
 
     def checked(self) -> ComponentFilter:
-        return ComponentFilter(
+        return ComponentFilter(  # a new field: add it here, in key() and in conditions()
             team_id=self.team_id,
             search=check_search(self.search),
             over_budget=self.over_budget,
@@ -340,11 +340,14 @@ class CatalogService:
         if not team_ids:
             return {}
         pages: dict[uuid.UUID, list[Component]] = {tid: [] for tid in team_ids}
-        key = filters.key()
+        # A team's list is `components(teamId: ...)`: the same cursors page both.
+        keys = {tid: replace(filters, team_id=tid).key() for tid in team_ids}
         p = _Sql()
         where = [f"c.team_id IN ({', '.join(p(t) for t in team_ids)})", *filters.conditions(p)]
         if after is not None:
-            where.append(_component_keyset(after, order, key).condition(order, p))
+            # A cursor belongs to one team's list (the DataLoader asks one team at a time then).
+            keysets = {_component_keyset(after, order, keys[tid]) for tid in team_ids}
+            where.append(keysets.pop().condition(order, p))
         columns = ", ".join(COMPONENT_FIELDS)
         # ROW_NUMBER keeps it one statement for any number of teams (SQLite >= 3.25, PG); one
         # extra row per team tells whether it has a next page.
@@ -357,7 +360,7 @@ class CatalogService:
         for row in await connection().execute_query_dict(sql, p.values):
             component = Component._init_from_db(**row)
             pages[uuid.UUID(str(component.team_id))].append(component)
-        return {tid: _component_page(rows, first, order, key) for tid, rows in pages.items()}
+        return {tid: _component_page(rows, first, order, keys[tid]) for tid, rows in pages.items()}
 
     async def team_component_counts(
         self, team_ids: Sequence[uuid.UUID], filters: ComponentFilter = ComponentFilter()

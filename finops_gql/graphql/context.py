@@ -54,17 +54,21 @@ class Loaders:
             # One statement per distinct (first, after, order, filters): one for a page of teams
             # in practice.
             pages: dict[tuple[object, ...], dict[uuid.UUID, Page[Component]] | Exception] = {}
-            for args in dict.fromkeys(key[1:] for key in keys):
-                first, after, order, filters = args
+            # A cursor pages one team's list, so a page after a cursor is asked per team.
+            for args in dict.fromkeys(k[1:] if k[2] is None else k for k in keys):
+                first, after, order, filters = args[-4:]
+                teams = [k[0] for k in keys if k[1:] == args] if len(args) == 4 else [args[0]]
                 try:
                     pages[args] = await catalog.team_component_pages(
-                        [key[0] for key in keys if key[1:] == args], first, after, order, filters
+                        teams, first, after, order, filters
                     )
                 except ServiceError as exc:  # bad arguments fail their own fields only
                     pages[args] = exc
             return [
-                found if isinstance(found := pages[key[1:]], Exception) else found[key[0]]
-                for key in keys
+                found
+                if isinstance(found := pages[k[1:] if k[2] is None else k], Exception)
+                else found[k[0]]
+                for k in keys
             ]
 
         async def team_component_count(
