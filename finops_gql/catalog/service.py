@@ -123,6 +123,9 @@ class _Sql:
     def __init__(self) -> None:
         self.values: list[object] = []
         self.postgres = dialect() == "postgres"
+        # Case-insensitive LIKE: SQLite's LIKE already is (for ASCII letters, like its LOWER);
+        # PostgreSQL's ILIKE folds all of Unicode. No LOWER() call per row on either.
+        self.ilike = "ILIKE" if self.postgres else "LIKE"
 
     def __call__(self, value: object) -> str:
         self.values.append(sql_value(value))
@@ -162,9 +165,7 @@ class ComponentFilter:
         if self.team_id is not None:
             where.append(f"c.team_id = {p(self.team_id)}")
         if self.search is not None:
-            where.append(
-                f"LOWER(c.name) LIKE {p(like_contains(self.search))} ESCAPE '{LIKE_ESCAPE}'"
-            )
+            where.append(f"c.name {p.ilike} {p(like_contains(self.search))} ESCAPE '{LIKE_ESCAPE}'")
         if self.over_budget is True:
             where.append("c.budget_usd IS NOT NULL AND c.cost_30d > c.budget_usd")
         elif self.over_budget is False:
@@ -432,8 +433,8 @@ class CatalogService:
             return []
         pattern = like_contains(search)
         return [
-            f"(LOWER(t.name) LIKE {p(pattern)} ESCAPE '{LIKE_ESCAPE}' "
-            f"OR t.slug LIKE {p(pattern)} ESCAPE '{LIKE_ESCAPE}')"
+            f"(t.name {p.ilike} {p(pattern)} ESCAPE '{LIKE_ESCAPE}' "
+            f"OR t.slug {p.ilike} {p(pattern)} ESCAPE '{LIKE_ESCAPE}')"
         ]
 
     async def count_teams(self, search: str | None = None) -> int:
