@@ -78,6 +78,11 @@ def check_money(value: float | None, what: str, maximum: float, setting: str) ->
     return float(value)
 
 
+def check_amount(value: float | None, what: str) -> float | None:
+    """A finite, non-negative number (a filter's bound: no maximum to name)."""
+    return check_money(value, what, math.inf, "")
+
+
 def parse_uuid(value: object, what: str) -> uuid.UUID:
     if isinstance(value, uuid.UUID):
         return value

@@ -293,6 +293,28 @@ async def floor(url: str, queries: dict[str, tuple[str, list[Any]]], n: int) -> 
     return result
 
 
+async def count_filtered(url: str) -> int:
+    """The filtered scenario's totalCount, counted by hand-written SQL."""
+    sql = f"SELECT COUNT(*) FROM component c WHERE {FILTERED_WHERE}"
+    if url.startswith("sqlite://"):
+        import aiosqlite
+
+        async with (
+            aiosqlite.connect(url.removeprefix("sqlite://")) as db,
+            db.execute(sql) as cursor,
+        ):
+            row = await cursor.fetchone()
+            assert row is not None
+            return int(row[0])
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        return int(await conn.fetchval(sql))
+    finally:
+        await conn.close()
+
+
 # -- servers ---------------------------------------------------------------------------------------
 
 
@@ -378,6 +400,9 @@ async def count_page_queries(url: str, secret: str, sizes: list[int]) -> dict[in
 
 
 PAGE_QUERY = "query Page($first: Int!) { components(first: $first) { nodes { id name budgetUsd cost30d team { id name } } pageInfo { endCursor hasNextPage } } }"
+# A filtered and sorted page (issue 9): name search + within budget, by 30-day cost, with totalCount.
+FILTERED_QUERY = 'query Filtered($first: Int!) { components(first: $first, orderBy: COST_30D_DESC, search: "7", overBudget: false) { totalCount nodes { id name budgetUsd cost30d } pageInfo { endCursor hasNextPage } } }'
+FILTERED_WHERE = "LOWER(c.name) LIKE '%7%' AND (c.budget_usd IS NULL OR c.cost_30d <= c.budget_usd)"
 TEAM_QUERY = "query Team($id: ID!) { team(id: $id) { name costSummary { totalCost components(limit: 1000) { componentId totalCost } } } }"
 # The cost explorer: a chart's series, its points and change (the range engine, costs/explorer.py).
 SERIES_FIELDS = "total change { previousTotal ratio } points { start complete totalCost }"
@@ -558,6 +583,12 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 [big_team],
             ),
             **series_floors(big_team, a_component),
+            # the page and its total in one statement (an uncorrelated subquery, counted once;
+            # COUNT(*) OVER () would materialise every match before the LIMIT)
+            "graphql_filtered50": (
+                f"SELECT c.id, c.name, c.budget_usd, c.cost_30d, (SELECT COUNT(*) FROM component c WHERE {FILTERED_WHERE}) AS total FROM component c WHERE {FILTERED_WHERE} ORDER BY c.cost_30d DESC, c.name, c.id LIMIT 50",
+                [],
+            ),
         },
         scale.requests,
     )
@@ -621,6 +652,11 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 "url": f"{base}/graphql",
                 "body": {"query": PLATFORM_COST_QUERY},
             },
+            "graphql_filtered50": {
+                "method": "POST",
+                "url": f"{base}/graphql",
+                "body": {"query": FILTERED_QUERY, "variables": {"first": 50}},
+            },
         }
         measured = {
             name: run_load({**common, **spec, "headers": auth}) for name, spec in scenarios.items()
@@ -634,6 +670,9 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         async with httpx.AsyncClient(base_url=base, headers=auth) as http:
             rest_team = (await http.get(f"/api/v1/cost/teams/{big_team}/summary")).json()
             gql_team = (await http.post("/graphql", json=scenarios["graphql_team"]["body"])).json()
+            filtered = (
+                await http.post("/graphql", json=scenarios["graphql_filtered50"]["body"])
+            ).json()
         rss = peak_rss_mb(server.pid)
     finally:
         for process in (server, ceiling):
@@ -653,6 +692,10 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "measured": measured,
         "graphql_sql_statements_by_page_size": page_queries,
         "rest_graphql_team_total": [rest_team["totalCost"], gql_total],
+        "filtered_total_count": [
+            filtered["data"]["components"]["totalCount"],
+            await count_filtered(url),
+        ],
         "server_peak_rss_mb": rss,
         "sync": sync,
     }
@@ -683,6 +726,7 @@ def table(result: dict[str, Any]) -> str:
         f"GraphQL page50 p50 / REST top50 p50: {m['graphql_page50']['p50_ms'] / m['rest_top50']['p50_ms']:.2f}x",
         f"SQL statements per GraphQL page (size: count): {result['graphql_sql_statements_by_page_size']}",
         f"REST vs GraphQL team total: {result['rest_graphql_team_total']}",
+        f"filtered page totalCount, GraphQL vs SQL: {result['filtered_total_count']}",
         f"rollup refresh (all components): {result['rollup_refresh_seconds']:.2f} s; data load {result['load_seconds']:.1f} s",
         f"team and platform daily totals, all {result['scale']['days']} days: {result['daily_totals_refresh_seconds']:.2f} s",
         f"sync 30-day backfill: {sync['backfill_30d']['seconds']:.2f} s, {sync['backfill_30d']['opencost_requests']} OpenCost requests, {sync['backfill_30d']['records']} records",

@@ -32,6 +32,9 @@ async def test_bench_smoke() -> None:
     rest_total, graphql_total = result["rest_graphql_team_total"]
     assert rest_total == graphql_total
     assert rest_total > 0
+    graphql_count, sql_count = result["filtered_total_count"]
+    assert graphql_count == sql_count > 0
+    assert result["measured"]["graphql_filtered50"]["errors"] == 0
     statements = result["graphql_sql_statements_by_page_size"]
     assert len(set(statements.values())) == 1, statements  # constant whatever the page size
     sync = result["sync"]

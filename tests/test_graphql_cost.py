@@ -203,7 +203,7 @@ def test_readme_examples_are_valid_and_fit_the_limit() -> None:
     block = readme.split("```graphql\n", 1)[1].split("```", 1)[0]
     documents = [d.strip() for d in re.split(r"^#.*$", block, flags=re.MULTILINE) if d.strip()]
     operations = [op for d in documents for op in re.split(r"\n(?=mutation )", d)]
-    assert len(operations) == 5
+    assert len(operations) == 6
     costs = []
     for document in operations:
         parsed = parse(document)

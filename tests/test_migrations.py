@@ -16,8 +16,11 @@ EXPECTED = {
     "component_team_cost_idx",
     "component_name_id_idx",
     "cost_record_day_idx",
-    "component_top_idx",
-    "component_team_top_idx",
+    "component_cost_desc_idx",  # 0008 replaced 0003's component_top_idx
+    "component_team_cost_desc_idx",
+    "component_cost_asc_idx",
+    "component_team_cost_asc_idx",
+    "component_team_name_idx",
     "sync_run_one_running",
 }
 

@@ -580,7 +580,7 @@ async def test_migration_0007_keeps_existing_rows(database_url: str, tmp_path: P
             "team_parent_slug_idx",
             "system_domain_slug_idx",
             "component_selector_uniq",  # 0006's expression index survives the new columns
-            "component_top_idx",
+            "component_cost_desc_idx",  # 0008 replaced 0003's component_top_idx
         } <= names, names
     finally:
         await close_db()

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import enum
+import hashlib
+import json
+import math
 import re
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from typing import Generic, TypeVar
 
@@ -26,10 +30,11 @@ from finops_gql.db.models import (
     System,
     Team,
 )
-from finops_gql.db.setup import connection, placeholders, sql_value
+from finops_gql.db.setup import connection, dialect, placeholders, sql_value
 from finops_gql.errors import Conflict, InvalidInput, NotFound, ServiceError
 from finops_gql.validation import (
     BUDGET_MAX_USD,
+    check_amount,
     check_money,
     check_text,
     decode_cursor,
@@ -76,21 +81,169 @@ class Page(Generic[T]):
     has_next_page: bool
 
 
-def _component_keyset(after: str) -> tuple[str, uuid.UUID]:
-    """The (name, id) a component cursor points after; anything else was not issued here."""
-    name, last = decode_cursor(after, 2)
+# A search is a substring of a name: longer than a name, it could match nothing.
+SEARCH_MAX = NAME_MAX
+# LIKE's escape character; the pattern escapes it, % and _ so a search matches them literally.
+LIKE_ESCAPE = "\\"
+
+
+class ComponentOrder(enum.Enum):
+    """Component list orderings; each ends with the id, so every row has one place (keysets)."""
+
+    NAME = "name"  # name, id
+    COST_30D_DESC = "cost_desc"  # cost_30d desc, name, id
+    COST_30D_ASC = "cost_asc"  # cost_30d asc, name, id
+
+
+class TeamOrder(enum.Enum):
+    SLUG = "slug"  # slug (unique)
+    NAME = "name"  # name, id
+
+
+ORDER_SQL = {
+    ComponentOrder.NAME: "c.name, c.id",
+    ComponentOrder.COST_30D_DESC: "c.cost_30d DESC, c.name, c.id",
+    ComponentOrder.COST_30D_ASC: "c.cost_30d, c.name, c.id",
+}
+
+
+def check_search(search: str | None) -> str | None:
+    """A name substring to look for; an empty one (a cleared search box) filters nothing."""
+    if search is None or search == "":
+        return None
+    return check_text(search, "search", SEARCH_MAX)
+
+
+def like_contains(search: str) -> str:
+    """A LIKE pattern (ESCAPE LIKE_ESCAPE) matching names that contain `search`, lowercased."""
+    escaped = (
+        search.lower()
+        .replace(LIKE_ESCAPE, LIKE_ESCAPE * 2)
+        .replace("%", LIKE_ESCAPE + "%")
+        .replace("_", LIKE_ESCAPE + "_")
+    )
+    return f"%{escaped}%"
+
+
+class _Sql:
+    """Raw-SQL parameters in the current dialect: `p(value)` appends and returns its marker, so
+    markers are generated in the order they appear in the text."""
+
+    def __init__(self) -> None:
+        self.values: list[object] = []
+        self.postgres = dialect() == "postgres"
+        # Case-insensitive LIKE: SQLite's LIKE already is (for ASCII letters, like its LOWER);
+        # PostgreSQL's ILIKE folds all of Unicode. No LOWER() call per row on either.
+        self.ilike = "ILIKE" if self.postgres else "LIKE"
+
+    def __call__(self, value: object) -> str:
+        self.values.append(sql_value(value))
+        return f"${len(self.values)}" if self.postgres else "?"
+
+
+@dataclass(frozen=True)
+class ComponentFilter:
+    """Which components a list shows; each field narrows it (AND). Checked by `checked()`."""
+
+    team_id: uuid.UUID | None = None
+    system_id: uuid.UUID | None = None
+    search: str | None = None
+    over_budget: bool | None = None
+    min_cost_30d: float | None = None
+
+    def checked(self) -> ComponentFilter:
+        return ComponentFilter(  # a new field: add it here, in key() and in conditions()
+            team_id=self.team_id,
+            system_id=self.system_id,
+            search=check_search(self.search),
+            over_budget=self.over_budget,
+            min_cost_30d=check_amount(self.min_cost_30d, "minCost30d"),
+        )
+
+    def key(self) -> str:
+        """A digest of the filters, carried by cursors: a cursor pages only the list it came from."""
+        parts = [
+            str(self.team_id) if self.team_id is not None else None,
+            str(self.system_id) if self.system_id is not None else None,
+            self.search,
+            self.over_budget,
+            self.min_cost_30d.hex() if self.min_cost_30d is not None else None,
+        ]
+        return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+
+    def conditions(self, p: _Sql) -> list[str]:
+        """SQL conditions on `component c`, one per filter given (a new filter is one line)."""
+        where: list[str] = []
+        if self.team_id is not None:
+            where.append(f"c.team_id = {p(self.team_id)}")
+        if self.system_id is not None:
+            where.append(f"c.system_id = {p(self.system_id)}")
+        if self.search is not None:
+            where.append(f"c.name {p.ilike} {p(like_contains(self.search))} ESCAPE '{LIKE_ESCAPE}'")
+        if self.over_budget is True:
+            where.append("c.budget_usd IS NOT NULL AND c.cost_30d > c.budget_usd")
+        elif self.over_budget is False:
+            where.append("(c.budget_usd IS NULL OR c.cost_30d <= c.budget_usd)")
+        if self.min_cost_30d is not None:
+            where.append(f"c.cost_30d >= {p(self.min_cost_30d)}")
+        return where
+
+
+@dataclass(frozen=True)
+class _ComponentKeyset:
+    cost: float
+    name: str
+    id: uuid.UUID
+
+    def condition(self, order: ComponentOrder, p: _Sql) -> str:
+        """Rows strictly after this one in `order`. The leading bound on cost_30d gives the
+        index a range to start from; the row comparison settles ties on (name, id).
+        Markers are made in text order (SQLite's `?` are positional)."""
+        if order is ComponentOrder.NAME:
+            return f"(c.name, c.id) > ({p(self.name)}, {p(self.id)})"
+        if order is ComponentOrder.COST_30D_DESC:
+            bound, strict = "<=", "<"
+        else:
+            bound, strict = ">=", ">"
+        start = f"c.cost_30d {bound} {p(self.cost)}"
+        past_cost = f"c.cost_30d {strict} {p(self.cost)}"
+        return f"{start} AND ({past_cost} OR (c.name, c.id) > ({p(self.name)}, {p(self.id)}))"
+
+
+def _cursor_mismatch(what: str) -> InvalidInput:
+    return InvalidInput(
+        f"after: this cursor was issued for {what}: page with the same orderBy and filters it "
+        "was issued for, or start again without after"
+    )
+
+
+def _component_keyset(after: str, order: ComponentOrder, key: str) -> _ComponentKeyset:
+    """The row a component cursor points after; it must come from the same ordering and filters."""
+    issued_order, issued_key, cost_hex, name, last = decode_cursor(after, 5)
     try:
+        issued = ComponentOrder(issued_order)
         last_id = parse_uuid(last, "after")
-    except InvalidInput:
+        cost = float.fromhex(cost_hex) if cost_hex else 0.0
+    except (ValueError, InvalidInput):
         raise _not_issued() from None
-    if not fits_column(name, NAME_MAX):
+    if not fits_column(name, NAME_MAX) or not math.isfinite(cost):
         raise _not_issued()
-    return name, last_id
+    if issued is not order:
+        raise _cursor_mismatch(f"orderBy {issued.name}, not {order.name}")
+    if issued_key != key:
+        raise _cursor_mismatch("other filters (teamId, search, overBudget, minCost30d)")
+    return _ComponentKeyset(cost, name, last_id)
 
 
-def _component_page(rows: list[Component], first: int) -> Page[Component]:
+def _component_page(
+    rows: list[Component], first: int, order: ComponentOrder, key: str
+) -> Page[Component]:
     items = rows[:first]
-    cursor = encode_cursor(items[-1].name, str(items[-1].id)) if items else None
+    cursor = None
+    if items:
+        last = items[-1]
+        cost = float(last.cost_30d).hex() if order is not ComponentOrder.NAME else ""
+        cursor = encode_cursor(order.value, key, cost, last.name, str(last.id))
     return Page(items, cursor, len(rows) > first)
 
 
@@ -201,46 +354,73 @@ class CatalogService:
         return {c.id: c for c in found}
 
     async def team_component_pages(
-        self, team_ids: Sequence[uuid.UUID], first: int = PAGE_DEFAULT, after: str | None = None
+        self,
+        team_ids: Sequence[uuid.UUID],
+        first: int = PAGE_DEFAULT,
+        after: str | None = None,
+        order: ComponentOrder = ComponentOrder.NAME,
+        filters: ComponentFilter = ComponentFilter(),
     ) -> dict[uuid.UUID, Page[Component]]:
-        """One page of each team's components, by (name, id) like `list_components`, in one
-        statement whatever the number of teams (for the Team.components DataLoader)."""
-        return await self._component_pages("team_id", team_ids, first, after)
+        """One page of each team's components, ordered and filtered like `list_components`, in
+        one statement whatever the number of teams (for the Team.components DataLoader).
+        A team's list is `components(teamId: ...)`: the same cursors page both."""
+        return await self._owned_component_pages("team_id", team_ids, first, after, order, filters)
 
     async def system_component_pages(
-        self, system_ids: Sequence[uuid.UUID], first: int = PAGE_DEFAULT, after: str | None = None
+        self,
+        system_ids: Sequence[uuid.UUID],
+        first: int = PAGE_DEFAULT,
+        after: str | None = None,
+        order: ComponentOrder = ComponentOrder.NAME,
+        filters: ComponentFilter = ComponentFilter(),
     ) -> dict[uuid.UUID, Page[Component]]:
-        """One page of each system's components by (name, id), in one statement."""
-        return await self._component_pages("system_id", system_ids, first, after)
+        """One page of each system's components, like `components(systemId: ...)`."""
+        return await self._owned_component_pages(
+            "system_id", system_ids, first, after, order, filters
+        )
 
-    async def _component_pages(
-        self, column: str, owner_ids: Sequence[uuid.UUID], first: int, after: str | None
+    async def _owned_component_pages(
+        self,
+        column: str,
+        owner_ids: Sequence[uuid.UUID],
+        first: int,
+        after: str | None,
+        order: ComponentOrder,
+        filters: ComponentFilter,
     ) -> dict[uuid.UUID, Page[Component]]:
         _check_first(first)
-        pages: dict[uuid.UUID, list[Component]] = {oid: [] for oid in owner_ids}
+        filters = filters.checked()
         if not owner_ids:
-            return dict.fromkeys(pages, Page([], None, False))
-        params: list[object] = [sql_value(t) for t in owner_ids]
-        marks = placeholders(len(params) + 4)
-        where = f"c.{column} IN ({', '.join(marks[: len(params)])})"
+            return {}
+        pages: dict[uuid.UUID, list[Component]] = {oid: [] for oid in owner_ids}
+
+        def own_list(oid: uuid.UUID) -> ComponentFilter:
+            # An owner's list is `components(teamId: ...)` or `components(systemId: ...)`: the
+            # same cursors page both.
+            if column == "team_id":
+                return replace(filters, team_id=oid)
+            return replace(filters, system_id=oid)
+
+        keys = {oid: own_list(oid).key() for oid in owner_ids}
+        p = _Sql()
+        where = [f"c.{column} IN ({', '.join(p(o) for o in owner_ids)})", *filters.conditions(p)]
         if after is not None:
-            name, last_id = _component_keyset(after)
-            n1, n2, i = marks[len(params) : len(params) + 3]
-            where += f" AND (c.name > {n1} OR (c.name = {n2} AND c.id > {i}))"
-            params += [name, name, sql_value(last_id)]
+            # A cursor belongs to one owner's list (the DataLoader asks one owner at a time then).
+            keysets = {_component_keyset(after, order, keys[oid]) for oid in owner_ids}
+            where.append(keysets.pop().condition(order, p))
         columns = ", ".join(COMPONENT_FIELDS)
-        # ROW_NUMBER keeps it one statement for any number of teams (SQLite >= 3.25, PG); one
-        # extra row per team tells whether it has a next page.
+        # ROW_NUMBER keeps it one statement for any number of owners (SQLite >= 3.25, PG); one
+        # extra row per owner tells whether it has a next page.
         sql = (
             f"SELECT {columns} FROM (SELECT {', '.join('c.' + f for f in COMPONENT_FIELDS)}, "  # noqa: S608 (placeholders only)
-            f"ROW_NUMBER() OVER (PARTITION BY c.{column} ORDER BY c.name, c.id) AS rn "
-            f"FROM component c WHERE {where}) ranked "
-            f"WHERE rn <= {marks[len(params)]} ORDER BY {column}, rn"
+            f"ROW_NUMBER() OVER (PARTITION BY c.{column} ORDER BY {ORDER_SQL[order]}) AS rn "
+            f"FROM component c WHERE {' AND '.join(where)}) ranked "
+            f"WHERE rn <= {p(first + 1)} ORDER BY {column}, rn"
         )
-        for row in await connection().execute_query_dict(sql, [*params, first + 1]):
+        for row in await connection().execute_query_dict(sql, p.values):
             component = Component._init_from_db(**row)
             pages[uuid.UUID(str(getattr(component, column)))].append(component)
-        return {oid: _component_page(rows, first) for oid, rows in pages.items()}
+        return {oid: _component_page(rows, first, order, keys[oid]) for oid, rows in pages.items()}
 
     # -- the team tree, systems and domains ------------------------------------------------------
 
@@ -324,30 +504,129 @@ class CatalogService:
             query = query.filter(slug__gt=_slug_keyset(after))
         return _slug_page(await query.limit(first + 1), first)
 
-    async def list_teams(self, first: int = PAGE_DEFAULT, after: str | None = None) -> Page[Team]:
+    async def team_component_counts(
+        self, team_ids: Sequence[uuid.UUID], filters: ComponentFilter = ComponentFilter()
+    ) -> dict[uuid.UUID, int]:
+        """How many components of each team match `filters`, in one statement."""
+        filters = filters.checked()
+        if not team_ids:
+            return {}
+        p = _Sql()
+        where = [f"c.team_id IN ({', '.join(p(t) for t in team_ids)})", *filters.conditions(p)]
+        sql = (
+            "SELECT c.team_id AS team_id, COUNT(*) AS n FROM component c "  # noqa: S608 (placeholders only)
+            f"WHERE {' AND '.join(where)} GROUP BY c.team_id"
+        )
+        counts = dict.fromkeys(team_ids, 0)
+        for row in await connection().execute_query_dict(sql, p.values):
+            counts[uuid.UUID(str(row["team_id"]))] = int(row["n"])
+        return counts
+
+    async def list_teams(
+        self,
+        first: int = PAGE_DEFAULT,
+        after: str | None = None,
+        order: TeamOrder = TeamOrder.SLUG,
+        search: str | None = None,
+    ) -> Page[Team]:
         _check_first(first)
-        query = Team.all().only(*TEAM_FIELDS).order_by("slug")
+        search = check_search(search)
+        key = ComponentFilter(search=search).key()
+        p = _Sql()
+        where = self._team_conditions(search, p)
         if after is not None:
-            (slug,) = decode_cursor(after, 1)
-            if not fits_column(slug, SLUG_MAX):
+            issued_order, issued_key, sort_key, last = decode_cursor(after, 4)
+            try:
+                issued = TeamOrder(issued_order)
+                last_id = parse_uuid(last, "after")
+            except (ValueError, InvalidInput):
+                raise _not_issued() from None
+            if not fits_column(sort_key, max(NAME_MAX, SLUG_MAX)):
                 raise _not_issued()
-            query = query.filter(slug__gt=slug)
-        rows = await query.limit(first + 1)
+            if issued is not order:
+                raise _cursor_mismatch(f"orderBy {issued.name}, not {order.name}")
+            if issued_key != key:
+                raise _cursor_mismatch("another search")
+            if order is TeamOrder.SLUG:
+                where.append(f"t.slug > {p(sort_key)}")
+            else:
+                where.append(f"(t.name, t.id) > ({p(sort_key)}, {p(last_id)})")
+        order_sql = "t.slug" if order is TeamOrder.SLUG else "t.name, t.id"
+        sql = (
+            f"SELECT {', '.join('t.' + f for f in TEAM_FIELDS)} FROM team t "  # noqa: S608 (placeholders only)
+            f"{'WHERE ' + ' AND '.join(where) if where else ''} "
+            f"ORDER BY {order_sql} LIMIT {p(first + 1)}"
+        )
+        rows = [
+            Team._init_from_db(**r) for r in await connection().execute_query_dict(sql, p.values)
+        ]
         items = rows[:first]
-        cursor = encode_cursor(items[-1].slug) if items else None
+        cursor = None
+        if items:
+            last_team = items[-1]
+            sort = last_team.slug if order is TeamOrder.SLUG else last_team.name
+            cursor = encode_cursor(order.value, key, sort, str(last_team.id))
         return Page(items, cursor, len(rows) > first)
 
+    @staticmethod
+    def _team_conditions(search: str | None, p: _Sql) -> list[str]:
+        if search is None:
+            return []
+        pattern = like_contains(search)
+        return [
+            f"(t.name {p.ilike} {p(pattern)} ESCAPE '{LIKE_ESCAPE}' "
+            f"OR t.slug {p.ilike} {p(pattern)} ESCAPE '{LIKE_ESCAPE}')"
+        ]
+
+    async def count_teams(self, search: str | None = None) -> int:
+        p = _Sql()
+        where = self._team_conditions(check_search(search), p)
+        sql = "SELECT COUNT(*) AS n FROM team t" + (  # noqa: S608 (placeholders only)
+            f" WHERE {' AND '.join(where)}" if where else ""
+        )
+        rows = await connection().execute_query_dict(sql, p.values)
+        return int(rows[0]["n"])
+
     async def list_components(
-        self, first: int = PAGE_DEFAULT, after: str | None = None, team_id: uuid.UUID | None = None
+        self,
+        first: int = PAGE_DEFAULT,
+        after: str | None = None,
+        team_id: uuid.UUID | None = None,
+        order: ComponentOrder = ComponentOrder.NAME,
+        filters: ComponentFilter | None = None,
     ) -> Page[Component]:
+        """A page of components; `team_id` is shorthand for ComponentFilter(team_id=...)."""
         _check_first(first)
-        query = Component.all().only(*COMPONENT_FIELDS).order_by("name", "id")
-        if team_id is not None:
-            query = query.filter(team_id=team_id)
+        filters = (filters or ComponentFilter(team_id=team_id)).checked()
+        key = filters.key()
+        p = _Sql()
+        where = filters.conditions(p)
         if after is not None:
-            name, last_id = _component_keyset(after)
-            query = query.filter(Q(name__gt=name) | Q(name=name, id__gt=last_id))
-        return _component_page(await query.limit(first + 1), first)
+            where.append(_component_keyset(after, order, key).condition(order, p))
+        sql = (
+            f"SELECT {', '.join('c.' + f for f in COMPONENT_FIELDS)} FROM component c "  # noqa: S608 (placeholders only)
+            f"{'WHERE ' + ' AND '.join(where) if where else ''} "
+            f"ORDER BY {ORDER_SQL[order]} LIMIT {p(first + 1)}"
+        )
+        rows = [
+            Component._init_from_db(**r)
+            for r in await connection().execute_query_dict(sql, p.values)
+        ]
+        return _component_page(rows, first, order, key)
+
+    async def count_children(self, team_id: uuid.UUID) -> int:
+        """How many direct sub-teams a team has (Team.children's totalCount)."""
+        return await Team.filter(parent_id=team_id).count()
+
+    async def count_components(self, filters: ComponentFilter = ComponentFilter()) -> int:
+        """How many components match `filters` (a list's totalCount)."""
+        p = _Sql()
+        where = filters.checked().conditions(p)
+        sql = "SELECT COUNT(*) AS n FROM component c" + (  # noqa: S608 (placeholders only)
+            f" WHERE {' AND '.join(where)}" if where else ""
+        )
+        rows = await connection().execute_query_dict(sql, p.values)
+        return int(rows[0]["n"])
 
     # -- writes ---------------------------------------------------------------------------------
     # Each write checks its rules first for a clear message, and translates the database's own

@@ -70,8 +70,9 @@ class Component(Model):
         indexes = [
             Index(fields=("cost_30d",), name="component_cost_30d_idx"),
             Index(fields=("team_id", "cost_30d"), name="component_team_cost_idx"),
-            # The top-N and team summaries use (cost_30d DESC, name) indexes created in migration
-            # 0003 as SQL, since Index cannot say DESC.
+            # The top-N, team summaries and component lists use (cost_30d DESC, name, id),
+            # (cost_30d, name, id), their (team_id, ...) twins and (team_id, name, id), created
+            # in migrations 0003 and 0008 as SQL, since Index cannot say DESC.
             # Keyset pagination of components (GraphQL `components`) orders by (name, id).
             Index(fields=("name", "id"), name="component_name_id_idx"),
             # System.components pages by (name, id) within one system.

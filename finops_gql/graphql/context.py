@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, TypeVar
 from strawberry.dataloader import DataLoader
 
 from finops_gql.auth import Principal
-from finops_gql.catalog.service import Page
+from finops_gql.catalog.service import ComponentFilter, ComponentOrder, Page
 from finops_gql.costs.ranges import DayRange, Granularity
 from finops_gql.costs.service import CostSeries, DailyCost, TeamSummary
 from finops_gql.db.models import Component, Domain, System, Team
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from finops_gql.services import Services
 
 
+TeamPageKey = tuple[uuid.UUID, int, str | None, ComponentOrder, ComponentFilter]
 PageKey = tuple[uuid.UUID, int, str | None]
 P = TypeVar("P")
 
@@ -55,10 +56,10 @@ class Loaders:
     services: Services
     team: DataLoader[uuid.UUID, Team | None] = field(init=False)
     component: DataLoader[uuid.UUID, Component | None] = field(init=False)
-    # Keyed by (team id, first, after): one page of each team's components.
-    team_components: DataLoader[tuple[uuid.UUID, int, str | None], Page[Component]] = field(
-        init=False
-    )
+    # Keyed by (team id, first, after, order, filters): one page of each team's components.
+    team_components: DataLoader[TeamPageKey, Page[Component]] = field(init=False)
+    # Keyed by (team id, filters): how many of each team's components match (totalCount).
+    team_component_count: DataLoader[tuple[uuid.UUID, ComponentFilter], int] = field(init=False)
     team_summary: DataLoader[uuid.UUID, TeamSummary] = field(init=False)
     _history: dict[int, DataLoader[uuid.UUID, list[DailyCost]]] = field(init=False)
     # Catalog roll-ups: systems, domains, and pages under them keyed by (id, first, after).
@@ -88,21 +89,37 @@ class Loaders:
             return [found.get(i) for i in ids]
 
         async def team_components(
-            keys: list[tuple[uuid.UUID, int, str | None]],
+            keys: list[TeamPageKey],
         ) -> list[Page[Component] | BaseException]:
-            # One statement per distinct (first, after): one for a page of teams in practice.
-            pages: dict[tuple[int, str | None], dict[uuid.UUID, Page[Component]] | Exception] = {}
-            for first, after in dict.fromkeys((first, after) for _, first, after in keys):
+            # One statement per distinct (first, after, order, filters): one for a page of teams
+            # in practice.
+            pages: dict[tuple[object, ...], dict[uuid.UUID, Page[Component]] | Exception] = {}
+            # A cursor pages one team's list, so a page after a cursor is asked per team.
+            for args in dict.fromkeys(k[1:] if k[2] is None else k for k in keys):
+                first, after, order, filters = args[-4:]
+                teams = [k[0] for k in keys if k[1:] == args] if len(args) == 4 else [args[0]]
                 try:
-                    pages[first, after] = await catalog.team_component_pages(
-                        [t for t, f, a in keys if (f, a) == (first, after)], first, after
+                    pages[args] = await catalog.team_component_pages(
+                        teams, first, after, order, filters
                     )
                 except ServiceError as exc:  # bad arguments fail their own fields only
-                    pages[first, after] = exc
+                    pages[args] = exc
             return [
-                found if isinstance(found := pages[f, a], Exception) else found[t]
-                for t, f, a in keys
+                found
+                if isinstance(found := pages[k[1:] if k[2] is None else k], Exception)
+                else found[k[0]]
+                for k in keys
             ]
+
+        async def team_component_count(
+            keys: list[tuple[uuid.UUID, ComponentFilter]],
+        ) -> list[int]:
+            counts: dict[ComponentFilter, dict[uuid.UUID, int]] = {}
+            for filters in dict.fromkeys(f for _, f in keys):
+                counts[filters] = await catalog.team_component_counts(
+                    [t for t, f in keys if f == filters], filters
+                )
+            return [counts[f][t] for t, f in keys]
 
         async def summaries(ids: list[uuid.UUID]) -> list[TeamSummary]:
             found = await costs.team_summaries(ids)
@@ -134,6 +151,7 @@ class Loaders:
         self.team = DataLoader(teams)
         self.component = DataLoader(components)
         self.team_components = DataLoader(team_components)
+        self.team_component_count = DataLoader(team_component_count)
         self.team_summary = DataLoader(summaries)
         self._history = {}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Annotated
 
 import strawberry
 from graphql import GraphQLError
@@ -12,6 +13,9 @@ from strawberry.permission import BasePermission
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
+from finops_gql.catalog.service import ComponentFilter
+from finops_gql.catalog.service import ComponentOrder as ServiceComponentOrder
+from finops_gql.catalog.service import TeamOrder as ServiceTeamOrder
 from finops_gql.costs.explorer import Dimension
 from finops_gql.costs.ranges import Granularity
 from finops_gql.costs.service import BREAKDOWN_DEFAULT, BREAKDOWN_MAX, TOP_DEFAULT, parse_uuid
@@ -21,23 +25,33 @@ from finops_gql.graphql.limits import QueryCost
 from finops_gql.graphql.permissions import IsAdmin
 from finops_gql.graphql.scalars import DateTime
 from finops_gql.graphql.types import (
+    MIN_COST_DESCRIPTION as MIN_COST,
+)
+from finops_gql.graphql.types import (
+    OVER_BUDGET_DESCRIPTION as OVER_BUDGET,
+)
+from finops_gql.graphql.types import (
+    SEARCH_DESCRIPTION as SEARCH,
+)
+from finops_gql.graphql.types import (
     Availability,
     Component,
     ComponentConnection,
     ComponentCost,
+    ComponentOrder,
     CostGroupConnection,
     CostSeries,
     CtxInfo,
     DateRange,
     Domain,
     DomainConnection,
-    PageInfo,
     SyncJob,
     SyncRun,
     System,
     SystemConnection,
     Team,
     TeamConnection,
+    TeamOrder,
 )
 from finops_gql.observability import GraphQLMetrics
 
@@ -70,29 +84,54 @@ class Query:
             found = await services.catalog.team_by_slug(str(slug))
         return Team.of(found) if found is not None else None
 
-    @strawberry.field(description="Teams by slug, cursor-paginated (first: 1..100).")
+    @strawberry.field(
+        description="Teams, by slug unless orderBy says otherwise, cursor-paginated "
+        "(first: 1..100; a cursor pages only the orderBy and search it was issued for)."
+    )
     async def teams(
-        self, info: CtxInfo, first: int = PAGE_DEFAULT, after: str | None = None
+        self,
+        info: CtxInfo,
+        first: int = PAGE_DEFAULT,
+        after: str | None = None,
+        order_by: TeamOrder = ServiceTeamOrder.SLUG,
+        search: Annotated[
+            str | None,
+            strawberry.argument(description="Case-insensitive substring of the name or slug."),
+        ] = None,
     ) -> TeamConnection:
-        page = await info.context.services.catalog.list_teams(first, after)
-        return TeamConnection(
-            nodes=[Team.of(t) for t in page.items],
-            page_info=PageInfo(end_cursor=page.end_cursor, has_next_page=page.has_next_page),
-        )
+        catalog = info.context.services.catalog
+        page = await catalog.list_teams(first, after, order_by, search)
+        return TeamConnection.of(page, lambda: catalog.count_teams(search))
 
-    @strawberry.field(description="Components by name, cursor-paginated (first: 1..100).")
+    @strawberry.field(
+        description="Components, by name unless orderBy says otherwise, filtered, "
+        "cursor-paginated (first: 1..100; a cursor pages only the orderBy and filters it was "
+        "issued for)."
+    )
     async def components(
         self,
         info: CtxInfo,
         first: int = PAGE_DEFAULT,
         after: str | None = None,
         team_id: strawberry.ID | None = None,
+        order_by: ComponentOrder = ServiceComponentOrder.NAME,
+        search: Annotated[str | None, strawberry.argument(description=SEARCH)] = None,
+        over_budget: Annotated[bool | None, strawberry.argument(description=OVER_BUDGET)] = None,
+        min_cost30d: Annotated[float | None, strawberry.argument(description=MIN_COST)] = None,
+        system_id: strawberry.ID | None = None,
     ) -> ComponentConnection:
-        team = _id(team_id, "teamId") if team_id is not None else None
-        page = await info.context.services.catalog.list_components(first, after, team)
+        catalog = info.context.services.catalog
+        filters = ComponentFilter(
+            team_id=_id(team_id, "teamId") if team_id is not None else None,
+            system_id=_id(system_id, "systemId") if system_id is not None else None,
+            search=search,
+            over_budget=over_budget,
+            min_cost_30d=min_cost30d,
+        ).checked()
+        page = await catalog.list_components(first, after, order=order_by, filters=filters)
         for c in page.items:  # later Component.team / cost loads reuse these rows
             info.context.loaders.component.prime(c.id, c)
-        return ComponentConnection.of(page)
+        return ComponentConnection.of(page, lambda: catalog.count_components(filters))
 
     @strawberry.field(description="Top components platform-wide by 30-day cost (limit 1..100).")
     async def top_components(self, info: CtxInfo, limit: int = TOP_DEFAULT) -> list[ComponentCost]:

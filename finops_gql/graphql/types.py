@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import date, datetime
 from typing import Annotated, Any
 
@@ -19,6 +20,23 @@ from finops_gql.db import models
 from finops_gql.graphql.context import Context
 
 CtxInfo = Info[Context, Any]
+
+# strawberry.enum registers the service's enums in place: resolvers receive the service values.
+ComponentOrder = catalog.ComponentOrder
+TeamOrder = catalog.TeamOrder
+strawberry.enum(
+    catalog.ComponentOrder,
+    name="ComponentOrder",
+    description="Component list order; ties are broken by name, then id.",
+)
+strawberry.enum(catalog.TeamOrder, name="TeamOrder", description="Team list order.")
+SEARCH_DESCRIPTION = (
+    f"Case-insensitive substring of the name (1..{catalog.SEARCH_MAX} characters; % and _ match "
+    "themselves; an empty string filters nothing)."
+)
+OVER_BUDGET_DESCRIPTION = "true: only components over budget; false: only those not over it."
+MIN_COST_DESCRIPTION = "Only components whose cost30d is at least this (finite, >= 0)."
+Counter = Callable[[], Awaitable[int]]
 
 # TeamCostSummary.components: a bounded list, so the query cost can count it (REST's team
 # summary keeps listing every component).
@@ -320,10 +338,12 @@ class Team:
         ] = catalog.PAGE_DEFAULT,
         after: str | None = None,
     ) -> TeamConnection:
-        page = await info.context.loaders.team_children.load((uuid.UUID(self.id), first, after))
+        team_id = uuid.UUID(self.id)
+        page = await info.context.loaders.team_children.load((team_id, first, after))
         for t in page.items:
             info.context.loaders.team.prime(t.id, t)
-        return TeamConnection.of(page)
+        catalog_service = info.context.services.catalog
+        return TeamConnection.of(page, lambda: catalog_service.count_children(team_id))
 
     @strawberry.field(
         description="The team's components by name, cursor-paginated like `components`."
@@ -335,11 +355,26 @@ class Team:
             int, strawberry.argument(description=f"1..{catalog.PAGE_MAX}")
         ] = catalog.PAGE_DEFAULT,
         after: str | None = None,
+        order_by: ComponentOrder = catalog.ComponentOrder.NAME,
+        search: Annotated[str | None, strawberry.argument(description=SEARCH_DESCRIPTION)] = None,
+        over_budget: Annotated[
+            bool | None, strawberry.argument(description=OVER_BUDGET_DESCRIPTION)
+        ] = None,
+        min_cost30d: Annotated[
+            float | None, strawberry.argument(description=MIN_COST_DESCRIPTION)
+        ] = None,
     ) -> ComponentConnection:
-        page = await info.context.loaders.team_components.load((uuid.UUID(self.id), first, after))
+        loaders = info.context.loaders
+        team_id = uuid.UUID(self.id)
+        filters = catalog.ComponentFilter(
+            search=search, over_budget=over_budget, min_cost_30d=min_cost30d
+        ).checked()
+        page = await loaders.team_components.load((team_id, first, after, order_by, filters))
         for c in page.items:  # later Component loads reuse these rows
-            info.context.loaders.component.prime(c.id, c)
-        return ComponentConnection.of(page)
+            loaders.component.prime(c.id, c)
+        return ComponentConnection.of(
+            page, lambda: loaders.team_component_count.load((team_id, filters))
+        )
 
     @strawberry.field(description="30-day cost of the team's components, from persisted records.")
     async def cost_summary(self, info: CtxInfo) -> TeamCostSummary:
@@ -452,10 +487,13 @@ class System:
         ] = catalog.PAGE_DEFAULT,
         after: str | None = None,
     ) -> ComponentConnection:
-        page = await info.context.loaders.system_components.load((uuid.UUID(self.id), first, after))
+        system_id = uuid.UUID(self.id)
+        page = await info.context.loaders.system_components.load((system_id, first, after))
         for c in page.items:
             info.context.loaders.component.prime(c.id, c)
-        return ComponentConnection.of(page)
+        catalog_service = info.context.services.catalog
+        only_system = catalog.ComponentFilter(system_id=system_id)
+        return ComponentConnection.of(page, lambda: catalog_service.count_components(only_system))
 
     @classmethod
     def of(cls, s: models.System) -> System:
@@ -497,9 +535,12 @@ class Component:
         found = await info.context.loaders.system.load(self.system_id)
         return System.of(found) if found is not None else None
 
-    @strawberry.field
+    @strawberry.field(
+        description="cost30d above budgetUsd, compared unrounded like the sync's budget alert "
+        "and the overBudget filter."
+    )
     def over_budget(self) -> bool:
-        return self.budget_usd is not None and self.cost30d > self.budget_usd
+        return self.budget_usd is not None and self.model.cost_30d > self.budget_usd
 
     @strawberry.field
     async def team(self, info: CtxInfo) -> Team:
@@ -561,16 +602,27 @@ class PageInfo:
     has_next_page: bool
 
 
+TOTAL_COUNT_DESCRIPTION = (
+    "How many items match the filters (all pages); counted only when asked for."
+)
+
+
 @strawberry.type
 class TeamConnection:
     nodes: list[Team]
     page_info: PageInfo
+    counter: strawberry.Private[Counter]
+
+    @strawberry.field(description=TOTAL_COUNT_DESCRIPTION)
+    async def total_count(self) -> int:
+        return await self.counter()
 
     @classmethod
-    def of(cls, page: catalog.Page[models.Team]) -> TeamConnection:
+    def of(cls, page: catalog.Page[models.Team], counter: Counter) -> TeamConnection:
         return cls(
             nodes=[Team.of(t) for t in page.items],
             page_info=PageInfo(end_cursor=page.end_cursor, has_next_page=page.has_next_page),
+            counter=counter,
         )
 
 
@@ -604,12 +656,18 @@ class DomainConnection:
 class ComponentConnection:
     nodes: list[Component]
     page_info: PageInfo
+    counter: strawberry.Private[Counter]
+
+    @strawberry.field(description=TOTAL_COUNT_DESCRIPTION)
+    async def total_count(self) -> int:
+        return await self.counter()
 
     @classmethod
-    def of(cls, page: catalog.Page[models.Component]) -> ComponentConnection:
+    def of(cls, page: catalog.Page[models.Component], counter: Counter) -> ComponentConnection:
         return cls(
             nodes=[Component.of(c) for c in page.items],
             page_info=PageInfo(end_cursor=page.end_cursor, has_next_page=page.has_next_page),
+            counter=counter,
         )
 
 

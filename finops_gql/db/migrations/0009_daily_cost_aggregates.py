@@ -13,7 +13,7 @@ class Migration(migrations.Migration):
     """Per-team and platform daily totals, the cost explorer's pre-aggregates, filled from the
     records already stored (the sync and the catalog keep them true from here on)."""
 
-    dependencies = [('models', '0007_catalog_rollups')]
+    dependencies = [('models', '0008_component_list_indexes')]
 
     initial = False
 
