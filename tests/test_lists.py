@@ -446,3 +446,35 @@ async def test_team_components_cursor_belongs_to_its_team(client: httpx.AsyncCli
     assert body["data"]["b"] is None
     assert body["errors"][0]["path"] == ["b", "components"]
     assert "issued for other filters" in body["errors"][0]["message"]
+
+
+async def test_system_filter_and_system_components_share_cursors(
+    client: httpx.AsyncClient,
+) -> None:
+    from finops_gql.db.models import System
+
+    team = await make_team("payments")
+    storefront = await System.create(id=uuid.uuid4(), name="Storefront", slug="storefront")
+    for name in ("a", "b", "c"):
+        await Component.create(id=uuid.uuid4(), name=name, team=team, system_id=storefront.id)
+    await Component.create(id=uuid.uuid4(), name="loose", team=team)
+    root = await gql(
+        client,
+        "query($s: ID!) { components(first: 2, systemId: $s) "
+        "{ totalCount nodes { name } pageInfo { endCursor } } }",
+        {"s": str(storefront.id)},
+    )
+    page = root["data"]["components"]
+    assert [n["name"] for n in page["nodes"]] == ["a", "b"]
+    assert page["totalCount"] == 3
+    # The system's own list is the same list: its cursor resumes it.
+    body = await gql(
+        client,
+        'query($a: String) { system(slug: "storefront") { components(first: 2, after: $a) '
+        "{ totalCount nodes { name } } } }",
+        {"a": page["pageInfo"]["endCursor"]},
+    )
+    assert body["data"]["system"]["components"] == {"totalCount": 3, "nodes": [{"name": "c"}]}
+    bad = await gql(client, '{ components(systemId: "not-a-uuid") { nodes { name } } }')
+    assert bad["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    assert "systemId" in bad["errors"][0]["message"]
