@@ -37,6 +37,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from finops_gql.costs import explorer
 from finops_gql.costs.sync import RECORD_COLUMNS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -409,17 +410,7 @@ SERIES_FIELDS = "total change { previousTotal ratio } points { start complete to
 COMPONENT_COST_QUERY = f"query ComponentCost($id: ID!) {{ component(id: $id) {{ cost(range: {{preset: LAST_90_DAYS}}, granularity: DAY) {{ {SERIES_FIELDS} }} }} }}"
 TEAM_COST_QUERY = f"query TeamCost($id: ID!) {{ team(id: $id) {{ cost(range: {{preset: LAST_90_DAYS}}, granularity: WEEK) {{ {SERIES_FIELDS} }} }} }}"
 PLATFORM_COST_QUERY = f"query PlatformCost {{ platformCost(range: {{preset: LAST_90_DAYS}}, granularity: DAY) {{ {SERIES_FIELDS} }} }}"
-SERIES_COLUMNS = (
-    "cpu_cost",
-    "ram_cost",
-    "pv_cost",
-    "network_cost",
-    "gpu_cost",
-    "load_balancer_cost",
-    "shared_cost",
-    "external_cost",
-    "total_cost",
-)
+SERIES_COLUMNS = explorer.COLUMNS
 
 
 def series_floors(big_team: Any, a_component: Any) -> dict[str, tuple[str, list[Any]]]:

@@ -17,10 +17,10 @@ import enum
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 
 from finops_gql.costs.ranges import Bucket, DayRange, Granularity, buckets
-from finops_gql.costs.windows import money
+from finops_gql.costs.windows import as_date, money
 from finops_gql.db.setup import connection, placeholders, sql_value
 
 # cost_record's money columns, in CostBreakdown's order (ram_cost is the API's memoryCost).
@@ -89,14 +89,6 @@ class Series:
         return money(self.previous_sums[TOTAL])
 
 
-def _as_date(value: object) -> date:
-    if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return value
-    return date.fromisoformat(str(value))
-
-
 async def daily_sums(
     subject: Subject, ids: Sequence[uuid.UUID], first: date, last: date
 ) -> dict[str, dict[date, tuple[float, ...]]]:
@@ -131,7 +123,7 @@ async def daily_sums(
                 name = names[subject_value] = str(uuid.UUID(str(subject_value)))
         else:
             name = PLATFORM_KEY
-        result.setdefault(name, {})[_as_date(row["day"])] = tuple(
+        result.setdefault(name, {})[as_date(row["day"])] = tuple(
             float(row[c] or 0.0) for c in COLUMNS
         )
     return result

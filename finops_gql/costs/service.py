@@ -24,7 +24,7 @@ from finops_gql.costs.ranges import (
     explicit_range,
     preset_range,
 )
-from finops_gql.costs.windows import money, rollup_range
+from finops_gql.costs.windows import as_date, money, rollup_range
 from finops_gql.db.models import Component, Team
 from finops_gql.db.setup import connection, placeholders, sql_value
 from finops_gql.errors import InvalidInput, NotFound
@@ -515,19 +515,11 @@ class CostService:
 def _daily_cost(row: dict[str, Any]) -> DailyCost:
     return DailyCost(
         component_id=uuid.UUID(str(row["component_id"])),
-        day=_as_date(row["day"]),
+        day=as_date(row["day"]),
         currency=row["currency"],
         synced_at=_as_datetime(row["synced_at"]),
         breakdown=CostBreakdown.from_row(row),
     )
-
-
-def _as_date(value: object) -> date:
-    if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return value
-    return date.fromisoformat(str(value))
 
 
 def _as_datetime(value: object) -> datetime:

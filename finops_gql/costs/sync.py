@@ -48,19 +48,7 @@ MAX_ERROR_CHARS = 500
 # Rows per executemany call. (Measured: multi-row VALUES statements were slower on PostgreSQL
 # through Tortoise, 13 s against 8 s for 300,000 rows, and no faster on SQLite.)
 BATCH_SIZE = 2000
-RECORD_FIELDS = [
-    "cpu_cost",
-    "ram_cost",
-    "pv_cost",
-    "network_cost",
-    "gpu_cost",
-    "load_balancer_cost",
-    "shared_cost",
-    "external_cost",
-    "total_cost",
-    "currency",
-    "synced_at",
-]
+RECORD_FIELDS = [*explorer.COLUMNS, "currency", "synced_at"]
 
 # Upsert on (component, day): running twice never double-counts. Same text on SQLite (>= 3.24) and
 # PostgreSQL, but for the parameter markers.

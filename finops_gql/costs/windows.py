@@ -49,6 +49,15 @@ def day_window(start: date, end: date) -> str:
     return f"{begin:%Y-%m-%dT%H:%M:%SZ},{finish:%Y-%m-%dT%H:%M:%SZ}"
 
 
+def as_date(value: object) -> date:
+    """A day as the database driver returns it: a date, a datetime, or ISO text (SQLite)."""
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value))
+
+
 def money(value: float) -> float:
     """OpenCost's own precision; also hides float noise from sums."""
     return round(value, 5)
