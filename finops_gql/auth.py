@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 HMAC_ALGORITHMS = ["HS256"]
 JWKS_ALGORITHMS = {"RS256": "RSA", "ES256": "EC"}
 ADMIN_ROLE = "admin"
+# Reads everything whatever AUTHZ_MODE says (admin reads and mutates everything).
+VIEWER_ROLE = "viewer"
 TTL_RE = re.compile(r"^(\d+)([smhd])$")
 # RFC 7519 §2: seconds since the epoch, a JSON number. PyJWT would take "1700000000" too.
 NUMERIC_DATE_CLAIMS = ("exp", "nbf", "iat")
@@ -51,6 +53,12 @@ class AuthUnavailable(Exception):
 class Principal:
     subject: str
     roles: frozenset[str]
+    # Team slugs from the JWT_TEAMS_CLAIM claim (Backstage Group names, IdP groups): what the
+    # principal is a member of, for team-scoped access and alert actions.
+    teams: frozenset[str] = frozenset()
+    # The token's `exp`: a long-lived connection (a subscription) ends there. None only for
+    # principals made in code (tests, the CLI), never for a verified token (exp is required).
+    expires_at: datetime | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -265,6 +273,7 @@ class TokenVerifier:
         self._audience = settings.jwt_audience
         self._issuer = settings.jwt_issuer
         self._roles_claim = settings.jwt_roles_claim
+        self._teams_claim = settings.jwt_teams_claim
         self.jwks = (
             JwksKeys(
                 settings.jwt_jwks_url,
@@ -326,7 +335,12 @@ class TokenVerifier:
             raise AuthError("token expired") from None
         except jwt.InvalidTokenError as exc:
             raise AuthError(f"invalid token: {exc}") from None
-        return Principal(str(claims["sub"]), _roles(claims.get(self._roles_claim)))
+        return Principal(
+            str(claims["sub"]),
+            _roles(claims.get(self._roles_claim)),
+            teams=_roles(claims.get(self._teams_claim)),
+            expires_at=datetime.fromtimestamp(claims["exp"], UTC),
+        )
 
     async def _jwks_key(self, header: dict[str, Any], alg: str) -> Any:
         assert self.jwks is not None
@@ -351,6 +365,7 @@ def _check_numeric_dates(claims: dict[str, Any]) -> None:
 
 
 def _roles(raw: object) -> frozenset[str]:
+    """A list claim, or a space- or comma-separated string (roles and team claims alike)."""
     if isinstance(raw, str):
         return frozenset(raw.replace(",", " ").split())
     if isinstance(raw, list):
@@ -372,6 +387,7 @@ def mint_token(
     roles: list[str],
     ttl: timedelta,
     now: datetime | None = None,
+    teams: list[str] | None = None,
 ) -> str:
     """An HS256 token for local use, signed with the configured JWT_SECRET."""
     settings.check_auth()
@@ -384,6 +400,8 @@ def mint_token(
         "exp": now + ttl,
         settings.jwt_roles_claim: roles,
     }
+    if teams:
+        claims[settings.jwt_teams_claim] = teams
     if settings.jwt_audience:
         claims["aud"] = settings.jwt_audience
     if settings.jwt_issuer:

@@ -197,7 +197,7 @@ def _token(settings: Settings, args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        token = mint_token(settings, args.sub, args.role or [], ttl)
+        token = mint_token(settings, args.sub, args.role or [], ttl, teams=args.team)
     except AuthError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -244,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     token = sub.add_parser("token", help="mint an HS256 token with JWT_SECRET, for local use")
     token.add_argument("--sub", required=True)
     token.add_argument("--role", action="append", help="repeatable, e.g. --role admin")
+    token.add_argument(
+        "--team", action="append", help="repeatable team slug, written to JWT_TEAMS_CLAIM"
+    )
     token.add_argument("--ttl", default="1h", help="30m, 1h, 7d ... (default 1h)")
 
     schema = sub.add_parser("print-schema", help="print the GraphQL SDL")

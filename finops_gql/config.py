@@ -34,6 +34,7 @@ ENV_VARS = (
     "JWT_AUDIENCE",
     "JWT_ISSUER",
     "JWT_ROLES_CLAIM",
+    "JWT_TEAMS_CLAIM",
     "COST_CURRENCY",
     "COST_RETENTION_DAYS",
     "MIGRATE_ON_START",
@@ -174,6 +175,7 @@ class Settings:
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
     jwt_roles_claim: str = "roles"
+    jwt_teams_claim: str = "groups"
     cost_currency: str = "USD"
     cost_retention_days: int = 400
     migrate_on_start: bool = False
@@ -225,6 +227,7 @@ class Settings:
             jwt_audience=_opt(env, "JWT_AUDIENCE"),
             jwt_issuer=_opt(env, "JWT_ISSUER"),
             jwt_roles_claim=_opt(env, "JWT_ROLES_CLAIM") or "roles",
+            jwt_teams_claim=_opt(env, "JWT_TEAMS_CLAIM") or "groups",
             cost_currency=currency,
             cost_retention_days=_int(env, "COST_RETENTION_DAYS", 400, minimum=31),
             migrate_on_start=_bool(env, "MIGRATE_ON_START"),

@@ -99,6 +99,29 @@ async def test_custom_roles_claim() -> None:
     assert principal.is_admin
 
 
+async def test_teams_claim_and_expiry() -> None:
+    settings = Settings(jwt_secret=TEST_SECRET)
+    verifier = TokenVerifier(settings)
+    principal = await verifier.verify(
+        jwt.encode(claims(groups=["payments", "search"]), TEST_SECRET, "HS256")
+    )
+    assert principal.teams == {"payments", "search"}
+    assert principal.expires_at is not None
+    assert principal.expires_at > datetime.now(UTC)
+    custom = Settings(jwt_secret=TEST_SECRET, jwt_teams_claim="teams")
+    principal = await TokenVerifier(custom).verify(
+        jwt.encode(claims(teams="payments, search", groups=["x"]), TEST_SECRET, "HS256")
+    )
+    assert principal.teams == {"payments", "search"}
+    minted = await verifier.verify(
+        mint_token(settings, "dev", [], timedelta(hours=1), teams=["payments"])
+    )
+    assert minted.teams == {"payments"}
+    assert (await verifier.verify(mint_token(settings, "dev", [], timedelta(hours=1)))).teams == (
+        frozenset()
+    )
+
+
 @pytest.mark.parametrize(
     ("ttl", "expected"),
     [("30m", timedelta(minutes=30)), ("1h", timedelta(hours=1)), ("7d", timedelta(days=7))],

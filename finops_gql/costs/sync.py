@@ -32,12 +32,12 @@ from finops_gql.costs.service import CostService, check_limit
 from finops_gql.costs.windows import day_window, days_to_sync, last_complete_day, money
 from finops_gql.db.models import Component, CostRecord, SyncProgress, SyncRun
 from finops_gql.db.setup import placeholders, sql_value
+from finops_gql.events import BUDGET_CHANNEL
 from finops_gql.opencost.errors import OpenCostUnavailable
 from finops_gql.opencost.parse import Allocation
 
 log = logging.getLogger(__name__)
 
-BUDGET_CHANNEL = "finops_gql:budget_exceeded"
 ABANDONED = "abandoned: heartbeat lost"
 DEFAULT_SOURCE = "default"
 # One backoff sleep never exceeds this, whatever SYNC_RETRY_BACKOFF_SECONDS and the attempt.
