@@ -29,6 +29,12 @@ class Team(Model):
         "models.Team", related_name="children", null=True, on_delete=fields.SET_NULL
     )
     parent_id: str | None
+    # Rollup kept true with the components' cost_30d: the sum of the team's OWN components'
+    # cost_30d (sub-teams not included), what `teams(orderBy: COST_30D_*)` sorts by. Rewritten by
+    # CostService.refresh_rollups and, when a component moves or goes, by
+    # explorer.refresh_daily_totals in the same transaction. A database default too, so the
+    # column could be added to a table that has rows, and raw INSERTs need not name it.
+    cost_30d = fields.FloatField(default=0.0, db_default=0.0)
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
 
@@ -40,6 +46,8 @@ class Team(Model):
         ordering = ["slug"]
         # Team.children and the subtree walk (catalog.service.team_subtrees) follow parent_id.
         indexes = [Index(fields=("parent_id", "slug"), name="team_parent_slug_idx")]
+        # teams(orderBy: COST_30D_DESC / COST_30D_ASC) page by (cost_30d [DESC], slug): indexes
+        # created in migration 0010 as SQL, since Index cannot say DESC.
 
 
 class Component(Model):
@@ -203,6 +211,44 @@ class PlatformDailyCost(Model):
 
     class Meta:
         table = "platform_daily_cost"
+
+
+class TeamSystemDailyCost(Model):
+    """Pre-aggregate of the SYSTEM and DOMAIN breakdowns: the cost of one team's components in
+    one system (system_id NULL: in none) on one day. A team x system cube: the platform's
+    breakdown sums it over teams, a team's reads its own rows, DOMAIN joins system for its
+    domain (so moving a system to another domain rewrites nothing). Its size is the number of
+    (team, system) pairs with cost times the days, at most cost_record's and in practice about
+    systems x days, since a system's components mostly share an owner. Rewritten with
+    TeamDailyCost, for the same teams and days, in the same transaction (explorer.
+    refresh_daily_totals): the sync's write, a component moved to another team or system (the
+    catalog import), deleted. No unique index: NULL system ids are distinct to both databases;
+    the rewrite (DELETE then INSERT ... GROUP BY) keeps one row per (team, system, day)."""
+
+    id = fields.BigIntField(primary_key=True)
+    team_id = fields.UUIDField()
+    system_id = fields.UUIDField(null=True)
+    day = fields.DateField()
+    cpu_cost = fields.FloatField(default=0.0)
+    ram_cost = fields.FloatField(default=0.0)
+    pv_cost = fields.FloatField(default=0.0)
+    network_cost = fields.FloatField(default=0.0)
+    gpu_cost = fields.FloatField(default=0.0)
+    load_balancer_cost = fields.FloatField(default=0.0)
+    shared_cost = fields.FloatField(default=0.0)
+    external_cost = fields.FloatField(default=0.0)
+    total_cost = fields.FloatField(default=0.0)
+
+    class Meta:
+        table = "team_system_daily_cost"
+        indexes = [
+            # A team's (or a subtree's) rows in a range.
+            Index(fields=("team_id", "day"), name="team_system_daily_team_day_idx"),
+            # The platform's rows in a range.
+            Index(fields=("day",), name="team_system_daily_day_idx"),
+            # A system's (or a domain's systems') rows in a range: System.cost, Domain.cost.
+            Index(fields=("system_id", "day"), name="team_system_daily_system_day_idx"),
+        ]
 
 
 class SyncRun(Model):

@@ -11,8 +11,9 @@ from strawberry.dataloader import DataLoader
 
 from finops_gql.auth import Principal
 from finops_gql.catalog.service import ComponentFilter, ComponentOrder, Page
+from finops_gql.costs.explorer import Dimension, Subject
 from finops_gql.costs.ranges import DayRange, Granularity
-from finops_gql.costs.service import CostSeries, DailyCost, TeamSummary
+from finops_gql.costs.service import CostGroups, CostSeries, DailyCost, TeamSummary
 from finops_gql.db.models import Component, Domain, System, Team
 from finops_gql.errors import ServiceError
 from finops_gql.graphql.cost import Cost
@@ -49,6 +50,30 @@ def _pages(
     return load
 
 
+SeriesKey = tuple[uuid.UUID, DayRange, Granularity]
+# (team id, range, groupBy, first, includeSubTeams)
+BreakdownKey = tuple[uuid.UUID, DayRange, Dimension, int, bool]
+
+
+def _series(
+    fetch: Callable[
+        [list[uuid.UUID], DayRange, Granularity], Awaitable[dict[uuid.UUID, CostSeries]]
+    ],
+) -> Callable[[list[SeriesKey]], Awaitable[list[CostSeries]]]:
+    """A batch function for series of many subjects: one statement per distinct (range,
+    granularity), so one for a page in practice."""
+
+    async def load(keys: list[SeriesKey]) -> list[CostSeries]:
+        found: dict[SeriesKey, CostSeries] = {}
+        for chosen, granularity in dict.fromkeys((r, g) for _, r, g in keys):
+            ids = [i for i, r, g in keys if (r, g) == (chosen, granularity)]
+            for i, s in (await fetch(ids, chosen, granularity)).items():
+                found[i, chosen, granularity] = s
+        return [found[k] for k in keys]
+
+    return load
+
+
 @dataclass
 class Loaders:
     """Built per request so nothing leaks between users; each batches one SQL query per tick."""
@@ -69,9 +94,12 @@ class Loaders:
     team_children: DataLoader[PageKey, Page[Team]] = field(init=False)
     domain_systems: DataLoader[PageKey, Page[System]] = field(init=False)
     # Keyed by (component id, range, granularity): one statement per distinct range/granularity.
-    component_series: DataLoader[tuple[uuid.UUID, DayRange, Granularity], CostSeries] = field(
-        init=False
-    )
+    component_series: DataLoader[SeriesKey, CostSeries] = field(init=False)
+    # The same for systems and domains (System.cost, Domain.cost).
+    system_series: DataLoader[SeriesKey, CostSeries] = field(init=False)
+    domain_series: DataLoader[SeriesKey, CostSeries] = field(init=False)
+    # Team.costBreakdown: three statements per distinct (range, groupBy, first, includeSubTeams).
+    team_breakdown: DataLoader[BreakdownKey, CostGroups] = field(init=False)
     # Keyed by (team id, range, granularity, includeSubTeams).
     team_series: DataLoader[tuple[uuid.UUID, DayRange, Granularity, bool], CostSeries] = field(
         init=False
@@ -125,15 +153,19 @@ class Loaders:
             found = await costs.team_summaries(ids)
             return [found[i] for i in ids]
 
-        async def component_series(
-            keys: list[tuple[uuid.UUID, DayRange, Granularity]],
-        ) -> list[CostSeries]:
-            found: dict[tuple[uuid.UUID, DayRange, Granularity], CostSeries] = {}
-            for chosen, granularity in dict.fromkeys((r, g) for _, r, g in keys):
-                ids = [c for c, r, g in keys if (r, g) == (chosen, granularity)]
-                for c, s in (await costs.component_series(ids, chosen, granularity)).items():
-                    found[c, chosen, granularity] = s
-            return [found[k] for k in keys]
+        async def team_breakdown(keys: list[BreakdownKey]) -> list[CostGroups | BaseException]:
+            found: dict[tuple[object, ...], dict[uuid.UUID, CostGroups] | Exception] = {}
+            for args in dict.fromkeys(k[1:] for k in keys):
+                chosen, dimension, first, sub = args
+                teams = [k[0] for k in keys if k[1:] == args]
+                try:
+                    found[args] = await costs.cost_breakdowns(chosen, dimension, teams, first, sub)
+                except ServiceError as exc:  # bad arguments fail their own fields only
+                    found[args] = exc
+            return [
+                answer if isinstance(answer := found[k[1:]], Exception) else answer[k[0]]
+                for k in keys
+            ]
 
         async def team_series(
             keys: list[tuple[uuid.UUID, DayRange, Granularity, bool]],
@@ -146,7 +178,14 @@ class Loaders:
                     found[t, chosen, granularity, sub] = s
             return [found[k] for k in keys]
 
-        self.component_series = DataLoader(component_series)
+        self.component_series = DataLoader(_series(costs.component_series))
+        self.system_series = DataLoader(
+            _series(lambda ids, r, g: costs.subject_series(Subject.SYSTEM, ids, r, g))
+        )
+        self.domain_series = DataLoader(
+            _series(lambda ids, r, g: costs.subject_series(Subject.DOMAIN, ids, r, g))
+        )
+        self.team_breakdown = DataLoader(team_breakdown)
         self.team_series = DataLoader(team_series)
         self.team = DataLoader(teams)
         self.component = DataLoader(components)

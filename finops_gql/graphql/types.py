@@ -12,7 +12,7 @@ from strawberry.types import Info
 
 from finops_gql.catalog import service as catalog
 from finops_gql.costs import service as cost
-from finops_gql.costs.explorer import Dimension
+from finops_gql.costs.explorer import UNASSIGNED, Dimension
 from finops_gql.costs.ranges import DayRange, Granularity, Preset
 from finops_gql.costs.service import BREAKDOWN_DEFAULT, BREAKDOWN_MAX
 from finops_gql.costs.windows import money
@@ -157,8 +157,9 @@ class CostSeries:
 strawberry.enum(
     Dimension,
     name="CostDimension",
-    description="TEAM, COMPONENT or RESOURCE (cpu, memory, pv, network, gpu, loadBalancer, "
-    "shared, external).",
+    description="TEAM, COMPONENT, SYSTEM, DOMAIN or RESOURCE (cpu, memory, pv, network, gpu, "
+    "loadBalancer, shared, external). SYSTEM and DOMAIN have one more group for the cost in no "
+    f"system (no domain): key {UNASSIGNED!r}, label '(no system)' ('(no domain)'), entity null.",
 )
 
 
@@ -168,13 +169,41 @@ def _change(c: cost.CostChange) -> CostChange:
 
 @strawberry.type(description="One group of a breakdown.")
 class CostGroup:
-    key: str = strawberry.field(description="The team or component id, or the resource name.")
-    label: str = strawberry.field(description="The team or component name, or the resource.")
+    key: str = strawberry.field(
+        description=f"The team, component, system or domain id, {UNASSIGNED!r} (cost in no "
+        "system / domain), or the resource name."
+    )
+    label: str = strawberry.field(
+        description="The team, component, system or domain name, '(no system)' / '(no domain)', "
+        "or the resource."
+    )
     total: float
     share: float | None = strawberry.field(
         description="total / the breakdown's total; null when that is 0."
     )
     change: CostChange
+    dimension: strawberry.Private[Dimension]
+
+    @strawberry.field(
+        description="The group's Team, Component, System or Domain; null for a resource, for "
+        "the unassigned group, and for one deleted since."
+    )
+    async def entity(self, info: CtxInfo) -> CostEntity | None:
+        if self.dimension is Dimension.RESOURCE or self.key == UNASSIGNED:
+            return None
+        loaders = info.context.loaders
+        entity_id = uuid.UUID(self.key)
+        if self.dimension is Dimension.TEAM:
+            team = await loaders.team.load(entity_id)
+            return Team.of(team) if team is not None else None
+        if self.dimension is Dimension.COMPONENT:
+            component = await loaders.component.load(entity_id)
+            return Component.of(component) if component is not None else None
+        if self.dimension is Dimension.SYSTEM:
+            system = await loaders.system.load(entity_id)
+            return System.of(system) if system is not None else None
+        domain = await loaders.domain.load(entity_id)
+        return Domain.of(domain) if domain is not None else None
 
 
 @strawberry.type(description="Cost over a range by group, largest first.")
@@ -200,7 +229,12 @@ class CostGroupConnection:
             total_count=g.total_count,
             nodes=[
                 CostGroup(
-                    key=n.key, label=n.label, total=n.total, share=n.share, change=_change(n.change)
+                    key=n.key,
+                    label=n.label,
+                    total=n.total,
+                    share=n.share,
+                    change=_change(n.change),
+                    dimension=g.dimension,
                 )
                 for n in g.groups
             ],
@@ -320,6 +354,10 @@ class Team:
     id: strawberry.ID
     name: str
     slug: str
+    cost30d: float = strawberry.field(
+        description="Sum of the cost30d of the team's own components (sub-teams not included): "
+        "what teams(orderBy: COST_30D_DESC / COST_30D_ASC) sorts by (kept by the sync)."
+    )
     parent_id: strawberry.Private[uuid.UUID | None]
 
     @strawberry.field(description="The team this one is a sub-team of (Backstage spec.parent).")
@@ -405,10 +443,8 @@ class Team:
         first: int = BREAKDOWN_DEFAULT,
         include_sub_teams: bool = True,
     ) -> CostGroupConnection:
-        found = await info.context.services.costs.cost_breakdown(
-            range.resolve(info), group_by, first, uuid.UUID(self.id), include_sub_teams
-        )
-        return CostGroupConnection.of(found)
+        key = (uuid.UUID(self.id), range.resolve(info), group_by, first, include_sub_teams)
+        return CostGroupConnection.of(await info.context.loaders.team_breakdown.load(key))
 
     @classmethod
     def of(cls, t: models.Team) -> Team:
@@ -416,6 +452,7 @@ class Team:
             id=strawberry.ID(str(t.id)),
             name=t.name,
             slug=t.slug,
+            cost30d=money(t.cost_30d),
             parent_id=_uuid_or_none(t.parent_id),
         )
 
@@ -448,6 +485,16 @@ class Domain:
         for item in page.items:
             info.context.loaders.system.prime(item.id, item)
         return SystemConnection.of(page)
+
+    @strawberry.field(
+        description="Persisted cost of the domain's systems' components over a range, "
+        "whichever team owns them, bucketed by granularity."
+    )
+    async def cost(
+        self, info: CtxInfo, range: DateRange, granularity: Granularity = Granularity.DAY
+    ) -> CostSeries:
+        key = (uuid.UUID(self.id), range.resolve(info), granularity)
+        return CostSeries.of(await info.context.loaders.domain_series.load(key))
 
     @classmethod
     def of(cls, d: models.Domain) -> Domain:
@@ -494,6 +541,16 @@ class System:
         catalog_service = info.context.services.catalog
         only_system = catalog.ComponentFilter(system_id=system_id)
         return ComponentConnection.of(page, lambda: catalog_service.count_components(only_system))
+
+    @strawberry.field(
+        description="Persisted cost of the system's components over a range, whichever team owns "
+        "them, bucketed by granularity."
+    )
+    async def cost(
+        self, info: CtxInfo, range: DateRange, granularity: Granularity = Granularity.DAY
+    ) -> CostSeries:
+        key = (uuid.UUID(self.id), range.resolve(info), granularity)
+        return CostSeries.of(await info.context.loaders.system_series.load(key))
 
     @classmethod
     def of(cls, s: models.System) -> System:
@@ -594,6 +651,12 @@ class Component:
             model=c,
             system_id=_uuid_or_none(c.system_id),
         )
+
+
+CostEntity = Annotated[
+    Team | Component | System | Domain,
+    strawberry.union("CostEntity", description="What a breakdown group is the cost of."),
+]
 
 
 @strawberry.type
