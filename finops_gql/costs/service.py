@@ -9,13 +9,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from typing import Any
 
 from finops_gql.catalog import tree
-from finops_gql.costs import explorer
+from finops_gql.costs import explorer, export
 from finops_gql.costs.ranges import (
     DayRange,
     Granularity,
@@ -573,6 +573,13 @@ class CostService:
         )
         labels.update((str(uuid.UUID(str(row["id"]))), row["name"]) for row in rows)
         return labels
+
+    async def showback_csv(
+        self, month: str | None, team_id: uuid.UUID | None = None
+    ) -> AsyncIterator[str]:
+        """The showback export of a month (YYYY-MM), of every component or of a team's subtree:
+        checked now (InvalidInput, NotFound), then CSV chunks (costs/export.py)."""
+        return await export.showback_csv(month, team_id, self.clock().astimezone(UTC).date())
 
     async def subject_series(
         self,
