@@ -3,6 +3,7 @@
 
     .venv/bin/python scripts/bench.py                       # default scale, SQLite
     .venv/bin/python scripts/bench.py --db postgres         # PostgreSQL (database finops_bench)
+    .venv/bin/python scripts/bench.py --db postgres --db-name mine  # databases mine, mine_sync
     .venv/bin/python scripts/bench.py --smoke               # tiny scale, for CI: checks, no timings
 
 It generates a catalog and cost history (default 200 teams, 10,000 components, 90 days), starts
@@ -543,13 +544,13 @@ def breakdown_floors() -> dict[str, tuple[str, list[Any]]]:
 
 
 async def bench_sync(
-    kind: str, teams: list[Any], components: list[Any], smoke: bool
+    kind: str, teams: list[Any], components: list[Any], smoke: bool, name: str = "finops_bench"
 ) -> dict[str, Any]:
     from finops_gql.config import Settings
     from finops_gql.db.setup import close_db, migrate
     from finops_gql.services import open_services
 
-    url = await fresh_database(kind, "finops_bench_sync_smoke" if smoke else "finops_bench_sync")
+    url = await fresh_database(kind, f"{name}_sync_smoke" if smoke else f"{name}_sync")
     await migrate(url)
     await close_db()
     await load_data(url, teams, components, [])
@@ -622,7 +623,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         f"generating {scale.teams} teams, {scale.components} components, {scale.days} days on {args.db}",
         file=sys.stderr,
     )
-    url = await fresh_database(args.db, "finops_bench_smoke" if args.smoke else "finops_bench")
+    url = await fresh_database(args.db, f"{args.db_name}_smoke" if args.smoke else args.db_name)
     await migrate(url)
     await close_db()
     teams, components = generate(scale)
@@ -799,7 +800,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             process.terminate()
             process.wait()
 
-    sync = await bench_sync(args.db, teams, components, args.smoke)
+    sync = await bench_sync(args.db, teams, components, args.smoke, args.db_name)
     gql_total = gql_team["data"]["team"]["costSummary"]["totalCost"]
     return {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -888,6 +889,12 @@ def main() -> None:
     )
     parser.add_argument("--throughput-requests", type=int, default=DEFAULT.throughput_requests)
     parser.add_argument("--smoke", action="store_true", help="tiny scale, for CI")
+    parser.add_argument(
+        "--db-name",
+        default="finops_bench",
+        help="database (PostgreSQL) or file (SQLite) name; NAME_sync is the sync's; default "
+        "finops_bench (use another when several benchmarks share one server)",
+    )
     args = parser.parse_args()
     result = asyncio.run(bench(args))
     RESULTS.mkdir(exist_ok=True)
