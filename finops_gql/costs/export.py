@@ -33,18 +33,8 @@ from finops_gql.validation import shown
 
 EXPORT_BATCH = 500
 MONTH_RE = re.compile(r"([0-9]{4})-([0-9]{2})")
-# cost_record's columns under the export's names (ram_cost is memory, as in the GraphQL API).
-MONEY_HEADER = [
-    "cpu_cost",
-    "memory_cost",
-    "pv_cost",
-    "network_cost",
-    "gpu_cost",
-    "load_balancer_cost",
-    "shared_cost",
-    "external_cost",
-    "total_cost",
-]
+# cost_record's money columns under the export's names (ram_cost is memory, as in the API).
+MONEY_HEADER = ["memory_cost" if c == "ram_cost" else c for c in COLUMNS]
 HEADER = ["month", "component_id", "component", "team", "system", *MONEY_HEADER, "currency"]
 
 

@@ -168,7 +168,24 @@ class CostRecord(Model):
         indexes = [Index(fields=("day",), name="cost_record_day_idx")]
 
 
-class TeamDailyCost(Model):
+class DailyMoney(Model):
+    """The money columns of the daily pre-aggregates: cost_record's, summed."""
+
+    cpu_cost = fields.FloatField(default=0.0)
+    ram_cost = fields.FloatField(default=0.0)
+    pv_cost = fields.FloatField(default=0.0)
+    network_cost = fields.FloatField(default=0.0)
+    gpu_cost = fields.FloatField(default=0.0)
+    load_balancer_cost = fields.FloatField(default=0.0)
+    shared_cost = fields.FloatField(default=0.0)
+    external_cost = fields.FloatField(default=0.0)
+    total_cost = fields.FloatField(default=0.0)
+
+    class Meta:
+        abstract = True
+
+
+class TeamDailyCost(DailyMoney):
     """Pre-aggregate of the range engine: one team's components' cost on one day (the sums of
     cost_record by the component's current team). Rewritten in the same transaction as every
     change that moves cost: the sync's write, a component moved to another team or deleted, a
@@ -177,15 +194,6 @@ class TeamDailyCost(Model):
     id = fields.BigIntField(primary_key=True)
     team_id = fields.UUIDField()
     day = fields.DateField()
-    cpu_cost = fields.FloatField(default=0.0)
-    ram_cost = fields.FloatField(default=0.0)
-    pv_cost = fields.FloatField(default=0.0)
-    network_cost = fields.FloatField(default=0.0)
-    gpu_cost = fields.FloatField(default=0.0)
-    load_balancer_cost = fields.FloatField(default=0.0)
-    shared_cost = fields.FloatField(default=0.0)
-    external_cost = fields.FloatField(default=0.0)
-    total_cost = fields.FloatField(default=0.0)
 
     class Meta:
         table = "team_daily_cost"
@@ -193,27 +201,18 @@ class TeamDailyCost(Model):
         unique_together = (("team_id", "day"),)
 
 
-class PlatformDailyCost(Model):
+class PlatformDailyCost(DailyMoney):
     """Pre-aggregate of the range engine: every component's cost on one day, kept like
     TeamDailyCost (a move between teams leaves it alone; a deletion does not)."""
 
     id = fields.BigIntField(primary_key=True)
     day = fields.DateField(unique=True)
-    cpu_cost = fields.FloatField(default=0.0)
-    ram_cost = fields.FloatField(default=0.0)
-    pv_cost = fields.FloatField(default=0.0)
-    network_cost = fields.FloatField(default=0.0)
-    gpu_cost = fields.FloatField(default=0.0)
-    load_balancer_cost = fields.FloatField(default=0.0)
-    shared_cost = fields.FloatField(default=0.0)
-    external_cost = fields.FloatField(default=0.0)
-    total_cost = fields.FloatField(default=0.0)
 
     class Meta:
         table = "platform_daily_cost"
 
 
-class TeamSystemDailyCost(Model):
+class TeamSystemDailyCost(DailyMoney):
     """Pre-aggregate of the SYSTEM and DOMAIN breakdowns: the cost of one team's components in
     one system (system_id NULL: in none) on one day. A team x system cube: the platform's
     breakdown sums it over teams, a team's reads its own rows, DOMAIN joins system for its
@@ -229,15 +228,6 @@ class TeamSystemDailyCost(Model):
     team_id = fields.UUIDField()
     system_id = fields.UUIDField(null=True)
     day = fields.DateField()
-    cpu_cost = fields.FloatField(default=0.0)
-    ram_cost = fields.FloatField(default=0.0)
-    pv_cost = fields.FloatField(default=0.0)
-    network_cost = fields.FloatField(default=0.0)
-    gpu_cost = fields.FloatField(default=0.0)
-    load_balancer_cost = fields.FloatField(default=0.0)
-    shared_cost = fields.FloatField(default=0.0)
-    external_cost = fields.FloatField(default=0.0)
-    total_cost = fields.FloatField(default=0.0)
 
     class Meta:
         table = "team_system_daily_cost"

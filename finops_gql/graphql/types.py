@@ -8,6 +8,7 @@ from datetime import date, datetime
 from typing import Annotated, Any
 
 import strawberry
+from strawberry.dataloader import DataLoader
 from strawberry.types import Info
 
 from finops_gql.catalog import service as catalog
@@ -17,7 +18,7 @@ from finops_gql.costs.ranges import DayRange, Granularity, Preset
 from finops_gql.costs.service import BREAKDOWN_DEFAULT, BREAKDOWN_MAX
 from finops_gql.costs.windows import money
 from finops_gql.db import models
-from finops_gql.graphql.context import Context
+from finops_gql.graphql.context import Context, SeriesKey
 
 CtxInfo = Info[Context, Any]
 
@@ -493,8 +494,7 @@ class Domain:
     async def cost(
         self, info: CtxInfo, range: DateRange, granularity: Granularity = Granularity.DAY
     ) -> CostSeries:
-        key = (uuid.UUID(self.id), range.resolve(info), granularity)
-        return CostSeries.of(await info.context.loaders.domain_series.load(key))
+        return await _series(info.context.loaders.domain_series, self.id, info, range, granularity)
 
     @classmethod
     def of(cls, d: models.Domain) -> Domain:
@@ -549,8 +549,7 @@ class System:
     async def cost(
         self, info: CtxInfo, range: DateRange, granularity: Granularity = Granularity.DAY
     ) -> CostSeries:
-        key = (uuid.UUID(self.id), range.resolve(info), granularity)
-        return CostSeries.of(await info.context.loaders.system_series.load(key))
+        return await _series(info.context.loaders.system_series, self.id, info, range, granularity)
 
     @classmethod
     def of(cls, s: models.System) -> System:
@@ -561,6 +560,19 @@ class System:
             domain_id=_uuid_or_none(s.domain_id),
             owner_id=_uuid_or_none(s.owner_id),
         )
+
+
+async def _series(
+    loader: DataLoader[SeriesKey, cost.CostSeries],
+    subject_id: str,
+    info: CtxInfo,
+    range: DateRange,
+    granularity: Granularity,
+) -> CostSeries:
+    """A component's, system's or domain's series through its DataLoader."""
+    return CostSeries.of(
+        await loader.load((uuid.UUID(subject_id), range.resolve(info), granularity))
+    )
 
 
 async def _team(info: CtxInfo, team_id: uuid.UUID | None) -> Team | None:
@@ -634,8 +646,9 @@ class Component:
     async def cost(
         self, info: CtxInfo, range: DateRange, granularity: Granularity = Granularity.DAY
     ) -> CostSeries:
-        key = (uuid.UUID(self.id), range.resolve(info), granularity)
-        return CostSeries.of(await info.context.loaders.component_series.load(key))
+        return await _series(
+            info.context.loaders.component_series, self.id, info, range, granularity
+        )
 
     @classmethod
     def of(cls, c: models.Component) -> Component:
