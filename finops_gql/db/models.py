@@ -234,10 +234,14 @@ class TeamSystemDailyCost(DailyMoney):
         indexes = [
             # A team's (or a subtree's) rows in a range.
             Index(fields=("team_id", "day"), name="team_system_daily_team_day_idx"),
-            # The platform's rows in a range.
-            Index(fields=("day",), name="team_system_daily_day_idx"),
-            # A system's (or a domain's systems') rows in a range: System.cost, Domain.cost.
-            Index(fields=("system_id", "day"), name="team_system_daily_system_day_idx"),
+            # A system's (or a domain's systems') rows in a range (System.cost, Domain.cost),
+            # and, covering, the platform's SYSTEM breakdown: read in system order, so it is
+            # grouped as it is read, without touching the table. A (day) index measured 4x
+            # slower on SQLite (a table lookup per row, then a sort to group).
+            Index(
+                fields=("system_id", "day", "total_cost"),
+                name="team_system_daily_system_day_idx",
+            ),
         ]
 
 

@@ -38,7 +38,7 @@ class Migration(migrations.Migration):
                 ('external_cost', fields.FloatField(default=0.0)),
                 ('total_cost', fields.FloatField(default=0.0)),
             ],
-            options={'table': 'team_system_daily_cost', 'app': 'models', 'indexes': [Index(fields=['team_id', 'day'], name='team_system_daily_team_day_idx'), Index(fields=['day'], name='team_system_daily_day_idx'), Index(fields=['system_id', 'day'], name='team_system_daily_system_day_idx')], 'pk_attr': 'id', 'table_description': "Pre-aggregate of the SYSTEM and DOMAIN breakdowns: the cost of one team's components in"},
+            options={'table': 'team_system_daily_cost', 'app': 'models', 'indexes': [Index(fields=['team_id', 'day'], name='team_system_daily_team_day_idx'), Index(fields=['system_id', 'day', 'total_cost'], name='team_system_daily_system_day_idx')], 'pk_attr': 'id', 'table_description': "Pre-aggregate of the SYSTEM and DOMAIN breakdowns: the cost of one team's components in"},
             bases=['Model'],
         ),
         ops.AddField(
