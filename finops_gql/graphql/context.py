@@ -178,7 +178,9 @@ class Loaders:
                     found[t, chosen, granularity, sub] = s
             return [found[k] for k in keys]
 
-        self.component_series = DataLoader(_series(costs.component_series))
+        self.component_series = DataLoader(
+            _series(lambda ids, r, g: costs.component_series(ids, r, g))
+        )
         self.system_series = DataLoader(
             _series(lambda ids, r, g: costs.subject_series(Subject.SYSTEM, ids, r, g))
         )
