@@ -16,6 +16,7 @@ NAME_MAX = 200
 SLUG_MAX = 100
 AGGREGATE_MAX = 200
 KEY_MAX = 253
+COVERAGE_KEY_MAX = 1000
 
 
 class Team(Model):
@@ -203,6 +204,45 @@ class PlatformDailyCost(Model):
 
     class Meta:
         table = "platform_daily_cost"
+
+
+class CoverageCost(Model):
+    """What OpenCost reported on one day in one aggregate's view, beyond the catalog's records:
+    each key no component of that aggregate matched (kind `unmapped`), OpenCost's own entries
+    (`__unallocated__`, `__idle__`, `__unmounted__`: kinds `unallocated`, `idle`, `unmounted`),
+    and one row of kind `mapped` (key "") with the sum of the keys that did match, so the view's
+    cluster total is exactly what OpenCost reported even after components are deleted.
+
+    Written by the sync in the transaction of the same aggregate's cost records (its day span
+    replaced, so a re-sync is idempotent); dropped with the same retention. The coverage figures
+    (costs/explorer.py coverage) read it."""
+
+    id = fields.BigIntField(primary_key=True)
+    # One OpenCost instance today; several (clusters) later, like sync_progress.
+    source = fields.CharField(max_length=100, default="default")
+    aggregate = fields.CharField(max_length=AGGREGATE_MAX)
+    # mapped | unmapped | unallocated | idle | unmounted (explorer.CoverageKind)
+    kind = fields.CharField(max_length=16)
+    # The normalized OpenCost key (bare label value); "" for the mapped row. Longer than any
+    # catalog key may be (pod or controller names), so its own bound (the sync cuts past it).
+    key = fields.CharField(max_length=COVERAGE_KEY_MAX)
+    day = fields.DateField()
+    cpu_cost = fields.FloatField(default=0.0)
+    ram_cost = fields.FloatField(default=0.0)
+    pv_cost = fields.FloatField(default=0.0)
+    network_cost = fields.FloatField(default=0.0)
+    gpu_cost = fields.FloatField(default=0.0)
+    load_balancer_cost = fields.FloatField(default=0.0)
+    shared_cost = fields.FloatField(default=0.0)
+    external_cost = fields.FloatField(default=0.0)
+    total_cost = fields.FloatField(default=0.0)
+
+    class Meta:
+        table = "coverage_cost"
+        # The unique index serves the sync's "replace this aggregate's days" too.
+        unique_together = (("source", "aggregate", "day", "kind", "key"),)
+        # The coverage reads span a day range across sources and aggregates.
+        indexes = [Index(fields=("day", "kind"), name="coverage_cost_day_kind_idx")]
 
 
 class SyncRun(Model):

@@ -40,11 +40,11 @@ from finops_gql.graphql.types import (
     ComponentCost,
     ComponentOrder,
     CostGroupConnection,
-    CostSeries,
     CtxInfo,
     DateRange,
     Domain,
     DomainConnection,
+    PlatformCostSeries,
     SyncJob,
     SyncRun,
     System,
@@ -139,12 +139,15 @@ class Query:
             ComponentCost.of(c) for c in await info.context.services.costs.top_components(limit)
         ]
 
-    @strawberry.field(description="Persisted cost of every component over a range.")
+    @strawberry.field(
+        description="Persisted cost of every component over a range, with the cluster's cost "
+        "beside it (coverage, unmappedKeys)."
+    )
     async def platform_cost(
         self, info: CtxInfo, range: DateRange, granularity: Granularity = Granularity.DAY
-    ) -> CostSeries:
+    ) -> PlatformCostSeries:
         costs = info.context.services.costs
-        return CostSeries.of(await costs.platform_series(range.resolve(info), granularity))
+        return PlatformCostSeries.of(await costs.platform_series(range.resolve(info), granularity))
 
     @strawberry.field(
         description=f"Every component's cost by group, largest first (first: 1..{BREAKDOWN_MAX})."
