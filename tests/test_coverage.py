@@ -14,7 +14,7 @@ import pytest
 from graphql import GraphQLObjectType, GraphQLSchema, parse
 
 from finops_gql.costs.windows import money
-from finops_gql.db.models import CostRecord, CoverageCost, PlatformDailyCost
+from finops_gql.db.models import CostRecord, CoverageDaily, PlatformDailyCost, UnmappedCost
 from finops_gql.dev.opencost_fake import FakeOpenCost
 from finops_gql.graphql.cost import document_cost
 from finops_gql.graphql.schema import schema as strawberry_schema
@@ -156,12 +156,12 @@ async def test_resync_replaces_its_days(
 ) -> None:
     await synced(services, fake)
     before = await platform(client)
-    rows = await CoverageCost.all().count()
-    # 30 days x (mapped + 3 unmapped + unallocated + idle + unmounted)
-    assert rows == 30 * 7
+    assert await CoverageDaily.all().count() == 30
+    assert await UnmappedCost.all().count() == 30 * len(UNMAPPED)
     run = await services.sync.run("cli", backfill_days=10)
     assert run.status == "succeeded"
-    assert await CoverageCost.all().count() == rows
+    assert await CoverageDaily.all().count() == 30
+    assert await UnmappedCost.all().count() == 30 * len(UNMAPPED)
     assert await platform(client) == before
 
 
@@ -223,7 +223,7 @@ async def test_retention_drops_coverage_with_the_records(
     run = await services.sync.run("cli")
     assert run.status == "succeeded"
     cutoff = LAST + timedelta(days=1) - timedelta(days=10)
-    for model in (CoverageCost, CostRecord, PlatformDailyCost):
+    for model in (CoverageDaily, UnmappedCost, CostRecord, PlatformDailyCost):
         days = await model.all().values_list("day", flat=True)
         assert min(days) == cutoff, model
 
@@ -277,27 +277,30 @@ async def test_failed_aggregate_writes_no_coverage(services: Services) -> None:
     async with standin.serve() as url:
         run = await sync_service(services, url, now=NOW, retries=0).run()
     assert run.status == "partial"
-    assert set(await CoverageCost.all().values_list("aggregate", flat=True)) == {"label:app"}
+    for model in (CoverageDaily, UnmappedCost):
+        assert set(await model.all().values_list("aggregate", flat=True)) == {"label:app"}
 
     # Once both answered, a failing re-sync of namespace leaves its rows as they were.
     standin = StandIn(keys=keys, now=NOW)
     async with standin.serve() as url:
         assert (await sync_service(services, url, now=NOW).run()).status == "succeeded"
-    kept = await CoverageCost.filter(aggregate="namespace").order_by("id").values()
-    # Per day: mapped (kube-system), unmapped checkout, search and payments-api, idle, unallocated
-    assert len(kept) == 30 * 6
+    kept = await CoverageDaily.filter(aggregate="namespace").order_by("id").values()
+    kept_keys = await UnmappedCost.filter(aggregate="namespace").order_by("id").values()
+    assert len(kept) == 30
+    assert len(kept_keys) == 30 * 3  # checkout, search and payments-api: no namespace component
     standin = StandIn(keys=["checkout"], now=NOW, failures={"namespace": -1})
     async with standin.serve() as url:
         again = await sync_service(services, url, now=NOW, retries=0).run("cli", backfill_days=5)
     assert again.status == "partial"
-    assert await CoverageCost.filter(aggregate="namespace").order_by("id").values() == kept
-    # label:app's 5 days were replaced by the new answer: only checkout is left, mapped.
-    last_day = await CoverageCost.filter(aggregate="label:app", day=LAST).values_list("kind", "key")
-    assert sorted(last_day) == [
-        ("idle", "__idle__"),
-        ("mapped", ""),
-        ("unallocated", "__unallocated__"),
-    ]
+    assert await CoverageDaily.filter(aggregate="namespace").order_by("id").values() == kept
+    assert await UnmappedCost.filter(aggregate="namespace").order_by("id").values() == kept_keys
+    # label:app's last 5 days were replaced by the new answer (only checkout, mapped); the
+    # days before keep kube-system and payments-api.
+    last_day = await CoverageDaily.get(aggregate="label:app", day=LAST)
+    assert (last_day.unmapped_cost, last_day.idle_cost, last_day.unallocated_cost) == (0, 5, 0.5)
+    app = UnmappedCost.filter(aggregate="label:app")
+    assert not await app.filter(day__gt=LAST - timedelta(days=5)).exists()
+    assert await app.filter(day=LAST - timedelta(days=5)).count() == 2
 
 
 # -- the stand-in's shape ------------------------------------------------------------------------

@@ -4,9 +4,9 @@ OpenCost reports all of a cluster's cost in every aggregate's view (label:app, n
 keys that a component of that aggregate matches (mapped), keys none matches (unmapped: labels to
 fix or components to add), `__unallocated__` (workloads without the aggregate's label),
 `__idle__` (capacity no workload used; asked for with includeIdle=true and never shared into the
-keys) and `__unmounted__` (volumes no pod mounts). The sync keeps each aggregate's non-catalog
-part per day in coverage_cost, plus one `mapped` row with the sum of its matched keys, in the
-transaction of that aggregate's cost records (`rows`, `replace`).
+keys) and `__unmounted__` (volumes no pod mounts). The sync keeps, per aggregate and day, the sum
+of each (coverage_daily) and the unmapped keys themselves (unmapped_cost), in the transaction of
+that aggregate's cost records (`rows`, `replace`).
 
 No double counting with several aggregates: the same cluster cost is reported once per
 aggregate, so the figures of a day are read from ONE view, the aggregate whose components explain
@@ -25,56 +25,48 @@ the most that day (largest `mapped`; ties by name). With one aggregate that is s
 - ratio: catalogCost / clusterCost (null when that is 0).
 
 unmappedKeys lists the view's unmapped keys over the range, largest first. Reads are indexed
-(coverage_cost by day) and one statement each; money is summed in SQL, rounded by money() in the
-service.
+(by day) and one statement each; the figures read coverage_daily only (one row per aggregate and
+day), the key list the view's days of unmapped_cost. Money is summed in SQL, rounded by money()
+in the service.
 """
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
+from operator import attrgetter
 from typing import Any
 
-from finops_gql.costs.explorer import COLUMNS, add, zeros
+from finops_gql.costs.explorer import COLUMNS
 from finops_gql.db.models import COVERAGE_KEY_MAX
 from finops_gql.db.setup import connection, placeholders, sql_value
 from finops_gql.opencost.parse import Allocation
 
-MAPPED = "mapped"
-UNMAPPED = "unmapped"
-# OpenCost's synthetic keys (parse.SYNTHETIC_KEYS) and the kind each is kept as.
-SYNTHETIC_KINDS = {
-    "__unallocated__": "unallocated",
-    "__idle__": "idle",
-    "__unmounted__": "unmounted",
+# OpenCost's synthetic keys (parse.SYNTHETIC_KEYS) and the coverage_daily column of each.
+SYNTHETIC_COLUMNS = {
+    "__unallocated__": "unallocated_cost",
+    "__idle__": "idle_cost",
+    "__unmounted__": "unmounted_cost",
 }
-# The parts of a cluster's cost beside the catalog, in CoverageSums order.
-PARTS = (UNMAPPED, *SYNTHETIC_KINDS.values())
+# coverage_daily's money, in this order: what the catalog explains, then the rest by cause.
+DAILY_COLUMNS = ("mapped_cost", "unmapped_cost", *SYNTHETIC_COLUMNS.values())
+PARTS = DAILY_COLUMNS[1:]
 BATCH_SIZE = 2000  # rows per executemany call, as the sync's records
-ROW_COLUMNS = ["source", "aggregate", "kind", "key", "day", *COLUMNS]
-_INSERT = f"INSERT INTO coverage_cost ({', '.join(ROW_COLUMNS)}) VALUES ({{marks}})"  # noqa: S608 (constants)
+DAILY_ROW = ["source", "aggregate", "day", *DAILY_COLUMNS]
+UNMAPPED_ROW = ["source", "aggregate", "key", "day", *COLUMNS]
+
+# An allocation's money in explorer.COLUMNS order (cost_record's and unmapped_cost's): the
+# Allocation fields have the columns' names. One C call: the sync reads 300,000 of these.
+columns: Callable[[Allocation], tuple[float, ...]] = attrgetter(*COLUMNS)
 
 
-def columns(a: Allocation) -> tuple[float, ...]:
-    """An allocation's money in explorer.COLUMNS order (cost_record's and coverage_cost's)."""
-    return (
-        a.cpu_cost,
-        a.ram_cost,
-        a.pv_cost,
-        a.network_cost,
-        a.gpu_cost,
-        a.load_balancer_cost,
-        a.shared_cost,
-        a.external_cost,
-        a.total_cost,
-    )
+@dataclass
+class Rows:
+    """One aggregate's coverage rows (see `rows`), as the driver takes them."""
 
-
-def kind_of(key: str, mapped: Container[str]) -> str:
-    """How a (normalized) key of an aggregate's answer counts. A synthetic key is never mapped,
-    even if a component were named like one."""
-    return SYNTHETIC_KINDS.get(key) or (MAPPED if key in mapped else UNMAPPED)
+    daily: list[list[Any]]
+    unmapped: list[list[Any]]
 
 
 def rows(
@@ -83,11 +75,12 @@ def rows(
     steps: Iterable[dict[str, Allocation]],
     span: tuple[date, date],
     mapped: Container[str],
-) -> list[list[Any]]:
-    """coverage_cost rows of one aggregate's answer over its days `span` (other days ignored, like
-    the cost records): per day, one row per unmapped or synthetic key and one `mapped` row (key
-    "") with the sum of the matched keys. A repeated step replaces the earlier one, as for the
-    records; keys past COVERAGE_KEY_MAX are cut, and keys cut alike are summed."""
+) -> Rows:
+    """Coverage rows of one aggregate's answer over its days `span` (other days ignored, like
+    the cost records): per day, one coverage_daily row (written even when every part is 0, so
+    the day has a view) and one unmapped_cost row per unmapped key. A synthetic key is never
+    mapped, even if a component were named like one. A repeated step replaces the earlier one's
+    keys, as for the records; keys past COVERAGE_KEY_MAX are cut, and keys cut alike summed."""
     first, last = span
     days: dict[date, dict[str, Allocation]] = {}
     for step in steps:
@@ -95,34 +88,56 @@ def rows(
             day = allocation.start.date()
             if first <= day <= last:
                 days.setdefault(day, {})[key] = allocation
-    sums: dict[tuple[date, str, str], list[float]] = {}
+    result = Rows([], [])
     for day, keyed in days.items():
+        day_value = sql_value(day)
+        matched = 0.0
+        parts = dict.fromkeys(PARTS, 0.0)
+        unmapped: dict[str, list[float]] = {}
         for key, allocation in keyed.items():
-            kind = kind_of(key, mapped)
-            row_key = "" if kind == MAPPED else key[:COVERAGE_KEY_MAX]
-            add(sums.setdefault((day, kind, row_key), zeros()), columns(allocation))
-    return [
-        [source, aggregate, kind, key, sql_value(day), *money]
-        for (day, kind, key), money in sums.items()
-    ]
+            synthetic = SYNTHETIC_COLUMNS.get(key)
+            if synthetic is not None:
+                parts[synthetic] += allocation.total_cost
+            elif key in mapped:
+                matched += allocation.total_cost
+            else:
+                parts["unmapped_cost"] += allocation.total_cost
+                money = unmapped.get(key[:COVERAGE_KEY_MAX])
+                if money is None:
+                    unmapped[key[:COVERAGE_KEY_MAX]] = list(columns(allocation))
+                else:
+                    for i, value in enumerate(columns(allocation)):
+                        money[i] += value
+        result.daily.append([source, aggregate, day_value, matched, *parts.values()])
+        result.unmapped.extend(
+            [source, aggregate, key, day_value, *money] for key, money in unmapped.items()
+        )
+    return result
 
 
-async def replace(
-    source: str, spans: dict[str, tuple[date, date]], new_rows: Sequence[list[Any]]
-) -> None:
-    """Replace each aggregate's days `spans` with `new_rows`, in the caller's transaction (the
-    sync's write), so a re-sync never double counts and a failed aggregate keeps what it had."""
+def _insert(table: str, names: Sequence[str]) -> str:
+    marks = ", ".join(placeholders(len(names)))
+    return f"INSERT INTO {table} ({', '.join(names)}) VALUES ({marks})"  # noqa: S608 (constants)
+
+
+async def replace(source: str, spans: dict[str, tuple[date, date]], new: Rows) -> None:
+    """Replace each aggregate's days `spans` with `new`, in the caller's transaction (the sync's
+    write), so a re-sync never double counts and a failed aggregate keeps what it had."""
     db = connection()
     marks = placeholders(4)
     for aggregate, (first, last) in spans.items():
-        await db.execute_query(
-            f"DELETE FROM coverage_cost WHERE source = {marks[0]} AND aggregate = {marks[1]} "  # noqa: S608 (placeholders only)
-            f"AND day >= {marks[2]} AND day <= {marks[3]}",
-            [source, aggregate, sql_value(first), sql_value(last)],
-        )
-    insert = _INSERT.format(marks=", ".join(placeholders(len(ROW_COLUMNS))))
-    for i in range(0, len(new_rows), BATCH_SIZE):
-        await db.execute_many(insert, list(new_rows[i : i + BATCH_SIZE]))
+        for table in ("coverage_daily", "unmapped_cost"):
+            await db.execute_query(
+                f"DELETE FROM {table} WHERE source = {marks[0]} AND aggregate = {marks[1]} "  # noqa: S608 (placeholders only)
+                f"AND day >= {marks[2]} AND day <= {marks[3]}",
+                [source, aggregate, sql_value(first), sql_value(last)],
+            )
+    for table, names, found in (
+        ("coverage_daily", DAILY_ROW, new.daily),
+        ("unmapped_cost", UNMAPPED_ROW, new.unmapped),
+    ):
+        for i in range(0, len(found), BATCH_SIZE):
+            await db.execute_many(_insert(table, names), found[i : i + BATCH_SIZE])
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,27 +165,21 @@ class _Params:
         return placeholders(1, start=len(self.values))[0]
 
 
-def _views(mark: _Params, first: date, last: date, parts: bool) -> str:
-    """CTEs `per` (each source, day and aggregate's sums by kind) and `views` (the aggregate read
-    for each source and day: the largest mapped cost, ties by name), over first..last."""
-    by_kind = [MAPPED, *(PARTS if parts else ())]
-    sums = ", ".join(
-        f"SUM(CASE WHEN kind = {mark(kind)} THEN total_cost ELSE 0 END) AS {kind}"
-        for kind in by_kind
-    )
+def _views(mark: _Params, first: date, last: date) -> str:
+    """CTE `views`: the coverage_daily row read for each source and day over first..last, the
+    aggregate whose components explain the most (ties by name)."""
     return (
-        f"WITH per AS (SELECT source, day, aggregate, {sums}, SUM(total_cost) AS reported "  # noqa: S608 (placeholders only)
-        f"FROM coverage_cost WHERE day >= {mark(sql_value(first))} AND day <= "
-        f"{mark(sql_value(last))} GROUP BY source, day, aggregate), "
-        "views AS (SELECT per.*, ROW_NUMBER() OVER (PARTITION BY source, day "
-        "ORDER BY mapped DESC, aggregate) AS rn FROM per) "
+        "WITH ranked AS (SELECT d.*, ROW_NUMBER() OVER (PARTITION BY source, day "  # noqa: S608 (placeholders only)
+        "ORDER BY mapped_cost DESC, aggregate) AS rn FROM coverage_daily d "
+        f"WHERE day >= {mark(sql_value(first))} AND day <= {mark(sql_value(last))}), "
+        "views AS (SELECT * FROM ranked WHERE rn = 1) "
     )
 
 
 async def sums(first: date, last: date) -> CoverageSums:
     """The coverage figures over first..last, in ONE statement."""
     mark = _Params()
-    views = _views(mark, first, last, parts=True)
+    views = _views(mark, first, last)
     catalog = (
         f"SELECT SUM(total_cost) FROM platform_daily_cost WHERE day >= {mark(sql_value(first))} "  # noqa: S608 (placeholders only)
         f"AND day <= {mark(sql_value(last))}"
@@ -178,26 +187,26 @@ async def sums(first: date, last: date) -> CoverageSums:
     unreported = (
         "SELECT SUM(p.total_cost) FROM platform_daily_cost p "  # noqa: S608 (placeholders only)
         f"WHERE p.day >= {mark(sql_value(first))} AND p.day <= {mark(sql_value(last))} "
-        "AND NOT EXISTS (SELECT 1 FROM coverage_cost c WHERE c.day = p.day)"
+        "AND NOT EXISTS (SELECT 1 FROM coverage_daily c WHERE c.day = p.day)"
     )
-    parts = ", ".join(f"SUM({part}) AS {part}" for part in PARTS)
     sql = (
-        f"{views}SELECT ({catalog}) AS catalog, ({unreported}) AS unreported, {parts}, "  # noqa: S608 (placeholders only)
-        "SUM(reported) AS reported, COUNT(DISTINCT day) AS days FROM views WHERE rn = 1"
+        f"{views}SELECT ({catalog}) AS catalog, ({unreported}) AS unreported, "  # noqa: S608 (placeholders only)
+        + ", ".join(f"SUM({c}) AS {c}" for c in DAILY_COLUMNS)
+        + ", COUNT(DISTINCT day) AS days FROM views"
     )
-    rows_found = await connection().execute_query_dict(sql, mark.values)
-    row = rows_found[0] if rows_found else {}
+    found = await connection().execute_query_dict(sql, mark.values)
+    row = found[0] if found else {}
 
     def number(name: str) -> float:
         return float(row.get(name) or 0.0)
 
     return CoverageSums(
         catalog=number("catalog"),
-        cluster=number("reported") + number("unreported"),
-        unmapped=number(UNMAPPED),
-        unallocated=number("unallocated"),
-        idle=number("idle"),
-        unmounted=number("unmounted"),
+        cluster=sum(number(c) for c in DAILY_COLUMNS) + number("unreported"),
+        unmapped=number("unmapped_cost"),
+        unallocated=number("unallocated_cost"),
+        idle=number("idle_cost"),
+        unmounted=number("unmounted_cost"),
         reported_days=int(row.get("days") or 0),
     )
 
@@ -206,13 +215,12 @@ async def unmapped_keys(first: date, last: date, limit: int) -> list[tuple[str, 
     """The `limit` largest unmapped keys of each day's view over first..last, as (aggregate, key,
     unrounded total), largest first (ties by aggregate and key), in ONE statement."""
     mark = _Params()
-    views = _views(mark, first, last, parts=False)
+    views = _views(mark, first, last)
     sql = (
-        f"{views}SELECT c.aggregate AS aggregate, c.key AS key, SUM(c.total_cost) AS total "  # noqa: S608 (placeholders only)
-        "FROM coverage_cost c JOIN views v ON v.source = c.source AND v.day = c.day "
-        f"AND v.aggregate = c.aggregate AND v.rn = 1 WHERE c.kind = {mark(UNMAPPED)} "
-        f"AND c.day >= {mark(sql_value(first))} AND c.day <= {mark(sql_value(last))} "
-        f"GROUP BY c.aggregate, c.key ORDER BY total DESC, c.aggregate, c.key LIMIT {mark(limit)}"
+        f"{views}SELECT u.aggregate AS aggregate, u.key AS key, SUM(u.total_cost) AS total "  # noqa: S608 (placeholders only)
+        "FROM views v JOIN unmapped_cost u ON u.source = v.source AND u.aggregate = v.aggregate "
+        f"AND u.day = v.day GROUP BY u.aggregate, u.key ORDER BY total DESC, u.aggregate, u.key "
+        f"LIMIT {mark(limit)}"
     )
     return [
         (row["aggregate"], row["key"], float(row["total"] or 0.0))

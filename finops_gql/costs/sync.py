@@ -368,7 +368,7 @@ class SyncService:
         currency = self.costs.currency
         ids = {c.id: sql_value(c.id) for c in components}
         done = [f for f in fetched if f.steps is not None]
-        uncovered: list[list[Any]] = []
+        uncovered = coverage.Rows([], [])
         for f in done:
             keyed = by_aggregate[f.aggregate]
             first, last = f.span
@@ -390,7 +390,9 @@ class SyncService:
                         ]
                         written.add(str(component.id))
             # What the catalog does not explain, replaced in the same transaction.
-            uncovered.extend(coverage.rows(self.source, f.aggregate, f.steps or (), f.span, keyed))
+            found = coverage.rows(self.source, f.aggregate, f.steps or (), f.span, keyed)
+            uncovered.daily.extend(found.daily)
+            uncovered.unmapped.extend(found.unmapped)
         run.records = len(records)
         run.components = len(written)
         run.status = "partial" if failed else "succeeded"
@@ -404,7 +406,7 @@ class SyncService:
         now: datetime,
         rows: list[list[Any]],
         progress: list[list[Any]],
-        uncovered: tuple[dict[str, tuple[date, date]], list[list[Any]]] = ({}, []),
+        uncovered: tuple[dict[str, tuple[date, date]], coverage.Rows] | None = None,
     ) -> None:
         """Rows of the aggregates that answered, their progress, retention, rollups and the run's
         outcome: one transaction, so a reader never sees a half-synced day."""
@@ -426,7 +428,8 @@ class SyncService:
                 await db.execute_many(upsert, rows[i : i + BATCH_SIZE])
             if progress:
                 await db.execute_many(upsert_progress, progress)
-            await coverage.replace(self.source, *uncovered)
+            if uncovered is not None:
+                await coverage.replace(self.source, *uncovered)
             await CostRecord.filter(day__lt=cutoff).delete()
             await explorer.drop_daily_totals_before(cutoff)
             if rows:

@@ -206,25 +206,44 @@ class PlatformDailyCost(Model):
         table = "platform_daily_cost"
 
 
-class CoverageCost(Model):
-    """What OpenCost reported on one day in one aggregate's view, beyond the catalog's records:
-    each key no component of that aggregate matched (kind `unmapped`), OpenCost's own entries
-    (`__unallocated__`, `__idle__`, `__unmounted__`: kinds `unallocated`, `idle`, `unmounted`),
-    and one row of kind `mapped` (key "") with the sum of the keys that did match, so the view's
-    cluster total is exactly what OpenCost reported even after components are deleted.
+class CoverageDaily(Model):
+    """One OpenCost aggregate's view of the cluster on one day, beside the catalog: the sum of the
+    keys a component of that aggregate matched (mapped), of those none matched (unmapped, listed
+    in unmapped_cost) and OpenCost's own entries `__unallocated__`, `__idle__` and
+    `__unmounted__`, each its own column. Their sum is the cluster's cost as OpenCost reported it,
+    exactly, even after components are deleted.
 
     Written by the sync in the transaction of the same aggregate's cost records (its day span
     replaced, so a re-sync is idempotent); dropped with the same retention. The coverage figures
-    (costs/explorer.py coverage) read it."""
+    (costs/coverage.py) read it: one row per aggregate and day, so any range is a few hundred."""
 
     id = fields.BigIntField(primary_key=True)
     # One OpenCost instance today; several (clusters) later, like sync_progress.
     source = fields.CharField(max_length=100, default="default")
     aggregate = fields.CharField(max_length=AGGREGATE_MAX)
-    # mapped | unmapped | unallocated | idle | unmounted (explorer.CoverageKind)
-    kind = fields.CharField(max_length=16)
-    # The normalized OpenCost key (bare label value); "" for the mapped row. Longer than any
-    # catalog key may be (pod or controller names), so its own bound (the sync cuts past it).
+    day = fields.DateField()
+    mapped_cost = fields.FloatField(default=0.0)
+    unmapped_cost = fields.FloatField(default=0.0)
+    unallocated_cost = fields.FloatField(default=0.0)
+    idle_cost = fields.FloatField(default=0.0)
+    unmounted_cost = fields.FloatField(default=0.0)
+
+    class Meta:
+        table = "coverage_daily"
+        # The unique index serves the sync's "replace this aggregate's days" too.
+        unique_together = (("source", "aggregate", "day"),)
+        indexes = [Index(fields=("day",), name="coverage_daily_day_idx")]
+
+
+class UnmappedCost(Model):
+    """An OpenCost key no component of its aggregate matched, on one day (the detail of
+    CoverageDaily.unmapped_cost, kept with it): the labels to fix or components to add."""
+
+    id = fields.BigIntField(primary_key=True)
+    source = fields.CharField(max_length=100, default="default")
+    aggregate = fields.CharField(max_length=AGGREGATE_MAX)
+    # The normalized OpenCost key (the bare label value). Longer than any catalog key may be (pod
+    # or controller names), so its own bound: the sync cuts past it.
     key = fields.CharField(max_length=COVERAGE_KEY_MAX)
     day = fields.DateField()
     cpu_cost = fields.FloatField(default=0.0)
@@ -238,11 +257,10 @@ class CoverageCost(Model):
     total_cost = fields.FloatField(default=0.0)
 
     class Meta:
-        table = "coverage_cost"
-        # The unique index serves the sync's "replace this aggregate's days" too.
-        unique_together = (("source", "aggregate", "day", "kind", "key"),)
-        # The coverage reads span a day range across sources and aggregates.
-        indexes = [Index(fields=("day", "kind"), name="coverage_cost_day_kind_idx")]
+        table = "unmapped_cost"
+        # Serves the sync's replace and unmappedKeys' lookup of one view's days alike.
+        unique_together = (("source", "aggregate", "day", "key"),)
+        indexes = [Index(fields=("day",), name="unmapped_cost_day_idx")]
 
 
 class SyncRun(Model):
