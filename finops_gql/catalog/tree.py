@@ -4,7 +4,7 @@ so every team figure (series, breakdowns, summaries) sees the same sub-teams."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from finops_gql.db.setup import connection, placeholders, sql_value
 
@@ -34,3 +34,19 @@ async def team_subtrees(team_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[u
         else:
             members.append(tid)
     return found
+
+
+async def slug_subtrees(slugs: Collection[str]) -> set[uuid.UUID]:
+    """The teams named by `slugs` with all their descendants, in one statement (the same
+    recursive CTE); a slug no team has adds nothing."""
+    if not slugs:
+        return set()
+    marks = placeholders(len(slugs))
+    sql = (
+        "WITH RECURSIVE tree(id) AS ("  # noqa: S608 (placeholders only)
+        f"SELECT id FROM team WHERE slug IN ({', '.join(marks)}) "
+        "UNION SELECT t.id FROM team t JOIN tree ON t.parent_id = tree.id"
+        ") SELECT id FROM tree"
+    )
+    rows = await connection().execute_query_dict(sql, list(slugs))
+    return {uuid.UUID(str(row["id"])) for row in rows}
