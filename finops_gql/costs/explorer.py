@@ -286,6 +286,9 @@ async def group_totals(
     Teams read the team daily totals, components their records, resources the team or
     platform daily totals (with RESOURCE_TOTAL, the grand total); money is summed in SQL."""
     if team_ids is not None and not team_ids:
+        # No team (a principal that sees none): no group, or every resource at zero.
+        if dimension is Dimension.RESOURCE:
+            return dict.fromkeys([*RESOURCES.values(), RESOURCE_TOTAL], (0.0, 0.0))
         return {}
     span = chosen.previous()
     values: list[object] = []
