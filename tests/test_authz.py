@@ -32,7 +32,7 @@ from finops_gql.db.models import Component, Domain, SyncRun, System, Team
 from finops_gql.graphql.schema import schema
 from finops_gql.services import Services
 from finops_gql.validation import decode_cursor
-from tests.conftest import make_records
+from tests.conftest import QueryCounter, make_records
 
 WHO = ("outsider", "member", "viewer", "admin")
 ROLES = {"outsider": [], "member": [], "viewer": ["viewer"], "admin": ["admin"]}
@@ -745,3 +745,28 @@ def test_bad_authz_mode_is_refused_naming_the_variable(raw: str) -> None:
 def test_authz_mode_defaults_to_open() -> None:
     assert Settings.from_env({}).authz_mode == "open"
     assert Settings.from_env({"AUTHZ_MODE": " Team "}).authz_mode == "team"
+
+
+PAGE_OF_TEAMS = """
+{ teams(first: 100) { totalCount nodes { slug parent { slug } costSummary { totalCost }
+  components(first: 10) { totalCount nodes { name system { slug owner { slug } } } } } } }
+"""
+
+
+async def test_scope_costs_one_statement_per_request(
+    services: Services, sql_counter: QueryCounter
+) -> None:
+    """The scope is resolved once per request (one recursive statement for a member), and the
+    page's loaders batch as in open mode: the member's page is one statement more, not one per
+    team or per loader."""
+    counts = {}
+    for who in ("admin", "member"):
+        async with client_as(services, who) as http:
+            if who == "admin":
+                world = await build_world(who, http, services)
+            world.http, world.who = http, who
+            sql_counter.statements.clear()
+            data = await world.gql(PAGE_OF_TEAMS)
+            counts[who] = len(sql_counter.statements)
+            assert [n["slug"] for n in data["teams"]["nodes"]] == sorted(world.team_slugs)
+    assert counts["member"] == counts["admin"] + 1
