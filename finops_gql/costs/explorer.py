@@ -96,9 +96,11 @@ async def daily_sums(
     first: date,
     last: date,
     scope: Scope = EVERYTHING,
+    summed: bool = False,
 ) -> dict[str, dict[date, tuple[float, ...]]]:
     """Per subject key (canonical UUID text, or PLATFORM_KEY) and day, each column's sum over
     first..last, in ONE statement. Days without records are absent (the caller fills zeros).
+    `summed`: the ids' days added up in SQL, under PLATFORM_KEY (one subject made of many).
 
     Components read cost_record (one row per day already), those `scope` sees; teams and the
     platform read the daily pre-aggregates, which hold exactly these sums (refresh_daily_totals
@@ -116,8 +118,12 @@ async def daily_sums(
         where.append(f"{key} IN ({', '.join(p(i) for i in ids)})")
         if subject is Subject.COMPONENT:
             where.extend(scope.components_sql(key, p))
+    group = ""
+    if summed and key:
+        key, group = None, " GROUP BY day"
+        columns = ", ".join(f"SUM({c}) AS {c}" for c in COLUMNS)
     select = f"{key} AS subject, day, {columns}" if key else f"day, {columns}"
-    sql = f"SELECT {select} FROM {table} WHERE {' AND '.join(where)}"  # noqa: S608 (placeholders only)
+    sql = f"SELECT {select} FROM {table} WHERE {' AND '.join(where)}{group}"  # noqa: S608 (placeholders only)
     result: dict[str, dict[date, tuple[float, ...]]] = {}
     names: dict[object, str] = {}  # driver value -> canonical UUID text, parsed once per subject
     for row in await connection().execute_query_dict(sql, p.values):
@@ -236,6 +242,13 @@ async def series(
     filters components (teams come filtered by their caller).
     """
     span = chosen.previous()
+    if subject is not Subject.PLATFORM and len(scopes) == 1:
+        ((requested, ids),) = scopes.items()
+        if len(ids) > 1:
+            # One subject made of many (a team with its sub-teams, the teams a principal sees):
+            # the database adds their days up, Python folds one row per day.
+            found = await daily_sums(subject, ids, span.start, chosen.end, visible, summed=True)
+            return {requested: fold(found.get(PLATFORM_KEY, {}), chosen, granularity)}
     wanted = list(dict.fromkeys(i for ids in scopes.values() for i in ids))
     found = await daily_sums(subject, wanted, span.start, chosen.end, visible)
     result = {}
