@@ -135,12 +135,18 @@ class Query:
             info.context.loaders.component.prime(c.id, c)
         return ComponentConnection.of(page, lambda: catalog.count_components(filters, scope))
 
-    @strawberry.field(description="Top components platform-wide by 30-day cost (limit 1..100).")
+    @strawberry.field(
+        description="Top components by 30-day cost (limit 1..100), of those the principal may "
+        "see (AUTHZ_MODE)."
+    )
     async def top_components(self, info: CtxInfo, limit: int = TOP_DEFAULT) -> list[ComponentCost]:
         found = await info.context.services.costs.top_components(limit, info.context.scope)
         return [ComponentCost.of(c) for c in found]
 
-    @strawberry.field(description="Persisted cost of every component over a range.")
+    @strawberry.field(
+        description="Persisted cost of every component the principal may see (AUTHZ_MODE) "
+        "over a range."
+    )
     async def platform_cost(
         self, info: CtxInfo, range: DateRange, granularity: Granularity = Granularity.DAY
     ) -> CostSeries:
@@ -149,7 +155,8 @@ class Query:
         return CostSeries.of(found)
 
     @strawberry.field(
-        description=f"Every component's cost by group, largest first (first: 1..{BREAKDOWN_MAX})."
+        description="The cost of every component the principal may see (AUTHZ_MODE) by group, "
+        f"largest first (first: 1..{BREAKDOWN_MAX})."
     )
     async def cost_breakdown(
         self, info: CtxInfo, range: DateRange, group_by: Dimension, first: int = BREAKDOWN_DEFAULT
@@ -165,7 +172,10 @@ class Query:
         health = await info.context.services.costs.availability()
         return Availability(available=health.available, reason=health.reason)
 
-    @strawberry.field(description="The latest cost sync runs, newest first (limit 1..100).")
+    @strawberry.field(
+        description="The latest cost sync runs, newest first (limit 1..100); empty unless "
+        "the principal may see every team (AUTHZ_MODE)."
+    )
     async def sync_runs(self, info: CtxInfo, limit: int = 10) -> list[SyncRun]:
         runs = await info.context.services.sync.latest_runs(limit, info.context.scope)
         return [SyncRun.of(r) for r in runs]
