@@ -25,7 +25,7 @@ from starlette.routing import Route
 from finops_gql.access import EVERYTHING, NOTHING, Scope, scope_for
 from finops_gql.app import create_app
 from finops_gql.auth import Principal, mint_token
-from finops_gql.catalog.service import ComponentOrder
+from finops_gql.catalog.service import ComponentOrder, Page
 from finops_gql.config import ConfigError, Settings
 from finops_gql.costs import explorer
 from finops_gql.db.models import Component, Domain, SyncRun, System, Team
@@ -206,6 +206,26 @@ def by_cost(names: set[str]) -> list[str]:
 
 # -- GraphQL: the Query type's fields ------------------------------------------------------------
 
+
+async def by_id_and_slug(
+    world: World,
+    field: str,
+    objects: dict[str, Any],
+    deep: str,
+    check: Callable[[World, dict[str, Any] | None, str], None],
+) -> None:
+    """`field(id:)` and `field(slug:)` of each object, and of an id nothing has."""
+    for slug, found in objects.items():
+        by_id = await world.gql(f"query($id: ID!) {{ {field}(id: $id) {{ {deep} }} }}", id=found.id)
+        check(world, by_id[field], slug)
+        by_slug = await world.gql(
+            f"query($s: String!) {{ {field}(slug: $s) {{ {deep} }} }}", s=slug
+        )
+        check(world, by_slug[field], slug)
+    missing = await world.gql(f"query($id: ID!) {{ {field}(id: $id) {{ id }} }}", id=uuid.uuid4())
+    assert missing[field] is None
+
+
 TEAM_DEEP = f"""
   id slug
   parent {{ slug }}
@@ -217,7 +237,7 @@ TEAM_DEEP = f"""
 """
 
 
-async def check_team_deep(world: World, team: dict[str, Any] | None, slug: str) -> None:
+def check_team_deep(world: World, team: dict[str, Any] | None, slug: str) -> None:
     """A team found by id or slug: null when invisible, else every nested field scoped."""
     if slug not in world.team_slugs:
         assert team is None
@@ -246,17 +266,7 @@ async def check_team_deep(world: World, team: dict[str, Any] | None, slug: str) 
 
 @query("team")
 async def _team(world: World) -> None:
-    for slug, team in world.teams.items():
-        by_id = await world.gql(
-            f"query($id: ID!) {{ team(id: $id) {{ {TEAM_DEEP} }} }}", id=team.id
-        )
-        await check_team_deep(world, by_id["team"], slug)
-        by_slug = await world.gql(
-            f"query($s: String!) {{ team(slug: $s) {{ {TEAM_DEEP} }} }}", s=slug
-        )
-        await check_team_deep(world, by_slug["team"], slug)
-    missing = await world.gql("query($id: ID!) { team(id: $id) { id } }", id=str(uuid.uuid4()))
-    assert missing["team"] is None
+    await by_id_and_slug(world, "team", world.teams, TEAM_DEEP, check_team_deep)
 
 
 @query("teams")
@@ -466,31 +476,35 @@ def check_system_deep(world: World, found: dict[str, Any] | None, slug: str) -> 
 
 @query("system")
 async def _system(world: World) -> None:
-    for slug, system in world.systems.items():
-        by_id = await world.gql(
-            f"query($id: ID!) {{ system(id: $id) {{ {SYSTEM_DEEP} }} }}", id=system.id
-        )
-        check_system_deep(world, by_id["system"], slug)
-        by_slug = await world.gql(
-            f"query($s: String!) {{ system(slug: $s) {{ {SYSTEM_DEEP} }} }}", s=slug
-        )
-        check_system_deep(world, by_slug["system"], slug)
+    await by_id_and_slug(world, "system", world.systems, SYSTEM_DEEP, check_system_deep)
+
+
+async def slug_list(
+    world: World,
+    field: str,
+    deep: str,
+    visible: set[str],
+    check: Callable[[World, dict[str, Any] | None, str], None],
+    wide: Page[Any],
+) -> None:
+    """A list by slug shows the visible ones, each scoped within; `wide`, a first page of one
+    row issued to a principal that sees everything, pages on over the visible ones only."""
+    data = await world.gql(f"{{ {field}(first: 100) {{ nodes {{ {deep} }} }} }}")
+    nodes = data[field]["nodes"]
+    assert [n["slug"] for n in nodes] == sorted(visible)
+    for node in nodes:
+        check(world, node, node["slug"])
+    first = wide.items[0].slug
+    rest = await world.gql(
+        f"query($a: String) {{ {field}(after: $a) {{ nodes {{ slug }} }} }}", a=wide.end_cursor
+    )
+    assert [n["slug"] for n in rest[field]["nodes"]] == sorted(s for s in visible if s > first)
 
 
 @query("systems")
 async def _systems(world: World) -> None:
-    data = await world.gql(f"{{ systems(first: 100) {{ nodes {{ {SYSTEM_DEEP} }} }} }}")
-    nodes = data["systems"]["nodes"]
-    assert [n["slug"] for n in nodes] == sorted(world.system_slugs)
-    for node in nodes:
-        check_system_deep(world, node, node["slug"])
-    wide = await world.services.catalog.list_systems(first=1)  # after `billing`
-    rest = await world.gql(
-        "query($a: String) { systems(after: $a) { nodes { slug } } }", a=wide.end_cursor
-    )
-    assert [n["slug"] for n in rest["systems"]["nodes"]] == sorted(
-        s for s in world.system_slugs if s > "billing"
-    )
+    wide = await world.services.catalog.list_systems(first=1)
+    await slug_list(world, "systems", SYSTEM_DEEP, world.system_slugs, check_system_deep, wide)
 
 
 DOMAIN_DEEP = "slug owner { slug } systems(first: 100) { nodes { slug } }"
@@ -510,24 +524,13 @@ def check_domain_deep(world: World, found: dict[str, Any] | None, slug: str) -> 
 
 @query("domain")
 async def _domain(world: World) -> None:
-    for slug, domain in world.domains.items():
-        by_id = await world.gql(
-            f"query($id: ID!) {{ domain(id: $id) {{ {DOMAIN_DEEP} }} }}", id=domain.id
-        )
-        check_domain_deep(world, by_id["domain"], slug)
-        by_slug = await world.gql(
-            f"query($s: String!) {{ domain(slug: $s) {{ {DOMAIN_DEEP} }} }}", s=slug
-        )
-        check_domain_deep(world, by_slug["domain"], slug)
+    await by_id_and_slug(world, "domain", world.domains, DOMAIN_DEEP, check_domain_deep)
 
 
 @query("domains")
 async def _domains(world: World) -> None:
-    data = await world.gql(f"{{ domains(first: 100) {{ nodes {{ {DOMAIN_DEEP} }} }} }}")
-    nodes = data["domains"]["nodes"]
-    assert [n["slug"] for n in nodes] == sorted(world.domain_slugs)
-    for node in nodes:
-        check_domain_deep(world, node, node["slug"])
+    wide = await world.services.catalog.list_domains(first=1)
+    await slug_list(world, "domains", DOMAIN_DEEP, world.domain_slugs, check_domain_deep, wide)
 
 
 # Object fields reached from the queries above (the *_DEEP selections and the checks): a new
