@@ -16,6 +16,19 @@ Derived visibility, decided here too:
 - platform-wide figures are the sum over the visible teams (team daily totals), never the
   platform's own totals; sync runs (platform operations: every team's component count and
   failed aggregates) exist only for principals that see everything.
+
+Applying a scope in a new read (one line each; never compare team ids by hand):
+- raw SQL: `where += scope.teams_sql("c.team_id", p)` (a column holding a team id),
+  `scope.components_sql("r.component_id", p)` (cost records and other per-component rows),
+  `scope.systems_sql("s", p)`, `scope.domains_sql("d", p)`; `p` appends a parameter and
+  returns its marker (db.setup.SqlParams). Each returns [] for everything.
+- Tortoise: `Component.filter(scope.q())`, `Team.filter(scope.q("id"))`.
+- a list of team ids (a range-engine subject): `scope.visible_teams(ids)`; all of them for
+  `None`-means-everything callers: `None if scope.everything else sorted(scope.team_ids)`.
+- figures no team owns (cost OpenCost reports under no catalog key): only when
+  `scope.everything`, else null: they cannot be attributed to what the principal sees.
+- acting on one team's rows (alerts): `scope.can_see_team(team_id)`, and a NotFound like a
+  missing row when it is False.
 """
 
 from __future__ import annotations
