@@ -35,6 +35,7 @@ ENV_VARS = (
     "JWT_ISSUER",
     "JWT_ROLES_CLAIM",
     "JWT_TEAMS_CLAIM",
+    "AUTHZ_MODE",
     "COST_CURRENCY",
     "COST_RETENTION_DAYS",
     "MIGRATE_ON_START",
@@ -68,6 +69,12 @@ ENV_VARS = (
     "HTTP_LIMIT_CONCURRENCY",
     "GRAPHIQL_DEV_TOKEN_FILE",
 )
+
+
+# AUTHZ_MODE: open (every principal sees everything) or team (finops_gql/access.py).
+AUTHZ_OPEN = "open"
+AUTHZ_TEAM = "team"
+AUTHZ_MODES = (AUTHZ_OPEN, AUTHZ_TEAM)
 
 
 class ConfigError(ValueError):
@@ -114,6 +121,13 @@ def _opt(env: Mapping[str, str], name: str) -> str | None:
 
 def _bool(env: Mapping[str, str], name: str) -> bool:
     return env.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _authz_mode(env: Mapping[str, str]) -> str:
+    mode = (_opt(env, "AUTHZ_MODE") or AUTHZ_OPEN).lower()
+    if mode not in AUTHZ_MODES:
+        raise ConfigError(f"AUTHZ_MODE must be {' or '.join(AUTHZ_MODES)}, got {mode!r}")
+    return mode
 
 
 DATABASE_SCHEMES = ("sqlite", "postgres")
@@ -176,6 +190,7 @@ class Settings:
     jwt_issuer: str | None = None
     jwt_roles_claim: str = "roles"
     jwt_teams_claim: str = "groups"
+    authz_mode: str = AUTHZ_OPEN
     cost_currency: str = "USD"
     cost_retention_days: int = 400
     migrate_on_start: bool = False
@@ -228,6 +243,7 @@ class Settings:
             jwt_issuer=_opt(env, "JWT_ISSUER"),
             jwt_roles_claim=_opt(env, "JWT_ROLES_CLAIM") or "roles",
             jwt_teams_claim=_opt(env, "JWT_TEAMS_CLAIM") or "groups",
+            authz_mode=_authz_mode(env),
             cost_currency=currency,
             cost_retention_days=_int(env, "COST_RETENTION_DAYS", 400, minimum=31),
             migrate_on_start=_bool(env, "MIGRATE_ON_START"),

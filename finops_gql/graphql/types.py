@@ -216,20 +216,27 @@ class UnmappedKey:
 
 @strawberry.type(description="The platform's series, with the cluster's cost beside it.")
 class PlatformCostSeries(CostSeries):
-    @strawberry.field(description="The catalog's cost beside the cluster's, over the range.")
-    async def coverage(self, info: CtxInfo) -> CostCoverage:
+    @strawberry.field(
+        description="The catalog's cost beside the cluster's, over the range; null unless the "
+        "principal sees every team (AUTHZ_MODE)."
+    )
+    async def coverage(self, info: CtxInfo) -> CostCoverage | None:
         costs = info.context.services.costs
-        return CostCoverage.of(await costs.coverage(DayRange(self.start, self.end)))
+        found = await costs.coverage(DayRange(self.start, self.end), info.context.scope)
+        return None if found is None else CostCoverage.of(found)
 
     @strawberry.field(
         description="OpenCost keys no component matches over the range, largest first "
-        f"(first: 1..{cost.UNMAPPED_KEYS_MAX})."
+        f"(first: 1..{cost.UNMAPPED_KEYS_MAX}); null unless the principal sees every team."
     )
     async def unmapped_keys(
         self, info: CtxInfo, first: int = cost.UNMAPPED_KEYS_DEFAULT
-    ) -> list[UnmappedKey]:
+    ) -> list[UnmappedKey] | None:
         costs = info.context.services.costs
-        found = await costs.unmapped_keys(DayRange(self.start, self.end), first)
+        chosen = DayRange(self.start, self.end)
+        found = await costs.unmapped_keys(chosen, first, info.context.scope)
+        if found is None:
+            return None
         return [
             UnmappedKey(aggregate=k.aggregate, key=k.key, total=k.total, share=k.share)
             for k in found
@@ -424,8 +431,8 @@ class Team:
         page = await info.context.loaders.team_children.load((team_id, first, after))
         for t in page.items:
             info.context.loaders.team.prime(t.id, t)
-        catalog_service = info.context.services.catalog
-        return TeamConnection.of(page, lambda: catalog_service.count_children(team_id))
+        catalog_service, scope = info.context.services.catalog, info.context.scope
+        return TeamConnection.of(page, lambda: catalog_service.count_children(team_id, scope))
 
     @strawberry.field(
         description="The team's components by name, cursor-paginated like `components`."
@@ -488,7 +495,12 @@ class Team:
         include_sub_teams: bool = True,
     ) -> CostGroupConnection:
         found = await info.context.services.costs.cost_breakdown(
-            range.resolve(info), group_by, first, uuid.UUID(self.id), include_sub_teams
+            range.resolve(info),
+            group_by,
+            first,
+            uuid.UUID(self.id),
+            include_sub_teams,
+            info.context.scope,
         )
         return CostGroupConnection.of(found)
 
@@ -573,9 +585,11 @@ class System:
         page = await info.context.loaders.system_components.load((system_id, first, after))
         for c in page.items:
             info.context.loaders.component.prime(c.id, c)
-        catalog_service = info.context.services.catalog
+        catalog_service, scope = info.context.services.catalog, info.context.scope
         only_system = catalog.ComponentFilter(system_id=system_id)
-        return ComponentConnection.of(page, lambda: catalog_service.count_components(only_system))
+        return ComponentConnection.of(
+            page, lambda: catalog_service.count_components(only_system, scope)
+        )
 
     @classmethod
     def of(cls, s: models.System) -> System:
