@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
@@ -48,6 +48,8 @@ KEY_PREFIX = "finops_gql:rate:"
 BACKOFF_S = 1.0
 # At most one "Redis unavailable" warning per this many seconds, however many requests fail.
 WARN_EVERY_S = 60.0
+# Redis connections one process's limiter holds at most.
+MAX_CONNECTIONS = 32
 # The path charged by the GraphQL extension (by its computed cost) rather than by the middleware.
 GRAPHQL_PATH = "/graphql"
 
@@ -142,12 +144,17 @@ class RateLimiter:
         self.period_us = round(period_s * 1_000_000)
         self.timeout_s = timeout_s
         self._clock = clock
-        self._redis = Redis.from_url(
+        # Bounded: a burst of requests queues for a few connections (each call takes well under a
+        # millisecond) instead of opening one connection per request in flight.
+        pool = BlockingConnectionPool.from_url(
             redis_url,
+            max_connections=MAX_CONNECTIONS,
+            timeout=timeout_s,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             retry=Retry(NoBackoff(), 0),  # a retry would double the bound on the request path
         )
+        self._redis = Redis.from_pool(pool)
         self._script = self._redis.register_script(GCRA)
         self._skip_until = -math.inf
         self._warned_at = -math.inf
