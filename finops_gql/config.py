@@ -68,6 +68,8 @@ ENV_VARS = (
     "HTTP_MAX_HEADER_BYTES",
     "HTTP_LIMIT_CONCURRENCY",
     "GRAPHIQL_DEV_TOKEN_FILE",
+    "RATE_LIMIT_POINTS_PER_MINUTE",
+    "RATE_LIMIT_TIMEOUT_SECONDS",
 )
 
 
@@ -223,6 +225,11 @@ class Settings:
     http_max_header_bytes: int = 65536
     http_limit_concurrency: int = 1000
     graphiql_dev_token_file: str | None = None
+    rate_limit_points_per_minute: int = 5000
+    rate_limit_timeout_s: float = 0.1
+    # The budget's period: a minute in production (no variable sets it); tests shorten it to see
+    # the budget come back without waiting.
+    rate_limit_period_s: float = 60.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -278,6 +285,8 @@ class Settings:
             http_max_header_bytes=_int(env, "HTTP_MAX_HEADER_BYTES", 65536, minimum=1024),
             http_limit_concurrency=_int(env, "HTTP_LIMIT_CONCURRENCY", 1000, minimum=1),
             graphiql_dev_token_file=_opt(env, "GRAPHIQL_DEV_TOKEN_FILE"),
+            rate_limit_points_per_minute=_int(env, "RATE_LIMIT_POINTS_PER_MINUTE", 5000),
+            rate_limit_timeout_s=_rate_limit_timeout(env),
         )
 
     def with_(self, **changes: object) -> Settings:
@@ -350,6 +359,19 @@ class Settings:
                 "(expected one line, as written by: finops-gql token --sub developer --role admin)"
             )
         return token
+
+
+# Redis answers in well under a millisecond: a longer bound only adds latency when it is sick.
+MAX_RATE_LIMIT_TIMEOUT_S = 5.0
+
+
+def _rate_limit_timeout(env: Mapping[str, str]) -> float:
+    value = _positive(env, "RATE_LIMIT_TIMEOUT_SECONDS", 0.1)
+    if not value <= MAX_RATE_LIMIT_TIMEOUT_S:  # also refuses nan and inf
+        raise ConfigError(
+            f"RATE_LIMIT_TIMEOUT_SECONDS must be at most {MAX_RATE_LIMIT_TIMEOUT_S:g}, got {value}"
+        )
+    return value
 
 
 def _sync_settings(env: Mapping[str, str]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from finops_gql.db.models import Component, Domain, System, Team
 from finops_gql.errors import ServiceError
 from finops_gql.graphql.cost import Cost
 from finops_gql.graphql.documents import DocumentGuard
+from finops_gql.ratelimit import RateDecision
 
 if TYPE_CHECKING:
     from finops_gql.services import Services
@@ -216,3 +217,6 @@ class Context:
     max_cost: int = 50_000
     cost: Cost | None = None
     documents: DocumentGuard | None = None  # the app's document limits and parse cache
+    # The principal's budget after this operation was charged (QueryCost); None when the limiter
+    # is off or Redis did not answer.
+    rate: RateDecision | None = None

@@ -275,5 +275,10 @@ class GraphQLView(GraphQL[Context, None]):
             result = ExecutionResult(data=None, errors=[timed_out(settings.graphql_timeout_s)])
         # 0 when the document never reached execution (unparsable, invalid): nothing ran.
         cost = context.cost or Cost(0, settings.graphql_max_cost)
-        result.extensions = {**(result.extensions or {}), "cost": cost.as_extension()}
+        extension: dict[str, object] = {**cost.as_extension()}
+        if context.rate is not None:
+            extension |= context.rate.as_cost_extension()
+            if not context.rate.allowed:
+                sub_response.headers["Retry-After"] = context.rate.retry_after_header
+        result.extensions = {**(result.extensions or {}), "cost": extension}
         return result
