@@ -22,9 +22,9 @@ EXPECTED = {
     "component_team_cost_asc_idx",
     "component_team_name_idx",
     "sync_run_one_running",
-    "team_system_daily_team_day_idx",  # 0010: the SYSTEM / DOMAIN breakdowns' cube
+    "team_system_daily_team_day_idx",  # 0011: the SYSTEM / DOMAIN breakdowns' cube
     "team_system_daily_system_day_idx",
-    "team_cost_desc_idx",  # 0010: teams(orderBy: COST_30D_*)
+    "team_cost_desc_idx",  # 0011: teams(orderBy: COST_30D_*)
     "team_cost_asc_idx",
 }
 

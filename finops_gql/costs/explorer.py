@@ -19,9 +19,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+from finops_gql.access import EVERYTHING, Scope
 from finops_gql.costs.ranges import Bucket, DayRange, Granularity, buckets
 from finops_gql.costs.windows import as_date, money
-from finops_gql.db.setup import connection, placeholders, sql_value
+from finops_gql.db.setup import SqlParams, connection, placeholders, sql_value
 
 # cost_record's money columns, in CostBreakdown's order (ram_cost is the API's memoryCost).
 COLUMNS = (
@@ -109,32 +110,43 @@ class Series:
 
 
 async def daily_sums(
-    subject: Subject, ids: Sequence[uuid.UUID], first: date, last: date
+    subject: Subject,
+    ids: Sequence[uuid.UUID],
+    first: date,
+    last: date,
+    scope: Scope = EVERYTHING,
+    summed: bool = False,
 ) -> dict[str, dict[date, tuple[float, ...]]]:
     """Per subject key (canonical UUID text, or PLATFORM_KEY) and day, each column's sum over
     first..last, in ONE statement. Days without records are absent (the caller fills zeros).
+    `summed`: the ids' days added up in SQL, under PLATFORM_KEY (one subject made of many).
 
-    Components read cost_record (one row per day already); teams, systems, domains and the
-    platform read the daily pre-aggregates, which hold exactly these sums (refresh_daily_totals
-    keeps them true)."""
+    Components read cost_record (one row per day already), those `scope` sees; teams, systems,
+    domains and the platform read the daily pre-aggregates, which hold exactly these sums
+    (refresh_daily_totals keeps them true). Team callers pass only visible teams (access.py);
+    systems and domains are summed over the visible teams' rows of the team x system cube, so a
+    scoped principal's system is its visible components' cost."""
     key, table, grouped = _SUBJECT_SOURCES[subject]
-    day_marks = placeholders(2)
-    values: list[object] = [sql_value(first), sql_value(last)]
-    where = f"t.day >= {day_marks[0]} AND t.day <= {day_marks[1]}"
+    p = SqlParams()
+    where = [f"t.day >= {p(first)}", f"t.day <= {p(last)}"]
     if key is not None:
         if not ids:
             return {}
-        id_marks = ", ".join(placeholders(len(ids), start=3))
-        values.extend(sql_value(i) for i in ids)
-        where += f" AND {key} IN ({id_marks})"
+        where.append(f"{key} IN ({', '.join(p(i) for i in ids)})")
+        if subject is Subject.COMPONENT:
+            where.extend(scope.components_sql(key, p))
+        elif grouped:
+            where.extend(scope.teams_sql("t.team_id", p))
+    if summed and key:
+        key, grouped = None, True
     columns = ", ".join(f"SUM(t.{c}) AS {c}" if grouped else f"t.{c} AS {c}" for c in COLUMNS)
     select = f"{key} AS subject, t.day AS day, {columns}" if key else f"t.day AS day, {columns}"
-    sql = f"SELECT {select} FROM {table} WHERE {where}"  # noqa: S608 (placeholders only)
+    sql = f"SELECT {select} FROM {table} WHERE {' AND '.join(where)}"  # noqa: S608 (placeholders only)
     if grouped:
-        sql += f" GROUP BY {key}, t.day"
+        sql += f" GROUP BY {key + ', ' if key else ''}t.day"
     result: dict[str, dict[date, tuple[float, ...]]] = {}
     names: dict[object, str] = {}  # driver value -> canonical UUID text, parsed once per subject
-    for row in await connection().execute_query_dict(sql, values):
+    for row in await connection().execute_query_dict(sql, p.values):
         if key:
             subject_value = row["subject"]
             name = names.get(subject_value)
@@ -225,17 +237,23 @@ async def refresh_team_costs(team_ids: Sequence[uuid.UUID] | None = None) -> Non
         "UPDATE team SET cost_30d = COALESCE((SELECT SUM(c.cost_30d) FROM component c "
         "WHERE c.team_id = team.id), 0)"
     )
-    values: list[object] = []
+    p = SqlParams()
     if team_ids is not None:
-        values = [sql_value(t) for t in team_ids]
-        sql += f" WHERE id IN ({', '.join(placeholders(len(values)))})"
-    await connection().execute_query(sql, values)
+        sql += f" WHERE id IN ({', '.join(p(t) for t in team_ids)})"
+    await connection().execute_query(sql, p.values)
 
 
 async def drop_daily_totals_before(cutoff: date) -> None:
-    """Retention: the pre-aggregates of days whose records the sync deleted."""
+    """Retention: the pre-aggregates of days whose records the sync deleted (and the coverage
+    figures of those days, costs/coverage.py)."""
     (mark,) = placeholders(1)
-    for table in ("team_daily_cost", "platform_daily_cost", "team_system_daily_cost"):
+    for table in (
+        "team_daily_cost",
+        "platform_daily_cost",
+        "team_system_daily_cost",
+        "coverage_daily",
+        "unmapped_cost",
+    ):
         await connection().execute_query(
             f"DELETE FROM {table} WHERE day < {mark}",  # noqa: S608 (placeholders only)
             [sql_value(cutoff)],
@@ -273,15 +291,24 @@ async def series(
     scopes: Mapping[uuid.UUID, Sequence[uuid.UUID]],
     chosen: DayRange,
     granularity: Granularity,
+    visible: Scope = EVERYTHING,
 ) -> dict[uuid.UUID, Series]:
     """The series of each requested subject, in one statement for all of them.
 
     `scopes` maps each requested id to the ids its cost is made of (a component: itself; a team:
-    itself and, when asked, its sub-teams). PLATFORM takes `{uuid.UUID(int=0): []}`.
+    itself and, when asked, its sub-teams). PLATFORM takes `{uuid.UUID(int=0): []}`. `visible`
+    filters components (teams come filtered by their caller).
     """
     span = chosen.previous()
+    if subject is not Subject.PLATFORM and len(scopes) == 1:
+        ((requested, ids),) = scopes.items()
+        if len(ids) > 1:
+            # One subject made of many (a team with its sub-teams, the teams a principal sees):
+            # the database adds their days up, Python folds one row per day.
+            found = await daily_sums(subject, ids, span.start, chosen.end, visible, summed=True)
+            return {requested: fold(found.get(PLATFORM_KEY, {}), chosen, granularity)}
     wanted = list(dict.fromkeys(i for ids in scopes.values() for i in ids))
-    found = await daily_sums(subject, wanted, span.start, chosen.end)
+    found = await daily_sums(subject, wanted, span.start, chosen.end, visible)
     result = {}
     for requested, ids in scopes.items():
         if subject is Subject.PLATFORM:
@@ -390,12 +417,7 @@ async def _group_rows(
     """Per owning team (canonical UUID text; None when `team_ids` is None, the platform), per
     group key: (current, previous) totals, in one statement."""
     span = chosen.previous()
-    values: list[object] = []
-
-    def mark(value: object) -> str:
-        values.append(sql_value(value))
-        return placeholders(1, start=len(values))[0]
-
+    mark = SqlParams()
     key, source, owner, columns = _group_source(dimension, team_ids is not None)
     picked = [f"{key} AS k"] if key else []
     if team_ids is not None:
@@ -403,7 +425,7 @@ async def _group_rows(
     # The flag is computed once per row, so the range's first day is one parameter on both
     # dialects (SQLite's `?` cannot be repeated by number).
     inner = (
-        f"SELECT {''.join(p + ', ' for p in picked)}"  # noqa: S608 (placeholders only)
+        f"SELECT {''.join(c + ', ' for c in picked)}"  # noqa: S608 (placeholders only)
         f"{', '.join(f't.{c} AS {c}' for c in columns)}, "
         f"CASE WHEN t.day >= {mark(chosen.start)} THEN 1 ELSE 0 END AS cur FROM {source} "
         f"WHERE t.day >= {mark(span.start)} AND t.day <= {mark(chosen.end)}"
@@ -421,7 +443,7 @@ async def _group_rows(
         sql += f" GROUP BY {', '.join(groups)}"
     found: dict[str | None, Totals] = {}
     owners: dict[object, str] = {}  # driver value -> canonical UUID text, parsed once
-    for row in await connection().execute_query_dict(sql, values):
+    for row in await connection().execute_query_dict(sql, mark.values):
         if team_ids is None:
             team = None
         else:

@@ -12,6 +12,10 @@ no rounding). A component with no record in the month has no row: an export of a
 it existed, or of a month with no data at all, is the header alone. The team is the component's
 team NOW (the catalog keeps no history), its slug; the system the same, empty when none. A team
 filter covers the team and its sub-teams (team_subtrees), like every team figure.
+
+Scope (access.py): the REST route passes the caller's, so a scoped principal's export holds only
+its visible components (a team it cannot see is NotFound, like a missing one); the CLI exports
+everything.
 """
 
 from __future__ import annotations
@@ -24,10 +28,10 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import date, timedelta
 from typing import Any
 
+from finops_gql.access import EVERYTHING, Scope
 from finops_gql.catalog import tree
-from finops_gql.catalog.service import _Sql as Sql
 from finops_gql.costs.explorer import COLUMNS
-from finops_gql.db.setup import connection
+from finops_gql.db.setup import SqlParams, connection
 from finops_gql.errors import InvalidInput, NotFound
 from finops_gql.validation import shown
 
@@ -57,7 +61,11 @@ def parse_month(text: str | None, today: date) -> tuple[date, date]:
 
 
 async def showback_csv(
-    month: str | None, team_id: uuid.UUID | None, today: date, batch: int | None = None
+    month: str | None,
+    team_id: uuid.UUID | None,
+    today: date,
+    batch: int | None = None,
+    scope: Scope = EVERYTHING,
 ) -> AsyncIterator[str]:
     """Check the input, then return the CSV text as an async iterator of chunks (RFC 4180:
     CRLF line ends, fields quoted when they hold a comma, a quote or a line break): the header,
@@ -66,9 +74,9 @@ async def showback_csv(
     teams: list[uuid.UUID] | None = None
     if team_id is not None:
         teams = (await tree.team_subtrees([team_id]))[team_id]
-        if not teams:
+        if not teams or not scope.can_see_team(team_id):
             raise NotFound("team", team_id)
-    return _chunks(first.strftime("%Y-%m"), first, last, teams, batch or EXPORT_BATCH)
+    return _chunks(first.strftime("%Y-%m"), first, last, teams, batch or EXPORT_BATCH, scope)
 
 
 def _csv(rows: Sequence[Sequence[str]]) -> str:
@@ -78,12 +86,17 @@ def _csv(rows: Sequence[Sequence[str]]) -> str:
 
 
 async def _chunks(
-    label: str, first: date, last: date, teams: list[uuid.UUID] | None, batch: int
+    label: str,
+    first: date,
+    last: date,
+    teams: list[uuid.UUID] | None,
+    batch: int,
+    scope: Scope,
 ) -> AsyncIterator[str]:
     yield _csv([HEADER])
     after: tuple[str, uuid.UUID] | None = None
     while True:
-        rows = await _batch(first, last, teams, after, batch)
+        rows = await _batch(first, last, teams, after, batch, scope)
         if not rows:
             return
         out = [
@@ -112,13 +125,16 @@ async def _batch(
     teams: list[uuid.UUID] | None,
     after: tuple[str, uuid.UUID] | None,
     batch: int,
+    scope: Scope,
 ) -> list[dict[str, Any]]:
     """The next `batch` components by (name, id) after `after`, each with its month's sums (or
-    none: `days` 0), in one statement. Markers are made in text order (SQLite's `?`)."""
-    p = Sql()
+    none: `days` 0), in one statement, of the components `scope` sees. Markers are made in text
+    order (SQLite's `?`)."""
+    p = SqlParams()
     where = []
     if teams is not None:
         where.append(f"c.team_id IN ({', '.join(p(t) for t in teams)})")
+    where.extend(scope.teams_sql("c.team_id", p))
     if after is not None:
         where.append(f"(c.name, c.id) > ({p(after[0])}, {p(after[1])})")
     page = (

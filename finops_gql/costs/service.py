@@ -14,7 +14,9 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from typing import Any
 
+from finops_gql.access import EVERYTHING, Scope
 from finops_gql.catalog import tree
+from finops_gql.costs import coverage as coverage_sums
 from finops_gql.costs import explorer, export
 from finops_gql.costs.ranges import (
     DayRange,
@@ -26,7 +28,7 @@ from finops_gql.costs.ranges import (
 )
 from finops_gql.costs.windows import as_date, money, rollup_range
 from finops_gql.db.models import Component, Team
-from finops_gql.db.setup import connection, placeholders, sql_value
+from finops_gql.db.setup import SqlParams, connection, placeholders, sql_value
 from finops_gql.errors import InvalidInput, NotFound
 from finops_gql.opencost.client import Health, OpenCostClient
 from finops_gql.opencost.parse import Allocation
@@ -217,6 +219,35 @@ class CostGroups:
         return replace(self, groups=groups)
 
 
+UNMAPPED_KEYS_DEFAULT = 20
+UNMAPPED_KEYS_MAX = 100
+
+
+@dataclass(frozen=True, slots=True)
+class CostCoverage:
+    """How much of the cluster's cost the catalog explains over a range (costs/coverage.py)."""
+
+    start: date
+    end: date
+    currency: str
+    catalog_cost: float
+    cluster_cost: float
+    unmapped_cost: float
+    unallocated_cost: float
+    idle_cost: float
+    unmounted_cost: float
+    ratio: float | None  # catalog / cluster; None when the cluster cost is 0
+    reported_days: int
+
+
+@dataclass(frozen=True, slots=True)
+class UnmappedKey:
+    aggregate: str
+    key: str
+    total: float
+    share: float | None  # of the cluster cost; None when that is 0
+
+
 def _change(total: float, previous: float) -> CostChange:
     return CostChange(
         previous_total=previous,
@@ -247,14 +278,16 @@ class CostService:
 
     # -- catalog lookups -------------------------------------------------------------------------
 
-    async def component(self, component_id: uuid.UUID) -> Component:
-        found = await Component.get_or_none(id=component_id)
+    # Every read takes the caller's Scope (finops_gql/access.py): an invisible row is missing.
+
+    async def component(self, component_id: uuid.UUID, scope: Scope = EVERYTHING) -> Component:
+        found = await Component.filter(scope.q(), id=component_id).first()
         if found is None:
             raise NotFound("component", component_id)
         return found
 
-    async def team(self, team_id: uuid.UUID) -> Team:
-        found = await Team.get_or_none(id=team_id)
+    async def team(self, team_id: uuid.UUID, scope: Scope = EVERYTHING) -> Team:
+        found = await Team.filter(scope.q("id"), id=team_id).first()
         if found is None:
             raise NotFound("team", team_id)
         return found
@@ -289,9 +322,11 @@ class CostService:
     # -- persisted figures ----------------------------------------------------------------------
 
     async def history(
-        self, component_id: uuid.UUID, limit: int = HISTORY_DEFAULT
+        self, component_id: uuid.UUID, limit: int = HISTORY_DEFAULT, scope: Scope = EVERYTHING
     ) -> list[DailyCost]:
         check_limit(limit, HISTORY_MAX)
+        if not scope.everything:
+            await self.component(component_id, scope)  # invisible: the same NotFound as missing
         marks = placeholders(2)
         rows = await connection().execute_query_dict(
             "SELECT * FROM cost_record WHERE component_id = "  # noqa: S608 (placeholders only)
@@ -304,23 +339,29 @@ class CostService:
         return [_daily_cost(row) for row in rows]
 
     async def histories(
-        self, component_ids: Sequence[uuid.UUID], limit: int = HISTORY_DEFAULT
+        self,
+        component_ids: Sequence[uuid.UUID],
+        limit: int = HISTORY_DEFAULT,
+        scope: Scope = EVERYTHING,
     ) -> dict[uuid.UUID, list[DailyCost]]:
         """The newest `limit` daily records of each component, in one query (for DataLoaders)."""
         check_limit(limit, HISTORY_MAX)
         result: dict[uuid.UUID, list[DailyCost]] = {cid: [] for cid in component_ids}
         if not component_ids:
             return result
-        ids = [sql_value(cid) for cid in component_ids]
-        marks = placeholders(len(ids) + 1)
+        mark = SqlParams()
+        where = [
+            f"r.component_id IN ({', '.join(mark(cid) for cid in component_ids)})",
+            *scope.components_sql("r.component_id", mark),
+        ]
         # ROW_NUMBER keeps it one statement for any number of components (SQLite >= 3.25, PG).
         sql = (
             "SELECT * FROM (SELECT r.*, ROW_NUMBER() OVER "  # noqa: S608 (placeholders only)
             "(PARTITION BY r.component_id ORDER BY r.day DESC) AS rn FROM cost_record r "
-            f"WHERE r.component_id IN ({', '.join(marks[:-1])})) ranked "
-            f"WHERE rn <= {marks[-1]} ORDER BY component_id, day DESC"
+            f"WHERE {' AND '.join(where)}) ranked "
+            f"WHERE rn <= {mark(limit)} ORDER BY component_id, day DESC"
         )
-        for row in await connection().execute_query_dict(sql, [*ids, limit]):
+        for row in await connection().execute_query_dict(sql, mark.values):
             daily = _daily_cost(row)
             result[daily.component_id].append(daily)
         return result
@@ -348,17 +389,23 @@ class CostService:
         )
         return [self._component_cost(row) for row in rows]
 
-    async def team_summary(self, team_id: uuid.UUID) -> TeamSummary:
-        await self.team(team_id)
-        return (await self.team_summaries([team_id]))[team_id]
+    async def team_summary(self, team_id: uuid.UUID, scope: Scope = EVERYTHING) -> TeamSummary:
+        await self.team(team_id, scope)
+        return (await self.team_summaries([team_id], scope))[team_id]
 
-    async def team_summaries(self, team_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, TeamSummary]:
+    async def team_summaries(
+        self, team_ids: Sequence[uuid.UUID], scope: Scope = EVERYTHING
+    ) -> dict[uuid.UUID, TeamSummary]:
+        """Each team's 30-day summary; an invisible team's is empty (it has no visible component)."""
         by_team: dict[str, list[ComponentCost]] = defaultdict(list)
         if team_ids:
-            marks = placeholders(len(team_ids))
+            mark = SqlParams()
+            where = [
+                f"team_id IN ({', '.join(mark(t) for t in team_ids)})",
+                *scope.teams_sql("team_id", mark),
+            ]
             costs = await self._component_costs(
-                f"WHERE team_id IN ({', '.join(marks)}) ORDER BY cost_30d DESC, name",
-                [sql_value(t) for t in team_ids],
+                f"WHERE {' AND '.join(where)} ORDER BY cost_30d DESC, name", mark.values
             )
             for cost in costs:
                 by_team[cost.team_id].append(cost)
@@ -377,10 +424,17 @@ class CostService:
             )
         return summaries
 
-    async def top_components(self, limit: int = TOP_DEFAULT) -> list[ComponentCost]:
+    async def top_components(
+        self, limit: int = TOP_DEFAULT, scope: Scope = EVERYTHING
+    ) -> list[ComponentCost]:
         check_limit(limit, TOP_MAX)
-        (mark,) = placeholders(1)
-        return await self._component_costs(f"ORDER BY cost_30d DESC, name LIMIT {mark}", [limit])
+        mark = SqlParams()
+        where = " AND ".join(scope.teams_sql("team_id", mark))
+        return await self._component_costs(
+            f"{'WHERE ' + where + ' ' if where else ''}ORDER BY cost_30d DESC, name "
+            f"LIMIT {mark(limit)}",
+            mark.values,
+        )
 
     async def refresh_rollups(self, component_ids: Iterable[uuid.UUID] | None = None) -> None:
         """Recompute each component's 30-day total from its daily records, in one statement."""
@@ -445,11 +499,15 @@ class CostService:
         return (await self.team_scopes([team_id], include_sub_teams))[team_id]
 
     async def component_series(
-        self, component_ids: Sequence[uuid.UUID], chosen: DayRange, granularity: Granularity
+        self,
+        component_ids: Sequence[uuid.UUID],
+        chosen: DayRange,
+        granularity: Granularity,
+        scope: Scope = EVERYTHING,
     ) -> dict[uuid.UUID, CostSeries]:
-        """Each component's series, one statement for all of them."""
+        """Each component's series, one statement for all of them (an invisible one: zeros)."""
         return await self.subject_series(
-            explorer.Subject.COMPONENT, component_ids, chosen, granularity
+            explorer.Subject.COMPONENT, component_ids, chosen, granularity, scope
         )
 
     async def team_series(
@@ -458,18 +516,29 @@ class CostService:
         chosen: DayRange,
         granularity: Granularity,
         include_sub_teams: bool = True,
+        scope: Scope = EVERYTHING,
     ) -> dict[uuid.UUID, CostSeries]:
-        """Each team's series over its scope (team_scopes), one statement for all of them."""
+        """Each team's series over its scope (team_scopes) as far as `scope` sees it, one
+        statement for all of them."""
         scopes = await self.team_scopes(team_ids, include_sub_teams)
-        found = await explorer.series(explorer.Subject.TEAM, scopes, chosen, granularity)
+        visible = {t: scope.visible_teams(ids) for t, ids in scopes.items()}
+        found = await explorer.series(explorer.Subject.TEAM, visible, chosen, granularity)
         return {t: CostSeries.of(s, self.currency) for t, s in found.items()}
 
-    async def platform_series(self, chosen: DayRange, granularity: Granularity) -> CostSeries:
-        """Every component's cost together."""
+    async def platform_series(
+        self, chosen: DayRange, granularity: Granularity, scope: Scope = EVERYTHING
+    ) -> CostSeries:
+        """Every component's cost together: the platform's daily totals, or for a scoped
+        principal the sum of its visible teams' daily totals."""
         everything = uuid.UUID(int=0)
-        found = await explorer.series(
-            explorer.Subject.PLATFORM, {everything: []}, chosen, granularity
-        )
+        if scope.team_ids is None:
+            found = await explorer.series(
+                explorer.Subject.PLATFORM, {everything: []}, chosen, granularity
+            )
+        else:
+            found = await explorer.series(
+                explorer.Subject.TEAM, {everything: sorted(scope.team_ids)}, chosen, granularity
+            )
         return CostSeries.of(found[everything], self.currency)
 
     async def cost_breakdown(
@@ -479,17 +548,20 @@ class CostService:
         first: int = BREAKDOWN_DEFAULT,
         team_id: uuid.UUID | None = None,
         include_sub_teams: bool = True,
+        scope: Scope = EVERYTHING,
     ) -> CostGroups:
         """The groups of a dimension by total, largest first (the first `first`), with the
         grand total, the number of groups, each one's share and change: the whole platform, or
-        one team's scope (team_scopes)."""
+        one team's scope (team_scopes), as far as `scope` sees them."""
         if team_id is not None:
             found = await self.cost_breakdowns(
-                chosen, dimension, [team_id], first, include_sub_teams
+                chosen, dimension, [team_id], first, include_sub_teams, scope
             )
             return found[team_id]
         check_limit(first, BREAKDOWN_MAX, "first")
-        totals = await explorer.group_totals(dimension, None, chosen)
+        # The platform, or for a scoped principal the sum over its visible teams (access.py).
+        teams = None if scope.team_ids is None else sorted(scope.team_ids)
+        totals = await explorer.group_totals(dimension, teams, chosen)
         ranked = self._ranked(chosen, dimension, first, totals)
         labels = await self._labels(dimension, [g.key for g in ranked.groups])
         return ranked.labelled(labels)
@@ -501,13 +573,17 @@ class CostService:
         team_ids: Sequence[uuid.UUID],
         first: int = BREAKDOWN_DEFAULT,
         include_sub_teams: bool = True,
+        scope: Scope = EVERYTHING,
     ) -> dict[uuid.UUID, CostGroups]:
-        """cost_breakdown of each team's scope, in three statements whatever the number of
-        teams (their subtrees, every scope team's groups, the labels): Team.costBreakdown's
-        DataLoader."""
+        """cost_breakdown of each team's scope as far as `scope` sees it, in three statements
+        whatever the number of teams (their subtrees, every visible scope team's groups, the
+        labels): Team.costBreakdown's DataLoader."""
         check_limit(first, BREAKDOWN_MAX, "first")
-        scopes = await self.team_scopes(team_ids, include_sub_teams)
-        wanted = list(dict.fromkeys(t for scope in scopes.values() for t in scope))
+        scopes = {
+            t: scope.visible_teams(ids)
+            for t, ids in (await self.team_scopes(team_ids, include_sub_teams)).items()
+        }
+        wanted = list(dict.fromkeys(t for ids in scopes.values() for t in ids))
         per_team = await explorer.team_group_totals(dimension, wanted, chosen)
         ranked = {
             team_id: self._ranked(
@@ -566,20 +642,22 @@ class CostService:
         ids = [uuid.UUID(k) for k in keys if k != explorer.UNASSIGNED]
         if not ids:
             return labels
+        p = SqlParams()
         rows = await connection().execute_query_dict(
             f"SELECT id, name FROM {table} "  # noqa: S608 (placeholders only)
-            f"WHERE id IN ({', '.join(placeholders(len(ids)))})",
-            [sql_value(i) for i in ids],
+            f"WHERE id IN ({', '.join(p(i) for i in ids)})",
+            p.values,
         )
         labels.update((str(uuid.UUID(str(row["id"]))), row["name"]) for row in rows)
         return labels
 
     async def showback_csv(
-        self, month: str | None, team_id: uuid.UUID | None = None
+        self, month: str | None, team_id: uuid.UUID | None = None, scope: Scope = EVERYTHING
     ) -> AsyncIterator[str]:
-        """The showback export of a month (YYYY-MM), of every component or of a team's subtree:
-        checked now (InvalidInput, NotFound), then CSV chunks (costs/export.py)."""
-        return await export.showback_csv(month, team_id, self.clock().astimezone(UTC).date())
+        """The showback export of a month (YYYY-MM), of every component `scope` sees or of a
+        team's subtree: checked now (InvalidInput, NotFound), then CSV chunks (costs/export.py)."""
+        today = self.clock().astimezone(UTC).date()
+        return await export.showback_csv(month, team_id, today, scope=scope)
 
     async def subject_series(
         self,
@@ -587,11 +665,56 @@ class CostService:
         ids: Sequence[uuid.UUID],
         chosen: DayRange,
         granularity: Granularity,
+        scope: Scope = EVERYTHING,
     ) -> dict[uuid.UUID, CostSeries]:
         """Each system's or domain's (or component's) series, one statement for all of them: a
-        system's cost is its components', whichever team owns them; a domain's its systems'."""
-        found = await explorer.series(subject, {i: [i] for i in ids}, chosen, granularity)
+        system's cost is its components', whichever team owns them; a domain's its systems'.
+        As far as `scope` sees: a scoped principal's system or domain is the cost of its visible
+        components in it (their teams' rows of the team x system cube)."""
+        found = await explorer.series(subject, {i: [i] for i in ids}, chosen, granularity, scope)
         return {i: CostSeries.of(s, self.currency) for i, s in found.items()}
+
+    # -- coverage: the cluster's cost beside the catalog's (costs/coverage.py) ---------------------
+
+    async def coverage(self, chosen: DayRange, scope: Scope = EVERYTHING) -> CostCoverage | None:
+        """The catalog's cost, the cluster's, and what the catalog does not explain, over a
+        range: one statement. None for a scoped principal: no team owns the cluster's cost
+        beyond the catalog (access.py), and unmapped keys name other teams' workloads."""
+        if not scope.everything:
+            return None
+        found = await coverage_sums.sums(chosen.start, chosen.end)
+        catalog, cluster = money(found.catalog), money(found.cluster)
+        return CostCoverage(
+            start=chosen.start,
+            end=chosen.end,
+            currency=self.currency,
+            catalog_cost=catalog,
+            cluster_cost=cluster,
+            unmapped_cost=money(found.unmapped),
+            unallocated_cost=money(found.unallocated),
+            idle_cost=money(found.idle),
+            unmounted_cost=money(found.unmounted),
+            ratio=catalog / cluster if cluster else None,
+            reported_days=found.reported_days,
+        )
+
+    async def unmapped_keys(
+        self, chosen: DayRange, first: int = UNMAPPED_KEYS_DEFAULT, scope: Scope = EVERYTHING
+    ) -> list[UnmappedKey] | None:
+        """The OpenCost keys no component matched, largest first (the first `first`), each with
+        its share of the cluster's cost: two statements. None for a scoped principal (see
+        `coverage`)."""
+        check_limit(first, UNMAPPED_KEYS_MAX, "first")
+        if not scope.everything:
+            return None
+        found = await coverage_sums.unmapped_keys(chosen.start, chosen.end, first)
+        if not found:
+            return []
+        cluster = money((await coverage_sums.sums(chosen.start, chosen.end)).cluster)
+        return [
+            UnmappedKey(aggregate, key, money(total), money(total) / cluster if cluster else None)
+            for aggregate, key, total in found
+        ]
 
 
 # The table naming each dimension's groups.
