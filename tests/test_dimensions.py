@@ -14,6 +14,7 @@ import pytest
 from finops_gql.db.models import Component, Domain, System, Team
 from finops_gql.services import Services
 from tests.conftest import QueryCounter, gql, make_component, make_team
+from tests.test_authz import client_as
 from tests.test_explorer import EXAMPLE, daily, yesterday
 
 pytestmark = pytest.mark.usefixtures("services")
@@ -430,3 +431,51 @@ async def test_team_cost_cursors_are_checked(client: httpx.AsyncClient) -> None:
     ):
         body = await gql(client, TEAMS, {"first": 1, "after": forged, "order": "COST_30D_DESC"})
         assert body["errors"][0]["message"] == "after: not a cursor this API issued"
+
+
+async def test_a_member_sees_its_teams_share_of_systems_and_domains(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    """AUTHZ_MODE=team, a member of payments (so of payments-eu too): the platform's SYSTEM and
+    DOMAIN breakdowns are its teams' rows of the cube only, a system another team shares costs
+    it only its own components, a system of another team's alone does not exist for it, and its
+    team breakdowns (the batched loader) leave the rest out."""
+    c = await catalog()
+    # search's component in shop: in everyone's figure for shop and commerce, not the member's.
+    await daily(await make_component(c.search, "search-ui", system=c.shop), {yesterday(): 64.0})
+    await services.costs.refresh_rollups()
+    everything = await breakdown(client, "SYSTEM")
+    assert rows(everything)[0] == (str(c.shop.id), "Shop", 75.0, 75 / 95, "System")
+    async with client_as(services, "member") as member:
+        found = await breakdown(member, "SYSTEM")
+        assert (found["total"], found["totalCount"]) == (15.0, 2)
+        assert rows(found) == [
+            (str(c.shop.id), "Shop", 11.0, 11 / 15, "System"),
+            ("unassigned", "(no system)", 4.0, 4 / 15, None),
+        ]
+        found = await breakdown(member, "DOMAIN")
+        assert (found["total"], found["totalCount"]) == (15.0, 2)
+        assert rows(found) == [
+            (str(c.commerce.id), "Commerce", 11.0, 11 / 15, "Domain"),
+            ("unassigned", "(no domain)", 4.0, 4 / 15, None),
+        ]
+        for query, slug in ((SYSTEM_COST, "shop"), (DOMAIN_COST, "commerce")):
+            body = await gql(member, query, {"slug": slug, "range": WEEK})
+            assert "errors" not in body, body
+            assert next(iter(body["data"].values()))["cost"]["total"] == 11.0
+        body = await gql(member, SYSTEM_COST, {"slug": "engine", "range": WEEK})
+        assert body["data"]["system"] is None  # search's alone: invisible, like a missing one
+        teams = await gql(
+            member,
+            "{ teams(first: 10) { nodes { slug costBreakdown(range: {preset: LAST_7_DAYS}, "
+            "groupBy: SYSTEM) { total totalCount } } } }",
+        )
+        assert {n["slug"]: n["costBreakdown"] for n in teams["data"]["teams"]["nodes"]} == {
+            "payments": {"total": 15.0, "totalCount": 2},
+            "payments-eu": {"total": 8.0, "totalCount": 1},
+        }
+        by_cost = await gql(member, "{ teams(orderBy: COST_30D_DESC) { nodes { slug cost30d } } }")
+        assert by_cost["data"]["teams"]["nodes"] == [
+            {"slug": "payments", "cost30d": 10.0},  # its own: checkout 6 and payments-api 4
+            {"slug": "payments-eu", "cost30d": 8.0},
+        ]

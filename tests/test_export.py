@@ -22,6 +22,7 @@ from finops_gql.dev.opencost_fake import FakeOpenCost
 from finops_gql.services import Services
 from tests.conftest import QueryCounter, make_component, make_team, today, token
 from tests.proc import EXAMPLE, cli
+from tests.test_authz import client_as
 from tests.test_cli import env  # noqa: F401 (the CLI's environment fixture)
 
 pytestmark = pytest.mark.usefixtures("services")
@@ -339,3 +340,24 @@ async def test_export_of_a_team_with_no_components(client: httpx.AsyncClient) ->
     response = await export(client, month="2026-01", teamId=str(team.id))
     assert response.status_code == 200
     assert parse(response.text) == [HEADER]
+
+
+async def test_a_members_export_holds_only_its_teams_components(services: Services) -> None:
+    """AUTHZ_MODE=team: the route exports what the caller sees (a member of payments: payments
+    and payments-eu), and another team is a 404 like an unknown one."""
+    c = await catalog()
+    month = last_month().strftime("%Y-%m")
+    async with client_as(services, "member") as member:
+        rows = parse((await export(member, month=month)).text)
+        assert rows[0] == HEADER
+        assert [(r[2], r[3], r[4]) for r in rows[1:]] == [
+            ("checkout", "payments", "shop"),
+            (QUOTED, "payments-eu", "shop"),
+        ]
+        assert parse((await export(member, month=month, teamId=str(c["payments"].id))).text) == rows
+        hidden = await export(member, month=month, teamId=str(c["search"].id))
+        missing = await export(member, month=month, teamId=str(uuid.UUID(int=7)))
+        assert hidden.status_code == missing.status_code == 404
+        assert hidden.json()["message"] == missing.json()["message"].replace(
+            str(uuid.UUID(int=7)), str(c["search"].id)
+        )
