@@ -17,6 +17,7 @@ from finops_gql.costs.service import CostService
 from finops_gql.costs.sync import SyncService
 from finops_gql.db.setup import close_db, init_db, migrate
 from finops_gql.errors import QueueUnavailable
+from finops_gql.eventhub import EventHub
 from finops_gql.opencost.client import OpenCostClient
 
 QUEUE_NAME = "finops_gql"
@@ -32,6 +33,9 @@ class Services:
     costs: CostService
     catalog: CatalogService
     sync: SyncService
+    # The relay of Redis events to GraphQL subscriptions; connects only once started (the API's
+    # lifespan, or a first subscription), so the worker and the CLI never open it.
+    events: EventHub
     _arq: Any = field(default=None, repr=False)
     _arq_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
@@ -75,6 +79,7 @@ class Services:
         return await pool.publish(channel, message)
 
     async def aclose(self) -> None:
+        await self.events.aclose()
         if self._arq is not None:
             await self._arq.aclose()
         await self.session.close()
@@ -120,6 +125,7 @@ async def open_services(
                 heartbeat_s=settings.sync_heartbeat_s,
                 lease_s=settings.sync_lease_s,
             ),
+            events=EventHub(settings.redis_url, queue_size=settings.graphql_ws_queue_size),
         )
         if publish_budgets:
             services.sync.publish = services.publish

@@ -19,6 +19,7 @@ from finops_gql.graphql.cost import Cost
 from finops_gql.graphql.documents import DocumentGuard
 
 if TYPE_CHECKING:
+    from finops_gql.graphql.live import Connection
     from finops_gql.services import Services
 
 
@@ -201,3 +202,7 @@ class Context:
     max_cost: int = 50_000
     cost: Cost | None = None
     documents: DocumentGuard | None = None  # the app's document limits and parse cache
+    # Over a WebSocket (graphql-transport-ws) the context lives as long as the connection: these
+    # are set for it (graphql/live.py), and stay None over HTTP.
+    connection: Connection | None = None
+    connection_params: dict[str, object] | None = None  # the connection_init payload
