@@ -28,6 +28,7 @@ import redis.asyncio as aioredis
 import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.typing import Subprotocol
 
 from finops_gql.app import create_app
 from finops_gql.auth import mint_token
@@ -40,7 +41,7 @@ from finops_gql.services import Services
 from tests.conftest import REDIS_URL, TEST_SECRET, make_component, make_team, need, token
 from tests.proc import free_port, wait_healthy
 
-PROTOCOL = "graphql-transport-ws"
+PROTOCOL = Subprotocol("graphql-transport-ws")
 ALERT_FIELDS = "event alertId kind status teamId componentId title raisedAt"
 SYNC_FIELDS = (
     "syncRunId status trigger startedAt finishedAt days components records opencostRequests "
@@ -134,7 +135,7 @@ class Client:
 async def client(
     url: str, authorization: str | None = None, **options: Any
 ) -> AsyncIterator[Client]:
-    async with connect(url, subprotocols=[PROTOCOL], **options) as ws:  # type: ignore[list-item]
+    async with connect(url, subprotocols=[PROTOCOL], **options) as ws:
         yield Client(ws)
 
 
@@ -397,19 +398,22 @@ async def test_no_connection_init_within_the_timeout_is_closed_with_4408(
     ("path", "subprotocols"),
     [
         ("/graphql", None),  # no subprotocol
-        ("/graphql", ["graphql-ws"]),  # the deprecated subscriptions-transport-ws protocol
+        (
+            "/graphql",
+            [Subprotocol("graphql-ws")],
+        ),  # the deprecated subscriptions-transport-ws protocol
         ("/api/v1/cost/summary", [PROTOCOL]),
         ("/healthz", [PROTOCOL]),
         ("/graphql/static/graphiql@3.8.3/graphiql.min.js", [PROTOCOL]),
     ],
 )
 async def test_any_other_websocket_is_refused_at_the_handshake(
-    settings: Settings, services: Services, path: str, subprotocols: list[str] | None
+    settings: Settings, services: Services, path: str, subprotocols: list[Subprotocol] | None
 ) -> None:
     async with serving(settings, services) as url:
         target = url.removesuffix("/graphql") + path
         with pytest.raises(InvalidStatus) as refused:
-            async with connect(target, subprotocols=subprotocols):  # type: ignore[arg-type]
+            async with connect(target, subprotocols=subprotocols):
                 pass
     assert refused.value.response.status_code == 403
 
