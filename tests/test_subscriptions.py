@@ -98,7 +98,9 @@ class Client:
         await self.ws.send(json.dumps(message))
 
     async def receive(self, within: float = WAIT_S) -> dict[str, Any]:
-        message: dict[str, Any] = json.loads(await asyncio.wait_for(self.ws.recv(), within))
+        frame = await asyncio.wait_for(self.ws.recv(), within)
+        assert isinstance(frame, str), "graphql-transport-ws messages are text frames"
+        message: dict[str, Any] = json.loads(frame)
         return message
 
     async def init(self, authorization: str | None) -> dict[str, Any]:

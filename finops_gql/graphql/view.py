@@ -31,7 +31,13 @@ from finops_gql.graphql.documents import DocumentGuard
 from finops_gql.graphql.formatting import formatted
 from finops_gql.graphql.ide import graphiql_page
 from finops_gql.graphql.limits import timed_out
-from finops_gql.graphql.live import TRY_AGAIN_LATER, UNAUTHORIZED, Refused, TransportWSHandler
+from finops_gql.graphql.live import (
+    TRY_AGAIN_LATER,
+    UNAUTHORIZED,
+    Refused,
+    TextWebSocketAdapter,
+    TransportWSHandler,
+)
 from finops_gql.jsonjs import dumps
 from finops_gql.metrics import WS_CONNECTIONS
 
@@ -121,6 +127,7 @@ def _authorization(params: dict[str, object] | None) -> str | None:
 
 class GraphQLView(GraphQL[Context, None]):
     graphql_transport_ws_handler_class = TransportWSHandler
+    websocket_adapter_class = TextWebSocketAdapter
 
     def __init__(
         self,
