@@ -144,7 +144,7 @@ class SyncFinishedMessage:
     components: int
     records: int
     opencost_requests: int
-    failed_aggregates: int
+    failed_aggregate_count: int  # "failedAggregates" on the wire
     error: str | None
 
     def as_json(self) -> dict[str, Any]:
@@ -158,7 +158,7 @@ class SyncFinishedMessage:
             "components": self.components,
             "records": self.records,
             "opencostRequests": self.opencost_requests,
-            "failedAggregates": self.failed_aggregates,
+            "failedAggregates": self.failed_aggregate_count,
             "error": self.error,
         }
 
@@ -179,7 +179,7 @@ def parse_sync_finished(data: Mapping[str, Any]) -> SyncFinishedMessage:
         components=_int(data, "components"),
         records=_int(data, "records"),
         opencost_requests=_int(data, "opencostRequests"),
-        failed_aggregates=_int(data, "failedAggregates"),
+        failed_aggregate_count=_int(data, "failedAggregates"),
         error=_string(data, "error", required=False),
     )
 

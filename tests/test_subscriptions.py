@@ -13,9 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import socket
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -39,7 +37,8 @@ from finops_gql.events import ALERTS_CHANNEL, SYNC_FINISHED_CHANNEL
 from finops_gql.httpserver import uvicorn_options
 from finops_gql.services import Services
 from tests.conftest import REDIS_URL, TEST_SECRET, make_component, make_team, need, token
-from tests.proc import free_port, wait_healthy
+from tests.proc import free_port
+from tests.proc import serving as serving_process
 
 PROTOCOL = Subprotocol("graphql-transport-ws")
 ALERT_FIELDS = "event alertId kind status teamId componentId title raisedAt"
@@ -657,37 +656,25 @@ async def test_serve_starts_with_redis_unreachable_and_says_so(
 ) -> None:
     """The production path (`finops-gql serve`): Redis down at start is a warning, not a crash;
     sockets are served, their subscriptions just receive nothing."""
-    port = free_port()
     env = {
-        **os.environ,
         "DATABASE_URL": f"sqlite://{tmp_path / 'db.sqlite3'}",
         "OPENCOST_URL": opencost[1],
         "JWT_SECRET": TEST_SECRET,
         "REDIS_URL": "redis://127.0.0.1:1/0",
         "LOG_LEVEL": "WARNING",
     }
-    server = await asyncio.create_subprocess_exec(
-        sys.executable,
-        *("-m", "finops_gql.cli", "serve", "--migrate", "--port", str(port)),
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
     settings = Settings(jwt_secret=TEST_SECRET)
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-            await wait_healthy(http)
-            async with authed(f"ws://127.0.0.1:{port}/graphql", settings) as c:
-                await c.subscribe("1", "subscription { costSyncFinished { status } }")
-                with pytest.raises(TimeoutError):
-                    await c.receive(within=1.5)
-            assert (await http.get("/healthz")).status_code == 200
-    finally:
-        server.terminate()
-        _, err = await asyncio.wait_for(server.communicate(), timeout=15)
-    log = err.decode()
-    assert "Traceback" not in log, log
-    assert "event relay: Redis at REDIS_URL=redis://127.0.0.1:1/0 is unreachable" in log, log
+    async with (
+        serving_process(env, "--migrate") as served,
+        httpx.AsyncClient(base_url=served.base, timeout=10) as http,
+    ):
+        async with authed(f"ws://127.0.0.1:{served.port}/graphql", settings) as c:
+            await c.subscribe("1", "subscription { costSyncFinished { status } }")
+            with pytest.raises(TimeoutError):
+                await c.receive(within=1.5)
+        assert (await http.get("/healthz")).status_code == 200
+    expected = "event relay: Redis at REDIS_URL=redis://127.0.0.1:1/0 is unreachable"
+    assert expected in served.stderr, served.stderr
 
 
 # -- the sync's announcement ---------------------------------------------------------------------

@@ -220,7 +220,7 @@ class SyncService:
             components=run.components,
             records=run.records,
             opencost_requests=run.opencost_requests,
-            failed_aggregates=len(run.failed_aggregates or ()),
+            failed_aggregate_count=len(run.failed_aggregates or ()),
             error=run.error,
         )
         try:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
@@ -230,19 +231,8 @@ class SyncFinishedEvent:
 
     @classmethod
     def of(cls, m: SyncFinishedMessage) -> SyncFinishedEvent:
-        return cls(
-            sync_run_id=strawberry.ID(str(m.sync_run_id)),
-            status=m.status,
-            trigger=m.trigger,
-            started_at=m.started_at,
-            finished_at=m.finished_at,
-            days=m.days,
-            components=m.components,
-            records=m.records,
-            opencost_requests=m.opencost_requests,
-            failed_aggregate_count=m.failed_aggregates,
-            error=m.error,
-        )
+        # The same fields as the message, the run id as an ID (like SyncRun.id).
+        return cls(**{**dataclasses.asdict(m), "sync_run_id": strawberry.ID(str(m.sync_run_id))})
 
 
 # -- the resolvers -------------------------------------------------------------------------------
@@ -315,29 +305,26 @@ TEAM_FILTER = (
 )
 
 
+def _alert_subscription(event: str, description: str) -> Any:
+    """alertRaised and alertChanged: one resolver each, the same filter."""
+
+    async def resolve(
+        info: CtxInfo,
+        team_id: Annotated[
+            strawberry.ID | None, strawberry.argument(description=TEAM_FILTER)
+        ] = None,
+    ) -> AsyncIterator[AlertEvent]:
+        return await _alerts(info, event, team_id)
+
+    return strawberry.subscription(resolver=resolve, description=description)
+
+
 @strawberry.type
 class Subscription:
-    @strawberry.subscription(description="Each new alert, as it is raised.")
-    async def alert_raised(
-        self,
-        info: CtxInfo,
-        team_id: Annotated[
-            strawberry.ID | None, strawberry.argument(description=TEAM_FILTER)
-        ] = None,
-    ) -> AsyncIterator[AlertEvent]:
-        return await _alerts(info, "raised", team_id)
-
-    @strawberry.subscription(
-        description="Each alert status change (acknowledged, snoozed, reopened, resolved)."
+    alert_raised: AlertEvent = _alert_subscription("raised", "Each new alert, as it is raised.")
+    alert_changed: AlertEvent = _alert_subscription(
+        "changed", "Each alert status change (acknowledged, snoozed, reopened, resolved)."
     )
-    async def alert_changed(
-        self,
-        info: CtxInfo,
-        team_id: Annotated[
-            strawberry.ID | None, strawberry.argument(description=TEAM_FILTER)
-        ] = None,
-    ) -> AsyncIterator[AlertEvent]:
-        return await _alerts(info, "changed", team_id)
 
     @strawberry.subscription(description="The end of each cost sync run, whatever its outcome.")
     async def cost_sync_finished(self, info: CtxInfo) -> AsyncIterator[SyncFinishedEvent]:
