@@ -716,3 +716,65 @@ async def test_every_sync_run_is_announced_failures_included(
     assert any(
         f"could not publish the end of sync run {run.id}" in r.getMessage() for r in caplog.records
     )
+
+
+# -- the relay and the settings, without a server ------------------------------------------------
+
+
+async def test_the_relay_drops_only_the_subscriber_that_falls_behind() -> None:
+    """Fan-out is per subscriber: a full queue drops its own subscriber (and calls its
+    overflow callback), the others get every event; a filter spends no queue space."""
+    from finops_gql.eventhub import EventHub, SubscriberDropped
+
+    # Redis unreachable: the relay retries in the background; messages are dispatched by hand.
+    hub = EventHub("redis://127.0.0.1:1/0", queue_size=3)
+    overflowed: list[str] = []
+    team = str(uuid.uuid4())
+    slow = hub.subscribe(ALERTS_CHANNEL, on_overflow=lambda: overflowed.append("slow"))
+    fast = hub.subscribe(ALERTS_CHANNEL, on_overflow=lambda: overflowed.append("fast"))
+    other_team = hub.subscribe(
+        ALERTS_CHANNEL,
+        accepts=lambda m: m.team_id == team,
+        on_overflow=lambda: overflowed.append("filtered"),
+    )
+    received = []
+    for i in range(10):
+        assert hub.dispatch(ALERTS_CHANNEL, json.dumps(alert(title=f"#{i}"))) == (i == 3)
+        received.append((await fast.get()).title)  # the fast one keeps up
+    assert received == [f"#{i}" for i in range(10)]
+    assert overflowed == ["slow"]
+    assert slow.dropped
+    assert slow.queue.qsize() == 3
+    with pytest.raises(SubscriberDropped):
+        await slow.get()
+    assert hub.subscriber_count() == 2
+    assert other_team.queue.qsize() == 0
+    hub.dispatch(ALERTS_CHANNEL, json.dumps(alert(team_id=team)))
+    assert (await other_team.get()).team_id == team
+    assert (await fast.get()).team_id == team
+    # a message breaking the contract is skipped, not delivered half-read
+    for bad in (b"[]", b"{", json.dumps({"event": "raised", "alert": {"id": "1"}})):
+        assert hub.dispatch(ALERTS_CHANNEL, bad) == 0
+    assert fast.queue.qsize() == 0
+    fast.close()
+    other_team.close()
+    assert hub.subscriber_count() == 0
+    await hub.aclose()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("GRAPHQL_WS_MAX_CONNECTIONS", "-1"),
+        ("GRAPHQL_WS_MAX_SUBSCRIPTIONS", "0"),
+        ("GRAPHQL_WS_QUEUE_SIZE", "lots"),
+        ("GRAPHQL_WS_INIT_TIMEOUT_SECONDS", "0"),
+    ],
+)
+def test_bad_subscription_settings_are_refused_naming_the_variable(name: str, value: str) -> None:
+    from finops_gql.config import ConfigError
+
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env({name: value})
+    good = Settings.from_env({})
+    assert (good.graphql_ws_max_connections, good.graphql_ws_queue_size) == (500, 100)
