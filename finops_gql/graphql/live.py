@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Annotated, Any, TypeVar, cast
@@ -103,7 +103,7 @@ class Connection:
         log.info("closing a subscription socket: its token expired")
         self.close_soon(UNAUTHORIZED, "token expired")
 
-    def _spawn(self, work: Any) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
