@@ -19,6 +19,7 @@ from finops_gql.db.setup import close_db, init_db, migrate
 from finops_gql.errors import QueueUnavailable
 from finops_gql.eventhub import EventHub
 from finops_gql.opencost.client import OpenCostClient
+from finops_gql.ratelimit import RateLimiter
 
 QUEUE_NAME = "finops_gql"
 SYNC_JOB_ID = "finops_gql:cost-sync"
@@ -36,6 +37,8 @@ class Services:
     # The relay of Redis events to GraphQL subscriptions; connects only once started (the API's
     # lifespan, or a first subscription), so the worker and the CLI never open it.
     events: EventHub
+    # The per-principal request budget (RATE_LIMIT_POINTS_PER_MINUTE); None when disabled.
+    ratelimit: RateLimiter | None = None
     _arq: Any = field(default=None, repr=False)
     _arq_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
@@ -80,6 +83,8 @@ class Services:
 
     async def aclose(self) -> None:
         await self.events.aclose()
+        if self.ratelimit is not None:
+            await self.ratelimit.aclose()
         if self._arq is not None:
             await self._arq.aclose()
         await self.session.close()
@@ -126,6 +131,7 @@ async def open_services(
                 lease_s=settings.sync_lease_s,
             ),
             events=EventHub(settings.redis_url, queue_size=settings.graphql_ws_queue_size),
+            ratelimit=RateLimiter.from_settings(settings),
         )
         if publish_budgets:
             services.sync.publish = services.publish

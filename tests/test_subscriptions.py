@@ -778,3 +778,55 @@ def test_bad_subscription_settings_are_refused_naming_the_variable(name: str, va
         Settings.from_env({name: value})
     good = Settings.from_env({})
     assert (good.graphql_ws_max_connections, good.graphql_ws_queue_size) == (500, 100)
+
+
+async def test_events_follow_the_principals_scope_in_team_mode(
+    settings: Settings, services: Services, redis_url: str
+) -> None:
+    """AUTHZ_MODE=team: a member of payments gets its team's (and sub-teams') alerts only, no
+    platform-wide one and no sync run (platform operations), and another team is NOT_FOUND."""
+    settings = settings.with_(redis_url=redis_url, authz_mode="team")
+    payments = await make_team("payments")
+    fraud = await make_team("fraud")
+    fraud.parent_id = payments.id
+    await fraud.save()
+    search = await make_team("search")
+    member = mint_token(settings, "alice", [], timedelta(hours=1), teams=["payments"])
+    async with (
+        serving(settings, services) as url,
+        client(url) as c,
+        publisher(redis_url) as redis,
+    ):
+        assert (await c.init(f"Bearer {member}")) == {"type": "connection_ack"}
+        await c.subscribe("alerts", f"subscription {{ alertRaised {{ {ALERT_FIELDS} }} }}")
+        await c.subscribe("sync", f"subscription {{ costSyncFinished {{ {SYNC_FIELDS} }} }}")
+        other = f'subscription {{ alertRaised(teamId: "{search.id}") {{ alertId }} }}'
+        await c.subscribe("other", other)
+        refused = await c.next_for("other")
+        assert refused["type"] == "error"
+        assert refused["payload"][0]["extensions"]["code"] == "NOT_FOUND"
+        await subscribed(services, 2)
+
+        sync = {
+            "syncRunId": 7,
+            "status": "succeeded",
+            "trigger": "cron",
+            "startedAt": "2026-05-02T03:00:00+00:00",
+            "finishedAt": "2026-05-02T03:00:12+00:00",
+            "days": 1,
+            "components": 3,
+            "records": 3,
+            "opencostRequests": 1,
+            "failedAggregates": 0,
+            "error": None,
+        }
+        await redis.publish(SYNC_FINISHED_CHANNEL, json.dumps(sync))
+        for hidden in (alert(team_id=search.id), alert(team_id=None, kind="SYNC_FAILED")):
+            await redis.publish(ALERTS_CHANNEL, json.dumps(hidden))
+        visible = alert(team_id=fraud.id)
+        await redis.publish(ALERTS_CHANNEL, json.dumps(visible))
+        message = await c.next_for("alerts")
+        # the first alert it gets is its sub-team's: the two before it were not sent
+        assert message["payload"]["data"]["alertRaised"]["alertId"] == visible["alert"]["id"]
+        with pytest.raises(TimeoutError):  # and no sync run, sent before it, ever comes
+            await c.next_for("sync", within=0.5)

@@ -2,21 +2,27 @@
 
 The cost is computed once per operation from the document and the variables (cost.py), before any
 resolver runs, and stored on the context: the view reports it in every answer's
-`extensions.cost`, and a per-principal budget can charge the same figure from `QueryCost`.
+`extensions.cost`, and the per-principal budget (ratelimit.py) is charged the same figure here,
+before execution. A document refused as too complex costs 1 point, and so does one that never
+reaches execution (unparsable, invalid): every operation costs at least one.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 
 from graphql import ExecutionResult as GraphQLExecutionResult
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
+from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType
 
 from finops_gql.graphql.context import Context
 from finops_gql.graphql.cost import Cost, document_cost
+from finops_gql.jsonjs import js_date
+from finops_gql.metrics import RATE_LIMITED_REQUESTS
+from finops_gql.ratelimit import RATE_LIMITED, RateDecision
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +46,17 @@ def timed_out(seconds: float) -> GraphQLError:
     )
 
 
+def rate_limited(decision: RateDecision) -> GraphQLError:
+    return GraphQLError(
+        decision.message(),
+        extensions={
+            "code": RATE_LIMITED,
+            "retryAfter": int(decision.retry_after_header),
+            "resetAt": js_date(decision.reset_at),
+        },
+    )
+
+
 def subscriptions_need_a_socket() -> GraphQLError:
     return GraphQLError(
         "subscriptions run over a WebSocket at /graphql (subprotocol graphql-transport-ws), "
@@ -57,33 +74,24 @@ def only_subscriptions() -> GraphQLError:
 
 
 class QueryCost(SchemaExtension):
-    """Cost the operation after validation, refuse it over the limit before any resolver runs.
+    """Cost the operation after validation, charge it to the principal's budget, and refuse it
+    (over the limit, or over budget) before any resolver runs.
 
     Queries and mutations are refused in on_execute (a result set there skips execution).
-    Subscriptions are refused in on_validate instead: Strawberry subscribes whatever on_execute
-    sets, while validation errors end the operation before it starts (an `error` message)."""
+    Subscriptions are costed and charged once, when they start, and refused in on_validate
+    instead: Strawberry subscribes whatever on_execute sets, while a validation error ends the
+    operation before it starts (an `error` message). Events are not charged."""
 
-    def _cost(self) -> Cost | None:
-        execution = self.execution_context
-        context = execution.context
-        if not isinstance(context, Context) or execution.graphql_document is None:
-            return None
-        cost = Cost(
-            document_cost(
-                execution.schema._schema,
-                execution.graphql_document,
-                execution.variables,
-                execution.operation_name,
-            ),
-            context.max_cost,
-        )
-        context.cost = cost
-        if cost.exceeded:
-            log.info("operation refused: cost %d over %d", cost.requested, cost.limit)
-        return cost
+    _charged = False  # per operation: Strawberry makes a new extension for each
 
-    def on_validate(self) -> Iterator[None]:
-        # Runs after DocumentLimits (earlier in the list) validated the document.
+    async def on_operation(self) -> AsyncIterator[None]:
+        yield
+        context = self.execution_context.context
+        if not self._charged and isinstance(context, Context):
+            await self._charge(context, 1)  # never executed: unparsable or invalid
+
+    async def on_validate(self) -> AsyncIterator[None]:
+        # After DocumentLimits (earlier in the list) validated the document.
         execution = self.execution_context
         context = execution.context
         if (
@@ -98,15 +106,50 @@ class QueryCost(SchemaExtension):
                 execution.pre_execution_errors = [only_subscriptions()]
             elif context.connection is None and subscription:
                 execution.pre_execution_errors = [subscriptions_need_a_socket()]
-            elif subscription and (cost := self._cost()) is not None and cost.exceeded:
-                execution.pre_execution_errors = [too_complex(cost)]
+            elif subscription and (refusal := await self._refusal(execution, context)):
+                execution.pre_execution_errors = [refusal]
         yield
 
-    def on_execute(self) -> Iterator[None]:
+    async def on_execute(self) -> AsyncIterator[None]:
         execution = self.execution_context
-        if execution.operation_type is not OperationType.SUBSCRIPTION:
-            cost = self._cost()
-            if cost is not None and cost.exceeded:
-                # A result already set makes Strawberry skip execution altogether.
-                execution.result = GraphQLExecutionResult(data=None, errors=[too_complex(cost)])
+        context = execution.context
+        if (
+            isinstance(context, Context)
+            and execution.graphql_document is not None
+            and execution.operation_type is not OperationType.SUBSCRIPTION
+            and (refusal := await self._refusal(execution, context))
+        ):
+            # A result already set makes Strawberry skip execution altogether.
+            execution.result = GraphQLExecutionResult(data=None, errors=[refusal])
         yield
+
+    async def _refusal(self, execution: ExecutionContext, context: Context) -> GraphQLError | None:
+        """Cost the operation, charge it, and say why it may not run (None: it may)."""
+        assert execution.graphql_document is not None
+        cost = Cost(
+            document_cost(
+                execution.schema._schema,
+                execution.graphql_document,
+                execution.variables,
+                execution.operation_name,
+            ),
+            context.max_cost,
+        )
+        context.cost = cost
+        decision = await self._charge(context, 1 if cost.exceeded else cost.requested)
+        if cost.exceeded:
+            # First: a document that is too complex stays so, retrying later cannot help.
+            log.info("operation refused: cost %d over %d", cost.requested, cost.limit)
+            return too_complex(cost)
+        if decision is not None and not decision.allowed:
+            RATE_LIMITED_REQUESTS.labels("graphql").inc()
+            return rate_limited(decision)
+        return None
+
+    async def _charge(self, context: Context, requested: int) -> RateDecision | None:
+        self._charged = True
+        limiter = context.services.ratelimit
+        if limiter is None:
+            return None
+        context.rate = await limiter.charge(context.principal.subject, requested)
+        return context.rate

@@ -279,6 +279,8 @@ async def _team_ids(info: CtxInfo, team_id: strawberry.ID | None) -> frozenset[s
     if team_id is None:
         return None
     tid = parse_uuid(str(team_id), "teamId")
+    if not info.context.scope.can_see_team(tid):
+        raise NotFound("team", tid)  # like a missing team (access.py)
     settings = info.context.services.settings
     # The subscription's setup is bounded like any operation; waiting for events is not.
     async with asyncio.timeout(settings.graphql_timeout_s):
@@ -292,16 +294,24 @@ async def _alerts(
     info: CtxInfo, event: str, team_id: strawberry.ID | None
 ) -> AsyncIterator[AlertEvent]:
     teams = await _team_ids(info, team_id)
+    # The principal's scope (AUTHZ_MODE, resolved on connection_init) applies to every event:
+    # an alert of an invisible team, or a platform-wide one for a scoped principal, is not sent.
+    scope = info.context.scope
 
     def accepts(m: AlertMessage) -> bool:
-        return m.event == event and (teams is None or m.team_id in teams)
+        return (
+            m.event == event
+            and (teams is None or m.team_id in teams)
+            and scope.can_see_team(m.team_id)
+        )
 
     return _relay(lambda: _subscribe(info, ALERTS_CHANNEL, accepts), AlertEvent.of)
 
 
 TEAM_FILTER = (
     "Only alerts of this team and its sub-teams (as they are when the subscription starts); "
-    "omitted: every alert, platform-wide ones included."
+    "omitted: every alert the principal may see, platform-wide ones included for those who see "
+    "everything (AUTHZ_MODE)."
 )
 
 
@@ -328,4 +338,14 @@ class Subscription:
 
     @strawberry.subscription(description="The end of each cost sync run, whatever its outcome.")
     async def cost_sync_finished(self, info: CtxInfo) -> AsyncIterator[SyncFinishedEvent]:
-        return _relay(lambda: _subscribe(info, SYNC_FINISHED_CHANNEL), SyncFinishedEvent.of)
+        # Sync runs are platform operations, seen only by principals that see everything (as
+        # in syncRuns, which is empty for the others): a scoped principal gets no event.
+        everything = info.context.scope.everything
+        return _relay(
+            lambda: _subscribe(info, SYNC_FINISHED_CHANNEL, None if everything else _nothing),
+            SyncFinishedEvent.of,
+        )
+
+
+def _nothing(event: object) -> bool:
+    return False

@@ -23,6 +23,7 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET, UnsetType
 
+from finops_gql.access import scope_for
 from finops_gql.auth import AuthError, AuthUnavailable, Principal, TokenVerifier
 from finops_gql.config import Settings, is_loopback
 from finops_gql.graphql.context import Context, Loaders
@@ -215,6 +216,9 @@ class GraphQLView(GraphQL[Context, None]):
         except AuthUnavailable as exc:
             raise Refused(TRY_AGAIN_LATER, str(exc)) from None
         context.principal = principal
+        # The context was built before the token was known: its scope (AUTHZ_MODE) is this
+        # principal's from now on, for every operation of the socket.
+        context.loaders = Loaders(context.services, await scope_for(principal, self.settings))
         if context.connection is not None:
             context.connection.expire_at(principal.expires_at)
         acknowledged: UnsetType = UNSET  # a connection_ack without payload
@@ -258,11 +262,12 @@ class GraphQLView(GraphQL[Context, None]):
         self, request: Request | WebSocket, response: Response | WebSocket
     ) -> Context:
         services = request.app.state.services
+        # Only the GraphiQL page (which executes nothing) gets through unauthenticated.
+        principal = request.scope.get("state", {}).get("principal") or ANONYMOUS
         return Context(
             services=services,
-            # Only the GraphiQL page (which executes nothing) gets through unauthenticated.
-            principal=request.scope.get("state", {}).get("principal") or ANONYMOUS,
-            loaders=Loaders(services),
+            principal=principal,
+            loaders=Loaders(services, await scope_for(principal, self.settings)),
             max_cost=self.settings.graphql_max_cost,
             documents=self.documents,
         )
@@ -309,5 +314,10 @@ class GraphQLView(GraphQL[Context, None]):
             result = ExecutionResult(data=None, errors=[timed_out(settings.graphql_timeout_s)])
         # 0 when the document never reached execution (unparsable, invalid): nothing ran.
         cost = context.cost or Cost(0, settings.graphql_max_cost)
-        result.extensions = {**(result.extensions or {}), "cost": cost.as_extension()}
+        extension: dict[str, object] = {**cost.as_extension()}
+        if context.rate is not None:
+            extension |= context.rate.as_cost_extension()
+            if not context.rate.allowed:
+                sub_response.headers["Retry-After"] = context.rate.retry_after_header
+        result.extensions = {**(result.extensions or {}), "cost": extension}
         return result
