@@ -830,3 +830,28 @@ async def test_events_follow_the_principals_scope_in_team_mode(
         assert message["payload"]["data"]["alertRaised"]["alertId"] == visible["alert"]["id"]
         with pytest.raises(TimeoutError):  # and no sync run, sent before it, ever comes
             await c.next_for("sync", within=0.5)
+
+
+async def test_a_subscription_is_charged_to_the_principals_budget_when_it_starts(
+    settings: Settings, services: Services, redis_url: str
+) -> None:
+    from finops_gql.ratelimit import RateLimiter
+
+    settings = settings.with_(redis_url=redis_url, rate_limit_points_per_minute=2)
+    services.ratelimit = RateLimiter.from_settings(settings)
+    bearer = mint_token(settings, f"rate-{uuid.uuid4()}", [], timedelta(hours=1))
+    query = "subscription { costSyncFinished { status } }"  # costs 1
+    try:
+        async with serving(settings, services) as url, client(url) as c:
+            assert (await c.init(f"Bearer {bearer}")) == {"type": "connection_ack"}
+            await c.subscribe("1", query)
+            await c.subscribe("2", query)
+            await subscribed(services, 2)
+            await c.subscribe("3", query)
+            third = await c.next_for("3")
+    finally:
+        assert services.ratelimit is not None
+        await services.ratelimit.aclose()
+        services.ratelimit = None
+    assert third["type"] == "error"
+    assert third["payload"][0]["extensions"]["code"] == "RATE_LIMITED"
