@@ -398,13 +398,21 @@ async def _top(world: World) -> None:
 async def _platform(world: World) -> None:
     data = await world.gql(
         f"{{ platformCost(range: {LAST_30}) {{ total breakdown {{ totalCost cpuCost }} "
-        "points { totalCost } change { previousTotal } } }"
+        "points { totalCost } change { previousTotal } "
+        "coverage { catalogCost clusterCost } unmappedKeys { key } } }"
     )
     series = data["platformCost"]
     expected = world.cost(world.component_names)
     assert series["total"] == series["breakdown"]["totalCost"] == expected
     assert sum(p["totalCost"] for p in series["points"]) == pytest.approx(expected)
     assert series["breakdown"]["cpuCost"] == pytest.approx(expected * 0.6)
+    # The cluster beyond the catalog belongs to no team: only for who sees everything.
+    if world.sees_everything:
+        assert series["coverage"] == {"catalogCost": expected, "clusterCost": expected}
+        assert series["unmappedKeys"] == []
+    else:
+        assert series["coverage"] is None
+        assert series["unmappedKeys"] is None
 
 
 BREAKDOWN = f"""

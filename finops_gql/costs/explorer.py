@@ -193,9 +193,10 @@ async def refresh_daily_totals(
 
 
 async def drop_daily_totals_before(cutoff: date) -> None:
-    """Retention: the pre-aggregates of days whose records the sync deleted."""
+    """Retention: the pre-aggregates of days whose records the sync deleted (and the coverage
+    figures of those days, costs/coverage.py)."""
     (mark,) = placeholders(1)
-    for table in ("team_daily_cost", "platform_daily_cost"):
+    for table in ("team_daily_cost", "platform_daily_cost", "coverage_daily", "unmapped_cost"):
         await connection().execute_query(
             f"DELETE FROM {table} WHERE day < {mark}",  # noqa: S608 (placeholders only)
             [sql_value(cutoff)],

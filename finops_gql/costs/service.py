@@ -16,6 +16,7 @@ from typing import Any
 
 from finops_gql.access import EVERYTHING, Scope
 from finops_gql.catalog import tree
+from finops_gql.costs import coverage as coverage_sums
 from finops_gql.costs import explorer
 from finops_gql.costs.ranges import (
     DayRange,
@@ -212,6 +213,35 @@ class CostGroups:
     currency: str
     total_count: int
     groups: list[CostGroup]
+
+
+UNMAPPED_KEYS_DEFAULT = 20
+UNMAPPED_KEYS_MAX = 100
+
+
+@dataclass(frozen=True, slots=True)
+class CostCoverage:
+    """How much of the cluster's cost the catalog explains over a range (costs/coverage.py)."""
+
+    start: date
+    end: date
+    currency: str
+    catalog_cost: float
+    cluster_cost: float
+    unmapped_cost: float
+    unallocated_cost: float
+    idle_cost: float
+    unmounted_cost: float
+    ratio: float | None  # catalog / cluster; None when the cluster cost is 0
+    reported_days: int
+
+
+@dataclass(frozen=True, slots=True)
+class UnmappedKey:
+    aggregate: str
+    key: str
+    total: float
+    share: float | None  # of the cluster cost; None when that is 0
 
 
 def _change(total: float, previous: float) -> CostChange:
@@ -558,6 +588,48 @@ class CostService:
             [sql_value(uuid.UUID(k)) for k in keys],
         )
         return {str(uuid.UUID(str(row["id"]))): row["name"] for row in rows}
+
+    # -- coverage: the cluster's cost beside the catalog's (costs/coverage.py) ---------------------
+
+    async def coverage(self, chosen: DayRange, scope: Scope = EVERYTHING) -> CostCoverage | None:
+        """The catalog's cost, the cluster's, and what the catalog does not explain, over a
+        range: one statement. None for a scoped principal: no team owns the cluster's cost
+        beyond the catalog (access.py), and unmapped keys name other teams' workloads."""
+        if not scope.everything:
+            return None
+        found = await coverage_sums.sums(chosen.start, chosen.end)
+        catalog, cluster = money(found.catalog), money(found.cluster)
+        return CostCoverage(
+            start=chosen.start,
+            end=chosen.end,
+            currency=self.currency,
+            catalog_cost=catalog,
+            cluster_cost=cluster,
+            unmapped_cost=money(found.unmapped),
+            unallocated_cost=money(found.unallocated),
+            idle_cost=money(found.idle),
+            unmounted_cost=money(found.unmounted),
+            ratio=catalog / cluster if cluster else None,
+            reported_days=found.reported_days,
+        )
+
+    async def unmapped_keys(
+        self, chosen: DayRange, first: int = UNMAPPED_KEYS_DEFAULT, scope: Scope = EVERYTHING
+    ) -> list[UnmappedKey] | None:
+        """The OpenCost keys no component matched, largest first (the first `first`), each with
+        its share of the cluster's cost: two statements. None for a scoped principal (see
+        `coverage`)."""
+        check_limit(first, UNMAPPED_KEYS_MAX, "first")
+        if not scope.everything:
+            return None
+        found = await coverage_sums.unmapped_keys(chosen.start, chosen.end, first)
+        if not found:
+            return []
+        cluster = money((await coverage_sums.sums(chosen.start, chosen.end)).cluster)
+        return [
+            UnmappedKey(aggregate, key, money(total), money(total) / cluster if cluster else None)
+            for aggregate, key, total in found
+        ]
 
 
 def _daily_cost(row: dict[str, Any]) -> DailyCost:

@@ -28,14 +28,14 @@ from tortoise.expressions import F, Q
 from tortoise.transactions import in_transaction
 
 from finops_gql.access import EVERYTHING, Scope
-from finops_gql.costs import explorer
+from finops_gql.costs import coverage, explorer
 from finops_gql.costs.service import CostService, check_limit
 from finops_gql.costs.windows import day_window, days_to_sync, last_complete_day, money
 from finops_gql.db.models import Component, CostRecord, SyncProgress, SyncRun
 from finops_gql.db.setup import placeholders, sql_value
 from finops_gql.events import BUDGET_CHANNEL, SYNC_FINISHED_CHANNEL, SyncFinishedMessage
 from finops_gql.opencost.errors import OpenCostUnavailable
-from finops_gql.opencost.parse import Allocation
+from finops_gql.opencost.parse import SYNTHETIC_KEYS, Allocation
 
 log = logging.getLogger(__name__)
 
@@ -327,8 +327,18 @@ class SyncService:
             attempts += 1
             try:
                 async with limit:  # released while backing off, so others use the slot
+                    # Idle asked for (it is cluster cost the coverage reports) and never shared
+                    # into the keys (shareIdle=false, also OpenCost's default): the components'
+                    # figures stay what they use. The synthetic keys are kept for coverage.
                     steps = await self.costs.opencost.allocation(
-                        window=window, aggregate=aggregate, step="1d", cached=False, bulk=True
+                        window=window,
+                        aggregate=aggregate,
+                        step="1d",
+                        include_idle=True,
+                        share_idle=False,
+                        cached=False,
+                        bulk=True,
+                        synthetic=True,
                     )
                 return Fetched(aggregate, span, attempts, steps=steps)
             except OpenCostUnavailable as exc:
@@ -391,13 +401,14 @@ class SyncService:
         currency = self.costs.currency
         ids = {c.id: sql_value(c.id) for c in components}
         done = [f for f in fetched if f.steps is not None]
+        uncovered = coverage.Rows([], [])
         for f in done:
             keyed = by_aggregate[f.aggregate]
             first, last = f.span
             for step in f.steps or ():
                 for key, a in step.items():
                     day = a.start.date()
-                    if not first <= day <= last:
+                    if not first <= day <= last or key in SYNTHETIC_KEYS:
                         continue
                     day_value = sql_value(day)
                     for component in keyed.get(key, ()):
@@ -406,27 +417,29 @@ class SyncService:
                         records[(ids[component.id], day_value)] = [
                             ids[component.id],
                             day_value,
-                            a.cpu_cost,
-                            a.ram_cost,
-                            a.pv_cost,
-                            a.network_cost,
-                            a.gpu_cost,
-                            a.load_balancer_cost,
-                            a.shared_cost,
-                            a.external_cost,
-                            a.total_cost,
+                            *coverage.columns(a),
                             currency,
                             synced_at,
                         ]
                         written.add(str(component.id))
+            # What the catalog does not explain, replaced in the same transaction.
+            found = coverage.rows(self.source, f.aggregate, f.steps or (), f.span, keyed)
+            uncovered.daily.extend(found.daily)
+            uncovered.unmapped.extend(found.unmapped)
         run.records = len(records)
         run.components = len(written)
         run.status = "partial" if failed else "succeeded"
         progress = [[self.source, f.aggregate, sql_value(f.span[1]), synced_at] for f in done]
-        await self._write(run, now, list(records.values()), progress)
+        spans = {f.aggregate: f.span for f in done}
+        await self._write(run, now, list(records.values()), progress, (spans, uncovered))
 
     async def _write(
-        self, run: SyncRun, now: datetime, rows: list[list[Any]], progress: list[list[Any]]
+        self,
+        run: SyncRun,
+        now: datetime,
+        rows: list[list[Any]],
+        progress: list[list[Any]],
+        uncovered: tuple[dict[str, tuple[date, date]], coverage.Rows] | None = None,
     ) -> None:
         """Rows of the aggregates that answered, their progress, retention, rollups and the run's
         outcome: one transaction, so a reader never sees a half-synced day."""
@@ -448,6 +461,8 @@ class SyncService:
                 await db.execute_many(upsert, rows[i : i + BATCH_SIZE])
             if progress:
                 await db.execute_many(upsert_progress, progress)
+            if uncovered is not None:
+                await coverage.replace(self.source, *uncovered)
             await CostRecord.filter(day__lt=cutoff).delete()
             await explorer.drop_daily_totals_before(cutoff)
             if rows:

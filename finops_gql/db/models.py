@@ -16,6 +16,7 @@ NAME_MAX = 200
 SLUG_MAX = 100
 AGGREGATE_MAX = 200
 KEY_MAX = 253
+COVERAGE_KEY_MAX = 1000
 
 
 class Team(Model):
@@ -203,6 +204,63 @@ class PlatformDailyCost(Model):
 
     class Meta:
         table = "platform_daily_cost"
+
+
+class CoverageDaily(Model):
+    """One OpenCost aggregate's view of the cluster on one day, beside the catalog: the sum of the
+    keys a component of that aggregate matched (mapped), of those none matched (unmapped, listed
+    in unmapped_cost) and OpenCost's own entries `__unallocated__`, `__idle__` and
+    `__unmounted__`, each its own column. Their sum is the cluster's cost as OpenCost reported it,
+    exactly, even after components are deleted.
+
+    Written by the sync in the transaction of the same aggregate's cost records (its day span
+    replaced, so a re-sync is idempotent); dropped with the same retention. The coverage figures
+    (costs/coverage.py) read it: one row per aggregate and day, so any range is a few hundred."""
+
+    id = fields.BigIntField(primary_key=True)
+    # One OpenCost instance today; several (clusters) later, like sync_progress.
+    source = fields.CharField(max_length=100, default="default")
+    aggregate = fields.CharField(max_length=AGGREGATE_MAX)
+    day = fields.DateField()
+    mapped_cost = fields.FloatField(default=0.0)
+    unmapped_cost = fields.FloatField(default=0.0)
+    unallocated_cost = fields.FloatField(default=0.0)
+    idle_cost = fields.FloatField(default=0.0)
+    unmounted_cost = fields.FloatField(default=0.0)
+
+    class Meta:
+        table = "coverage_daily"
+        # The unique index serves the sync's "replace this aggregate's days" too.
+        unique_together = (("source", "aggregate", "day"),)
+        indexes = [Index(fields=("day",), name="coverage_daily_day_idx")]
+
+
+class UnmappedCost(Model):
+    """An OpenCost key no component of its aggregate matched, on one day (the detail of
+    CoverageDaily.unmapped_cost, kept with it): the labels to fix or components to add."""
+
+    id = fields.BigIntField(primary_key=True)
+    source = fields.CharField(max_length=100, default="default")
+    aggregate = fields.CharField(max_length=AGGREGATE_MAX)
+    # The normalized OpenCost key (the bare label value). Longer than any catalog key may be (pod
+    # or controller names), so its own bound: the sync cuts past it.
+    key = fields.CharField(max_length=COVERAGE_KEY_MAX)
+    day = fields.DateField()
+    cpu_cost = fields.FloatField(default=0.0)
+    ram_cost = fields.FloatField(default=0.0)
+    pv_cost = fields.FloatField(default=0.0)
+    network_cost = fields.FloatField(default=0.0)
+    gpu_cost = fields.FloatField(default=0.0)
+    load_balancer_cost = fields.FloatField(default=0.0)
+    shared_cost = fields.FloatField(default=0.0)
+    external_cost = fields.FloatField(default=0.0)
+    total_cost = fields.FloatField(default=0.0)
+
+    class Meta:
+        table = "unmapped_cost"
+        # Serves the sync's replace and unmappedKeys' lookup of one view's days alike.
+        unique_together = (("source", "aggregate", "day", "key"),)
+        indexes = [Index(fields=("day",), name="unmapped_cost_day_idx")]
 
 
 class SyncRun(Model):

@@ -74,6 +74,7 @@ def _allocation(
         window=window,
         start=window["start"],
         end=window["end"],
+        minutes=minutes,
         cpuCoreHours=round(minutes / 60 * 0.1, 5),
         cpuCost=cpu,
         networkCost=net,
@@ -91,6 +92,8 @@ def _template() -> dict[str, Any]:
         "window": {"start": "", "end": ""},
         "start": "",
         "end": "",
+        "minutes": 0.0,
+        "cpuCores": 0.1,
         "cpuCoreRequestAverage": 0.1,
         "cpuCoreUsageAverage": 0.05,
         "cpuCoreHours": 0.0,
@@ -149,6 +152,12 @@ class FakeOpenCost:
     healthz_probes: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
+    # OpenCost's own entries, per step: `__unallocated__` always (workloads without the label),
+    # `__idle__` only with includeIdle=true (OpenCost's default is false), shared into the keys by
+    # their cost instead with shareIdle=true; `__unmounted__` when there are unmounted volumes.
+    idle_cost: float = 5.0
+    unallocated_cost: float = 0.5
+    unmounted_cost: float = 0.0
 
     def clock(self) -> datetime:
         return self.now or datetime.now(UTC)
@@ -188,11 +197,36 @@ class FakeOpenCost:
             for value in self.keys:
                 name = self._key(aggregate, value)
                 step[name] = _allocation(name, s, e, self._cost(value, s, e), iso)
-            # OpenCost always adds these; the gateway must skip them.
-            step["__idle__"] = _allocation("__idle__", s, e, 5.0)
-            step["__unallocated__"] = _allocation("__unallocated__", s, e, 0.5)
+            self._synthetic(step, params, s, e, iso)
             steps.append(step)
         return steps
+
+    def _synthetic(
+        self,
+        step: dict[str, Any],
+        params: dict[str, str],
+        start: datetime,
+        end: datetime,
+        iso: tuple[str, str],
+    ) -> None:
+        """OpenCost's synthetic entries, as its allocation handler adds them (see the fields)."""
+        if params.get("includeIdle") == "true" and self.idle_cost:
+            if params.get("shareIdle") == "true":
+                weight = sum(a["totalCost"] for a in step.values())
+                for a in step.values():
+                    share = round(self.idle_cost * a["totalCost"] / weight, 5) if weight else 0.0
+                    a["cpuCost"] = round(a["cpuCost"] + share, 5)
+                    a["totalCost"] = round(a["totalCost"] + share, 5)
+            else:
+                step["__idle__"] = _allocation("__idle__", start, end, self.idle_cost, iso)
+        if self.unallocated_cost:
+            step["__unallocated__"] = _allocation(
+                "__unallocated__", start, end, self.unallocated_cost, iso
+            )
+        if self.unmounted_cost:
+            step["__unmounted__"] = _allocation(
+                "__unmounted__", start, end, self.unmounted_cost, iso
+            )
 
     def app(self) -> web.Application:
         @web.middleware

@@ -122,6 +122,7 @@ def static_caps(schema: GraphQLSchema) -> Mapping[tuple[str, str], int]:
         ("__Directive", "args"): max(args, default=0),
         # A series has one point per bucket, and a range is at most MAX_RANGE_DAYS days.
         ("CostSeries", "points"): MAX_RANGE_DAYS,
+        ("PlatformCostSeries", "points"): MAX_RANGE_DAYS,
     }
 
 

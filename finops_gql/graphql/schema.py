@@ -43,11 +43,11 @@ from finops_gql.graphql.types import (
     ComponentCost,
     ComponentOrder,
     CostGroupConnection,
-    CostSeries,
     CtxInfo,
     DateRange,
     Domain,
     DomainConnection,
+    PlatformCostSeries,
     SyncJob,
     SyncRun,
     System,
@@ -148,14 +148,15 @@ class Query:
 
     @strawberry.field(
         description="Persisted cost of every component the principal may see (AUTHZ_MODE) "
-        "over a range."
+        "over a range, with the cluster's cost beside it (coverage, unmappedKeys: for "
+        "principals that see everything)."
     )
     async def platform_cost(
         self, info: CtxInfo, range: DateRange, granularity: Granularity = Granularity.DAY
-    ) -> CostSeries:
+    ) -> PlatformCostSeries:
         costs = info.context.services.costs
         found = await costs.platform_series(range.resolve(info), granularity, info.context.scope)
-        return CostSeries.of(found)
+        return PlatformCostSeries.of(found)
 
     @strawberry.field(
         description="The cost of every component the principal may see (AUTHZ_MODE) by group, "

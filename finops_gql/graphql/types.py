@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import date, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
 import strawberry
 from strawberry.types import Info
@@ -141,7 +141,7 @@ class CostSeries:
     change: CostChange
 
     @classmethod
-    def of(cls, s: cost.CostSeries) -> CostSeries:
+    def of(cls, s: cost.CostSeries) -> Self:
         return cls(
             start=s.start,
             end=s.end,
@@ -152,6 +152,95 @@ class CostSeries:
             points=[CostPoint.of(p) for p in s.points],
             change=_change(s.change),
         )
+
+
+@strawberry.type(
+    description="How much of the cluster's cost (as OpenCost reports it) the catalog explains. "
+    "With several OpenCost aggregates, each day is read from the one whose components explain "
+    "the most, so nothing is counted twice."
+)
+class CostCoverage:
+    catalog_cost: float = strawberry.field(
+        description="Every component's cost: platformCost's total."
+    )
+    cluster_cost: float = strawberry.field(
+        description="Everything OpenCost reported: the catalog's keys, unmapped keys, "
+        "unallocated, idle and unmounted (days synced before coverage existed: their catalog "
+        "cost only)."
+    )
+    unmapped_cost: float = strawberry.field(
+        description="Keys no component matches (see unmappedKeys): labels to fix or "
+        "components to add."
+    )
+    unallocated_cost: float = strawberry.field(
+        description="OpenCost __unallocated__: workloads without the aggregate's label."
+    )
+    idle_cost: float = strawberry.field(
+        description="OpenCost __idle__: capacity paid for and used by no workload."
+    )
+    unmounted_cost: float = strawberry.field(
+        description="OpenCost __unmounted__: volumes no pod mounts."
+    )
+    ratio: float | None = strawberry.field(
+        description="catalogCost / clusterCost; null when clusterCost is 0."
+    )
+    reported_days: int = strawberry.field(
+        description="Days of the range for which the sync kept OpenCost's cluster view."
+    )
+    currency: str
+
+    @classmethod
+    def of(cls, c: cost.CostCoverage) -> CostCoverage:
+        return cls(
+            catalog_cost=c.catalog_cost,
+            cluster_cost=c.cluster_cost,
+            unmapped_cost=c.unmapped_cost,
+            unallocated_cost=c.unallocated_cost,
+            idle_cost=c.idle_cost,
+            unmounted_cost=c.unmounted_cost,
+            ratio=c.ratio,
+            reported_days=c.reported_days,
+            currency=c.currency,
+        )
+
+
+@strawberry.type(description="An OpenCost key that no catalog component matches.")
+class UnmappedKey:
+    aggregate: str = strawberry.field(description="The OpenCost aggregate, e.g. label:app.")
+    key: str = strawberry.field(description="The key, e.g. the app label's value.")
+    total: float
+    share: float | None = strawberry.field(
+        description="total / the coverage's clusterCost; null when that is 0."
+    )
+
+
+@strawberry.type(description="The platform's series, with the cluster's cost beside it.")
+class PlatformCostSeries(CostSeries):
+    @strawberry.field(
+        description="The catalog's cost beside the cluster's, over the range; null unless the "
+        "principal sees every team (AUTHZ_MODE)."
+    )
+    async def coverage(self, info: CtxInfo) -> CostCoverage | None:
+        costs = info.context.services.costs
+        found = await costs.coverage(DayRange(self.start, self.end), info.context.scope)
+        return None if found is None else CostCoverage.of(found)
+
+    @strawberry.field(
+        description="OpenCost keys no component matches over the range, largest first "
+        f"(first: 1..{cost.UNMAPPED_KEYS_MAX}); null unless the principal sees every team."
+    )
+    async def unmapped_keys(
+        self, info: CtxInfo, first: int = cost.UNMAPPED_KEYS_DEFAULT
+    ) -> list[UnmappedKey] | None:
+        costs = info.context.services.costs
+        chosen = DayRange(self.start, self.end)
+        found = await costs.unmapped_keys(chosen, first, info.context.scope)
+        if found is None:
+            return None
+        return [
+            UnmappedKey(aggregate=k.aggregate, key=k.key, total=k.total, share=k.share)
+            for k in found
+        ]
 
 
 strawberry.enum(

@@ -270,13 +270,15 @@ class OpenCostClient:
         include_idle: bool | None = None,
         cached: bool = True,
         bulk: bool = False,
+        synthetic: bool = False,
     ) -> list[dict[str, Allocation]]:
         """GET /allocation; one list entry per step, keyed by the normalized selector key.
 
         Concurrent identical calls share one HTTP request, and with `cached` a result is reused for
         `cache_ttl_s` seconds, so a burst of page views costs OpenCost one query. `bulk` (the
         sync's multi-day answers) reads up to OPENCOST_SYNC_MAX_RESPONSE_MB instead of
-        OPENCOST_MAX_RESPONSE_MB.
+        OPENCOST_MAX_RESPONSE_MB. `synthetic` keeps OpenCost's `__idle__`, `__unallocated__`
+        and `__unmounted__` entries (parse.SYNTHETIC_KEYS), which are dropped otherwise.
         """
         params: dict[str, str] = {"window": window, "aggregate": aggregate}
         if step is not None:
@@ -289,7 +291,8 @@ class OpenCostClient:
         ):
             if flag is not None:
                 params[name] = "true" if flag else "false"
-        key = tuple(sorted(params.items()))
+        # The parsed answer differs with `synthetic`: part of the cache key, never sent.
+        key = tuple(sorted([*params.items(), ("~synthetic", str(synthetic))]))
 
         if cached:
             hit = self._cache.get(key)
@@ -300,7 +303,7 @@ class OpenCostClient:
             # The fetch runs in its own task: a caller that is cancelled (its GraphQL operation hit
             # the deadline) must not cancel the answer other callers are waiting for.
             pending = asyncio.ensure_future(
-                self._fetch_and_cache(params, aggregate, key, cached, bulk)
+                self._fetch_and_cache(params, aggregate, key, cached, bulk, synthetic)
             )
             self._inflight[key] = pending
             pending.add_done_callback(lambda done: self._fetched(key, done))
@@ -320,15 +323,20 @@ class OpenCostClient:
         key: tuple[tuple[str, str], ...],
         cached: bool,
         bulk: bool,
+        synthetic: bool,
     ) -> list[dict[str, Allocation]]:
         limit = self._sync_limit if bulk else self._live_limit
-        result = await self._fetch_allocation(params, aggregate, limit)
+        result = await self._fetch_allocation(params, aggregate, limit, synthetic)
         if cached and self._cache_ttl > 0:
             self._cache[key] = (time.monotonic() + self._cache_ttl, result)
         return result
 
     async def _fetch_allocation(
-        self, params: Mapping[str, str], aggregate: str, limit: tuple[str, int]
+        self,
+        params: Mapping[str, str],
+        aggregate: str,
+        limit: tuple[str, int],
+        synthetic: bool = False,
     ) -> list[dict[str, Allocation]]:
         root = await self.api_root()
         self.requests_made += 1
@@ -358,7 +366,7 @@ class OpenCostClient:
             ) from None
         del body  # the parsed answer can be large enough without the raw bytes beside it
         try:
-            return parse_allocation_response(decoded, aggregate)
+            return parse_allocation_response(decoded, aggregate, synthetic=synthetic)
         except OpenCostUnavailable as exc:
             raise self._failure("allocation", exc.reason, exc.detail) from None
 

@@ -128,8 +128,11 @@ def _parse_allocation_checked(raw: Mapping[str, Any], key: str, aggregate: str) 
     )
 
 
-def parse_allocation_response(body: Any, aggregate: str) -> list[dict[str, Allocation]]:
-    """One dict per step, keyed by the normalized selector key, synthetic entries dropped.
+def parse_allocation_response(
+    body: Any, aggregate: str, *, synthetic: bool = False
+) -> list[dict[str, Allocation]]:
+    """One dict per step, keyed by the normalized selector key, synthetic entries dropped
+    unless `synthetic` (the sync keeps them for the coverage figures, under their own keys).
 
     A key may come in both forms in one answer (`checkout` and `app=checkout`, e.g. while
     clusters on both sides of OpenCost 1.100 report together). They describe the same workload,
@@ -162,7 +165,7 @@ def parse_allocation_response(body: Any, aggregate: str) -> list[dict[str, Alloc
         parsed: dict[str, Allocation] = {}
         raw_keys: dict[str, str] = {}  # normalized key -> the raw key its allocation came from
         for key, raw in step.items():
-            if key in SYNTHETIC_KEYS:
+            if key in SYNTHETIC_KEYS and not synthetic:
                 continue
             if not isinstance(raw, Mapping):
                 raise OpenCostUnavailable(
