@@ -68,6 +68,10 @@ ENV_VARS = (
     "HTTP_MAX_HEADER_BYTES",
     "HTTP_LIMIT_CONCURRENCY",
     "GRAPHIQL_DEV_TOKEN_FILE",
+    "GRAPHQL_WS_MAX_CONNECTIONS",
+    "GRAPHQL_WS_MAX_SUBSCRIPTIONS",
+    "GRAPHQL_WS_QUEUE_SIZE",
+    "GRAPHQL_WS_INIT_TIMEOUT_SECONDS",
     "RATE_LIMIT_POINTS_PER_MINUTE",
     "RATE_LIMIT_TIMEOUT_SECONDS",
 )
@@ -225,6 +229,13 @@ class Settings:
     http_max_header_bytes: int = 65536
     http_limit_concurrency: int = 1000
     graphiql_dev_token_file: str | None = None
+    # GraphQL subscriptions (graphql-transport-ws): open sockets per process, operations per
+    # socket, events waiting per subscription before it is dropped, and the time a new socket
+    # has to send connection_init.
+    graphql_ws_max_connections: int = 500
+    graphql_ws_max_subscriptions: int = 10
+    graphql_ws_queue_size: int = 100
+    graphql_ws_init_timeout_s: float = 10.0
     rate_limit_points_per_minute: int = 5000
     rate_limit_timeout_s: float = 0.1
     # The budget's period: a minute in production (no variable sets it); tests shorten it to see
@@ -285,6 +296,10 @@ class Settings:
             http_max_header_bytes=_int(env, "HTTP_MAX_HEADER_BYTES", 65536, minimum=1024),
             http_limit_concurrency=_int(env, "HTTP_LIMIT_CONCURRENCY", 1000, minimum=1),
             graphiql_dev_token_file=_opt(env, "GRAPHIQL_DEV_TOKEN_FILE"),
+            graphql_ws_max_connections=_int(env, "GRAPHQL_WS_MAX_CONNECTIONS", 500),
+            graphql_ws_max_subscriptions=_int(env, "GRAPHQL_WS_MAX_SUBSCRIPTIONS", 10, minimum=1),
+            graphql_ws_queue_size=_int(env, "GRAPHQL_WS_QUEUE_SIZE", 100, minimum=1),
+            graphql_ws_init_timeout_s=_positive(env, "GRAPHQL_WS_INIT_TIMEOUT_SECONDS", 10.0),
             rate_limit_points_per_minute=_int(env, "RATE_LIMIT_POINTS_PER_MINUTE", 5000),
             rate_limit_timeout_s=_rate_limit_timeout(env),
         )

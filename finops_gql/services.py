@@ -17,6 +17,7 @@ from finops_gql.costs.service import CostService
 from finops_gql.costs.sync import SyncService
 from finops_gql.db.setup import close_db, init_db, migrate
 from finops_gql.errors import QueueUnavailable
+from finops_gql.eventhub import EventHub
 from finops_gql.opencost.client import OpenCostClient
 from finops_gql.ratelimit import RateLimiter
 
@@ -33,6 +34,9 @@ class Services:
     costs: CostService
     catalog: CatalogService
     sync: SyncService
+    # The relay of Redis events to GraphQL subscriptions; connects only once started (the API's
+    # lifespan, or a first subscription), so the worker and the CLI never open it.
+    events: EventHub
     # The per-principal request budget (RATE_LIMIT_POINTS_PER_MINUTE); None when disabled.
     ratelimit: RateLimiter | None = None
     _arq: Any = field(default=None, repr=False)
@@ -78,6 +82,7 @@ class Services:
         return await pool.publish(channel, message)
 
     async def aclose(self) -> None:
+        await self.events.aclose()
         if self.ratelimit is not None:
             await self.ratelimit.aclose()
         if self._arq is not None:
@@ -125,6 +130,7 @@ async def open_services(
                 heartbeat_s=settings.sync_heartbeat_s,
                 lease_s=settings.sync_lease_s,
             ),
+            events=EventHub(settings.redis_url, queue_size=settings.graphql_ws_queue_size),
             ratelimit=RateLimiter.from_settings(settings),
         )
         if publish_budgets:

@@ -21,6 +21,7 @@ from finops_gql.graphql.documents import DocumentGuard
 from finops_gql.ratelimit import RateDecision
 
 if TYPE_CHECKING:
+    from finops_gql.graphql.live import Connection
     from finops_gql.services import Services
 
 
@@ -217,6 +218,10 @@ class Context:
     max_cost: int = 50_000
     cost: Cost | None = None
     documents: DocumentGuard | None = None  # the app's document limits and parse cache
+    # Over a WebSocket (graphql-transport-ws) the context lives as long as the connection: these
+    # are set for it (graphql/live.py), and stay None over HTTP.
+    connection: Connection | None = None
+    connection_params: dict[str, object] | None = None  # the connection_init payload
     # The principal's budget after this operation was charged (QueryCost); None when the limiter
     # is off or Redis did not answer.
     rate: RateDecision | None = None

@@ -20,8 +20,11 @@ from finops_gql.costs.explorer import Dimension
 from finops_gql.costs.ranges import Granularity
 from finops_gql.costs.service import BREAKDOWN_DEFAULT, BREAKDOWN_MAX, TOP_DEFAULT, parse_uuid
 from finops_gql.errors import InvalidInput
+from finops_gql.graphql.context import Context
 from finops_gql.graphql.documents import DocumentLimits
+from finops_gql.graphql.formatting import formatted
 from finops_gql.graphql.limits import QueryCost
+from finops_gql.graphql.live import Subscription
 from finops_gql.graphql.permissions import IsAdmin
 from finops_gql.graphql.scalars import DateTime
 from finops_gql.graphql.types import (
@@ -342,12 +345,22 @@ class GatewaySchema(strawberry.Schema):
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
-        """Client mistakes are answers, not incidents: the view logs only unexpected errors."""
+        """Client mistakes are answers, not incidents: the view logs only unexpected errors.
+
+        Over a WebSocket, Strawberry sends `error.formatted` as it is: the errors get their
+        extensions.code (and an unexpected one its "internal error" wording) here instead."""
+        context = execution_context.context if execution_context is not None else None
+        if isinstance(context, Context) and context.connection is not None:
+            for error in errors:
+                body = formatted(error)
+                error.message = body["message"]
+                error.extensions = body["extensions"]
 
 
 schema = GatewaySchema(
     query=Query,
     mutation=Mutation,
+    subscription=Subscription,
     config=StrawberryConfig(scalar_map={datetime: DateTime}),
     extensions=[
         # Bound the work one document can ask for (team -> components -> team -> ... nests).
