@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 
 from finops_gql.catalog.service import CatalogService
 from finops_gql.config import Settings
+from finops_gql.costs.budgets import BudgetService
 from finops_gql.costs.service import CostService
 from finops_gql.costs.sync import SyncService
 from finops_gql.db.setup import close_db, init_db, migrate
@@ -31,6 +32,7 @@ class Services:
     opencost: OpenCostClient
     costs: CostService
     catalog: CatalogService
+    budgets: BudgetService
     sync: SyncService
     _arq: Any = field(default=None, repr=False)
     _arq_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
@@ -110,7 +112,14 @@ async def open_services(
             session=session,
             opencost=opencost,
             costs=costs,
-            catalog=CatalogService(budget_max_usd=settings.budget_max_usd),
+            catalog=CatalogService(
+                budget_max_usd=settings.budget_max_usd, currency=settings.cost_currency
+            ),
+            budgets=BudgetService(
+                currency=settings.cost_currency,
+                budget_max=settings.budget_max_usd,
+                clock=lambda: costs.clock(),
+            ),
             sync=SyncService(
                 costs,
                 retention_days=settings.cost_retention_days,

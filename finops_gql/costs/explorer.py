@@ -229,9 +229,19 @@ async def series(
     itself and, when asked, its sub-teams). PLATFORM takes `{uuid.UUID(int=0): []}`.
     """
     span = chosen.previous()
+    found = await scoped_daily_sums(subject, scopes, span.start, chosen.end)
+    return {requested: fold(days, chosen, granularity) for requested, days in found.items()}
+
+
+async def scoped_daily_sums(
+    subject: Subject, scopes: Mapping[uuid.UUID, Sequence[uuid.UUID]], first: date, last: date
+) -> dict[uuid.UUID, dict[date, tuple[float, ...]]]:
+    """Each requested subject's column sums per day over first..last, its scope's ids added up
+    (a team and its sub-teams), in ONE statement for all of them; days without records absent.
+    `scopes` is as for `series`."""
     wanted = list(dict.fromkeys(i for ids in scopes.values() for i in ids))
-    found = await daily_sums(subject, wanted, span.start, chosen.end)
-    result = {}
+    found = await daily_sums(subject, wanted, first, last)
+    result: dict[uuid.UUID, dict[date, tuple[float, ...]]] = {}
     for requested, ids in scopes.items():
         if subject is Subject.PLATFORM:
             days = found.get(PLATFORM_KEY, {})
@@ -243,8 +253,19 @@ async def series(
                 for day, sums in found.get(str(i), {}).items():
                     add(merged.setdefault(day, zeros()), sums)
             days = {day: tuple(sums) for day, sums in merged.items()}
-        result[requested] = fold(days, chosen, granularity)
+        result[requested] = days
     return result
+
+
+async def daily_totals(
+    subject: Subject, scopes: Mapping[uuid.UUID, Sequence[uuid.UUID]], first: date, last: date
+) -> dict[uuid.UUID, dict[date, float]]:
+    """Like scoped_daily_sums, the total cost only (budgets and forecasts read this)."""
+    found = await scoped_daily_sums(subject, scopes, first, last)
+    return {
+        requested: {day: sums[TOTAL] for day, sums in days.items()}
+        for requested, days in found.items()
+    }
 
 
 class Dimension(enum.Enum):

@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
 from finops_gql.catalog import tree
 from finops_gql.costs import explorer
+from finops_gql.costs import forecast as forecasting
 from finops_gql.costs.ranges import (
     DayRange,
     Granularity,
@@ -464,6 +465,42 @@ class CostService:
             explorer.Subject.PLATFORM, {everything: []}, chosen, granularity
         )
         return CostSeries.of(found[everything], self.currency)
+
+    # -- forecasts (costs/forecast.py) from the same daily data ------------------------------------
+
+    async def forecasts(
+        self,
+        subject: explorer.Subject,
+        scopes: Mapping[uuid.UUID, Sequence[uuid.UUID]],
+        days: int,
+    ) -> dict[uuid.UUID, forecasting.Forecast]:
+        """Each subject's forecast of the `days` days from today, one statement for all."""
+        forecasting.check_days(days)
+        first, last = forecasting.history_range(self.clock().astimezone(UTC).date())
+        found = await explorer.daily_totals(subject, scopes, first, last)
+        return {
+            key: forecasting.forecast(forecasting.observed(history, last), last, days)
+            for key, history in found.items()
+        }
+
+    async def component_forecasts(
+        self, component_ids: Sequence[uuid.UUID], days: int
+    ) -> dict[uuid.UUID, forecasting.Forecast]:
+        return await self.forecasts(
+            explorer.Subject.COMPONENT, {c: [c] for c in component_ids}, days
+        )
+
+    async def team_forecasts(
+        self, team_ids: Sequence[uuid.UUID], days: int, include_sub_teams: bool = True
+    ) -> dict[uuid.UUID, forecasting.Forecast]:
+        forecasting.check_days(days)
+        scopes = await self.team_scopes(team_ids, include_sub_teams)
+        return await self.forecasts(explorer.Subject.TEAM, scopes, days)
+
+    async def platform_forecast(self, days: int) -> forecasting.Forecast:
+        everything = uuid.UUID(int=0)
+        found = await self.forecasts(explorer.Subject.PLATFORM, {everything: []}, days)
+        return found[everything]
 
     async def cost_breakdown(
         self,
