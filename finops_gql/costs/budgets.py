@@ -251,7 +251,9 @@ def evaluate(
         forecast_spend = spent + ahead.expected_total
     else:
         forecast_spend = ahead.expected_total
-    amount = spec.amount
+    # Compared and divided as shown (5 decimals), so float noise never changes a status and a
+    # client dividing the figures gets the ratios.
+    spent, forecast_spend, amount = money(spent), money(forecast_spend), spec.amount
     crossed = tuple(t for t in spec.thresholds if spent > t * amount)
     if spent > amount:
         state = State.OVER
@@ -267,10 +269,10 @@ def evaluate(
         budget=spec,
         period_start=start,
         period_end=end,
-        spent=money(spent),
+        spent=spent,
         remaining=money(amount - spent),
         ratio=spent / amount if amount else None,
-        forecast_spend=money(forecast_spend),
+        forecast_spend=forecast_spend,
         forecast_ratio=forecast_spend / amount if amount else None,
         forecast_method=ahead.method,
         state=state,

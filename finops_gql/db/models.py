@@ -206,8 +206,8 @@ class PlatformDailyCost(Model):
 
 
 class Budget(Model):
-    """A budget of one component or one team (exactly one of the two, one budget per subject);
-    a team's covers its components and its sub-teams' (costs/budgets.py). A component's
+    """A budget of one component or one team (exactly one of the two, one budget per subject).
+    A team's covers its components and its sub-teams' (costs/budgets.py). A component's
     ROLLING_30_DAYS budget is mirrored in Component.budget_usd (the API's budgetUsd), kept in
     the same transaction by every write."""
 

@@ -39,7 +39,7 @@ class Migration(migrations.Migration):
                 ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
                 ('updated_at', fields.DatetimeField(auto_now=True, auto_now_add=False)),
             ],
-            options={'table': 'budget', 'app': 'models', 'pk_attr': 'id', 'table_description': 'A budget of one component or one team (exactly one of the two, one budget per subject);'},
+            options={'table': 'budget', 'app': 'models', 'pk_attr': 'id', 'table_description': 'A budget of one component or one team (exactly one of the two, one budget per subject).'},
             bases=['Model'],
         ),
         ops.RunSQL([COPY_BUDGETS], reverse_sql=['DELETE FROM "budget"']),
