@@ -4,7 +4,6 @@ GraphQL, migration 0007), on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import json
-
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
