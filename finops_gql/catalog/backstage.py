@@ -392,8 +392,7 @@ def parse_entities(
     budget_max_usd: float = BUDGET_MAX_USD,
     currency: str = "USD",
 ) -> Catalog:
-    """`currency` is COST_CURRENCY: the budget annotations are in USD, so another one is refused
-    for any entity that carries them."""
+    """`currency` is COST_CURRENCY, the currency of the budgets the annotations set."""
     found = Catalog()
     teams, components, skipped = found.teams, found.components, found.skipped
     for index, doc in load_documents(text, source, max_bytes):
@@ -648,8 +647,9 @@ def _annotations(metadata: dict[str, Any], where: str) -> dict[str, Any]:
 def _budget_spec(
     annotations: dict[str, Any], where: str, maximum: float, currency: str
 ) -> BudgetSpec | None:
-    """The finops.io/budget-* annotations of a Component or a Group: an amount in USD, and
-    optionally its period and thresholds (which need the amount)."""
+    """The finops.io/budget-* annotations of a Component or a Group: an amount (in
+    COST_CURRENCY, as finops.io/budget-usd always was, whatever its name says), and optionally
+    its period and thresholds (which need the amount)."""
     amount = _budget(annotations.get(ANNOTATION_BUDGET), where, maximum)
     raw_period = annotations.get(ANNOTATION_BUDGET_PERIOD)
     raw_thresholds = annotations.get(ANNOTATION_BUDGET_THRESHOLDS)
@@ -664,11 +664,6 @@ def _budget_spec(
                     "(the budget's amount)"
                 )
         return None
-    if currency != "USD":
-        raise CatalogError(
-            f"{where}: annotation {ANNOTATION_BUDGET}: the budget is in USD, but the cost data "
-            f"is in {currency} (COST_CURRENCY); budgets are compared without conversion"
-        )
     period = Period.ROLLING_30_DAYS
     if raw_period is not None:
         period = _checked(parse_period, raw_period, where, ANNOTATION_BUDGET_PERIOD, 100)
