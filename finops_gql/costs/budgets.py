@@ -369,7 +369,7 @@ class BudgetService:
         found: dict[uuid.UUID, BudgetStatus | None] = dict.fromkeys(component_ids)
         if component_ids:
             rows = await Budget.filter(component_id__in=list(component_ids))
-            for status in await self._component_statuses(rows, today or self.today()):
+            for status in await _statuses(rows, today or self.today(), team=False):
                 assert status.component_id is not None
                 found[status.component_id] = status
         return found
@@ -381,7 +381,7 @@ class BudgetService:
         found: dict[uuid.UUID, BudgetStatus | None] = dict.fromkeys(team_ids)
         if team_ids:
             rows = await Budget.filter(team_id__in=list(team_ids))
-            for status in await self._team_statuses(rows, today or self.today()):
+            for status in await _statuses(rows, today or self.today(), team=True):
                 assert status.team_id is not None
                 found[status.team_id] = status
         return found
@@ -393,27 +393,24 @@ class BudgetService:
         rows = await Budget.all()
         components = [r for r in rows if r.component_id is not None]
         teams = [r for r in rows if r.team_id is not None]
-        found = await self._component_statuses(components, today)
-        found += await self._team_statuses(teams, today)
+        found = await _statuses(components, today, team=False)
+        found += await _statuses(teams, today, team=True)
         return found
 
-    async def _component_statuses(self, rows: list[Budget], today: date) -> list[BudgetStatus]:
-        if not rows:
-            return []
-        ids = sorted(uuid.UUID(str(r.component_id)) for r in rows)
-        first, last = forecasting.history_range(today)
-        days = await explorer.daily_totals(
-            explorer.Subject.COMPONENT, {c: [c] for c in ids}, first, last
-        )
-        specs = {uuid.UUID(str(r.component_id)): BudgetSpec.of(r) for r in rows}
-        return [evaluate(specs[c], days[c], today, component_id=c) for c in ids]
 
-    async def _team_statuses(self, rows: list[Budget], today: date) -> list[BudgetStatus]:
-        if not rows:
-            return []
-        ids = sorted(uuid.UUID(str(r.team_id)) for r in rows)
+async def _statuses(rows: list[Budget], today: date, *, team: bool) -> list[BudgetStatus]:
+    """The statuses of component budgets (team=False) or team budgets (their sub-teams' cost
+    included: one statement more), by subject id, with one read of the daily data."""
+    if not rows:
+        return []
+    specs = {uuid.UUID(str(r.team_id if team else r.component_id)): BudgetSpec.of(r) for r in rows}
+    ids = sorted(specs)
+    first, last = forecasting.history_range(today)
+    if team:
         scopes = await tree.team_subtrees(ids)
-        first, last = forecasting.history_range(today)
         days = await explorer.daily_totals(explorer.Subject.TEAM, scopes, first, last)
-        specs = {uuid.UUID(str(r.team_id)): BudgetSpec.of(r) for r in rows}
         return [evaluate(specs[t], days[t], today, team_id=t) for t in ids]
+    days = await explorer.daily_totals(
+        explorer.Subject.COMPONENT, {c: [c] for c in ids}, first, last
+    )
+    return [evaluate(specs[c], days[c], today, component_id=c) for c in ids]
