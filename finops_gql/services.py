@@ -19,6 +19,7 @@ from finops_gql.costs.sync import SyncService
 from finops_gql.db.setup import close_db, init_db, migrate
 from finops_gql.errors import QueueUnavailable
 from finops_gql.opencost.client import OpenCostClient
+from finops_gql.ratelimit import RateLimiter
 
 QUEUE_NAME = "finops_gql"
 SYNC_JOB_ID = "finops_gql:cost-sync"
@@ -34,6 +35,8 @@ class Services:
     catalog: CatalogService
     budgets: BudgetService
     sync: SyncService
+    # The per-principal request budget (RATE_LIMIT_POINTS_PER_MINUTE); None when disabled.
+    ratelimit: RateLimiter | None = None
     _arq: Any = field(default=None, repr=False)
     _arq_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
@@ -77,6 +80,8 @@ class Services:
         return await pool.publish(channel, message)
 
     async def aclose(self) -> None:
+        if self.ratelimit is not None:
+            await self.ratelimit.aclose()
         if self._arq is not None:
             await self._arq.aclose()
         await self.session.close()
@@ -129,6 +134,7 @@ async def open_services(
                 heartbeat_s=settings.sync_heartbeat_s,
                 lease_s=settings.sync_lease_s,
             ),
+            ratelimit=RateLimiter.from_settings(settings),
         )
         if publish_budgets:
             services.sync.publish = services.publish

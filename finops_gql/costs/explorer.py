@@ -19,9 +19,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+from finops_gql.access import EVERYTHING, Scope
 from finops_gql.costs.ranges import Bucket, DayRange, Granularity, buckets
 from finops_gql.costs.windows import as_date, money
-from finops_gql.db.setup import connection, placeholders, sql_value
+from finops_gql.db.setup import SqlParams, connection, placeholders, sql_value
 
 # cost_record's money columns, in CostBreakdown's order (ram_cost is the API's memoryCost).
 COLUMNS = (
@@ -90,32 +91,42 @@ class Series:
 
 
 async def daily_sums(
-    subject: Subject, ids: Sequence[uuid.UUID], first: date, last: date
+    subject: Subject,
+    ids: Sequence[uuid.UUID],
+    first: date,
+    last: date,
+    scope: Scope = EVERYTHING,
+    summed: bool = False,
 ) -> dict[str, dict[date, tuple[float, ...]]]:
     """Per subject key (canonical UUID text, or PLATFORM_KEY) and day, each column's sum over
     first..last, in ONE statement. Days without records are absent (the caller fills zeros).
+    `summed`: the ids' days added up in SQL, under PLATFORM_KEY (one subject made of many).
 
-    Components read cost_record (one row per day already); teams and the platform read the daily
-    pre-aggregates, which hold exactly these sums (refresh_daily_totals keeps them true)."""
-    day_marks = placeholders(2)
-    values: list[object] = [sql_value(first), sql_value(last)]
-    where = f"day >= {day_marks[0]} AND day <= {day_marks[1]}"
+    Components read cost_record (one row per day already), those `scope` sees; teams and the
+    platform read the daily pre-aggregates, which hold exactly these sums (refresh_daily_totals
+    keeps them true): their callers pass only visible teams (access.py)."""
+    p = SqlParams()
+    where = [f"day >= {p(first)}", f"day <= {p(last)}"]
     columns = ", ".join(COLUMNS)
     if subject is Subject.PLATFORM:
         key, table = None, "platform_daily_cost"
     else:
         if not ids:
             return {}
-        id_marks = ", ".join(placeholders(len(ids), start=3))
-        values.extend(sql_value(i) for i in ids)
         key = "component_id" if subject is Subject.COMPONENT else "team_id"
         table = "cost_record" if subject is Subject.COMPONENT else "team_daily_cost"
-        where += f" AND {key} IN ({id_marks})"
+        where.append(f"{key} IN ({', '.join(p(i) for i in ids)})")
+        if subject is Subject.COMPONENT:
+            where.extend(scope.components_sql(key, p))
+    group = ""
+    if summed and key:
+        key, group = None, " GROUP BY day"
+        columns = ", ".join(f"SUM({c}) AS {c}" for c in COLUMNS)
     select = f"{key} AS subject, day, {columns}" if key else f"day, {columns}"
-    sql = f"SELECT {select} FROM {table} WHERE {where}"  # noqa: S608 (placeholders only)
+    sql = f"SELECT {select} FROM {table} WHERE {' AND '.join(where)}{group}"  # noqa: S608 (placeholders only)
     result: dict[str, dict[date, tuple[float, ...]]] = {}
     names: dict[object, str] = {}  # driver value -> canonical UUID text, parsed once per subject
-    for row in await connection().execute_query_dict(sql, values):
+    for row in await connection().execute_query_dict(sql, p.values):
         if key:
             subject_value = row["subject"]
             name = names.get(subject_value)
@@ -222,25 +233,38 @@ async def series(
     scopes: Mapping[uuid.UUID, Sequence[uuid.UUID]],
     chosen: DayRange,
     granularity: Granularity,
+    visible: Scope = EVERYTHING,
 ) -> dict[uuid.UUID, Series]:
     """The series of each requested subject, in one statement for all of them.
 
     `scopes` maps each requested id to the ids its cost is made of (a component: itself; a team:
-    itself and, when asked, its sub-teams). PLATFORM takes `{uuid.UUID(int=0): []}`.
+    itself and, when asked, its sub-teams). PLATFORM takes `{uuid.UUID(int=0): []}`. `visible`
+    filters components (teams come filtered by their caller).
     """
     span = chosen.previous()
-    found = await scoped_daily_sums(subject, scopes, span.start, chosen.end)
+    found = await scoped_daily_sums(subject, scopes, span.start, chosen.end, visible)
     return {requested: fold(days, chosen, granularity) for requested, days in found.items()}
 
 
 async def scoped_daily_sums(
-    subject: Subject, scopes: Mapping[uuid.UUID, Sequence[uuid.UUID]], first: date, last: date
+    subject: Subject,
+    scopes: Mapping[uuid.UUID, Sequence[uuid.UUID]],
+    first: date,
+    last: date,
+    visible: Scope = EVERYTHING,
 ) -> dict[uuid.UUID, dict[date, tuple[float, ...]]]:
     """Each requested subject's column sums per day over first..last, its scope's ids added up
     (a team and its sub-teams), in ONE statement for all of them; days without records absent.
-    `scopes` is as for `series`."""
+    `scopes` and `visible` are as for `series`."""
+    if subject is not Subject.PLATFORM and len(scopes) == 1:
+        ((requested, ids),) = scopes.items()
+        if len(ids) > 1:
+            # One subject made of many (a team with its sub-teams, the teams a principal sees):
+            # the database adds their days up.
+            found = await daily_sums(subject, ids, first, last, visible, summed=True)
+            return {requested: found.get(PLATFORM_KEY, {})}
     wanted = list(dict.fromkeys(i for ids in scopes.values() for i in ids))
-    found = await daily_sums(subject, wanted, first, last)
+    found = await daily_sums(subject, wanted, first, last, visible)
     result: dict[uuid.UUID, dict[date, tuple[float, ...]]] = {}
     for requested, ids in scopes.items():
         if subject is Subject.PLATFORM:
@@ -258,10 +282,14 @@ async def scoped_daily_sums(
 
 
 async def daily_totals(
-    subject: Subject, scopes: Mapping[uuid.UUID, Sequence[uuid.UUID]], first: date, last: date
+    subject: Subject,
+    scopes: Mapping[uuid.UUID, Sequence[uuid.UUID]],
+    first: date,
+    last: date,
+    visible: Scope = EVERYTHING,
 ) -> dict[uuid.UUID, dict[date, float]]:
     """Like scoped_daily_sums, the total cost only (budgets and forecasts read this)."""
-    found = await scoped_daily_sums(subject, scopes, first, last)
+    found = await scoped_daily_sums(subject, scopes, first, last, visible)
     return {
         requested: {day: sums[TOTAL] for day, sums in days.items()}
         for requested, days in found.items()
@@ -300,6 +328,9 @@ async def group_totals(
     Teams read the team daily totals, components their records, resources the team or
     platform daily totals (with RESOURCE_TOTAL, the grand total); money is summed in SQL."""
     if team_ids is not None and not team_ids:
+        # No team (a principal that sees none): no group, or every resource at zero.
+        if dimension is Dimension.RESOURCE:
+            return dict.fromkeys([*RESOURCES.values(), RESOURCE_TOTAL], (0.0, 0.0))
         return {}
     span = chosen.previous()
     values: list[object] = []
