@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 
 from finops_gql.catalog.service import CatalogService
 from finops_gql.config import Settings
+from finops_gql.costs.budgets import BudgetService
 from finops_gql.costs.service import CostService
 from finops_gql.costs.sync import SyncService
 from finops_gql.db.setup import close_db, init_db, migrate
@@ -33,6 +34,7 @@ class Services:
     opencost: OpenCostClient
     costs: CostService
     catalog: CatalogService
+    budgets: BudgetService
     sync: SyncService
     # The relay of Redis events to GraphQL subscriptions; connects only once started (the API's
     # lifespan, or a first subscription), so the worker and the CLI never open it.
@@ -120,7 +122,14 @@ async def open_services(
             session=session,
             opencost=opencost,
             costs=costs,
-            catalog=CatalogService(budget_max_usd=settings.budget_max_usd),
+            catalog=CatalogService(
+                budget_max_usd=settings.budget_max_usd, currency=settings.cost_currency
+            ),
+            budgets=BudgetService(
+                currency=settings.cost_currency,
+                budget_max=settings.budget_max_usd,
+                clock=lambda: costs.clock(),
+            ),
             sync=SyncService(
                 costs,
                 retention_days=settings.cost_retention_days,

@@ -234,6 +234,8 @@ TEAM_DEEP = f"""
   costSummary {{ totalCost components(limit: 100) {{ componentId component {{ name }} }} }}
   cost(range: {LAST_30}, granularity: WEEK) {{ total points {{ totalCost }} }}
   costBreakdown(range: {LAST_30}, groupBy: COMPONENT, first: 100) {{ total totalCount nodes {{ key }} }}
+  budgetStatus {{ spent }}
+  forecast(days: 1) {{ historyDays points {{ expected }} }}
 """
 
 
@@ -262,6 +264,9 @@ def check_team_deep(world: World, team: dict[str, Any] | None, slug: str) -> Non
     assert breakdown["total"] == world.cost(whole)
     assert {n["key"] for n in breakdown["nodes"]} == world.ids(world.components, whole)
     assert breakdown["totalCount"] == len(whole)
+    # The subtree's two days, averaged (fewer than 14: the MEAN fallback).
+    assert team["forecast"]["points"] == [{"expected": world.cost(whole) / 2}]
+    assert team["budgetStatus"] is None
 
 
 @query("team")
@@ -311,6 +316,8 @@ COMPONENT_DEEP = f"""
   history(limit: 10) {{ totalCost }}
   cost(range: {LAST_30}) {{ total }}
   actualCost {{ sevenDay {{ totalCost }} }}
+  budgetStatus {{ spent }}
+  forecast(days: 1) {{ historyDays points {{ expected }} }}
 """
 
 
@@ -326,6 +333,8 @@ async def check_component_deep(world: World, found: dict[str, Any] | None, name:
     assert found["system"] == ({"slug": system} if system else None)
     assert [h["totalCost"] for h in found["history"]] == list(reversed(totals))
     assert found["cost"]["total"] == sum(totals) == found["cost30d"]
+    assert found["forecast"] == {"historyDays": 2, "points": [{"expected": sum(totals) / 2}]}
+    assert found["budgetStatus"] is None
 
 
 @query("component")
@@ -413,6 +422,16 @@ async def _platform(world: World) -> None:
     else:
         assert series["coverage"] is None
         assert series["unmappedKeys"] is None
+
+
+@query("platformForecast")
+async def _platform_forecast(world: World) -> None:
+    data = await world.gql("{ platformForecast(days: 2) { method points { expected } } }")
+    forecast = data["platformForecast"]
+    # Two days of history: the mean of the visible components' daily totals (none: zeros).
+    expected = world.cost(world.component_names) / 2
+    assert forecast["points"] == [{"expected": expected}] * 2
+    assert forecast["method"] == ("MEAN" if world.component_names else "NO_DATA")
 
 
 BREAKDOWN = f"""
@@ -544,8 +563,17 @@ async def _domains(world: World) -> None:
 # Object fields reached from the queries above (the *_DEEP selections and the checks): a new
 # object-valued field on these types needs a line here, and a check.
 NESTED = {
-    "Team": {"parent", "children", "components", "costSummary", "cost", "costBreakdown"},
-    "Component": {"team", "system", "history", "cost", "actualCost"},
+    "Team": {
+        "parent",
+        "children",
+        "components",
+        "costSummary",
+        "cost",
+        "costBreakdown",
+        "budgetStatus",
+        "forecast",
+    },
+    "Component": {"team", "system", "history", "cost", "actualCost", "budgetStatus", "forecast"},
     "System": {"owner", "domain", "components"},
     "Domain": {"owner", "systems"},
     "ComponentCost": {"component"},

@@ -19,7 +19,7 @@ from tortoise.transactions import in_transaction
 
 from finops_gql.access import EVERYTHING, Mark, Scope
 from finops_gql.catalog import tree
-from finops_gql.costs import explorer
+from finops_gql.costs import budgets, explorer
 from finops_gql.db.models import (
     AGGREGATE_MAX,
     DEFAULT_AGGREGATE,
@@ -332,8 +332,9 @@ def _retry() -> Conflict:
 
 
 class CatalogService:
-    def __init__(self, *, budget_max_usd: float = BUDGET_MAX_USD) -> None:
+    def __init__(self, *, budget_max_usd: float = BUDGET_MAX_USD, currency: str = "USD") -> None:
         self.budget_max_usd = budget_max_usd
+        self.currency = currency  # COST_CURRENCY: budgetUsd is a budget in it
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -825,14 +826,18 @@ class CatalogService:
         await self._check_selector(aggregate, key or name)
         component_id = component_id or uuid.uuid4()
         try:
-            return await Component.create(
-                id=component_id,
-                name=name,
-                team_id=team_id,
-                budget_usd=budget_usd,
-                opencost_aggregate=aggregate,
-                opencost_key=key,
-            )
+            async with in_transaction():
+                component = await Component.create(
+                    id=component_id,
+                    name=name,
+                    team_id=team_id,
+                    budget_usd=budget_usd,
+                    opencost_aggregate=aggregate,
+                    opencost_key=key,
+                )
+                if budget_usd is not None:
+                    await budgets.write_component_budget(component_id, self._rolling(budget_usd))
+                return component
         except IntegrityError:
             raise await self._component_conflict(
                 aggregate, key or name, component_id, team_id
@@ -885,13 +890,34 @@ class CatalogService:
             ) from None
         return component
 
+    def _rolling(
+        self, budget_usd: float, thresholds: tuple[float, ...] | None = None
+    ) -> budgets.BudgetSpec:
+        """budgetUsd's budget: ROLLING_30_DAYS in the cost currency."""
+        return budgets.BudgetSpec(
+            budget_usd,
+            self.currency,
+            budgets.Period.ROLLING_30_DAYS,
+            thresholds or budgets.DEFAULT_THRESHOLDS,
+        )
+
     async def set_budget(self, component_id: uuid.UUID, budget_usd: float | None) -> Component:
+        """budgetUsd: the component's budget becomes ROLLING_30_DAYS of this amount (thresholds
+        kept if it had a budget); null removes its budget, whatever its period."""
         budget_usd = check_budget(budget_usd, self.budget_max_usd)
-        component = await Component.get_or_none(id=component_id)
-        if component is None:
-            raise NotFound("component", component_id)
-        component.budget_usd = budget_usd
-        await component.save(update_fields=["budget_usd", "updated_at"])
+        try:
+            async with in_transaction():
+                component = await Component.get_or_none(id=component_id)
+                if component is None:
+                    raise NotFound("component", component_id)
+                spec = None
+                if budget_usd is not None:
+                    spec = self._rolling(budget_usd, await budgets.kept_thresholds(component_id))
+                await budgets.write_component_budget(component_id, spec)
+                component.budget_usd = budget_usd
+                await component.save(update_fields=["budget_usd", "updated_at"])
+        except IntegrityError:
+            raise _retry() from None
         return component
 
     async def delete_component(self, component_id: uuid.UUID) -> None:

@@ -243,16 +243,30 @@ async def series(
     filters components (teams come filtered by their caller).
     """
     span = chosen.previous()
+    found = await scoped_daily_sums(subject, scopes, span.start, chosen.end, visible)
+    return {requested: fold(days, chosen, granularity) for requested, days in found.items()}
+
+
+async def scoped_daily_sums(
+    subject: Subject,
+    scopes: Mapping[uuid.UUID, Sequence[uuid.UUID]],
+    first: date,
+    last: date,
+    visible: Scope = EVERYTHING,
+) -> dict[uuid.UUID, dict[date, tuple[float, ...]]]:
+    """Each requested subject's column sums per day over first..last, its scope's ids added up
+    (a team and its sub-teams), in ONE statement for all of them; days without records absent.
+    `scopes` and `visible` are as for `series`."""
     if subject is not Subject.PLATFORM and len(scopes) == 1:
         ((requested, ids),) = scopes.items()
         if len(ids) > 1:
             # One subject made of many (a team with its sub-teams, the teams a principal sees):
-            # the database adds their days up, Python folds one row per day.
-            found = await daily_sums(subject, ids, span.start, chosen.end, visible, summed=True)
-            return {requested: fold(found.get(PLATFORM_KEY, {}), chosen, granularity)}
+            # the database adds their days up.
+            found = await daily_sums(subject, ids, first, last, visible, summed=True)
+            return {requested: found.get(PLATFORM_KEY, {})}
     wanted = list(dict.fromkeys(i for ids in scopes.values() for i in ids))
-    found = await daily_sums(subject, wanted, span.start, chosen.end, visible)
-    result = {}
+    found = await daily_sums(subject, wanted, first, last, visible)
+    result: dict[uuid.UUID, dict[date, tuple[float, ...]]] = {}
     for requested, ids in scopes.items():
         if subject is Subject.PLATFORM:
             days = found.get(PLATFORM_KEY, {})
@@ -264,8 +278,23 @@ async def series(
                 for day, sums in found.get(str(i), {}).items():
                     add(merged.setdefault(day, zeros()), sums)
             days = {day: tuple(sums) for day, sums in merged.items()}
-        result[requested] = fold(days, chosen, granularity)
+        result[requested] = days
     return result
+
+
+async def daily_totals(
+    subject: Subject,
+    scopes: Mapping[uuid.UUID, Sequence[uuid.UUID]],
+    first: date,
+    last: date,
+    visible: Scope = EVERYTHING,
+) -> dict[uuid.UUID, dict[date, float]]:
+    """Like scoped_daily_sums, the total cost only (budgets and forecasts read this)."""
+    found = await scoped_daily_sums(subject, scopes, first, last, visible)
+    return {
+        requested: {day: sums[TOTAL] for day, sums in days.items()}
+        for requested, days in found.items()
+    }
 
 
 class Dimension(enum.Enum):

@@ -263,6 +263,33 @@ class UnmappedCost(Model):
         indexes = [Index(fields=("day",), name="unmapped_cost_day_idx")]
 
 
+class Budget(Model):
+    """A budget of one component or one team (exactly one of the two, one budget per subject).
+    A team's covers its components and its sub-teams' (costs/budgets.py). A component's
+    ROLLING_30_DAYS budget is mirrored in Component.budget_usd (the API's budgetUsd), kept in
+    the same transaction by every write."""
+
+    id = fields.BigIntField(primary_key=True)
+    component: fields.OneToOneNullableRelation[Component] = fields.OneToOneField(
+        "models.Component", related_name="budget", null=True, on_delete=fields.CASCADE
+    )
+    component_id: str | None
+    team: fields.OneToOneNullableRelation[Team] = fields.OneToOneField(
+        "models.Team", related_name="budget", null=True, on_delete=fields.CASCADE
+    )
+    team_id: str | None
+    amount = fields.FloatField()
+    currency = fields.CharField(max_length=3)
+    period = fields.CharField(max_length=16)  # ROLLING_30_DAYS | MONTHLY
+    # Ratios of the amount, ascending: [0.5, 0.8, 1.0] by default.
+    thresholds: fields.JSONField[list[float]] = fields.JSONField()
+    created_at = fields.DatetimeField(auto_now_add=True)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "budget"
+
+
 class SyncRun(Model):
     id = fields.BigIntField(primary_key=True)
     started_at = fields.DatetimeField()

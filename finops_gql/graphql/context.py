@@ -12,6 +12,8 @@ from strawberry.dataloader import DataLoader
 from finops_gql.access import Scope
 from finops_gql.auth import Principal
 from finops_gql.catalog.service import ComponentFilter, ComponentOrder, Page
+from finops_gql.costs.budgets import BudgetStatus
+from finops_gql.costs.forecast import Forecast
 from finops_gql.costs.ranges import DayRange, Granularity
 from finops_gql.costs.service import CostSeries, DailyCost, TeamSummary
 from finops_gql.db.models import Component, Domain, System, Team
@@ -82,8 +84,16 @@ class Loaders:
         init=False
     )
 
+    # Budget statuses by component / team id (null without a budget); forecasts keyed by
+    # (id, days) and (team id, days, includeSubTeams): one batch per distinct argument.
+    component_budget: DataLoader[uuid.UUID, BudgetStatus | None] = field(init=False)
+    team_budget: DataLoader[uuid.UUID, BudgetStatus | None] = field(init=False)
+    component_forecast: DataLoader[tuple[uuid.UUID, int], Forecast] = field(init=False)
+    team_forecast: DataLoader[tuple[uuid.UUID, int, bool], Forecast] = field(init=False)
+
     def __post_init__(self) -> None:
         catalog, costs, scope = self.services.catalog, self.services.costs, self.scope
+        self._budget_loaders()
 
         async def teams(ids: list[uuid.UUID]) -> list[Team | None]:
             found = await catalog.teams_by_ids(ids, scope)
@@ -186,6 +196,38 @@ class Loaders:
         self.domain_systems = DataLoader(
             _pages(lambda ids, first, after: catalog.domain_system_pages(ids, first, after, scope))
         )
+
+    def _budget_loaders(self) -> None:
+        services, scope = self.services, self.scope
+
+        async def component_budgets(ids: list[uuid.UUID]) -> list[BudgetStatus | None]:
+            found = await services.budgets.component_statuses(ids)
+            return [found[i] for i in ids]
+
+        async def team_budgets(ids: list[uuid.UUID]) -> list[BudgetStatus | None]:
+            found = await services.budgets.team_statuses(ids)
+            return [found[i] for i in ids]
+
+        async def component_forecasts(keys: list[tuple[uuid.UUID, int]]) -> list[Forecast]:
+            found: dict[tuple[uuid.UUID, int], Forecast] = {}
+            for days in dict.fromkeys(d for _, d in keys):
+                ids = [c for c, d in keys if d == days]
+                for c, f in (await services.costs.component_forecasts(ids, days, scope)).items():
+                    found[c, days] = f
+            return [found[k] for k in keys]
+
+        async def team_forecasts(keys: list[tuple[uuid.UUID, int, bool]]) -> list[Forecast]:
+            found: dict[tuple[uuid.UUID, int, bool], Forecast] = {}
+            for days, sub in dict.fromkeys((d, s) for _, d, s in keys):
+                ids = [t for t, d, s in keys if (d, s) == (days, sub)]
+                for t, f in (await services.costs.team_forecasts(ids, days, sub, scope)).items():
+                    found[t, days, sub] = f
+            return [found[k] for k in keys]
+
+        self.component_budget = DataLoader(component_budgets)
+        self.team_budget = DataLoader(team_budgets)
+        self.component_forecast = DataLoader(component_forecasts)
+        self.team_forecast = DataLoader(team_forecasts)
 
     def history(self, limit: int) -> DataLoader[uuid.UUID, list[DailyCost]]:
         """One loader per limit: every component asking for the same limit shares one query."""

@@ -17,6 +17,7 @@ from finops_gql.catalog.service import ComponentFilter
 from finops_gql.catalog.service import ComponentOrder as ServiceComponentOrder
 from finops_gql.catalog.service import TeamOrder as ServiceTeamOrder
 from finops_gql.costs.explorer import Dimension
+from finops_gql.costs.forecast import check_days
 from finops_gql.costs.ranges import Granularity
 from finops_gql.costs.service import BREAKDOWN_DEFAULT, BREAKDOWN_MAX, TOP_DEFAULT, parse_uuid
 from finops_gql.errors import InvalidInput
@@ -28,16 +29,9 @@ from finops_gql.graphql.live import Subscription
 from finops_gql.graphql.permissions import IsAdmin
 from finops_gql.graphql.scalars import DateTime
 from finops_gql.graphql.types import (
-    MIN_COST_DESCRIPTION as MIN_COST,
-)
-from finops_gql.graphql.types import (
-    OVER_BUDGET_DESCRIPTION as OVER_BUDGET,
-)
-from finops_gql.graphql.types import (
-    SEARCH_DESCRIPTION as SEARCH,
-)
-from finops_gql.graphql.types import (
+    FORECAST_DAYS,
     Availability,
+    BudgetInput,
     Component,
     ComponentConnection,
     ComponentCost,
@@ -47,6 +41,7 @@ from finops_gql.graphql.types import (
     DateRange,
     Domain,
     DomainConnection,
+    Forecast,
     PlatformCostSeries,
     SyncJob,
     SyncRun,
@@ -55,6 +50,15 @@ from finops_gql.graphql.types import (
     Team,
     TeamConnection,
     TeamOrder,
+)
+from finops_gql.graphql.types import (
+    MIN_COST_DESCRIPTION as MIN_COST,
+)
+from finops_gql.graphql.types import (
+    OVER_BUDGET_DESCRIPTION as OVER_BUDGET,
+)
+from finops_gql.graphql.types import (
+    SEARCH_DESCRIPTION as SEARCH,
 )
 from finops_gql.observability import GraphQLMetrics
 
@@ -157,6 +161,14 @@ class Query:
         costs = info.context.services.costs
         found = await costs.platform_series(range.resolve(info), granularity, info.context.scope)
         return PlatformCostSeries.of(found)
+
+    @strawberry.field(description="Daily cost forecast of every component together.")
+    async def platform_forecast(
+        self, info: CtxInfo, days: Annotated[int, strawberry.argument(description=FORECAST_DAYS)]
+    ) -> Forecast:
+        costs = info.context.services.costs
+        found = await costs.platform_forecast(check_days(days), info.context.scope)
+        return Forecast.of(found)
 
     @strawberry.field(
         description="The cost of every component the principal may see (AUTHZ_MODE) by group, "
@@ -310,7 +322,11 @@ class Mutation:
         await info.context.services.catalog.delete_component(_id(id))
         return True
 
-    @strawberry.mutation(permission_classes=ADMIN, description="null clears the budget.")
+    @strawberry.mutation(
+        permission_classes=ADMIN,
+        description="The component's budget becomes ROLLING_30_DAYS of budgetUsd (thresholds "
+        "kept); null removes its budget, whatever its period.",
+    )
     async def set_budget(
         self, info: CtxInfo, component_id: strawberry.ID, budget_usd: float | None
     ) -> Component:
@@ -318,6 +334,47 @@ class Mutation:
             _id(component_id, "componentId"), budget_usd
         )
         return Component.of(component)
+
+    @strawberry.mutation(
+        permission_classes=ADMIN,
+        description="Set a component's budget (replacing its budget); a ROLLING_30_DAYS one is "
+        "also its budgetUsd.",
+    )
+    async def set_component_budget(
+        self, info: CtxInfo, component_id: strawberry.ID, budget: BudgetInput
+    ) -> Component:
+        component = await info.context.services.budgets.set_component_budget(
+            _id(component_id, "componentId"), budget.spec(info)
+        )
+        return Component.of(component)
+
+    @strawberry.mutation(
+        permission_classes=ADMIN,
+        description="Set a team's budget (replacing its budget); it covers its sub-teams' cost.",
+    )
+    async def set_team_budget(
+        self, info: CtxInfo, team_id: strawberry.ID, budget: BudgetInput
+    ) -> Team:
+        team = await info.context.services.budgets.set_team_budget(
+            _id(team_id, "teamId"), budget.spec(info)
+        )
+        return Team.of(team)
+
+    @strawberry.mutation(
+        permission_classes=ADMIN,
+        description="Remove the budget of a component or a team (exactly one of the two); "
+        "false when it had none.",
+    )
+    async def remove_budget(
+        self,
+        info: CtxInfo,
+        component_id: strawberry.ID | None = None,
+        team_id: strawberry.ID | None = None,
+    ) -> bool:
+        return await info.context.services.budgets.remove_budget(
+            _id(component_id, "componentId") if component_id is not None else None,
+            _id(team_id, "teamId") if team_id is not None else None,
+        )
 
     @strawberry.mutation(
         permission_classes=ADMIN,

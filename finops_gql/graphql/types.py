@@ -11,6 +11,8 @@ import strawberry
 from strawberry.types import Info
 
 from finops_gql.catalog import service as catalog
+from finops_gql.costs import budgets
+from finops_gql.costs import forecast as forecasting
 from finops_gql.costs import service as cost
 from finops_gql.costs.explorer import Dimension
 from finops_gql.costs.ranges import DayRange, Granularity, Preset
@@ -296,6 +298,145 @@ class CostGroupConnection:
         )
 
 
+strawberry.enum(
+    budgets.Period,
+    name="BudgetPeriod",
+    description="ROLLING_30_DAYS: the 30 complete UTC days before today (like cost30d); "
+    "MONTHLY: the current UTC calendar month.",
+)
+strawberry.enum(
+    budgets.State,
+    name="BudgetState",
+    description="Most severe first: OVER (spent > amount), FORECAST_OVER (the forecast for the "
+    "period's end > amount), WARNING (a threshold below 1.0 crossed), OK.",
+)
+strawberry.enum(
+    forecasting.Method,
+    name="ForecastMethod",
+    description="TREND_WEEKLY: least squares on a linear trend and day-of-week effects (14 days "
+    "of history or more); MEAN: the fallback below 14 days, the mean of the days there are, "
+    "flat; NO_DATA: no history, zeros.",
+)
+
+
+@strawberry.type(description="A component's or a team's budget.")
+class Budget:
+    amount: float
+    currency: str
+    period: budgets.Period
+    thresholds: list[float] = strawberry.field(
+        description="Ratios of the amount, ascending (default 0.5, 0.8, 1.0)."
+    )
+
+    @classmethod
+    def of(cls, b: budgets.BudgetSpec) -> Budget:
+        return cls(
+            amount=b.amount, currency=b.currency, period=b.period, thresholds=list(b.thresholds)
+        )
+
+
+@strawberry.type(
+    description="Where a budget stands today: money spent over the period's complete days, "
+    "and the forecast for its end."
+)
+class BudgetStatus:
+    budget: Budget
+    period_start: date
+    period_end: date = strawberry.field(
+        description="ROLLING_30_DAYS: yesterday; MONTHLY: the month's last day."
+    )
+    spent: float = strawberry.field(description="Over periodStart..yesterday.")
+    remaining: float = strawberry.field(description="amount - spent; negative when over.")
+    ratio: float | None = strawberry.field(description="spent / amount; null for a 0 budget.")
+    forecast_spend: float = strawberry.field(
+        description="MONTHLY: spent + the forecast of the month's remaining days (today "
+        "included); ROLLING_30_DAYS: the forecast of the next 30 days from today."
+    )
+    forecast_ratio: float | None
+    forecast_method: forecasting.Method
+    status: budgets.State
+    crossed_thresholds: list[float] = strawberry.field(
+        description="The thresholds t with spent > t x amount."
+    )
+
+    @classmethod
+    def of(cls, s: budgets.BudgetStatus | None) -> BudgetStatus | None:
+        if s is None:
+            return None
+        return cls(
+            budget=Budget.of(s.budget),
+            period_start=s.period_start,
+            period_end=s.period_end,
+            spent=s.spent,
+            remaining=s.remaining,
+            ratio=s.ratio,
+            forecast_spend=s.forecast_spend,
+            forecast_ratio=s.forecast_ratio,
+            forecast_method=s.forecast_method,
+            status=s.state,
+            crossed_thresholds=list(s.crossed_thresholds),
+        )
+
+
+@strawberry.input(description="A budget to set; it replaces the subject's budget.")
+class BudgetInput:
+    amount: float = strawberry.field(description="Finite, >= 0, at most BUDGET_MAX_USD.")
+    currency: str | None = strawberry.field(
+        default=None, description="Must be the cost data's (COST_CURRENCY, the default)."
+    )
+    period: budgets.Period = budgets.Period.ROLLING_30_DAYS
+    thresholds: list[float] | None = strawberry.field(
+        default=None,
+        description=f"Ratios of the amount: 1..{budgets.MAX_THRESHOLDS} of them, ascending, "
+        f"each > 0 and <= {budgets.MAX_THRESHOLD:g} (default 0.5, 0.8, 1.0).",
+    )
+
+    def spec(self, info: CtxInfo) -> budgets.BudgetSpec:
+        return info.context.services.budgets.spec(
+            self.amount, self.currency, self.period, self.thresholds
+        )
+
+
+@strawberry.type(description="One forecast day.")
+class ForecastPoint:
+    day: date
+    expected: float
+    lower: float = strawberry.field(description="Lower bound of the interval (>= 0).")
+    upper: float
+
+
+@strawberry.type(
+    description="Daily cost forecast from the persisted daily costs (at most the last 56 "
+    "complete days), starting today."
+)
+class Forecast:
+    method: forecasting.Method
+    fallback: bool = strawberry.field(
+        description="True when fewer than 14 days of history forced the MEAN or NO_DATA method."
+    )
+    interval: float = strawberry.field(description="Coverage of [lower, upper], e.g. 0.8.")
+    history_days: int = strawberry.field(description="Days of history the forecast used.")
+    points: list[ForecastPoint] = strawberry.field(
+        description=f"One per day asked for (at most {forecasting.MAX_DAYS})."
+    )
+
+    @classmethod
+    def of(cls, f: forecasting.Forecast) -> Forecast:
+        return cls(
+            method=f.method,
+            fallback=f.fallback,
+            interval=f.interval,
+            history_days=f.history_days,
+            points=[
+                ForecastPoint(day=p.day, expected=p.expected, lower=p.lower, upper=p.upper)
+                for p in f.points
+            ],
+        )
+
+
+FORECAST_DAYS = f"Days to forecast from today, 1..{forecasting.MAX_DAYS}."
+
+
 @strawberry.type(description="Live cost over a window, as OpenCost reports it now.")
 class CostWindow:
     window: str = strawberry.field(description="OpenCost window label, e.g. 7d or 30d.")
@@ -504,6 +645,27 @@ class Team:
         )
         return CostGroupConnection.of(found)
 
+    @strawberry.field(
+        description="The team's budget and where it stands (its sub-teams' cost included); "
+        "null when it has none."
+    )
+    async def budget_status(self, info: CtxInfo) -> BudgetStatus | None:
+        return BudgetStatus.of(await info.context.loaders.team_budget.load(uuid.UUID(self.id)))
+
+    @strawberry.field(
+        description="Daily cost forecast of the team's components (with its sub-teams' unless "
+        "includeSubTeams is false)."
+    )
+    async def forecast(
+        self,
+        info: CtxInfo,
+        days: Annotated[int, strawberry.argument(description=FORECAST_DAYS)],
+        include_sub_teams: bool = True,
+    ) -> Forecast:
+        forecasting.check_days(days)
+        key = (uuid.UUID(self.id), days, include_sub_teams)
+        return Forecast.of(await info.context.loaders.team_forecast.load(key))
+
     @classmethod
     def of(cls, t: models.Team) -> Team:
         return cls(
@@ -613,7 +775,10 @@ async def _team(info: CtxInfo, team_id: uuid.UUID | None) -> Team | None:
 class Component:
     id: strawberry.ID
     name: str
-    budget_usd: float | None
+    budget_usd: float | None = strawberry.field(
+        description="The amount of the component's ROLLING_30_DAYS budget (null without a "
+        "budget or with a MONTHLY one); see budgetStatus."
+    )
     opencost_aggregate: str
     opencost_key: str = strawberry.field(description="Key in OpenCost's answer (default: name).")
     cost30d: float = strawberry.field(
@@ -675,6 +840,19 @@ class Component:
     ) -> CostSeries:
         key = (uuid.UUID(self.id), range.resolve(info), granularity)
         return CostSeries.of(await info.context.loaders.component_series.load(key))
+
+    @strawberry.field(description="The component's budget and where it stands; null without one.")
+    async def budget_status(self, info: CtxInfo) -> BudgetStatus | None:
+        found = await info.context.loaders.component_budget.load(uuid.UUID(self.id))
+        return BudgetStatus.of(found)
+
+    @strawberry.field(description="Daily cost forecast from the component's persisted costs.")
+    async def forecast(
+        self, info: CtxInfo, days: Annotated[int, strawberry.argument(description=FORECAST_DAYS)]
+    ) -> Forecast:
+        forecasting.check_days(days)
+        key = (uuid.UUID(self.id), days)
+        return Forecast.of(await info.context.loaders.component_forecast.load(key))
 
     @classmethod
     def of(cls, c: models.Component) -> Component:
