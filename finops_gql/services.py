@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 from redis.exceptions import RedisError
 
+from finops_gql.alerts.anomalies import AnomalySettings
+from finops_gql.alerts.conditions import (
+    AnomalySource,
+    BudgetSource,
+    SyncFailedSource,
+    main_budget_signals,
+)
+from finops_gql.alerts.service import AlertService
+from finops_gql.alerts.webhook import WebhookSettings
 from finops_gql.catalog.service import CatalogService
 from finops_gql.config import Settings
 from finops_gql.costs.service import CostService
@@ -22,6 +31,8 @@ from finops_gql.opencost.client import OpenCostClient
 QUEUE_NAME = "finops_gql"
 SYNC_JOB_ID = "finops_gql:cost-sync"
 SYNC_JOB_NAME = "cost_sync_job"
+WEBHOOK_JOB_NAME = "alert_webhook_job"
+WEBHOOK_JOB_PREFIX = "finops_gql:alert-webhook:"
 
 
 @dataclass
@@ -32,6 +43,7 @@ class Services:
     costs: CostService
     catalog: CatalogService
     sync: SyncService
+    alerts: AlertService
     _arq: Any = field(default=None, repr=False)
     _arq_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
@@ -70,6 +82,27 @@ class Services:
             return SYNC_JOB_ID, "already_queued"
         return str(job.job_id), "queued"
 
+    async def enqueue_webhooks(self, alert_ids: Sequence[int]) -> None:
+        """Queue one delivery job per alert; the job id makes a re-queue of a queued or running
+        delivery a no-op (the evaluation re-queues every pending one)."""
+        pool = await self.arq()
+        for alert_id in alert_ids:
+            await pool.enqueue_job(
+                WEBHOOK_JOB_NAME, alert_id, _job_id=f"{WEBHOOK_JOB_PREFIX}{alert_id}"
+            )
+
+    def webhook_settings(self) -> WebhookSettings | None:
+        s = self.settings
+        if s.alert_webhook_url is None:
+            return None
+        return WebhookSettings(
+            url=s.alert_webhook_url,
+            timeout_s=s.alert_webhook_timeout_s,
+            max_attempts=s.alert_webhook_max_attempts,
+            backoff_s=s.alert_webhook_backoff_s,
+            max_seconds=s.alert_webhook_max_s,
+        )
+
     async def publish(self, channel: str, message: str) -> object:
         pool = await self.arq()
         return await pool.publish(channel, message)
@@ -78,6 +111,17 @@ class Services:
         if self._arq is not None:
             await self._arq.aclose()
         await self.session.close()
+
+
+def anomaly_settings(settings: Settings) -> AnomalySettings:
+    return AnomalySettings(
+        window_days=settings.anomaly_window_days,
+        check_days=settings.anomaly_check_days,
+        min_history_days=settings.anomaly_min_history_days,
+        min_score=settings.anomaly_min_score,
+        min_cost=settings.anomaly_min_cost,
+        min_change=settings.anomaly_min_change,
+    )
 
 
 @contextlib.asynccontextmanager
@@ -105,6 +149,15 @@ async def open_services(
             currency=settings.cost_currency,
             retention_days=settings.cost_retention_days,
         )
+        alerts = AlertService(
+            [
+                BudgetSource(main_budget_signals(settings.cost_currency)),
+                AnomalySource(anomaly_settings(settings), settings.cost_currency),
+                SyncFailedSource(),
+            ],
+            clock=lambda: costs.clock(),  # follows the cost service's clock (tests move it)
+            webhook=settings.alert_webhook_url is not None,
+        )
         services = Services(
             settings=settings,
             session=session,
@@ -120,9 +173,14 @@ async def open_services(
                 heartbeat_s=settings.sync_heartbeat_s,
                 lease_s=settings.sync_lease_s,
             ),
+            alerts=alerts,
         )
+        # Every sync run (succeeded, partial or failed) is followed by an alert evaluation.
+        services.sync.after_run = alerts.evaluate_quietly
+        alerts.enqueue_webhooks = services.enqueue_webhooks
         if publish_budgets:
             services.sync.publish = services.publish
+            alerts.publish = services.publish
         try:
             yield services
         finally:

@@ -260,9 +260,9 @@ def _slug_page(rows: list[T], first: int) -> Page[T]:
     return Page(items, cursor, len(rows) > first)
 
 
-def _check_first(first: int) -> None:
-    if not 1 <= first <= PAGE_MAX:
-        raise InvalidInput(f"first must be between 1 and {PAGE_MAX}, got {first}")
+def check_first(first: int, maximum: int = PAGE_MAX) -> None:
+    if not 1 <= first <= maximum:
+        raise InvalidInput(f"first must be between 1 and {maximum}, got {first}")
 
 
 def _not_issued(what: str = "after") -> InvalidInput:
@@ -388,7 +388,7 @@ class CatalogService:
         order: ComponentOrder,
         filters: ComponentFilter,
     ) -> dict[uuid.UUID, Page[Component]]:
-        _check_first(first)
+        check_first(first)
         filters = filters.checked()
         if not owner_ids:
             return {}
@@ -450,7 +450,7 @@ class CatalogService:
         first: int,
         after: str | None,
     ) -> dict[uuid.UUID, Page[M]]:
-        _check_first(first)
+        check_first(first)
         pages: dict[uuid.UUID, list[M]] = {oid: [] for oid in owner_ids}
         if not owner_ids:
             return {}
@@ -489,7 +489,7 @@ class CatalogService:
     async def list_systems(
         self, first: int = PAGE_DEFAULT, after: str | None = None
     ) -> Page[System]:
-        _check_first(first)
+        check_first(first)
         query = System.all().only(*SYSTEM_FIELDS).order_by("slug")
         if after is not None:
             query = query.filter(slug__gt=_slug_keyset(after))
@@ -498,7 +498,7 @@ class CatalogService:
     async def list_domains(
         self, first: int = PAGE_DEFAULT, after: str | None = None
     ) -> Page[Domain]:
-        _check_first(first)
+        check_first(first)
         query = Domain.all().only(*DOMAIN_FIELDS).order_by("slug")
         if after is not None:
             query = query.filter(slug__gt=_slug_keyset(after))
@@ -529,7 +529,7 @@ class CatalogService:
         order: TeamOrder = TeamOrder.SLUG,
         search: str | None = None,
     ) -> Page[Team]:
-        _check_first(first)
+        check_first(first)
         search = check_search(search)
         key = ComponentFilter(search=search).key()
         p = _Sql()
@@ -596,7 +596,7 @@ class CatalogService:
         filters: ComponentFilter | None = None,
     ) -> Page[Component]:
         """A page of components; `team_id` is shorthand for ComponentFilter(team_id=...)."""
-        _check_first(first)
+        check_first(first)
         filters = (filters or ComponentFilter(team_id=team_id)).checked()
         key = filters.key()
         p = _Sql()

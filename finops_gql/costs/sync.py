@@ -118,6 +118,7 @@ class SyncService:
         heartbeat_s: float = 15.0,
         lease_s: float = 60.0,
         source: str = DEFAULT_SOURCE,
+        after_run: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self.costs = costs
         self.retention_days = retention_days
@@ -128,6 +129,9 @@ class SyncService:
         self.heartbeat_s = heartbeat_s
         self.lease = timedelta(seconds=lease_s)
         self.source = source
+        # Runs after every run that recorded an outcome (the alert evaluation): its own
+        # transaction, after the run's; it must not raise (a failure there is its own to log).
+        self.after_run = after_run
         self._lock = asyncio.Lock()
 
     async def latest_runs(self, limit: int = 10) -> list[SyncRun]:
@@ -181,6 +185,8 @@ class SyncService:
                 except Exception as save_error:  # keep the original error; the lease expires
                     log.warning("cost sync %s: could not record failure: %s", run.id, save_error)
                 log.warning("cost sync %s failed: %s", run.id, run.error)
+                if isinstance(exc, Exception) and not isinstance(exc, SyncLeaseLost):
+                    await self._after_run()  # SYNC_FAILED is raised from the recorded failure
                 raise
             finally:
                 heartbeat.cancel()
@@ -199,7 +205,12 @@ class SyncService:
                 f"; {run.error}" if run.error else "",
             )
         await self._report_budgets()
+        await self._after_run()
         return run
+
+    async def _after_run(self) -> None:
+        if self.after_run is not None:
+            await self.after_run()
 
     async def _abandon_dead_runs(self, now: datetime) -> None:
         for dead in await SyncRun.filter(Q(status="running") & self._dead(now)):

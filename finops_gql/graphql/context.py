@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from strawberry.dataloader import DataLoader
 
+from finops_gql.alerts.conditions import AlertStatus
 from finops_gql.auth import Principal
 from finops_gql.catalog.service import ComponentFilter, ComponentOrder, Page
 from finops_gql.costs.ranges import DayRange, Granularity
 from finops_gql.costs.service import CostSeries, DailyCost, TeamSummary
-from finops_gql.db.models import Component, Domain, System, Team
+from finops_gql.db.models import Alert, AlertEvent, Component, Domain, System, Team
 from finops_gql.errors import ServiceError
 from finops_gql.graphql.cost import Cost
 from finops_gql.graphql.documents import DocumentGuard
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
 
 TeamPageKey = tuple[uuid.UUID, int, str | None, ComponentOrder, ComponentFilter]
 PageKey = tuple[uuid.UUID, int, str | None]
+# (owner id, first, after, status[, includeSubTeams]): a page of a component's or team's alerts.
+ComponentAlertsKey = tuple[uuid.UUID, int, str | None, AlertStatus | None]
+TeamAlertsKey = tuple[uuid.UUID, int, str | None, AlertStatus | None, bool]
 P = TypeVar("P")
 
 
@@ -47,6 +51,24 @@ def _pages(
         ]
 
     return load
+
+
+R = TypeVar("R")
+
+
+async def _grouped(
+    keys: Sequence[tuple[Any, ...]],
+    fetch: Callable[[list[Any], tuple[Any, ...]], Awaitable[Mapping[Any, R]]],
+) -> list[R | Exception]:
+    """Batch keys (id, *arguments): one fetch per distinct arguments, for all their ids; bad
+    arguments fail their own fields only."""
+    answers: dict[tuple[Any, ...], Mapping[Any, R] | Exception] = {}
+    for args in dict.fromkeys(k[1:] for k in keys):
+        try:
+            answers[args] = await fetch([k[0] for k in keys if k[1:] == args], args)
+        except ServiceError as exc:
+            answers[args] = exc
+    return [found if isinstance(found := answers[k[1:]], Exception) else found[k[0]] for k in keys]
 
 
 @dataclass
@@ -76,6 +98,10 @@ class Loaders:
     team_series: DataLoader[tuple[uuid.UUID, DayRange, Granularity, bool], CostSeries] = field(
         init=False
     )
+    component_alerts: DataLoader[ComponentAlertsKey, Page[Alert]] = field(init=False)
+    team_alerts: DataLoader[TeamAlertsKey, Page[Alert]] = field(init=False)
+    # Keyed by (alert id, first): the newest events of each alert.
+    alert_events: DataLoader[tuple[int, int], list[AlertEvent]] = field(init=False)
 
     def __post_init__(self) -> None:
         catalog, costs = self.services.catalog, self.services.costs
@@ -176,6 +202,31 @@ class Loaders:
         self.domain_systems = DataLoader(
             _pages(lambda ids, first, after: catalog.domain_system_pages(ids, first, after))
         )
+        self._alert_loaders()
+
+    def _alert_loaders(self) -> None:
+        alerts = self.services.alerts
+
+        async def component_alerts(keys: list[ComponentAlertsKey]) -> list[Page[Alert] | Exception]:
+            return await _grouped(
+                keys,
+                lambda ids, args: alerts.owner_alert_pages("component_id", ids, *args),
+            )
+
+        async def team_alerts(keys: list[TeamAlertsKey]) -> list[Page[Alert] | Exception]:
+            return await _grouped(
+                keys,
+                lambda ids, args: alerts.owner_alert_pages(
+                    "team_id", ids, args[0], args[1], args[2], include_sub_teams=args[3]
+                ),
+            )
+
+        async def alert_events(keys: list[tuple[int, int]]) -> list[list[AlertEvent] | Exception]:
+            return await _grouped(keys, lambda ids, args: alerts.events_of(ids, *args))
+
+        self.component_alerts = DataLoader(component_alerts)
+        self.team_alerts = DataLoader(team_alerts)
+        self.alert_events = DataLoader(alert_events)
 
     def history(self, limit: int) -> DataLoader[uuid.UUID, list[DailyCost]]:
         """One loader per limit: every component asking for the same limit shares one query."""

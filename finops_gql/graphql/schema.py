@@ -13,6 +13,7 @@ from strawberry.permission import BasePermission
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
+from finops_gql.alerts.service import MAX_SNOOZE, parse_alert_id
 from finops_gql.catalog.service import ComponentFilter
 from finops_gql.catalog.service import ComponentOrder as ServiceComponentOrder
 from finops_gql.catalog.service import TeamOrder as ServiceTeamOrder
@@ -25,15 +26,10 @@ from finops_gql.graphql.limits import QueryCost
 from finops_gql.graphql.permissions import IsAdmin
 from finops_gql.graphql.scalars import DateTime
 from finops_gql.graphql.types import (
-    MIN_COST_DESCRIPTION as MIN_COST,
-)
-from finops_gql.graphql.types import (
-    OVER_BUDGET_DESCRIPTION as OVER_BUDGET,
-)
-from finops_gql.graphql.types import (
-    SEARCH_DESCRIPTION as SEARCH,
-)
-from finops_gql.graphql.types import (
+    ALERTS_DEFAULT,
+    Alert,
+    AlertConnection,
+    AlertFilter,
     Availability,
     Component,
     ComponentConnection,
@@ -52,6 +48,15 @@ from finops_gql.graphql.types import (
     Team,
     TeamConnection,
     TeamOrder,
+)
+from finops_gql.graphql.types import (
+    MIN_COST_DESCRIPTION as MIN_COST,
+)
+from finops_gql.graphql.types import (
+    OVER_BUDGET_DESCRIPTION as OVER_BUDGET,
+)
+from finops_gql.graphql.types import (
+    SEARCH_DESCRIPTION as SEARCH,
 )
 from finops_gql.observability import GraphQLMetrics
 
@@ -156,6 +161,28 @@ class Query:
         found = await costs.cost_breakdown(range.resolve(info), group_by, first)
         return CostGroupConnection.of(found)
 
+    @strawberry.field(
+        description="Alerts, newest first, filtered, cursor-paginated (first: 1..100; a cursor "
+        "pages any filter)."
+    )
+    async def alerts(
+        self,
+        info: CtxInfo,
+        filter: AlertFilter | None = None,
+        first: int = ALERTS_DEFAULT,
+        after: str | None = None,
+    ) -> AlertConnection:
+        service = info.context.services.alerts
+        filters = (filter or AlertFilter()).resolve()
+        page = await service.list_alerts(filters, first, after)
+        return AlertConnection.of(page, lambda: service.count_alerts(filters))
+
+    @strawberry.field(description="An alert by id.")
+    async def alert(self, info: CtxInfo, id: strawberry.ID) -> Alert | None:
+        alert_id = parse_alert_id(id)
+        found = await info.context.services.alerts.alerts_by_ids([alert_id])
+        return Alert.of(found[alert_id]) if alert_id in found else None
+
     @strawberry.field(description="Whether OpenCost answers its health check.")
     async def opencost_availability(self, info: CtxInfo) -> Availability:
         health = await info.context.services.costs.availability()
@@ -239,6 +266,12 @@ class UpdateComponentInput:
     opencost_key: str | None = None
 
 
+ALERT_ACTORS = (
+    "Admins, and members of the alert's team or of a team above it (JWT_TEAMS_CLAIM); "
+    "others get FORBIDDEN."
+)
+
+
 ADMIN: list[type[BasePermission]] = [IsAdmin]
 
 
@@ -316,6 +349,30 @@ class Mutation:
     async def trigger_cost_sync(self, info: CtxInfo) -> SyncJob:
         job_id, status = await info.context.services.enqueue_sync()
         return SyncJob(job_id=job_id, status=status)
+
+    @strawberry.mutation(
+        description=f"OPEN or SNOOZED -> ACKNOWLEDGED (CONFLICT otherwise). {ALERT_ACTORS}"
+    )
+    async def acknowledge_alert(self, info: CtxInfo, id: strawberry.ID) -> Alert:
+        service = info.context.services.alerts
+        return Alert.of(await service.acknowledge(parse_alert_id(id), info.context.principal))
+
+    @strawberry.mutation(
+        description="Any unresolved status -> SNOOZED until `until` (in the future, at most "
+        f"{MAX_SNOOZE.days} days ahead); it opens again then if its condition still holds. "
+        f"{ALERT_ACTORS}"
+    )
+    async def snooze_alert(self, info: CtxInfo, id: strawberry.ID, until: datetime) -> Alert:
+        service = info.context.services.alerts
+        alert = await service.snooze(parse_alert_id(id), until, info.context.principal)
+        return Alert.of(alert)
+
+    @strawberry.mutation(
+        description=f"Any unresolved status -> RESOLVED (CONFLICT if resolved). {ALERT_ACTORS}"
+    )
+    async def resolve_alert(self, info: CtxInfo, id: strawberry.ID) -> Alert:
+        service = info.context.services.alerts
+        return Alert.of(await service.resolve(parse_alert_id(id), info.context.principal))
 
 
 class GatewaySchema(strawberry.Schema):

@@ -22,7 +22,7 @@ from strawberry.types import ExecutionResult
 
 from finops_gql.auth import Principal
 from finops_gql.config import Settings, is_loopback
-from finops_gql.errors import Conflict, InvalidInput, NotFound, QueueUnavailable
+from finops_gql.errors import Conflict, Forbidden, InvalidInput, NotFound, QueueUnavailable
 from finops_gql.graphql.context import Context, Loaders
 from finops_gql.graphql.cost import Cost
 from finops_gql.graphql.documents import DocumentGuard
@@ -41,6 +41,7 @@ CODES: list[tuple[type[Exception], str]] = [
     (NotFound, "NOT_FOUND"),
     (InvalidInput, "BAD_USER_INPUT"),
     (Conflict, "CONFLICT"),
+    (Forbidden, "FORBIDDEN"),
     (QueueUnavailable, "QUEUE_UNAVAILABLE"),
 ]
 
