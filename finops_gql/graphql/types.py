@@ -663,6 +663,10 @@ class PageInfo:
     end_cursor: str | None
     has_next_page: bool
 
+    @classmethod
+    def of(cls, page: catalog.Page[Any]) -> PageInfo:
+        return cls(end_cursor=page.end_cursor, has_next_page=page.has_next_page)
+
 
 TOTAL_COUNT_DESCRIPTION = (
     "How many items match the filters (all pages); counted only when asked for."
@@ -683,7 +687,7 @@ class TeamConnection:
     def of(cls, page: catalog.Page[models.Team], counter: Counter) -> TeamConnection:
         return cls(
             nodes=[Team.of(t) for t in page.items],
-            page_info=PageInfo(end_cursor=page.end_cursor, has_next_page=page.has_next_page),
+            page_info=PageInfo.of(page),
             counter=counter,
         )
 
@@ -697,7 +701,7 @@ class SystemConnection:
     def of(cls, page: catalog.Page[models.System]) -> SystemConnection:
         return cls(
             nodes=[System.of(s) for s in page.items],
-            page_info=PageInfo(end_cursor=page.end_cursor, has_next_page=page.has_next_page),
+            page_info=PageInfo.of(page),
         )
 
 
@@ -710,7 +714,7 @@ class DomainConnection:
     def of(cls, page: catalog.Page[models.Domain]) -> DomainConnection:
         return cls(
             nodes=[Domain.of(d) for d in page.items],
-            page_info=PageInfo(end_cursor=page.end_cursor, has_next_page=page.has_next_page),
+            page_info=PageInfo.of(page),
         )
 
 
@@ -728,7 +732,7 @@ class ComponentConnection:
     def of(cls, page: catalog.Page[models.Component], counter: Counter) -> ComponentConnection:
         return cls(
             nodes=[Component.of(c) for c in page.items],
-            page_info=PageInfo(end_cursor=page.end_cursor, has_next_page=page.has_next_page),
+            page_info=PageInfo.of(page),
             counter=counter,
         )
 
@@ -1043,6 +1047,6 @@ class AlertConnection:
     def of(cls, page: catalog.Page[models.Alert], counter: Counter) -> AlertConnection:
         return cls(
             nodes=[Alert.of(a) for a in page.items],
-            page_info=PageInfo(end_cursor=page.end_cursor, has_next_page=page.has_next_page),
+            page_info=PageInfo.of(page),
             counter=counter,
         )
