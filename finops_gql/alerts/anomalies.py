@@ -88,62 +88,95 @@ def _mad(values: Sequence[float]) -> float:
     return median(abs(v - center) for v in values)
 
 
-def detect(
-    days: Mapping[date, Sequence[float]], day: date, settings: AnomalySettings
-) -> Anomaly | None:
-    """Whether `day` (which must be in `days`) is an anomaly against the days before it.
+@dataclass(frozen=True)
+class Score:
+    """A day judged anomalous on its total; `attribute` adds the resource that drove it."""
 
-    `days` maps a day to its sums in explorer.COLUMNS order; days without records are absent
-    (no record is no data, not a zero)."""
-    actual_row = days[day]
-    baseline = [
-        (d, days[d])
-        for offset in range(1, settings.window_days + 1)
-        if (d := day - timedelta(days=offset)) in days
-    ]
+    day: date
+    actual: float
+    expected: float
+    score: float
+    weekly: bool
+
+
+def _baseline(days: Mapping[date, object], day: date, window_days: int) -> list[date]:
+    return [d for i in range(1, window_days + 1) if (d := day - timedelta(days=i)) in days]
+
+
+def _weekly(baseline: Sequence[date]) -> bool:
+    """Whether the baseline has at least MIN_PER_WEEKDAY days of every weekday."""
+    counts = [0] * WEEK
+    for d in baseline:
+        counts[d.weekday()] += 1
+    return min(counts) >= MIN_PER_WEEKDAY
+
+
+def _expected(
+    values: Mapping[date, float], baseline: Sequence[date], weekday: int, weekly: bool
+) -> float:
+    """The median of the baseline's days on `weekday` (weekly) or of all of them."""
+    return median(values[d] for d in baseline if not weekly or d.weekday() == weekday)
+
+
+def score_day(totals: Mapping[date, float], day: date, settings: AnomalySettings) -> Score | None:
+    """Whether `day` (which must be in `totals`) is an anomaly against the days before it.
+
+    `totals` maps a day to its total cost; days without records are absent (no record is no
+    data, not a zero). The cheap gates (history, minimum cost and change) come before the MAD."""
+    baseline = _baseline(totals, day, settings.window_days)
     if len(baseline) < settings.min_history_days:
         return None
-    by_weekday: dict[int, list[Sequence[float]]] = {}
-    for d, row in baseline:
-        by_weekday.setdefault(d.weekday(), []).append(row)
-    weekly = len(by_weekday) == WEEK and all(
-        len(rows) >= MIN_PER_WEEKDAY for rows in by_weekday.values()
-    )
-
-    def expected_of(weekday: int) -> list[float]:
-        rows = by_weekday[weekday] if weekly else [row for _, row in baseline]
-        return [median(row[i] for row in rows) for i in range(len(COLUMNS))]
-
-    profile = {w: expected_of(w) for w in (by_weekday if weekly else (day.weekday(),))}
-    expected_row = profile[day.weekday()]
-    residuals = [
-        row[TOTAL] - profile[d.weekday() if weekly else day.weekday()][TOTAL] for d, row in baseline
-    ]
-    expected = expected_row[TOTAL]
-    actual = actual_row[TOTAL]
+    weekly = _weekly(baseline)
+    # The day's own expected cost first: most days fail the cheap gates and stop here.
+    expected = _expected(totals, baseline, day.weekday(), weekly)
+    actual = totals[day]
     change = actual - expected
-    spread = max(MAD_SCALE * _mad(residuals), MIN_SPREAD_RATIO * abs(expected), MIN_SPREAD)
-    score = change / spread
-    if abs(score) < settings.min_score or abs(change) < settings.min_cost:
+    if abs(change) < settings.min_cost:
         return None
     if expected > 0 and abs(change) / expected < settings.min_change:
         return None
-    deltas = {
-        name: actual_row[COLUMNS.index(column)] - expected_row[COLUMNS.index(column)]
-        for column, name in RESOURCES.items()
-    }
-    direction = 1.0 if change >= 0 else -1.0
+    weekdays = {d.weekday() for d in baseline} if weekly else {day.weekday()}
+    profile = {w: _expected(totals, baseline, w, weekly) for w in weekdays}
+    residuals = [totals[d] - profile[d.weekday() if weekly else day.weekday()] for d in baseline]
+    spread = max(MAD_SCALE * _mad(residuals), MIN_SPREAD_RATIO * abs(expected), MIN_SPREAD)
+    score = change / spread
+    if abs(score) < settings.min_score:
+        return None
+    return Score(day, actual, expected, score, weekly)
+
+
+def attribute(
+    days: Mapping[date, Sequence[float]], found: Score, settings: AnomalySettings
+) -> Anomaly:
+    """The breakdown delta of a scored day: each resource's actual minus its own expected value
+    (the same medians), and the resource with the largest change in the anomaly's direction."""
+    baseline = _baseline(days, found.day, settings.window_days)
+    deltas = {}
+    for column, name in RESOURCES.items():
+        i = COLUMNS.index(column)
+        values = {d: days[d][i] for d in baseline}
+        expected = _expected(values, baseline, found.day.weekday(), found.weekly)
+        deltas[name] = days[found.day][i] - expected
+    direction = 1.0 if found.actual >= found.expected else -1.0
     resource = max(deltas, key=lambda name: deltas[name] * direction)
     return Anomaly(
-        day=day,
-        actual=actual,
-        expected=expected,
-        score=score,
+        day=found.day,
+        actual=found.actual,
+        expected=found.expected,
+        score=found.score,
         resource=resource,
         resource_delta=deltas[resource],
         deltas=deltas,
-        weekly=weekly,
+        weekly=found.weekly,
     )
+
+
+def detect(
+    days: Mapping[date, Sequence[float]], day: date, settings: AnomalySettings
+) -> Anomaly | None:
+    """score_day on the totals of `days` (sums in explorer.COLUMNS order), then attribute."""
+    found = score_day({d: row[TOTAL] for d, row in days.items()}, day, settings)
+    return attribute(days, found, settings) if found is not None else None
 
 
 @dataclass(frozen=True)
@@ -158,26 +191,32 @@ async def find_anomalies(
     last_day: date, settings: AnomalySettings, batch: int = BATCH_COMPONENTS
 ) -> list[ComponentAnomaly]:
     """Anomalies on the `check_days` days ending `last_day` (the newest complete day), for
-    every component: one range-engine statement per `batch` components."""
+    every component: per `batch` components, one range-engine statement for their daily
+    totals, and one for the breakdowns of those with an anomaly (usually none)."""
     first_checked = last_day - timedelta(days=settings.check_days - 1)
     first = first_checked - timedelta(days=settings.window_days)
+    checked = [first_checked + timedelta(days=i) for i in range(settings.check_days)]
     components = await Component.all().order_by("id").values_list("id", "name", "team_id")
     found: list[ComponentAnomaly] = []
     for start in range(0, len(components), batch):
-        chunk = components[start : start + batch]
-        ids = [uuid.UUID(str(c[0])) for c in chunk]
-        sums = await explorer.daily_sums(Subject.COMPONENT, ids, first, last_day)
-        for (_, name, team_id), component_id in zip(chunk, ids, strict=True):
-            days = sums.get(str(component_id))
-            if not days:
-                continue
-            for offset in range(settings.check_days):
-                day = first_checked + timedelta(days=offset)
-                if day not in days:
-                    continue
-                anomaly = detect(days, day, settings)
-                if anomaly is not None:
-                    found.append(
-                        ComponentAnomaly(component_id, str(name), uuid.UUID(str(team_id)), anomaly)
-                    )
+        chunk = {uuid.UUID(str(c[0])): c for c in components[start : start + batch]}
+        totals = await explorer.daily_sums(
+            Subject.COMPONENT, list(chunk), first, last_day, columns=("total_cost",)
+        )
+        scored: dict[uuid.UUID, list[Score]] = {}
+        for component_id in chunk:
+            days = {d: row[0] for d, row in totals.get(str(component_id), {}).items()}
+            for day in checked:
+                if day in days and (score := score_day(days, day, settings)) is not None:
+                    scored.setdefault(component_id, []).append(score)
+        if not scored:
+            continue
+        rows = await explorer.daily_sums(Subject.COMPONENT, list(scored), first, last_day)
+        for component_id, scores in scored.items():
+            _, name, team_id = chunk[component_id]
+            for score in scores:
+                anomaly = attribute(rows[str(component_id)], score, settings)
+                found.append(
+                    ComponentAnomaly(component_id, str(name), uuid.UUID(str(team_id)), anomaly)
+                )
     return found

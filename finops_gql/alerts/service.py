@@ -54,6 +54,7 @@ EVENTS_MAX = 100
 MAX_ID = 2**63 - 1
 # Undelivered webhooks re-queued per evaluation (a lost queue entry is retried by the next).
 WEBHOOK_REQUEUE_LIMIT = 100
+BATCH = 500  # ids per statement when many alerts change at once
 
 Publisher = Callable[[str, str], Awaitable[object]]
 Enqueuer = Callable[[Sequence[int]], Awaitable[None]]
@@ -197,6 +198,7 @@ class AlertService:
             )
             existing = {(a.kind, a.subject, a.period): a for a in unresolved}
             events: list[AlertEvent] = []
+            seen: list[int] = []
             for key, c in conditions.items():
                 alert = existing.pop(key, None)
                 if alert is None:
@@ -221,14 +223,23 @@ class AlertService:
                     )
                     result.raised.append(alert)
                     continue
-                alert.title = c.title[:500]
-                alert.details = c.details
-                alert.team_id = c.team_id
-                alert.component_id = c.component_id
-                alert.last_seen_at = now
-                fields = ["title", "details", "team_id", "component_id", "last_seen_at"]
+                seen.append(alert.id)
                 until = alert.snoozed_until
-                if alert.status == SNOOZED and until is not None and until <= now:
+                reopen = alert.status == SNOOZED and until is not None and until <= now
+                title = c.title[:500]
+                same = (
+                    alert.title == title
+                    and alert.details == c.details
+                    and str(alert.team_id) == str(c.team_id)
+                    and str(alert.component_id) == str(c.component_id)
+                )
+                if same and not reopen:
+                    result.refreshed += 1  # last_seen_at below, one statement for all
+                    continue
+                alert.title, alert.details = title, c.details
+                alert.team_id, alert.component_id = c.team_id, c.component_id
+                fields = ["title", "details", "team_id", "component_id"]
+                if reopen:
                     note = "the snooze ended and the condition still holds"
                     events.append(_transition(alert, now, SYSTEM, "reopened", OPEN, note))
                     alert.snoozed_until = None
@@ -237,6 +248,8 @@ class AlertService:
                 else:
                     result.refreshed += 1
                 await alert.save(update_fields=fields)
+            for start in range(0, len(seen), BATCH):
+                await Alert.filter(id__in=seen[start : start + BATCH]).update(last_seen_at=now)
             for alert in existing.values():  # the condition is gone
                 events.append(
                     _transition(alert, now, SYSTEM, "resolved", RESOLVED, "the condition cleared")

@@ -90,17 +90,24 @@ class Series:
 
 
 async def daily_sums(
-    subject: Subject, ids: Sequence[uuid.UUID], first: date, last: date
+    subject: Subject,
+    ids: Sequence[uuid.UUID],
+    first: date,
+    last: date,
+    columns: Sequence[str] = COLUMNS,
 ) -> dict[str, dict[date, tuple[float, ...]]]:
     """Per subject key (canonical UUID text, or PLATFORM_KEY) and day, each column's sum over
     first..last, in ONE statement. Days without records are absent (the caller fills zeros).
+    `columns` (a subset of COLUMNS, in the tuples' order) trims what a bulk reader needs.
 
     Components read cost_record (one row per day already); teams and the platform read the daily
     pre-aggregates, which hold exactly these sums (refresh_daily_totals keeps them true)."""
     day_marks = placeholders(2)
     values: list[object] = [sql_value(first), sql_value(last)]
     where = f"day >= {day_marks[0]} AND day <= {day_marks[1]}"
-    columns = ", ".join(COLUMNS)
+    if not set(columns) <= set(COLUMNS):
+        raise ValueError(f"not cost columns: {sorted(set(columns) - set(COLUMNS))}")
+    selected = ", ".join(columns)
     if subject is Subject.PLATFORM:
         key, table = None, "platform_daily_cost"
     else:
@@ -111,7 +118,7 @@ async def daily_sums(
         key = "component_id" if subject is Subject.COMPONENT else "team_id"
         table = "cost_record" if subject is Subject.COMPONENT else "team_daily_cost"
         where += f" AND {key} IN ({id_marks})"
-    select = f"{key} AS subject, day, {columns}" if key else f"day, {columns}"
+    select = f"{key} AS subject, day, {selected}" if key else f"day, {selected}"
     sql = f"SELECT {select} FROM {table} WHERE {where}"  # noqa: S608 (placeholders only)
     result: dict[str, dict[date, tuple[float, ...]]] = {}
     names: dict[object, str] = {}  # driver value -> canonical UUID text, parsed once per subject
@@ -124,7 +131,7 @@ async def daily_sums(
         else:
             name = PLATFORM_KEY
         result.setdefault(name, {})[as_date(row["day"])] = tuple(
-            float(row[c] or 0.0) for c in COLUMNS
+            float(row[c] or 0.0) for c in columns
         )
     return result
 
