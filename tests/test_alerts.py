@@ -225,7 +225,18 @@ async def test_alerts_are_published_when_raised_and_changed_and_a_broken_publish
 
     services.alerts.publish = down
     await set_budget(component, 100.0)
-    assert len((await services.alerts.evaluate()).changed) == 1  # resolved all the same
+    second = await over_budget(services, await Team.get(id=component.team_id), "search")
+    result = await services.alerts.evaluate()
+    assert len(result.changed) == 1  # resolved all the same
+    assert len(result.raised) == 1
+    assert await Alert.filter(component_id=second.id, status="OPEN").count() == 1
+
+
+async def test_concurrent_evaluations_raise_one_alert(services: Services) -> None:
+    await over_budget(services)
+    results = await asyncio.gather(services.alerts.evaluate(), services.alerts.evaluate())
+    assert sum(len(r.raised) for r in results) == 1
+    assert await Alert.all().count() == 1
 
 
 # -- the sync hook -----------------------------------------------------------------------------------
@@ -393,6 +404,9 @@ async def test_the_lifecycle_and_its_illegal_transitions(
 
     for bad, code in (("abc", "BAD_USER_INPUT"), ("-1", "BAD_USER_INPUT"), ("999999", "NOT_FOUND")):
         assert error(await gql(client, RESOLVE, {"id": bad}, admin))[0] == code
+    lookup = "query($id: ID!) { alert(id: $id) { id } }"
+    assert error(await gql(client, lookup, {"id": "9" * 30}))[0] == "BAD_USER_INPUT"
+    assert (await gql(client, lookup, {"id": "999999"}))["data"]["alert"] is None
     # A person's resolve holds: the next evaluation raises a new alert, it does not reopen it.
     await services.alerts.evaluate()
     assert await Alert.all().count() == 2

@@ -171,10 +171,9 @@ class AlertService:
             result.refreshed,
             f"; sources failed: {', '.join(failed)}" if failed else "",
         )
-        for a in result.raised:
-            await self._announce("raised", a)
-        for a in result.changed:
-            await self._announce("changed", a)
+        await self._announce_all(
+            [("raised", a) for a in result.raised] + [("changed", a) for a in result.changed]
+        )
         await self._queue_webhooks()
         return result
 
@@ -263,14 +262,25 @@ class AlertService:
                 await AlertEvent.bulk_create(events)
         return result
 
-    async def _announce(self, event: str, alert: Alert) -> None:
+    async def _announce(self, event: str, alert: Alert) -> bool:
         if self.publish is None:
-            return
+            return True
         message = json.dumps({"event": event, "alert": alert_payload(alert)})
         try:
             await self.publish(ALERTS_CHANNEL, message)
         except Exception as exc:  # best effort: the alert is committed, readers see it anyway
             log.warning("could not publish alert %s %s: %s", alert.id, event, exc)
+            return False
+        return True
+
+    async def _announce_all(self, events: list[tuple[str, Alert]]) -> None:
+        """Publish in order; after a failure the rest are skipped (Redis is down or slow: each
+        attempt may wait for its connect timeout), and counted in one line."""
+        for done, (event, alert) in enumerate(events):
+            if not await self._announce(event, alert):
+                if len(events) > done + 1:
+                    log.warning("%s more alert event(s) not published", len(events) - done - 1)
+                return
 
     async def _queue_webhooks(self) -> None:
         if not self.webhook or self.enqueue_webhooks is None:
