@@ -123,6 +123,25 @@ def _transition(
     return event
 
 
+async def _system_change(
+    alert: Alert, now: datetime, action: str, to: str, note: str, events: list[AlertEvent]
+) -> bool:
+    """The evaluator's own transition, conditional on the status it read: a person's change
+    made meanwhile (a resolve, a new snooze) wins, and the evaluator leaves the alert alone."""
+    before, until = alert.status, alert.snoozed_until
+    changes: dict[str, Any] = {"status": to, "updated_at": now, "snoozed_until": None}
+    if to == RESOLVED:
+        changes.update(resolved_at=now, resolved_by=SYSTEM)
+    same = {"snoozed_until": until} if until is not None else {"snoozed_until__isnull": True}
+    updated = await Alert.filter(id=alert.id, status=before, **same).update(**changes)
+    if not updated:
+        return False
+    events.append(_transition(alert, now, SYSTEM, action, to, note))
+    for name, value in changes.items():
+        setattr(alert, name, value)
+    return True
+
+
 class AlertService:
     def __init__(
         self,
@@ -237,27 +256,18 @@ class AlertService:
                     continue
                 alert.title, alert.details = title, c.details
                 alert.team_id, alert.component_id = c.team_id, c.component_id
-                fields = ["title", "details", "team_id", "component_id"]
-                if reopen:
-                    note = "the snooze ended and the condition still holds"
-                    events.append(_transition(alert, now, SYSTEM, "reopened", OPEN, note))
-                    alert.snoozed_until = None
-                    fields += ["status", "updated_at", "snoozed_until"]
+                await alert.save(update_fields=["title", "details", "team_id", "component_id"])
+                note = "the snooze ended and the condition still holds"
+                if reopen and await _system_change(alert, now, "reopened", OPEN, note, events):
                     result.changed.append(alert)
                 else:
                     result.refreshed += 1
-                await alert.save(update_fields=fields)
             for start in range(0, len(seen), BATCH):
                 await Alert.filter(id__in=seen[start : start + BATCH]).update(last_seen_at=now)
             for alert in existing.values():  # the condition is gone
-                events.append(
-                    _transition(alert, now, SYSTEM, "resolved", RESOLVED, "the condition cleared")
-                )
-                alert.resolved_at, alert.resolved_by = now, SYSTEM
-                await alert.save(
-                    update_fields=["status", "updated_at", "resolved_at", "resolved_by"]
-                )
-                result.changed.append(alert)
+                note = "the condition cleared"
+                if await _system_change(alert, now, "resolved", RESOLVED, note, events):
+                    result.changed.append(alert)
             if events:
                 await AlertEvent.bulk_create(events)
         return result

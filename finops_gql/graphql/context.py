@@ -205,24 +205,25 @@ class Loaders:
         self._alert_loaders()
 
     def _alert_loaders(self) -> None:
-        alerts = self.services.alerts
+        # Looked up when a batch runs: some pages build Loaders on services without alerts.
+        services = self.services
 
         async def component_alerts(keys: list[ComponentAlertsKey]) -> list[Page[Alert] | Exception]:
             return await _grouped(
                 keys,
-                lambda ids, args: alerts.owner_alert_pages("component_id", ids, *args),
+                lambda ids, args: services.alerts.owner_alert_pages("component_id", ids, *args),
             )
 
         async def team_alerts(keys: list[TeamAlertsKey]) -> list[Page[Alert] | Exception]:
             return await _grouped(
                 keys,
-                lambda ids, args: alerts.owner_alert_pages(
+                lambda ids, args: services.alerts.owner_alert_pages(
                     "team_id", ids, args[0], args[1], args[2], include_sub_teams=args[3]
                 ),
             )
 
         async def alert_events(keys: list[tuple[int, int]]) -> list[list[AlertEvent] | Exception]:
-            return await _grouped(keys, lambda ids, args: alerts.events_of(ids, *args))
+            return await _grouped(keys, lambda ids, args: services.alerts.events_of(ids, *args))
 
         self.component_alerts = DataLoader(component_alerts)
         self.team_alerts = DataLoader(team_alerts)
