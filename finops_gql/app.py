@@ -27,6 +27,7 @@ from finops_gql.graphql.view import STATIC_DIR, STATIC_PREFIX, GraphQLView
 from finops_gql.middleware import AuthMiddleware
 from finops_gql.observability import RequestContextMiddleware, metrics
 from finops_gql.opencost.errors import OpenCostUnavailable
+from finops_gql.ratelimit import RateLimitMiddleware
 from finops_gql.rest.errors import error_response
 from finops_gql.rest.routes import routes as rest_routes
 from finops_gql.services import Services, open_services
@@ -170,6 +171,8 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
         middleware=[
             Middleware(RequestContextMiddleware),
             Middleware(AuthMiddleware, verifier=verifier),
+            # After authentication: the budget is the principal's.
+            Middleware(RateLimitMiddleware),
         ],
         exception_handlers={
             NotFound: _not_found,

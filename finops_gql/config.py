@@ -35,6 +35,7 @@ ENV_VARS = (
     "JWT_ISSUER",
     "JWT_ROLES_CLAIM",
     "JWT_TEAMS_CLAIM",
+    "AUTHZ_MODE",
     "COST_CURRENCY",
     "COST_RETENTION_DAYS",
     "MIGRATE_ON_START",
@@ -78,7 +79,15 @@ ENV_VARS = (
     "ALERT_WEBHOOK_MAX_ATTEMPTS",
     "ALERT_WEBHOOK_BACKOFF_SECONDS",
     "ALERT_WEBHOOK_MAX_SECONDS",
+    "RATE_LIMIT_POINTS_PER_MINUTE",
+    "RATE_LIMIT_TIMEOUT_SECONDS",
 )
+
+
+# AUTHZ_MODE: open (every principal sees everything) or team (finops_gql/access.py).
+AUTHZ_OPEN = "open"
+AUTHZ_TEAM = "team"
+AUTHZ_MODES = (AUTHZ_OPEN, AUTHZ_TEAM)
 
 
 class ConfigError(ValueError):
@@ -125,6 +134,13 @@ def _opt(env: Mapping[str, str], name: str) -> str | None:
 
 def _bool(env: Mapping[str, str], name: str) -> bool:
     return env.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _authz_mode(env: Mapping[str, str]) -> str:
+    mode = (_opt(env, "AUTHZ_MODE") or AUTHZ_OPEN).lower()
+    if mode not in AUTHZ_MODES:
+        raise ConfigError(f"AUTHZ_MODE must be {' or '.join(AUTHZ_MODES)}, got {mode!r}")
+    return mode
 
 
 DATABASE_SCHEMES = ("sqlite", "postgres")
@@ -187,6 +203,7 @@ class Settings:
     jwt_issuer: str | None = None
     jwt_roles_claim: str = "roles"
     jwt_teams_claim: str = "groups"
+    authz_mode: str = AUTHZ_OPEN
     cost_currency: str = "USD"
     cost_retention_days: int = 400
     migrate_on_start: bool = False
@@ -230,6 +247,11 @@ class Settings:
     alert_webhook_max_attempts: int = 5
     alert_webhook_backoff_s: float = 1.0
     alert_webhook_max_s: float = 60.0
+    rate_limit_points_per_minute: int = 5000
+    rate_limit_timeout_s: float = 0.1
+    # The budget's period: a minute in production (no variable sets it); tests shorten it to see
+    # the budget come back without waiting.
+    rate_limit_period_s: float = 60.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -250,6 +272,7 @@ class Settings:
             jwt_issuer=_opt(env, "JWT_ISSUER"),
             jwt_roles_claim=_opt(env, "JWT_ROLES_CLAIM") or "roles",
             jwt_teams_claim=_opt(env, "JWT_TEAMS_CLAIM") or "groups",
+            authz_mode=_authz_mode(env),
             cost_currency=currency,
             cost_retention_days=_int(env, "COST_RETENTION_DAYS", 400, minimum=31),
             migrate_on_start=_bool(env, "MIGRATE_ON_START"),
@@ -285,6 +308,8 @@ class Settings:
             http_limit_concurrency=_int(env, "HTTP_LIMIT_CONCURRENCY", 1000, minimum=1),
             graphiql_dev_token_file=_opt(env, "GRAPHIQL_DEV_TOKEN_FILE"),
             **_alert_settings(env),
+            rate_limit_points_per_minute=_int(env, "RATE_LIMIT_POINTS_PER_MINUTE", 5000),
+            rate_limit_timeout_s=_rate_limit_timeout(env),
         )
 
     def with_(self, **changes: object) -> Settings:
@@ -357,6 +382,19 @@ class Settings:
                 "(expected one line, as written by: finops-gql token --sub developer --role admin)"
             )
         return token
+
+
+# Redis answers in well under a millisecond: a longer bound only adds latency when it is sick.
+MAX_RATE_LIMIT_TIMEOUT_S = 5.0
+
+
+def _rate_limit_timeout(env: Mapping[str, str]) -> float:
+    value = _positive(env, "RATE_LIMIT_TIMEOUT_SECONDS", 0.1)
+    if not value <= MAX_RATE_LIMIT_TIMEOUT_S:  # also refuses nan and inf
+        raise ConfigError(
+            f"RATE_LIMIT_TIMEOUT_SECONDS must be at most {MAX_RATE_LIMIT_TIMEOUT_S:g}, got {value}"
+        )
+    return value
 
 
 def _sync_settings(env: Mapping[str, str]) -> dict[str, Any]:

@@ -69,3 +69,16 @@ SYNC_FAILED_AGGREGATES = Gauge(
     "Aggregates that failed in the latest finished sync (partial or failed)",
     registry=REGISTRY,
 )
+RATE_LIMITED_REQUESTS = Counter(
+    "finops_gql_rate_limited_total",
+    "Requests refused because the principal's budget (RATE_LIMIT_POINTS_PER_MINUTE) was spent",
+    ["api"],
+    registry=REGISTRY,
+)
+RATE_LIMIT_FAIL_OPEN = Counter(
+    "finops_gql_rate_limit_fail_open_total",
+    "Requests let through without a budget check: Redis failed or timed out (unavailable), or "
+    "failed within the last second and was not asked (backoff)",
+    ["reason"],
+    registry=REGISTRY,
+)

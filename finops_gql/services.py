@@ -27,6 +27,7 @@ from finops_gql.costs.sync import SyncService
 from finops_gql.db.setup import close_db, init_db, migrate
 from finops_gql.errors import QueueUnavailable
 from finops_gql.opencost.client import OpenCostClient
+from finops_gql.ratelimit import RateLimiter
 
 QUEUE_NAME = "finops_gql"
 SYNC_JOB_ID = "finops_gql:cost-sync"
@@ -44,6 +45,8 @@ class Services:
     catalog: CatalogService
     sync: SyncService
     alerts: AlertService
+    # The per-principal request budget (RATE_LIMIT_POINTS_PER_MINUTE); None when disabled.
+    ratelimit: RateLimiter | None = None
     _arq: Any = field(default=None, repr=False)
     _arq_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
@@ -108,6 +111,8 @@ class Services:
         return await pool.publish(channel, message)
 
     async def aclose(self) -> None:
+        if self.ratelimit is not None:
+            await self.ratelimit.aclose()
         if self._arq is not None:
             await self._arq.aclose()
         await self.session.close()
@@ -174,6 +179,7 @@ async def open_services(
                 lease_s=settings.sync_lease_s,
             ),
             alerts=alerts,
+            ratelimit=RateLimiter.from_settings(settings),
         )
         # Every sync run (succeeded, partial or failed) is followed by an alert evaluation.
         services.sync.after_run = alerts.evaluate_quietly

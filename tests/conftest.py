@@ -106,6 +106,8 @@ def settings(database_url: str, opencost: tuple[FakeOpenCost, str]) -> Settings:
         jwt_secret=TEST_SECRET,
         redis_url=REDIS_URL or "redis://127.0.0.1:1",
         sync_retry_backoff_s=0.01,
+        # Off: tests share one subject and one Redis; tests/test_ratelimit.py turns it on.
+        rate_limit_points_per_minute=0,
     )
 
 

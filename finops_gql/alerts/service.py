@@ -26,6 +26,7 @@ from typing import Any
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
+from finops_gql.access import EVERYTHING, Scope
 from finops_gql.alerts.conditions import (
     AlertKind,
     AlertStatus,
@@ -36,7 +37,7 @@ from finops_gql.alerts.conditions import (
 from finops_gql.auth import Principal
 from finops_gql.catalog import tree
 from finops_gql.catalog.service import Page, check_first
-from finops_gql.db.models import SLUG_MAX, Alert, AlertEvent, Team
+from finops_gql.db.models import SLUG_MAX, Alert, AlertEvent
 from finops_gql.db.setup import connection, placeholders, sql_value
 from finops_gql.errors import Conflict, Forbidden, InvalidInput, NotFound
 from finops_gql.events import ALERTS_CHANNEL
@@ -311,29 +312,28 @@ class AlertService:
     # -- people acting on alerts -----------------------------------------------------------------
 
     async def may_act(self, alert: Alert, principal: Principal) -> bool:
-        """Admins, and members of the alert's team or of a team above it."""
+        """Admins, and members of the alert's team or of a team above it (whatever AUTHZ_MODE:
+        seeing an alert is not being allowed to act on it)."""
         if principal.is_admin:
             return True
         if alert.team_id is None or not principal.teams:
             return False
-        slugs = [s for s in principal.teams if fits_column(s, SLUG_MAX)]
-        ids = await Team.filter(slug__in=slugs).values_list("id", flat=True)
-        subtrees = await tree.team_subtrees([uuid.UUID(str(i)) for i in ids])
-        owner = uuid.UUID(str(alert.team_id))
-        return any(owner in members for members in subtrees.values())
+        slugs = {s for s in principal.teams if fits_column(s, SLUG_MAX)}
+        return uuid.UUID(str(alert.team_id)) in await tree.slug_subtrees(slugs)
 
     async def _act(
         self,
         alert_id: int,
         principal: Principal,
+        scope: Scope,
         action: str,
         to: str,
         allowed: tuple[str, ...],
         **changes: Any,
     ) -> Alert:
         alert = await Alert.get_or_none(id=alert_id)
-        if alert is None:
-            raise NotFound("alert", alert_id)
+        if alert is None or not scope.can_see_team(alert.team_id):
+            raise NotFound("alert", alert_id)  # an alert the principal cannot see does not exist
         if not await self.may_act(alert, principal):
             raise Forbidden(
                 f"only admins and members of the alert's team (or of a team above it) may "
@@ -362,10 +362,13 @@ class AlertService:
         await self._announce("changed", alert)
         return alert
 
-    async def acknowledge(self, alert_id: int, principal: Principal) -> Alert:
+    async def acknowledge(
+        self, alert_id: int, principal: Principal, scope: Scope = EVERYTHING
+    ) -> Alert:
         return await self._act(
             alert_id,
             principal,
+            scope,
             "acknowledged",
             ACKNOWLEDGED,
             (OPEN, SNOOZED),
@@ -374,7 +377,9 @@ class AlertService:
             snoozed_until=None,
         )
 
-    async def snooze(self, alert_id: int, until: datetime, principal: Principal) -> Alert:
+    async def snooze(
+        self, alert_id: int, until: datetime, principal: Principal, scope: Scope = EVERYTHING
+    ) -> Alert:
         now = self.clock()
         if until.tzinfo is None:
             raise InvalidInput("until must carry a UTC offset or Z")
@@ -387,6 +392,7 @@ class AlertService:
         return await self._act(
             alert_id,
             principal,
+            scope,
             "snoozed",
             SNOOZED,
             UNRESOLVED,
@@ -394,10 +400,13 @@ class AlertService:
             note=f"until {js_date(until)}",
         )
 
-    async def resolve(self, alert_id: int, principal: Principal) -> Alert:
+    async def resolve(
+        self, alert_id: int, principal: Principal, scope: Scope = EVERYTHING
+    ) -> Alert:
         return await self._act(
             alert_id,
             principal,
+            scope,
             "resolved",
             RESOLVED,
             UNRESOLVED,
@@ -408,8 +417,10 @@ class AlertService:
 
     # -- reads -----------------------------------------------------------------------------------
 
-    async def alerts_by_ids(self, ids: Sequence[int]) -> dict[int, Alert]:
-        return {a.id: a for a in await Alert.filter(id__in=list(ids))}
+    async def alerts_by_ids(
+        self, ids: Sequence[int], scope: Scope = EVERYTHING
+    ) -> dict[int, Alert]:
+        return {a.id: a for a in await Alert.filter(scope.q(), id__in=list(ids))}
 
     async def _where(self, filters: AlertFilter) -> dict[str, Any]:
         where: dict[str, Any] = {}
@@ -427,18 +438,23 @@ class AlertService:
         return where
 
     async def list_alerts(
-        self, filters: AlertFilter, first: int, after: str | None = None
+        self,
+        filters: AlertFilter,
+        first: int,
+        after: str | None = None,
+        scope: Scope = EVERYTHING,
     ) -> Page[Alert]:
-        """Newest first (by id), `first` at a time."""
+        """Newest first (by id), `first` at a time, of the alerts `scope` sees (an alert without
+        a team, SYNC_FAILED, only when it sees everything)."""
         check_first(first)
         where = await self._where(filters)
         if after is not None:
             where["id__lt"] = _cursor_id(after)
-        rows = await Alert.filter(**where).order_by("-id").limit(first + 1)
+        rows = await Alert.filter(scope.q(), **where).order_by("-id").limit(first + 1)
         return _page(rows, first)
 
-    async def count_alerts(self, filters: AlertFilter) -> int:
-        return await Alert.filter(**await self._where(filters)).count()
+    async def count_alerts(self, filters: AlertFilter, scope: Scope = EVERYTHING) -> int:
+        return await Alert.filter(scope.q(), **await self._where(filters)).count()
 
     async def owner_alert_pages(
         self,
@@ -448,6 +464,7 @@ class AlertService:
         after: str | None,
         status: AlertStatus | None,
         include_sub_teams: bool = False,
+        scope: Scope = EVERYTHING,
     ) -> dict[uuid.UUID, Page[Alert]]:
         """One page of alerts per component (column "component_id") or team ("team_id", with
         its sub-teams when asked), newest first: one statement for the ids, one for the rows."""
@@ -468,6 +485,7 @@ class AlertService:
         else:
             source, join, root = "", "", f"a.{column}"
             where = [f"a.{column} IN ({owners})"]
+        where.extend(scope.teams_sql("a.team_id", p))
         if status is not None:
             where.append(f"a.status = {p(status.value)}")
         if after is not None:

@@ -8,7 +8,7 @@ import json
 import math
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date
 from typing import Generic, TypeVar
@@ -17,6 +17,7 @@ from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
+from finops_gql.access import EVERYTHING, Mark, Scope
 from finops_gql.catalog import tree
 from finops_gql.costs import explorer
 from finops_gql.db.models import (
@@ -30,7 +31,8 @@ from finops_gql.db.models import (
     System,
     Team,
 )
-from finops_gql.db.setup import connection, dialect, placeholders, sql_value
+from finops_gql.db.setup import SqlParams as _Sql
+from finops_gql.db.setup import connection, placeholders, sql_value
 from finops_gql.errors import Conflict, InvalidInput, NotFound, ServiceError
 from finops_gql.validation import (
     BUDGET_MAX_USD,
@@ -56,6 +58,7 @@ AGGREGATE_RE = re.compile(
 
 T = TypeVar("T")
 M = TypeVar("M", Team, System)
+N = TypeVar("N", System, Domain)
 
 # Read paths load only what GraphQL shows: every extra DatetimeField costs an ISO parse per row.
 TEAM_FIELDS = ("id", "name", "slug", "parent_id")
@@ -123,22 +126,6 @@ def like_contains(search: str) -> str:
         .replace("_", LIKE_ESCAPE + "_")
     )
     return f"%{escaped}%"
-
-
-class _Sql:
-    """Raw-SQL parameters in the current dialect: `p(value)` appends and returns its marker, so
-    markers are generated in the order they appear in the text."""
-
-    def __init__(self) -> None:
-        self.values: list[object] = []
-        self.postgres = dialect() == "postgres"
-        # Case-insensitive LIKE: SQLite's LIKE already is (for ASCII letters, like its LOWER);
-        # PostgreSQL's ILIKE folds all of Unicode. No LOWER() call per row on either.
-        self.ilike = "ILIKE" if self.postgres else "LIKE"
-
-    def __call__(self, value: object) -> str:
-        self.values.append(sql_value(value))
-        return f"${len(self.values)}" if self.postgres else "?"
 
 
 @dataclass(frozen=True)
@@ -260,6 +247,14 @@ def _slug_page(rows: list[T], first: int) -> Page[T]:
     return Page(items, cursor, len(rows) > first)
 
 
+def _after_slug(after: str | None) -> Callable[[_Sql], list[str]]:
+    """The condition of a slug page's cursor (none for the first page)."""
+    if after is None:
+        return lambda p: []
+    slug = _slug_keyset(after)  # a bad cursor is refused before any statement
+    return lambda p: [f"o.slug > {p(slug)}"]
+
+
 def check_first(first: int, maximum: int = PAGE_MAX) -> None:
     if not 1 <= first <= maximum:
         raise InvalidInput(f"first must be between 1 and {maximum}, got {first}")
@@ -342,15 +337,23 @@ class CatalogService:
 
     # -- reads ----------------------------------------------------------------------------------
 
-    async def teams_by_ids(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Team]:
-        return {t.id: t for t in await Team.filter(id__in=list(ids)).only(*TEAM_FIELDS)}
+    # Every read takes the caller's Scope (finops_gql/access.py): what it may not see is
+    # missing from lookups, pages, counts and cursors alike.
 
-    async def team_by_slug(self, slug: str) -> Team | None:
+    async def teams_by_ids(
+        self, ids: Sequence[uuid.UUID], scope: Scope = EVERYTHING
+    ) -> dict[uuid.UUID, Team]:
+        found = await Team.filter(scope.q("id"), id__in=list(ids)).only(*TEAM_FIELDS)
+        return {t.id: t for t in found}
+
+    async def team_by_slug(self, slug: str, scope: Scope = EVERYTHING) -> Team | None:
         check_text(slug, "slug", SLUG_MAX)
-        return await Team.filter(slug=slug).only(*TEAM_FIELDS).first()
+        return await Team.filter(scope.q("id"), slug=slug).only(*TEAM_FIELDS).first()
 
-    async def components_by_ids(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Component]:
-        found = await Component.filter(id__in=list(ids)).only(*COMPONENT_FIELDS)
+    async def components_by_ids(
+        self, ids: Sequence[uuid.UUID], scope: Scope = EVERYTHING
+    ) -> dict[uuid.UUID, Component]:
+        found = await Component.filter(scope.q(), id__in=list(ids)).only(*COMPONENT_FIELDS)
         return {c.id: c for c in found}
 
     async def team_component_pages(
@@ -360,11 +363,14 @@ class CatalogService:
         after: str | None = None,
         order: ComponentOrder = ComponentOrder.NAME,
         filters: ComponentFilter = ComponentFilter(),
+        scope: Scope = EVERYTHING,
     ) -> dict[uuid.UUID, Page[Component]]:
         """One page of each team's components, ordered and filtered like `list_components`, in
         one statement whatever the number of teams (for the Team.components DataLoader).
         A team's list is `components(teamId: ...)`: the same cursors page both."""
-        return await self._owned_component_pages("team_id", team_ids, first, after, order, filters)
+        return await self._owned_component_pages(
+            "team_id", team_ids, first, after, order, filters, scope
+        )
 
     async def system_component_pages(
         self,
@@ -373,10 +379,11 @@ class CatalogService:
         after: str | None = None,
         order: ComponentOrder = ComponentOrder.NAME,
         filters: ComponentFilter = ComponentFilter(),
+        scope: Scope = EVERYTHING,
     ) -> dict[uuid.UUID, Page[Component]]:
         """One page of each system's components, like `components(systemId: ...)`."""
         return await self._owned_component_pages(
-            "system_id", system_ids, first, after, order, filters
+            "system_id", system_ids, first, after, order, filters, scope
         )
 
     async def _owned_component_pages(
@@ -387,6 +394,7 @@ class CatalogService:
         after: str | None,
         order: ComponentOrder,
         filters: ComponentFilter,
+        scope: Scope,
     ) -> dict[uuid.UUID, Page[Component]]:
         check_first(first)
         filters = filters.checked()
@@ -403,7 +411,11 @@ class CatalogService:
 
         keys = {oid: own_list(oid).key() for oid in owner_ids}
         p = _Sql()
-        where = [f"c.{column} IN ({', '.join(p(o) for o in owner_ids)})", *filters.conditions(p)]
+        where = [
+            f"c.{column} IN ({', '.join(p(o) for o in owner_ids)})",
+            *filters.conditions(p),
+            *scope.teams_sql("c.team_id", p),
+        ]
         if after is not None:
             # A cursor belongs to one owner's list (the DataLoader asks one owner at a time then).
             keysets = {_component_keyset(after, order, keys[oid]) for oid in owner_ids}
@@ -430,16 +442,40 @@ class CatalogService:
         return await tree.team_subtrees(team_ids)
 
     async def team_children_pages(
-        self, team_ids: Sequence[uuid.UUID], first: int = PAGE_DEFAULT, after: str | None = None
+        self,
+        team_ids: Sequence[uuid.UUID],
+        first: int = PAGE_DEFAULT,
+        after: str | None = None,
+        scope: Scope = EVERYTHING,
     ) -> dict[uuid.UUID, Page[Team]]:
         """One page of each team's direct sub-teams by slug, in one statement."""
-        return await self._slug_pages(Team, TEAM_FIELDS, "parent_id", team_ids, first, after)
+        return await self._slug_pages(
+            Team,
+            TEAM_FIELDS,
+            "parent_id",
+            team_ids,
+            first,
+            after,
+            lambda p: scope.teams_sql("o.id", p),
+        )
 
     async def domain_system_pages(
-        self, domain_ids: Sequence[uuid.UUID], first: int = PAGE_DEFAULT, after: str | None = None
+        self,
+        domain_ids: Sequence[uuid.UUID],
+        first: int = PAGE_DEFAULT,
+        after: str | None = None,
+        scope: Scope = EVERYTHING,
     ) -> dict[uuid.UUID, Page[System]]:
         """One page of each domain's systems by slug, in one statement."""
-        return await self._slug_pages(System, SYSTEM_FIELDS, "domain_id", domain_ids, first, after)
+        return await self._slug_pages(
+            System,
+            SYSTEM_FIELDS,
+            "domain_id",
+            domain_ids,
+            first,
+            after,
+            lambda p: scope.systems_sql("o", p),
+        )
 
     async def _slug_pages(
         self,
@@ -449,70 +485,114 @@ class CatalogService:
         owner_ids: Sequence[uuid.UUID],
         first: int,
         after: str | None,
+        visible: Callable[[Mark], list[str]],
     ) -> dict[uuid.UUID, Page[M]]:
         check_first(first)
         pages: dict[uuid.UUID, list[M]] = {oid: [] for oid in owner_ids}
         if not owner_ids:
             return {}
-        params: list[object] = [sql_value(t) for t in pages]
-        marks = placeholders(len(params) + 2)
-        where = f"{column} IN ({', '.join(marks[: len(params)])})"
+        p: _Sql = _Sql()
+        where = [f"o.{column} IN ({', '.join(p(t) for t in pages)})", *visible(p)]
         if after is not None:
-            where += f" AND slug > {marks[len(params)]}"
-            params.append(_slug_keyset(after))
+            where.append(f"o.slug > {p(_slug_keyset(after))}")
         table = model._meta.db_table
         sql = (
-            f"SELECT {', '.join(fields)} FROM (SELECT {', '.join(fields)}, "  # noqa: S608 (placeholders only)
-            f"ROW_NUMBER() OVER (PARTITION BY {column} ORDER BY slug) AS rn "
-            f"FROM {table} WHERE {where}) ranked "
-            f"WHERE rn <= {marks[len(params)]} ORDER BY {column}, rn"
+            f"SELECT {', '.join(fields)} FROM (SELECT {', '.join('o.' + f for f in fields)}, "  # noqa: S608 (placeholders only)
+            f"ROW_NUMBER() OVER (PARTITION BY o.{column} ORDER BY o.slug) AS rn "
+            f"FROM {table} o WHERE {' AND '.join(where)}) ranked "
+            f"WHERE rn <= {p(first + 1)} ORDER BY {column}, rn"
         )
-        for row in await connection().execute_query_dict(sql, [*params, first + 1]):
+        for row in await connection().execute_query_dict(sql, p.values):
             item = model._init_from_db(**row)
             pages[uuid.UUID(str(row[column]))].append(item)
         return {oid: _slug_page(rows, first) for oid, rows in pages.items()}
 
-    async def systems_by_ids(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, System]:
-        return {s.id: s for s in await System.filter(id__in=list(ids)).only(*SYSTEM_FIELDS)}
+    # Systems and domains: raw SQL, because their visibility (access.py) looks through their
+    # components and systems.
 
-    async def domains_by_ids(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Domain]:
-        return {d.id: d for d in await Domain.filter(id__in=list(ids)).only(*DOMAIN_FIELDS)}
+    async def _visible(
+        self,
+        model: type[N],
+        scope: Scope,
+        where: Callable[[_Sql], list[str]],
+        first: int | None = None,
+    ) -> list[N]:
+        """Rows of `model` (a system or a domain) matching `where` that `scope` sees, by slug."""
+        fields = SYSTEM_FIELDS if model is System else DOMAIN_FIELDS
+        p = _Sql()
+        conditions = where(p)
+        if model is System:
+            conditions += scope.systems_sql("o", p)
+        else:
+            conditions += scope.domains_sql("o", p)
+        sql = (
+            f"SELECT {', '.join('o.' + f for f in fields)} FROM {model._meta.db_table} o"  # noqa: S608 (placeholders only)
+            f"{' WHERE ' + ' AND '.join(conditions) if conditions else ''} ORDER BY o.slug"
+        )
+        if first is not None:
+            sql += f" LIMIT {p(first + 1)}"
+        return [
+            model._init_from_db(**r) for r in await connection().execute_query_dict(sql, p.values)
+        ]
 
-    async def system_by_slug(self, slug: str) -> System | None:
+    async def systems_by_ids(
+        self, ids: Sequence[uuid.UUID], scope: Scope = EVERYTHING
+    ) -> dict[uuid.UUID, System]:
+        if not ids:
+            return {}
+        found = await self._visible(
+            System, scope, lambda p: [f"o.id IN ({', '.join(p(i) for i in ids)})"]
+        )
+        return {s.id: s for s in found}
+
+    async def domains_by_ids(
+        self, ids: Sequence[uuid.UUID], scope: Scope = EVERYTHING
+    ) -> dict[uuid.UUID, Domain]:
+        if not ids:
+            return {}
+        found = await self._visible(
+            Domain, scope, lambda p: [f"o.id IN ({', '.join(p(i) for i in ids)})"]
+        )
+        return {d.id: d for d in found}
+
+    async def system_by_slug(self, slug: str, scope: Scope = EVERYTHING) -> System | None:
         check_text(slug, "slug", SLUG_MAX)
-        return await System.filter(slug=slug).only(*SYSTEM_FIELDS).first()
+        found = await self._visible(System, scope, lambda p: [f"o.slug = {p(slug)}"])
+        return found[0] if found else None
 
-    async def domain_by_slug(self, slug: str) -> Domain | None:
+    async def domain_by_slug(self, slug: str, scope: Scope = EVERYTHING) -> Domain | None:
         check_text(slug, "slug", SLUG_MAX)
-        return await Domain.filter(slug=slug).only(*DOMAIN_FIELDS).first()
+        found = await self._visible(Domain, scope, lambda p: [f"o.slug = {p(slug)}"])
+        return found[0] if found else None
 
     async def list_systems(
-        self, first: int = PAGE_DEFAULT, after: str | None = None
+        self, first: int = PAGE_DEFAULT, after: str | None = None, scope: Scope = EVERYTHING
     ) -> Page[System]:
         check_first(first)
-        query = System.all().only(*SYSTEM_FIELDS).order_by("slug")
-        if after is not None:
-            query = query.filter(slug__gt=_slug_keyset(after))
-        return _slug_page(await query.limit(first + 1), first)
+        return _slug_page(await self._visible(System, scope, _after_slug(after), first), first)
 
     async def list_domains(
-        self, first: int = PAGE_DEFAULT, after: str | None = None
+        self, first: int = PAGE_DEFAULT, after: str | None = None, scope: Scope = EVERYTHING
     ) -> Page[Domain]:
         check_first(first)
-        query = Domain.all().only(*DOMAIN_FIELDS).order_by("slug")
-        if after is not None:
-            query = query.filter(slug__gt=_slug_keyset(after))
-        return _slug_page(await query.limit(first + 1), first)
+        return _slug_page(await self._visible(Domain, scope, _after_slug(after), first), first)
 
     async def team_component_counts(
-        self, team_ids: Sequence[uuid.UUID], filters: ComponentFilter = ComponentFilter()
+        self,
+        team_ids: Sequence[uuid.UUID],
+        filters: ComponentFilter = ComponentFilter(),
+        scope: Scope = EVERYTHING,
     ) -> dict[uuid.UUID, int]:
         """How many components of each team match `filters`, in one statement."""
         filters = filters.checked()
         if not team_ids:
             return {}
         p = _Sql()
-        where = [f"c.team_id IN ({', '.join(p(t) for t in team_ids)})", *filters.conditions(p)]
+        where = [
+            f"c.team_id IN ({', '.join(p(t) for t in team_ids)})",
+            *filters.conditions(p),
+            *scope.teams_sql("c.team_id", p),
+        ]
         sql = (
             "SELECT c.team_id AS team_id, COUNT(*) AS n FROM component c "  # noqa: S608 (placeholders only)
             f"WHERE {' AND '.join(where)} GROUP BY c.team_id"
@@ -528,12 +608,13 @@ class CatalogService:
         after: str | None = None,
         order: TeamOrder = TeamOrder.SLUG,
         search: str | None = None,
+        scope: Scope = EVERYTHING,
     ) -> Page[Team]:
         check_first(first)
         search = check_search(search)
         key = ComponentFilter(search=search).key()
         p = _Sql()
-        where = self._team_conditions(search, p)
+        where = self._team_conditions(search, p) + scope.teams_sql("t.id", p)
         if after is not None:
             issued_order, issued_key, sort_key, last = decode_cursor(after, 4)
             try:
@@ -578,9 +659,9 @@ class CatalogService:
             f"OR t.slug {p.ilike} {p(pattern)} ESCAPE '{LIKE_ESCAPE}')"
         ]
 
-    async def count_teams(self, search: str | None = None) -> int:
+    async def count_teams(self, search: str | None = None, scope: Scope = EVERYTHING) -> int:
         p = _Sql()
-        where = self._team_conditions(check_search(search), p)
+        where = self._team_conditions(check_search(search), p) + scope.teams_sql("t.id", p)
         sql = "SELECT COUNT(*) AS n FROM team t" + (  # noqa: S608 (placeholders only)
             f" WHERE {' AND '.join(where)}" if where else ""
         )
@@ -594,13 +675,16 @@ class CatalogService:
         team_id: uuid.UUID | None = None,
         order: ComponentOrder = ComponentOrder.NAME,
         filters: ComponentFilter | None = None,
+        scope: Scope = EVERYTHING,
     ) -> Page[Component]:
-        """A page of components; `team_id` is shorthand for ComponentFilter(team_id=...)."""
+        """A page of components; `team_id` is shorthand for ComponentFilter(team_id=...).
+        Cursors hold the last row's sort key only: one issued under a wider scope pages on
+        over the visible rows."""
         check_first(first)
         filters = (filters or ComponentFilter(team_id=team_id)).checked()
         key = filters.key()
         p = _Sql()
-        where = filters.conditions(p)
+        where = filters.conditions(p) + scope.teams_sql("c.team_id", p)
         if after is not None:
             where.append(_component_keyset(after, order, key).condition(order, p))
         sql = (
@@ -614,14 +698,16 @@ class CatalogService:
         ]
         return _component_page(rows, first, order, key)
 
-    async def count_children(self, team_id: uuid.UUID) -> int:
+    async def count_children(self, team_id: uuid.UUID, scope: Scope = EVERYTHING) -> int:
         """How many direct sub-teams a team has (Team.children's totalCount)."""
-        return await Team.filter(parent_id=team_id).count()
+        return await Team.filter(scope.q("id"), parent_id=team_id).count()
 
-    async def count_components(self, filters: ComponentFilter = ComponentFilter()) -> int:
+    async def count_components(
+        self, filters: ComponentFilter = ComponentFilter(), scope: Scope = EVERYTHING
+    ) -> int:
         """How many components match `filters` (a list's totalCount)."""
         p = _Sql()
-        where = filters.checked().conditions(p)
+        where = filters.checked().conditions(p) + scope.teams_sql("c.team_id", p)
         sql = "SELECT COUNT(*) AS n FROM component c" + (  # noqa: S608 (placeholders only)
             f" WHERE {' AND '.join(where)}" if where else ""
         )

@@ -19,9 +19,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+from finops_gql.access import EVERYTHING, Scope
 from finops_gql.costs.ranges import Bucket, DayRange, Granularity, buckets
 from finops_gql.costs.windows import as_date, money
-from finops_gql.db.setup import connection, placeholders, sql_value
+from finops_gql.db.setup import SqlParams, connection, placeholders, sql_value
 
 # cost_record's money columns, in CostBreakdown's order (ram_cost is the API's memoryCost).
 COLUMNS = (
@@ -94,35 +95,42 @@ async def daily_sums(
     ids: Sequence[uuid.UUID],
     first: date,
     last: date,
+    scope: Scope = EVERYTHING,
+    summed: bool = False,
     columns: Sequence[str] = COLUMNS,
 ) -> dict[str, dict[date, tuple[float, ...]]]:
     """Per subject key (canonical UUID text, or PLATFORM_KEY) and day, each column's sum over
     first..last, in ONE statement. Days without records are absent (the caller fills zeros).
+    `summed`: the ids' days added up in SQL, under PLATFORM_KEY (one subject made of many).
     `columns` (a subset of COLUMNS, in the tuples' order) trims what a bulk reader needs.
 
-    Components read cost_record (one row per day already); teams and the platform read the daily
-    pre-aggregates, which hold exactly these sums (refresh_daily_totals keeps them true)."""
-    day_marks = placeholders(2)
-    values: list[object] = [sql_value(first), sql_value(last)]
-    where = f"day >= {day_marks[0]} AND day <= {day_marks[1]}"
+    Components read cost_record (one row per day already), those `scope` sees; teams and the
+    platform read the daily pre-aggregates, which hold exactly these sums (refresh_daily_totals
+    keeps them true): their callers pass only visible teams (access.py)."""
     if not set(columns) <= set(COLUMNS):
         raise ValueError(f"not cost columns: {sorted(set(columns) - set(COLUMNS))}")
+    p = SqlParams()
+    where = [f"day >= {p(first)}", f"day <= {p(last)}"]
     selected = ", ".join(columns)
     if subject is Subject.PLATFORM:
         key, table = None, "platform_daily_cost"
     else:
         if not ids:
             return {}
-        id_marks = ", ".join(placeholders(len(ids), start=3))
-        values.extend(sql_value(i) for i in ids)
         key = "component_id" if subject is Subject.COMPONENT else "team_id"
         table = "cost_record" if subject is Subject.COMPONENT else "team_daily_cost"
-        where += f" AND {key} IN ({id_marks})"
+        where.append(f"{key} IN ({', '.join(p(i) for i in ids)})")
+        if subject is Subject.COMPONENT:
+            where.extend(scope.components_sql(key, p))
+    group = ""
+    if summed and key:
+        key, group = None, " GROUP BY day"
+        selected = ", ".join(f"SUM({c}) AS {c}" for c in columns)
     select = f"{key} AS subject, day, {selected}" if key else f"day, {selected}"
-    sql = f"SELECT {select} FROM {table} WHERE {where}"  # noqa: S608 (placeholders only)
+    sql = f"SELECT {select} FROM {table} WHERE {' AND '.join(where)}{group}"  # noqa: S608 (placeholders only)
     result: dict[str, dict[date, tuple[float, ...]]] = {}
     names: dict[object, str] = {}  # driver value -> canonical UUID text, parsed once per subject
-    for row in await connection().execute_query_dict(sql, values):
+    for row in await connection().execute_query_dict(sql, p.values):
         if key:
             subject_value = row["subject"]
             name = names.get(subject_value)
@@ -229,15 +237,24 @@ async def series(
     scopes: Mapping[uuid.UUID, Sequence[uuid.UUID]],
     chosen: DayRange,
     granularity: Granularity,
+    visible: Scope = EVERYTHING,
 ) -> dict[uuid.UUID, Series]:
     """The series of each requested subject, in one statement for all of them.
 
     `scopes` maps each requested id to the ids its cost is made of (a component: itself; a team:
-    itself and, when asked, its sub-teams). PLATFORM takes `{uuid.UUID(int=0): []}`.
+    itself and, when asked, its sub-teams). PLATFORM takes `{uuid.UUID(int=0): []}`. `visible`
+    filters components (teams come filtered by their caller).
     """
     span = chosen.previous()
+    if subject is not Subject.PLATFORM and len(scopes) == 1:
+        ((requested, ids),) = scopes.items()
+        if len(ids) > 1:
+            # One subject made of many (a team with its sub-teams, the teams a principal sees):
+            # the database adds their days up, Python folds one row per day.
+            found = await daily_sums(subject, ids, span.start, chosen.end, visible, summed=True)
+            return {requested: fold(found.get(PLATFORM_KEY, {}), chosen, granularity)}
     wanted = list(dict.fromkeys(i for ids in scopes.values() for i in ids))
-    found = await daily_sums(subject, wanted, span.start, chosen.end)
+    found = await daily_sums(subject, wanted, span.start, chosen.end, visible)
     result = {}
     for requested, ids in scopes.items():
         if subject is Subject.PLATFORM:
@@ -286,6 +303,9 @@ async def group_totals(
     Teams read the team daily totals, components their records, resources the team or
     platform daily totals (with RESOURCE_TOTAL, the grand total); money is summed in SQL."""
     if team_ids is not None and not team_ids:
+        # No team (a principal that sees none): no group, or every resource at zero.
+        if dimension is Dimension.RESOURCE:
+            return dict.fromkeys([*RESOURCES.values(), RESOURCE_TOTAL], (0.0, 0.0))
         return {}
     span = chosen.previous()
     values: list[object] = []

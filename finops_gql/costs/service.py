@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
+from finops_gql.access import EVERYTHING, Scope
 from finops_gql.catalog import tree
 from finops_gql.costs import explorer
 from finops_gql.costs.ranges import (
@@ -26,7 +27,7 @@ from finops_gql.costs.ranges import (
 )
 from finops_gql.costs.windows import as_date, money, rollup_range
 from finops_gql.db.models import Component, Team
-from finops_gql.db.setup import connection, placeholders, sql_value
+from finops_gql.db.setup import SqlParams, connection, placeholders, sql_value
 from finops_gql.errors import InvalidInput, NotFound
 from finops_gql.opencost.client import Health, OpenCostClient
 from finops_gql.opencost.parse import Allocation
@@ -243,14 +244,16 @@ class CostService:
 
     # -- catalog lookups -------------------------------------------------------------------------
 
-    async def component(self, component_id: uuid.UUID) -> Component:
-        found = await Component.get_or_none(id=component_id)
+    # Every read takes the caller's Scope (finops_gql/access.py): an invisible row is missing.
+
+    async def component(self, component_id: uuid.UUID, scope: Scope = EVERYTHING) -> Component:
+        found = await Component.filter(scope.q(), id=component_id).first()
         if found is None:
             raise NotFound("component", component_id)
         return found
 
-    async def team(self, team_id: uuid.UUID) -> Team:
-        found = await Team.get_or_none(id=team_id)
+    async def team(self, team_id: uuid.UUID, scope: Scope = EVERYTHING) -> Team:
+        found = await Team.filter(scope.q("id"), id=team_id).first()
         if found is None:
             raise NotFound("team", team_id)
         return found
@@ -285,9 +288,11 @@ class CostService:
     # -- persisted figures ----------------------------------------------------------------------
 
     async def history(
-        self, component_id: uuid.UUID, limit: int = HISTORY_DEFAULT
+        self, component_id: uuid.UUID, limit: int = HISTORY_DEFAULT, scope: Scope = EVERYTHING
     ) -> list[DailyCost]:
         check_limit(limit, HISTORY_MAX)
+        if not scope.everything:
+            await self.component(component_id, scope)  # invisible: the same NotFound as missing
         marks = placeholders(2)
         rows = await connection().execute_query_dict(
             "SELECT * FROM cost_record WHERE component_id = "  # noqa: S608 (placeholders only)
@@ -300,23 +305,29 @@ class CostService:
         return [_daily_cost(row) for row in rows]
 
     async def histories(
-        self, component_ids: Sequence[uuid.UUID], limit: int = HISTORY_DEFAULT
+        self,
+        component_ids: Sequence[uuid.UUID],
+        limit: int = HISTORY_DEFAULT,
+        scope: Scope = EVERYTHING,
     ) -> dict[uuid.UUID, list[DailyCost]]:
         """The newest `limit` daily records of each component, in one query (for DataLoaders)."""
         check_limit(limit, HISTORY_MAX)
         result: dict[uuid.UUID, list[DailyCost]] = {cid: [] for cid in component_ids}
         if not component_ids:
             return result
-        ids = [sql_value(cid) for cid in component_ids]
-        marks = placeholders(len(ids) + 1)
+        mark = SqlParams()
+        where = [
+            f"r.component_id IN ({', '.join(mark(cid) for cid in component_ids)})",
+            *scope.components_sql("r.component_id", mark),
+        ]
         # ROW_NUMBER keeps it one statement for any number of components (SQLite >= 3.25, PG).
         sql = (
             "SELECT * FROM (SELECT r.*, ROW_NUMBER() OVER "  # noqa: S608 (placeholders only)
             "(PARTITION BY r.component_id ORDER BY r.day DESC) AS rn FROM cost_record r "
-            f"WHERE r.component_id IN ({', '.join(marks[:-1])})) ranked "
-            f"WHERE rn <= {marks[-1]} ORDER BY component_id, day DESC"
+            f"WHERE {' AND '.join(where)}) ranked "
+            f"WHERE rn <= {mark(limit)} ORDER BY component_id, day DESC"
         )
-        for row in await connection().execute_query_dict(sql, [*ids, limit]):
+        for row in await connection().execute_query_dict(sql, mark.values):
             daily = _daily_cost(row)
             result[daily.component_id].append(daily)
         return result
@@ -344,17 +355,23 @@ class CostService:
         )
         return [self._component_cost(row) for row in rows]
 
-    async def team_summary(self, team_id: uuid.UUID) -> TeamSummary:
-        await self.team(team_id)
-        return (await self.team_summaries([team_id]))[team_id]
+    async def team_summary(self, team_id: uuid.UUID, scope: Scope = EVERYTHING) -> TeamSummary:
+        await self.team(team_id, scope)
+        return (await self.team_summaries([team_id], scope))[team_id]
 
-    async def team_summaries(self, team_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, TeamSummary]:
+    async def team_summaries(
+        self, team_ids: Sequence[uuid.UUID], scope: Scope = EVERYTHING
+    ) -> dict[uuid.UUID, TeamSummary]:
+        """Each team's 30-day summary; an invisible team's is empty (it has no visible component)."""
         by_team: dict[str, list[ComponentCost]] = defaultdict(list)
         if team_ids:
-            marks = placeholders(len(team_ids))
+            mark = SqlParams()
+            where = [
+                f"team_id IN ({', '.join(mark(t) for t in team_ids)})",
+                *scope.teams_sql("team_id", mark),
+            ]
             costs = await self._component_costs(
-                f"WHERE team_id IN ({', '.join(marks)}) ORDER BY cost_30d DESC, name",
-                [sql_value(t) for t in team_ids],
+                f"WHERE {' AND '.join(where)} ORDER BY cost_30d DESC, name", mark.values
             )
             for cost in costs:
                 by_team[cost.team_id].append(cost)
@@ -373,10 +390,17 @@ class CostService:
             )
         return summaries
 
-    async def top_components(self, limit: int = TOP_DEFAULT) -> list[ComponentCost]:
+    async def top_components(
+        self, limit: int = TOP_DEFAULT, scope: Scope = EVERYTHING
+    ) -> list[ComponentCost]:
         check_limit(limit, TOP_MAX)
-        (mark,) = placeholders(1)
-        return await self._component_costs(f"ORDER BY cost_30d DESC, name LIMIT {mark}", [limit])
+        mark = SqlParams()
+        where = " AND ".join(scope.teams_sql("team_id", mark))
+        return await self._component_costs(
+            f"{'WHERE ' + where + ' ' if where else ''}ORDER BY cost_30d DESC, name "
+            f"LIMIT {mark(limit)}",
+            mark.values,
+        )
 
     async def refresh_rollups(self, component_ids: Iterable[uuid.UUID] | None = None) -> None:
         """Recompute each component's 30-day total from its daily records, in one statement."""
@@ -437,11 +461,19 @@ class CostService:
         return (await self.team_scopes([team_id], include_sub_teams))[team_id]
 
     async def component_series(
-        self, component_ids: Sequence[uuid.UUID], chosen: DayRange, granularity: Granularity
+        self,
+        component_ids: Sequence[uuid.UUID],
+        chosen: DayRange,
+        granularity: Granularity,
+        scope: Scope = EVERYTHING,
     ) -> dict[uuid.UUID, CostSeries]:
-        """Each component's series, one statement for all of them."""
+        """Each component's series, one statement for all of them (an invisible one: zeros)."""
         found = await explorer.series(
-            explorer.Subject.COMPONENT, {c: [c] for c in component_ids}, chosen, granularity
+            explorer.Subject.COMPONENT,
+            {c: [c] for c in component_ids},
+            chosen,
+            granularity,
+            scope,
         )
         return {c: CostSeries.of(s, self.currency) for c, s in found.items()}
 
@@ -451,18 +483,29 @@ class CostService:
         chosen: DayRange,
         granularity: Granularity,
         include_sub_teams: bool = True,
+        scope: Scope = EVERYTHING,
     ) -> dict[uuid.UUID, CostSeries]:
-        """Each team's series over its scope (team_scopes), one statement for all of them."""
+        """Each team's series over its scope (team_scopes) as far as `scope` sees it, one
+        statement for all of them."""
         scopes = await self.team_scopes(team_ids, include_sub_teams)
-        found = await explorer.series(explorer.Subject.TEAM, scopes, chosen, granularity)
+        visible = {t: scope.visible_teams(ids) for t, ids in scopes.items()}
+        found = await explorer.series(explorer.Subject.TEAM, visible, chosen, granularity)
         return {t: CostSeries.of(s, self.currency) for t, s in found.items()}
 
-    async def platform_series(self, chosen: DayRange, granularity: Granularity) -> CostSeries:
-        """Every component's cost together."""
+    async def platform_series(
+        self, chosen: DayRange, granularity: Granularity, scope: Scope = EVERYTHING
+    ) -> CostSeries:
+        """Every component's cost together: the platform's daily totals, or for a scoped
+        principal the sum of its visible teams' daily totals."""
         everything = uuid.UUID(int=0)
-        found = await explorer.series(
-            explorer.Subject.PLATFORM, {everything: []}, chosen, granularity
-        )
+        if scope.team_ids is None:
+            found = await explorer.series(
+                explorer.Subject.PLATFORM, {everything: []}, chosen, granularity
+            )
+        else:
+            found = await explorer.series(
+                explorer.Subject.TEAM, {everything: sorted(scope.team_ids)}, chosen, granularity
+            )
         return CostSeries.of(found[everything], self.currency)
 
     async def cost_breakdown(
@@ -472,13 +515,18 @@ class CostService:
         first: int = BREAKDOWN_DEFAULT,
         team_id: uuid.UUID | None = None,
         include_sub_teams: bool = True,
+        scope: Scope = EVERYTHING,
     ) -> CostGroups:
         """The groups of a dimension by total, largest first (the first `first`), with the
         grand total, the number of groups, each one's share and change: the whole platform, or
-        one team's scope (team_scopes)."""
+        one team's scope (team_scopes), as far as `scope` sees them."""
         check_limit(first, BREAKDOWN_MAX, "first")
-        scope = None if team_id is None else await self.team_scope(team_id, include_sub_teams)
-        found = await explorer.group_totals(dimension, scope, chosen)
+        teams: list[uuid.UUID] | None
+        if team_id is not None:
+            teams = scope.visible_teams(await self.team_scope(team_id, include_sub_teams))
+        else:
+            teams = None if scope.team_ids is None else sorted(scope.team_ids)
+        found = await explorer.group_totals(dimension, teams, chosen)
         if dimension is explorer.Dimension.RESOURCE:
             grand = money(found.pop(explorer.RESOURCE_TOTAL)[0])
         else:

@@ -150,6 +150,22 @@ def placeholders(count: int, start: int = 1) -> list[str]:
     return ["?"] * count
 
 
+class SqlParams:
+    """Raw-SQL parameters in the current dialect: `p(value)` appends and returns its marker, so
+    markers are generated in the order they appear in the text."""
+
+    def __init__(self) -> None:
+        self.values: list[object] = []
+        self.postgres = dialect() == "postgres"
+        # Case-insensitive LIKE: SQLite's LIKE already is (for ASCII letters, like its LOWER);
+        # PostgreSQL's ILIKE folds all of Unicode. No LOWER() call per row on either.
+        self.ilike = "ILIKE" if self.postgres else "LIKE"
+
+    def __call__(self, value: object) -> str:
+        self.values.append(sql_value(value))
+        return f"${len(self.values)}" if self.postgres else "?"
+
+
 def sql_value(value: object) -> object:
     """A raw-SQL parameter as the current driver wants it: asyncpg takes native dates and UUIDs,
     while Tortoise keeps them as ISO text on SQLite."""

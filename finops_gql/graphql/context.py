@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from strawberry.dataloader import DataLoader
 
+from finops_gql.access import Scope
 from finops_gql.alerts.conditions import AlertStatus
 from finops_gql.auth import Principal
 from finops_gql.catalog.service import ComponentFilter, ComponentOrder, Page
@@ -18,6 +19,7 @@ from finops_gql.db.models import Alert, AlertEvent, Component, Domain, System, T
 from finops_gql.errors import ServiceError
 from finops_gql.graphql.cost import Cost
 from finops_gql.graphql.documents import DocumentGuard
+from finops_gql.ratelimit import RateDecision
 
 if TYPE_CHECKING:
     from finops_gql.services import Services
@@ -73,9 +75,11 @@ async def _grouped(
 
 @dataclass
 class Loaders:
-    """Built per request so nothing leaks between users; each batches one SQL query per tick."""
+    """Built per request so nothing leaks between users; each batches one SQL query per tick.
+    Every one reads through the request's Scope: an invisible row loads as a missing one."""
 
     services: Services
+    scope: Scope
     team: DataLoader[uuid.UUID, Team | None] = field(init=False)
     component: DataLoader[uuid.UUID, Component | None] = field(init=False)
     # Keyed by (team id, first, after, order, filters): one page of each team's components.
@@ -104,14 +108,14 @@ class Loaders:
     alert_events: DataLoader[tuple[int, int], list[AlertEvent]] = field(init=False)
 
     def __post_init__(self) -> None:
-        catalog, costs = self.services.catalog, self.services.costs
+        catalog, costs, scope = self.services.catalog, self.services.costs, self.scope
 
         async def teams(ids: list[uuid.UUID]) -> list[Team | None]:
-            found = await catalog.teams_by_ids(ids)
+            found = await catalog.teams_by_ids(ids, scope)
             return [found.get(i) for i in ids]
 
         async def components(ids: list[uuid.UUID]) -> list[Component | None]:
-            found = await catalog.components_by_ids(ids)
+            found = await catalog.components_by_ids(ids, scope)
             return [found.get(i) for i in ids]
 
         async def team_components(
@@ -126,7 +130,7 @@ class Loaders:
                 teams = [k[0] for k in keys if k[1:] == args] if len(args) == 4 else [args[0]]
                 try:
                     pages[args] = await catalog.team_component_pages(
-                        teams, first, after, order, filters
+                        teams, first, after, order, filters, scope
                     )
                 except ServiceError as exc:  # bad arguments fail their own fields only
                     pages[args] = exc
@@ -143,12 +147,12 @@ class Loaders:
             counts: dict[ComponentFilter, dict[uuid.UUID, int]] = {}
             for filters in dict.fromkeys(f for _, f in keys):
                 counts[filters] = await catalog.team_component_counts(
-                    [t for t, f in keys if f == filters], filters
+                    [t for t, f in keys if f == filters], filters, scope
                 )
             return [counts[f][t] for t, f in keys]
 
         async def summaries(ids: list[uuid.UUID]) -> list[TeamSummary]:
-            found = await costs.team_summaries(ids)
+            found = await costs.team_summaries(ids, scope)
             return [found[i] for i in ids]
 
         async def component_series(
@@ -157,7 +161,8 @@ class Loaders:
             found: dict[tuple[uuid.UUID, DayRange, Granularity], CostSeries] = {}
             for chosen, granularity in dict.fromkeys((r, g) for _, r, g in keys):
                 ids = [c for c, r, g in keys if (r, g) == (chosen, granularity)]
-                for c, s in (await costs.component_series(ids, chosen, granularity)).items():
+                series = await costs.component_series(ids, chosen, granularity, scope)
+                for c, s in series.items():
                     found[c, chosen, granularity] = s
             return [found[k] for k in keys]
 
@@ -167,7 +172,7 @@ class Loaders:
             found: dict[tuple[uuid.UUID, DayRange, Granularity, bool], CostSeries] = {}
             for chosen, granularity, sub in dict.fromkeys((r, g, i) for _, r, g, i in keys):
                 ids = [t for t, r, g, i in keys if (r, g, i) == (chosen, granularity, sub)]
-                answers = await costs.team_series(ids, chosen, granularity, sub)
+                answers = await costs.team_series(ids, chosen, granularity, sub, scope)
                 for t, s in answers.items():
                     found[t, chosen, granularity, sub] = s
             return [found[k] for k in keys]
@@ -182,11 +187,11 @@ class Loaders:
         self._history = {}
 
         async def systems(ids: list[uuid.UUID]) -> list[System | None]:
-            found = await catalog.systems_by_ids(ids)
+            found = await catalog.systems_by_ids(ids, scope)
             return [found.get(i) for i in ids]
 
         async def domains(ids: list[uuid.UUID]) -> list[Domain | None]:
-            found = await catalog.domains_by_ids(ids)
+            found = await catalog.domains_by_ids(ids, scope)
             return [found.get(i) for i in ids]
 
         self.system = DataLoader(systems)
@@ -194,31 +199,37 @@ class Loaders:
         # Looked up when a batch runs, like the loaders above: some pages build Loaders on
         # services without a catalog.
         self.system_components = DataLoader(
-            _pages(lambda ids, first, after: catalog.system_component_pages(ids, first, after))
+            _pages(
+                lambda ids, first, after: catalog.system_component_pages(
+                    ids, first, after, scope=scope
+                )
+            )
         )
         self.team_children = DataLoader(
-            _pages(lambda ids, first, after: catalog.team_children_pages(ids, first, after))
+            _pages(lambda ids, first, after: catalog.team_children_pages(ids, first, after, scope))
         )
         self.domain_systems = DataLoader(
-            _pages(lambda ids, first, after: catalog.domain_system_pages(ids, first, after))
+            _pages(lambda ids, first, after: catalog.domain_system_pages(ids, first, after, scope))
         )
         self._alert_loaders()
 
     def _alert_loaders(self) -> None:
         # Looked up when a batch runs: some pages build Loaders on services without alerts.
-        services = self.services
+        services, scope = self.services, self.scope
 
         async def component_alerts(keys: list[ComponentAlertsKey]) -> list[Page[Alert] | Exception]:
             return await _grouped(
                 keys,
-                lambda ids, args: services.alerts.owner_alert_pages("component_id", ids, *args),
+                lambda ids, args: services.alerts.owner_alert_pages(
+                    "component_id", ids, args[0], args[1], args[2], scope=scope
+                ),
             )
 
         async def team_alerts(keys: list[TeamAlertsKey]) -> list[Page[Alert] | Exception]:
             return await _grouped(
                 keys,
                 lambda ids, args: services.alerts.owner_alert_pages(
-                    "team_id", ids, args[0], args[1], args[2], include_sub_teams=args[3]
+                    "team_id", ids, args[0], args[1], args[2], args[3], scope=scope
                 ),
             )
 
@@ -233,10 +244,10 @@ class Loaders:
         """One loader per limit: every component asking for the same limit shares one query."""
         loader = self._history.get(limit)
         if loader is None:
-            costs = self.services.costs
+            costs, scope = self.services.costs, self.scope
 
             async def load(ids: list[uuid.UUID]) -> list[list[DailyCost]]:
-                found = await costs.histories(ids, limit)
+                found = await costs.histories(ids, limit, scope)
                 return [found[i] for i in ids]
 
             loader = self._history[limit] = DataLoader(load)
@@ -248,8 +259,18 @@ class Context:
     services: Services
     principal: Principal
     loaders: Loaders
+
+    @property
+    def scope(self) -> Scope:
+        """What the principal may see (access.scope_for, resolved once per request): pass it to
+        every service call; never filter in a resolver."""
+        return self.loaders.scope
+
     # The app's limit (GRAPHQL_MAX_COST), and the operation's cost, set by the QueryCost
     # extension before execution and reported in every answer's extensions.
     max_cost: int = 50_000
     cost: Cost | None = None
     documents: DocumentGuard | None = None  # the app's document limits and parse cache
+    # The principal's budget after this operation was charged (QueryCost); None when the limiter
+    # is off or Redis did not answer.
+    rate: RateDecision | None = None

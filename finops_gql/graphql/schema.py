@@ -86,7 +86,7 @@ class Query:
         if id is not None:
             found = await info.context.loaders.team.load(_id(id))
         else:
-            found = await services.catalog.team_by_slug(str(slug))
+            found = await services.catalog.team_by_slug(str(slug), info.context.scope)
         return Team.of(found) if found is not None else None
 
     @strawberry.field(
@@ -104,9 +104,9 @@ class Query:
             strawberry.argument(description="Case-insensitive substring of the name or slug."),
         ] = None,
     ) -> TeamConnection:
-        catalog = info.context.services.catalog
-        page = await catalog.list_teams(first, after, order_by, search)
-        return TeamConnection.of(page, lambda: catalog.count_teams(search))
+        catalog, scope = info.context.services.catalog, info.context.scope
+        page = await catalog.list_teams(first, after, order_by, search, scope)
+        return TeamConnection.of(page, lambda: catalog.count_teams(search, scope))
 
     @strawberry.field(
         description="Components, by name unless orderBy says otherwise, filtered, "
@@ -125,7 +125,7 @@ class Query:
         min_cost30d: Annotated[float | None, strawberry.argument(description=MIN_COST)] = None,
         system_id: strawberry.ID | None = None,
     ) -> ComponentConnection:
-        catalog = info.context.services.catalog
+        catalog, scope = info.context.services.catalog, info.context.scope
         filters = ComponentFilter(
             team_id=_id(team_id, "teamId") if team_id is not None else None,
             system_id=_id(system_id, "systemId") if system_id is not None else None,
@@ -133,32 +133,43 @@ class Query:
             over_budget=over_budget,
             min_cost_30d=min_cost30d,
         ).checked()
-        page = await catalog.list_components(first, after, order=order_by, filters=filters)
+        page = await catalog.list_components(
+            first, after, order=order_by, filters=filters, scope=scope
+        )
         for c in page.items:  # later Component.team / cost loads reuse these rows
             info.context.loaders.component.prime(c.id, c)
-        return ComponentConnection.of(page, lambda: catalog.count_components(filters))
+        return ComponentConnection.of(page, lambda: catalog.count_components(filters, scope))
 
-    @strawberry.field(description="Top components platform-wide by 30-day cost (limit 1..100).")
+    @strawberry.field(
+        description="Top components by 30-day cost (limit 1..100), of those the principal may "
+        "see (AUTHZ_MODE)."
+    )
     async def top_components(self, info: CtxInfo, limit: int = TOP_DEFAULT) -> list[ComponentCost]:
-        return [
-            ComponentCost.of(c) for c in await info.context.services.costs.top_components(limit)
-        ]
+        found = await info.context.services.costs.top_components(limit, info.context.scope)
+        return [ComponentCost.of(c) for c in found]
 
-    @strawberry.field(description="Persisted cost of every component over a range.")
+    @strawberry.field(
+        description="Persisted cost of every component the principal may see (AUTHZ_MODE) "
+        "over a range."
+    )
     async def platform_cost(
         self, info: CtxInfo, range: DateRange, granularity: Granularity = Granularity.DAY
     ) -> CostSeries:
         costs = info.context.services.costs
-        return CostSeries.of(await costs.platform_series(range.resolve(info), granularity))
+        found = await costs.platform_series(range.resolve(info), granularity, info.context.scope)
+        return CostSeries.of(found)
 
     @strawberry.field(
-        description=f"Every component's cost by group, largest first (first: 1..{BREAKDOWN_MAX})."
+        description="The cost of every component the principal may see (AUTHZ_MODE) by group, "
+        f"largest first (first: 1..{BREAKDOWN_MAX})."
     )
     async def cost_breakdown(
         self, info: CtxInfo, range: DateRange, group_by: Dimension, first: int = BREAKDOWN_DEFAULT
     ) -> CostGroupConnection:
         costs = info.context.services.costs
-        found = await costs.cost_breakdown(range.resolve(info), group_by, first)
+        found = await costs.cost_breakdown(
+            range.resolve(info), group_by, first, scope=info.context.scope
+        )
         return CostGroupConnection.of(found)
 
     @strawberry.field(
@@ -174,13 +185,14 @@ class Query:
     ) -> AlertConnection:
         service = info.context.services.alerts
         filters = (filter or AlertFilter()).resolve()
-        page = await service.list_alerts(filters, first, after)
-        return AlertConnection.of(page, lambda: service.count_alerts(filters))
+        scope = info.context.scope
+        page = await service.list_alerts(filters, first, after, scope)
+        return AlertConnection.of(page, lambda: service.count_alerts(filters, scope))
 
     @strawberry.field(description="An alert by id.")
     async def alert(self, info: CtxInfo, id: strawberry.ID) -> Alert | None:
         alert_id = parse_alert_id(id)
-        found = await info.context.services.alerts.alerts_by_ids([alert_id])
+        found = await info.context.services.alerts.alerts_by_ids([alert_id], info.context.scope)
         return Alert.of(found[alert_id]) if alert_id in found else None
 
     @strawberry.field(description="Whether OpenCost answers its health check.")
@@ -188,9 +200,13 @@ class Query:
         health = await info.context.services.costs.availability()
         return Availability(available=health.available, reason=health.reason)
 
-    @strawberry.field(description="The latest cost sync runs, newest first (limit 1..100).")
+    @strawberry.field(
+        description="The latest cost sync runs, newest first (limit 1..100); empty unless "
+        "the principal may see every team (AUTHZ_MODE)."
+    )
     async def sync_runs(self, info: CtxInfo, limit: int = 10) -> list[SyncRun]:
-        return [SyncRun.of(r) for r in await info.context.services.sync.latest_runs(limit)]
+        runs = await info.context.services.sync.latest_runs(limit, info.context.scope)
+        return [SyncRun.of(r) for r in runs]
 
     @strawberry.field(description="A system (Backstage kind: System) by id or by slug.")
     async def system(
@@ -201,14 +217,16 @@ class Query:
         if id is not None:
             found = await info.context.loaders.system.load(_id(id))
         else:
-            found = await info.context.services.catalog.system_by_slug(str(slug))
+            found = await info.context.services.catalog.system_by_slug(
+                str(slug), info.context.scope
+            )
         return System.of(found) if found is not None else None
 
     @strawberry.field(description="Systems by slug, cursor-paginated (first: 1..100).")
     async def systems(
         self, info: CtxInfo, first: int = PAGE_DEFAULT, after: str | None = None
     ) -> SystemConnection:
-        page = await info.context.services.catalog.list_systems(first, after)
+        page = await info.context.services.catalog.list_systems(first, after, info.context.scope)
         return SystemConnection.of(page)
 
     @strawberry.field(description="A domain (Backstage kind: Domain) by id or by slug.")
@@ -220,14 +238,16 @@ class Query:
         if id is not None:
             found = await info.context.loaders.domain.load(_id(id))
         else:
-            found = await info.context.services.catalog.domain_by_slug(str(slug))
+            found = await info.context.services.catalog.domain_by_slug(
+                str(slug), info.context.scope
+            )
         return Domain.of(found) if found is not None else None
 
     @strawberry.field(description="Domains by slug, cursor-paginated (first: 1..100).")
     async def domains(
         self, info: CtxInfo, first: int = PAGE_DEFAULT, after: str | None = None
     ) -> DomainConnection:
-        page = await info.context.services.catalog.list_domains(first, after)
+        page = await info.context.services.catalog.list_domains(first, after, info.context.scope)
         return DomainConnection.of(page)
 
 
@@ -355,7 +375,10 @@ class Mutation:
     )
     async def acknowledge_alert(self, info: CtxInfo, id: strawberry.ID) -> Alert:
         service = info.context.services.alerts
-        return Alert.of(await service.acknowledge(parse_alert_id(id), info.context.principal))
+        context = info.context
+        return Alert.of(
+            await service.acknowledge(parse_alert_id(id), context.principal, context.scope)
+        )
 
     @strawberry.mutation(
         description="Any unresolved status -> SNOOZED until `until` (in the future, at most "
@@ -364,7 +387,8 @@ class Mutation:
     )
     async def snooze_alert(self, info: CtxInfo, id: strawberry.ID, until: datetime) -> Alert:
         service = info.context.services.alerts
-        alert = await service.snooze(parse_alert_id(id), until, info.context.principal)
+        context = info.context
+        alert = await service.snooze(parse_alert_id(id), until, context.principal, context.scope)
         return Alert.of(alert)
 
     @strawberry.mutation(
@@ -372,7 +396,8 @@ class Mutation:
     )
     async def resolve_alert(self, info: CtxInfo, id: strawberry.ID) -> Alert:
         service = info.context.services.alerts
-        return Alert.of(await service.resolve(parse_alert_id(id), info.context.principal))
+        context = info.context
+        return Alert.of(await service.resolve(parse_alert_id(id), context.principal, context.scope))
 
 
 class GatewaySchema(strawberry.Schema):

@@ -359,8 +359,8 @@ class Team:
         page = await info.context.loaders.team_children.load((team_id, first, after))
         for t in page.items:
             info.context.loaders.team.prime(t.id, t)
-        catalog_service = info.context.services.catalog
-        return TeamConnection.of(page, lambda: catalog_service.count_children(team_id))
+        catalog_service, scope = info.context.services.catalog, info.context.scope
+        return TeamConnection.of(page, lambda: catalog_service.count_children(team_id, scope))
 
     @strawberry.field(
         description="The team's components by name, cursor-paginated like `components`."
@@ -423,7 +423,12 @@ class Team:
         include_sub_teams: bool = True,
     ) -> CostGroupConnection:
         found = await info.context.services.costs.cost_breakdown(
-            range.resolve(info), group_by, first, uuid.UUID(self.id), include_sub_teams
+            range.resolve(info),
+            group_by,
+            first,
+            uuid.UUID(self.id),
+            include_sub_teams,
+            info.context.scope,
         )
         return CostGroupConnection.of(found)
 
@@ -450,7 +455,8 @@ class Team:
         only = alerting.AlertFilter(
             status=status, team_id=team_id, include_sub_teams=include_sub_teams
         )
-        return AlertConnection.of(page, lambda: service.count_alerts(only))
+        scope = info.context.scope
+        return AlertConnection.of(page, lambda: service.count_alerts(only, scope))
 
     @classmethod
     def of(cls, t: models.Team) -> Team:
@@ -533,9 +539,11 @@ class System:
         page = await info.context.loaders.system_components.load((system_id, first, after))
         for c in page.items:
             info.context.loaders.component.prime(c.id, c)
-        catalog_service = info.context.services.catalog
+        catalog_service, scope = info.context.services.catalog, info.context.scope
         only_system = catalog.ComponentFilter(system_id=system_id)
-        return ComponentConnection.of(page, lambda: catalog_service.count_components(only_system))
+        return ComponentConnection.of(
+            page, lambda: catalog_service.count_components(only_system, scope)
+        )
 
     @classmethod
     def of(cls, s: models.System) -> System:
@@ -640,7 +648,8 @@ class Component:
         )
         service = info.context.services.alerts
         only = alerting.AlertFilter(status=status, component_id=component_id)
-        return AlertConnection.of(page, lambda: service.count_alerts(only))
+        scope = info.context.scope
+        return AlertConnection.of(page, lambda: service.count_alerts(only, scope))
 
     @classmethod
     def of(cls, c: models.Component) -> Component:

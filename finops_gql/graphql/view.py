@@ -20,6 +20,7 @@ from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.types import ExecutionResult
 
+from finops_gql.access import scope_for
 from finops_gql.auth import Principal
 from finops_gql.config import Settings, is_loopback
 from finops_gql.errors import Conflict, Forbidden, InvalidInput, NotFound, QueueUnavailable
@@ -223,11 +224,12 @@ class GraphQLView(GraphQL[Context, None]):
         self, request: Request | WebSocket, response: Response | WebSocket
     ) -> Context:
         services = request.app.state.services
+        # Only the GraphiQL page (which executes nothing) gets through unauthenticated.
+        principal = request.scope.get("state", {}).get("principal") or ANONYMOUS
         return Context(
             services=services,
-            # Only the GraphiQL page (which executes nothing) gets through unauthenticated.
-            principal=request.scope.get("state", {}).get("principal") or ANONYMOUS,
-            loaders=Loaders(services),
+            principal=principal,
+            loaders=Loaders(services, await scope_for(principal, self.settings)),
             max_cost=self.settings.graphql_max_cost,
             documents=self.documents,
         )
@@ -274,5 +276,10 @@ class GraphQLView(GraphQL[Context, None]):
             result = ExecutionResult(data=None, errors=[timed_out(settings.graphql_timeout_s)])
         # 0 when the document never reached execution (unparsable, invalid): nothing ran.
         cost = context.cost or Cost(0, settings.graphql_max_cost)
-        result.extensions = {**(result.extensions or {}), "cost": cost.as_extension()}
+        extension: dict[str, object] = {**cost.as_extension()}
+        if context.rate is not None:
+            extension |= context.rate.as_cost_extension()
+            if not context.rate.allowed:
+                sub_response.headers["Retry-After"] = context.rate.retry_after_header
+        result.extensions = {**(result.extensions or {}), "cost": extension}
         return result

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from finops_gql.access import Scope, scope_for
 from finops_gql.costs.service import (
     TOP_DEFAULT,
     TOP_MAX,
@@ -32,6 +33,13 @@ HISTORY_LIMIT = 30
 def _service(request: Request) -> CostService:
     service: CostService = request.app.state.services.costs
     return service
+
+
+async def _scope(request: Request) -> Scope:
+    """What the caller may see (access.scope_for); another team's component answers 404 like a
+    missing one, and the summaries count only what it sees."""
+    services = request.app.state.services
+    return await scope_for(request.state.principal, services.settings)
 
 
 def _window(window: CostWindow | None) -> dict[str, Any] | None:
@@ -82,7 +90,8 @@ def _top_entry(cost: ComponentCost) -> dict[str, Any]:
 
 async def component_actual(request: Request) -> Response:
     service = _service(request)
-    component = await service.component(parse_uuid(request.path_params["id"], "id"))
+    component_id = parse_uuid(request.path_params["id"], "id")
+    component = await service.component(component_id, await _scope(request))
     actual = await service.actual_cost(component)
     return json_response(
         {
@@ -95,12 +104,14 @@ async def component_actual(request: Request) -> Response:
 
 async def component_history(request: Request) -> Response:
     service = _service(request)
-    records = await service.history(parse_uuid(request.path_params["id"], "id"), HISTORY_LIMIT)
+    component_id = parse_uuid(request.path_params["id"], "id")
+    records = await service.history(component_id, HISTORY_LIMIT, await _scope(request))
     return json_response([_history_entry(r) for r in records])
 
 
 async def team_summary(request: Request) -> Response:
-    summary = await _service(request).team_summary(parse_uuid(request.path_params["id"], "id"))
+    team_id = parse_uuid(request.path_params["id"], "id")
+    summary = await _service(request).team_summary(team_id, await _scope(request))
     return json_response(
         {
             "teamId": str(summary.team_id),
@@ -129,7 +140,7 @@ def _limit(request: Request) -> int:
 
 
 async def platform_summary(request: Request) -> Response:
-    top = await _service(request).top_components(_limit(request))
+    top = await _service(request).top_components(_limit(request), await _scope(request))
     return json_response([_top_entry(c) for c in top])
 
 
