@@ -22,6 +22,11 @@ EXPECTED = {
     "component_team_cost_asc_idx",
     "component_team_name_idx",
     "sync_run_one_running",
+    "alert_one_unresolved",
+    "alert_status_id_idx",
+    "alert_team_id_idx",
+    "alert_component_id_idx",
+    "alert_event_alert_idx",
 }
 
 

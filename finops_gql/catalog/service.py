@@ -255,9 +255,9 @@ def _after_slug(after: str | None) -> Callable[[_Sql], list[str]]:
     return lambda p: [f"o.slug > {p(slug)}"]
 
 
-def _check_first(first: int) -> None:
-    if not 1 <= first <= PAGE_MAX:
-        raise InvalidInput(f"first must be between 1 and {PAGE_MAX}, got {first}")
+def check_first(first: int, maximum: int = PAGE_MAX) -> None:
+    if not 1 <= first <= maximum:
+        raise InvalidInput(f"first must be between 1 and {maximum}, got {first}")
 
 
 def _not_issued(what: str = "after") -> InvalidInput:
@@ -397,7 +397,7 @@ class CatalogService:
         filters: ComponentFilter,
         scope: Scope,
     ) -> dict[uuid.UUID, Page[Component]]:
-        _check_first(first)
+        check_first(first)
         filters = filters.checked()
         if not owner_ids:
             return {}
@@ -488,7 +488,7 @@ class CatalogService:
         after: str | None,
         visible: Callable[[Mark], list[str]],
     ) -> dict[uuid.UUID, Page[M]]:
-        _check_first(first)
+        check_first(first)
         pages: dict[uuid.UUID, list[M]] = {oid: [] for oid in owner_ids}
         if not owner_ids:
             return {}
@@ -569,13 +569,13 @@ class CatalogService:
     async def list_systems(
         self, first: int = PAGE_DEFAULT, after: str | None = None, scope: Scope = EVERYTHING
     ) -> Page[System]:
-        _check_first(first)
+        check_first(first)
         return _slug_page(await self._visible(System, scope, _after_slug(after), first), first)
 
     async def list_domains(
         self, first: int = PAGE_DEFAULT, after: str | None = None, scope: Scope = EVERYTHING
     ) -> Page[Domain]:
-        _check_first(first)
+        check_first(first)
         return _slug_page(await self._visible(Domain, scope, _after_slug(after), first), first)
 
     async def team_component_counts(
@@ -611,7 +611,7 @@ class CatalogService:
         search: str | None = None,
         scope: Scope = EVERYTHING,
     ) -> Page[Team]:
-        _check_first(first)
+        check_first(first)
         search = check_search(search)
         key = ComponentFilter(search=search).key()
         p = _Sql()
@@ -681,7 +681,7 @@ class CatalogService:
         """A page of components; `team_id` is shorthand for ComponentFilter(team_id=...).
         Cursors hold the last row's sort key only: one issued under a wider scope pages on
         over the visible rows."""
-        _check_first(first)
+        check_first(first)
         filters = (filters or ComponentFilter(team_id=team_id)).checked()
         key = filters.key()
         p = _Sql()

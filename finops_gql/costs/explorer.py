@@ -97,17 +97,21 @@ async def daily_sums(
     last: date,
     scope: Scope = EVERYTHING,
     summed: bool = False,
+    columns: Sequence[str] = COLUMNS,
 ) -> dict[str, dict[date, tuple[float, ...]]]:
     """Per subject key (canonical UUID text, or PLATFORM_KEY) and day, each column's sum over
     first..last, in ONE statement. Days without records are absent (the caller fills zeros).
     `summed`: the ids' days added up in SQL, under PLATFORM_KEY (one subject made of many).
+    `columns` (a subset of COLUMNS, in the tuples' order) trims what a bulk reader needs.
 
     Components read cost_record (one row per day already), those `scope` sees; teams and the
     platform read the daily pre-aggregates, which hold exactly these sums (refresh_daily_totals
     keeps them true): their callers pass only visible teams (access.py)."""
+    if not set(columns) <= set(COLUMNS):
+        raise ValueError(f"not cost columns: {sorted(set(columns) - set(COLUMNS))}")
     p = SqlParams()
     where = [f"day >= {p(first)}", f"day <= {p(last)}"]
-    columns = ", ".join(COLUMNS)
+    selected = ", ".join(columns)
     if subject is Subject.PLATFORM:
         key, table = None, "platform_daily_cost"
     else:
@@ -121,8 +125,8 @@ async def daily_sums(
     group = ""
     if summed and key:
         key, group = None, " GROUP BY day"
-        columns = ", ".join(f"SUM({c}) AS {c}" for c in COLUMNS)
-    select = f"{key} AS subject, day, {columns}" if key else f"day, {columns}"
+        selected = ", ".join(f"SUM({c}) AS {c}" for c in columns)
+    select = f"{key} AS subject, day, {selected}" if key else f"day, {selected}"
     sql = f"SELECT {select} FROM {table} WHERE {' AND '.join(where)}{group}"  # noqa: S608 (placeholders only)
     result: dict[str, dict[date, tuple[float, ...]]] = {}
     names: dict[object, str] = {}  # driver value -> canonical UUID text, parsed once per subject
@@ -135,7 +139,7 @@ async def daily_sums(
         else:
             name = PLATFORM_KEY
         result.setdefault(name, {})[as_date(row["day"])] = tuple(
-            float(row[c] or 0.0) for c in COLUMNS
+            float(row[c] or 0.0) for c in columns
         )
     return result
 

@@ -121,6 +121,7 @@ class SyncService:
         heartbeat_s: float = 15.0,
         lease_s: float = 60.0,
         source: str = DEFAULT_SOURCE,
+        after_run: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self.costs = costs
         self.retention_days = retention_days
@@ -131,6 +132,9 @@ class SyncService:
         self.heartbeat_s = heartbeat_s
         self.lease = timedelta(seconds=lease_s)
         self.source = source
+        # Runs after every run that recorded an outcome (the alert evaluation): its own
+        # transaction, after the run's; it must not raise (a failure there is its own to log).
+        self.after_run = after_run
         self._lock = asyncio.Lock()
 
     async def latest_runs(self, limit: int = 10, scope: Scope = EVERYTHING) -> list[SyncRun]:
@@ -190,6 +194,8 @@ class SyncService:
                 log.warning("cost sync %s failed: %s", run.id, run.error)
                 with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.shield(self._announce(run))
+                if isinstance(exc, Exception) and not isinstance(exc, SyncLeaseLost):
+                    await self._after_run()  # SYNC_FAILED is raised from the recorded failure
                 raise
             finally:
                 heartbeat.cancel()
@@ -209,6 +215,7 @@ class SyncService:
             )
         await self._announce(run)
         await self._report_budgets()
+        await self._after_run()
         return run
 
     async def _announce(self, run: SyncRun) -> None:
@@ -233,6 +240,10 @@ class SyncService:
                 await self.publish(SYNC_FINISHED_CHANNEL, json.dumps(message.as_json()))
         except Exception as exc:  # events are best-effort; the run is recorded
             log.warning("could not publish the end of sync run %s: %s", run.id, _error_text(exc))
+
+    async def _after_run(self) -> None:
+        if self.after_run is not None:
+            await self.after_run()
 
     async def _abandon_dead_runs(self, now: datetime) -> None:
         for dead in await SyncRun.filter(Q(status="running") & self._dead(now)):

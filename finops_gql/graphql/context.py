@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from strawberry.dataloader import DataLoader
 
 from finops_gql.access import Scope
+from finops_gql.alerts.conditions import AlertStatus
 from finops_gql.auth import Principal
 from finops_gql.catalog.service import ComponentFilter, ComponentOrder, Page
 from finops_gql.costs.budgets import BudgetStatus
 from finops_gql.costs.forecast import Forecast
 from finops_gql.costs.ranges import DayRange, Granularity
 from finops_gql.costs.service import CostSeries, DailyCost, TeamSummary
-from finops_gql.db.models import Component, Domain, System, Team
+from finops_gql.db.models import Alert, AlertEvent, Component, Domain, System, Team
 from finops_gql.errors import ServiceError
 from finops_gql.graphql.cost import Cost
 from finops_gql.graphql.documents import DocumentGuard
@@ -29,6 +30,9 @@ if TYPE_CHECKING:
 
 TeamPageKey = tuple[uuid.UUID, int, str | None, ComponentOrder, ComponentFilter]
 PageKey = tuple[uuid.UUID, int, str | None]
+# (owner id, first, after, status[, includeSubTeams]): a page of a component's or team's alerts.
+ComponentAlertsKey = tuple[uuid.UUID, int, str | None, AlertStatus | None]
+TeamAlertsKey = tuple[uuid.UUID, int, str | None, AlertStatus | None, bool]
 P = TypeVar("P")
 
 
@@ -52,6 +56,24 @@ def _pages(
         ]
 
     return load
+
+
+R = TypeVar("R")
+
+
+async def _grouped(
+    keys: Sequence[tuple[Any, ...]],
+    fetch: Callable[[list[Any], tuple[Any, ...]], Awaitable[Mapping[Any, R]]],
+) -> list[R | Exception]:
+    """Batch keys (id, *arguments): one fetch per distinct arguments, for all their ids; bad
+    arguments fail their own fields only."""
+    answers: dict[tuple[Any, ...], Mapping[Any, R] | Exception] = {}
+    for args in dict.fromkeys(k[1:] for k in keys):
+        try:
+            answers[args] = await fetch([k[0] for k in keys if k[1:] == args], args)
+        except ServiceError as exc:
+            answers[args] = exc
+    return [found if isinstance(found := answers[k[1:]], Exception) else found[k[0]] for k in keys]
 
 
 @dataclass
@@ -83,6 +105,10 @@ class Loaders:
     team_series: DataLoader[tuple[uuid.UUID, DayRange, Granularity, bool], CostSeries] = field(
         init=False
     )
+    component_alerts: DataLoader[ComponentAlertsKey, Page[Alert]] = field(init=False)
+    team_alerts: DataLoader[TeamAlertsKey, Page[Alert]] = field(init=False)
+    # Keyed by (alert id, first): the newest events of each alert.
+    alert_events: DataLoader[tuple[int, int], list[AlertEvent]] = field(init=False)
 
     # Budget statuses by component / team id (null without a budget); forecasts keyed by
     # (id, days) and (team id, days, includeSubTeams): one batch per distinct argument.
@@ -196,6 +222,34 @@ class Loaders:
         self.domain_systems = DataLoader(
             _pages(lambda ids, first, after: catalog.domain_system_pages(ids, first, after, scope))
         )
+        self._alert_loaders()
+
+    def _alert_loaders(self) -> None:
+        # Looked up when a batch runs: some pages build Loaders on services without alerts.
+        services, scope = self.services, self.scope
+
+        async def component_alerts(keys: list[ComponentAlertsKey]) -> list[Page[Alert] | Exception]:
+            return await _grouped(
+                keys,
+                lambda ids, args: services.alerts.owner_alert_pages(
+                    "component_id", ids, args[0], args[1], args[2], scope=scope
+                ),
+            )
+
+        async def team_alerts(keys: list[TeamAlertsKey]) -> list[Page[Alert] | Exception]:
+            return await _grouped(
+                keys,
+                lambda ids, args: services.alerts.owner_alert_pages(
+                    "team_id", ids, args[0], args[1], args[2], args[3], scope=scope
+                ),
+            )
+
+        async def alert_events(keys: list[tuple[int, int]]) -> list[list[AlertEvent] | Exception]:
+            return await _grouped(keys, lambda ids, args: services.alerts.events_of(ids, *args))
+
+        self.component_alerts = DataLoader(component_alerts)
+        self.team_alerts = DataLoader(team_alerts)
+        self.alert_events = DataLoader(alert_events)
 
     def _budget_loaders(self) -> None:
         services, scope = self.services, self.scope

@@ -10,7 +10,7 @@ from typing import Any
 
 from graphql import GraphQLError
 
-from finops_gql.errors import Conflict, InvalidInput, NotFound, QueueUnavailable
+from finops_gql.errors import Conflict, Forbidden, InvalidInput, NotFound, QueueUnavailable
 from finops_gql.logs import request_id
 from finops_gql.opencost.errors import OpenCostUnavailable
 
@@ -21,6 +21,7 @@ CODES: list[tuple[type[Exception], str]] = [
     (NotFound, "NOT_FOUND"),
     (InvalidInput, "BAD_USER_INPUT"),
     (Conflict, "CONFLICT"),
+    (Forbidden, "FORBIDDEN"),
     (QueueUnavailable, "QUEUE_UNAVAILABLE"),
 ]
 

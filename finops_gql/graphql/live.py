@@ -187,7 +187,8 @@ class AlertEventType(Enum):
     description="An alert raised or changed, as its publisher announced it (the payload of the "
     "alerts channel, see finops_gql/events.py). Query the alert by id for the rest."
 )
-class AlertEvent:
+class AlertNotice:
+    # Not the alert's history entry (AlertEvent): what the alerts channel announced.
     event: AlertEventType
     alert_id: strawberry.ID
     kind: str = strawberry.field(
@@ -202,7 +203,7 @@ class AlertEvent:
     raised_at: datetime | None
 
     @classmethod
-    def of(cls, m: AlertMessage) -> AlertEvent:
+    def of(cls, m: AlertMessage) -> AlertNotice:
         return cls(
             event=AlertEventType(m.event),
             alert_id=strawberry.ID(m.id),
@@ -292,7 +293,7 @@ async def _team_ids(info: CtxInfo, team_id: strawberry.ID | None) -> frozenset[s
 
 async def _alerts(
     info: CtxInfo, event: str, team_id: strawberry.ID | None
-) -> AsyncIterator[AlertEvent]:
+) -> AsyncIterator[AlertNotice]:
     teams = await _team_ids(info, team_id)
     # The principal's scope (AUTHZ_MODE, resolved on connection_init) applies to every event:
     # an alert of an invisible team, or a platform-wide one for a scoped principal, is not sent.
@@ -305,7 +306,7 @@ async def _alerts(
             and scope.can_see_team(m.team_id)
         )
 
-    return _relay(lambda: _subscribe(info, ALERTS_CHANNEL, accepts), AlertEvent.of)
+    return _relay(lambda: _subscribe(info, ALERTS_CHANNEL, accepts), AlertNotice.of)
 
 
 TEAM_FILTER = (
@@ -323,7 +324,7 @@ def _alert_subscription(event: str, description: str) -> Any:
         team_id: Annotated[
             strawberry.ID | None, strawberry.argument(description=TEAM_FILTER)
         ] = None,
-    ) -> AsyncIterator[AlertEvent]:
+    ) -> AsyncIterator[AlertNotice]:
         return await _alerts(info, event, team_id)
 
     return strawberry.subscription(resolver=resolve, description=description)
@@ -331,8 +332,8 @@ def _alert_subscription(event: str, description: str) -> Any:
 
 @strawberry.type
 class Subscription:
-    alert_raised: AlertEvent = _alert_subscription("raised", "Each new alert, as it is raised.")
-    alert_changed: AlertEvent = _alert_subscription(
+    alert_raised: AlertNotice = _alert_subscription("raised", "Each new alert, as it is raised.")
+    alert_changed: AlertNotice = _alert_subscription(
         "changed", "Each alert status change (acknowledged, snoozed, reopened, resolved)."
     )
 

@@ -13,6 +13,7 @@ from strawberry.permission import BasePermission
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
+from finops_gql.alerts.service import MAX_SNOOZE, parse_alert_id
 from finops_gql.catalog.service import ComponentFilter
 from finops_gql.catalog.service import ComponentOrder as ServiceComponentOrder
 from finops_gql.catalog.service import TeamOrder as ServiceTeamOrder
@@ -29,7 +30,11 @@ from finops_gql.graphql.live import Subscription
 from finops_gql.graphql.permissions import IsAdmin
 from finops_gql.graphql.scalars import DateTime
 from finops_gql.graphql.types import (
+    ALERTS_DEFAULT,
     FORECAST_DAYS,
+    Alert,
+    AlertConnection,
+    AlertFilter,
     Availability,
     BudgetInput,
     Component,
@@ -183,6 +188,29 @@ class Query:
         )
         return CostGroupConnection.of(found)
 
+    @strawberry.field(
+        description="Alerts, newest first, filtered, cursor-paginated (first: 1..100; a cursor "
+        "pages any filter)."
+    )
+    async def alerts(
+        self,
+        info: CtxInfo,
+        filter: AlertFilter | None = None,
+        first: int = ALERTS_DEFAULT,
+        after: str | None = None,
+    ) -> AlertConnection:
+        service = info.context.services.alerts
+        filters = (filter or AlertFilter()).resolve()
+        scope = info.context.scope
+        page = await service.list_alerts(filters, first, after, scope)
+        return AlertConnection.of(page, lambda: service.count_alerts(filters, scope))
+
+    @strawberry.field(description="An alert by id.")
+    async def alert(self, info: CtxInfo, id: strawberry.ID) -> Alert | None:
+        alert_id = parse_alert_id(id)
+        found = await info.context.services.alerts.alerts_by_ids([alert_id], info.context.scope)
+        return Alert.of(found[alert_id]) if alert_id in found else None
+
     @strawberry.field(description="Whether OpenCost answers its health check.")
     async def opencost_availability(self, info: CtxInfo) -> Availability:
         health = await info.context.services.costs.availability()
@@ -272,6 +300,12 @@ class UpdateComponentInput:
     team_id: strawberry.ID | None = None
     opencost_aggregate: str | None = None
     opencost_key: str | None = None
+
+
+ALERT_ACTORS = (
+    "Admins, and members of the alert's team or of a team above it (JWT_TEAMS_CLAIM); "
+    "others get FORBIDDEN."
+)
 
 
 ADMIN: list[type[BasePermission]] = [IsAdmin]
@@ -396,6 +430,35 @@ class Mutation:
     async def trigger_cost_sync(self, info: CtxInfo) -> SyncJob:
         job_id, status = await info.context.services.enqueue_sync()
         return SyncJob(job_id=job_id, status=status)
+
+    @strawberry.mutation(
+        description=f"OPEN or SNOOZED -> ACKNOWLEDGED (CONFLICT otherwise). {ALERT_ACTORS}"
+    )
+    async def acknowledge_alert(self, info: CtxInfo, id: strawberry.ID) -> Alert:
+        service = info.context.services.alerts
+        context = info.context
+        return Alert.of(
+            await service.acknowledge(parse_alert_id(id), context.principal, context.scope)
+        )
+
+    @strawberry.mutation(
+        description="Any unresolved status -> SNOOZED until `until` (in the future, at most "
+        f"{MAX_SNOOZE.days} days ahead); it opens again then if its condition still holds. "
+        f"{ALERT_ACTORS}"
+    )
+    async def snooze_alert(self, info: CtxInfo, id: strawberry.ID, until: datetime) -> Alert:
+        service = info.context.services.alerts
+        context = info.context
+        alert = await service.snooze(parse_alert_id(id), until, context.principal, context.scope)
+        return Alert.of(alert)
+
+    @strawberry.mutation(
+        description=f"Any unresolved status -> RESOLVED (CONFLICT if resolved). {ALERT_ACTORS}"
+    )
+    async def resolve_alert(self, info: CtxInfo, id: strawberry.ID) -> Alert:
+        service = info.context.services.alerts
+        context = info.context
+        return Alert.of(await service.resolve(parse_alert_id(id), context.principal, context.scope))
 
 
 class GatewaySchema(strawberry.Schema):

@@ -10,6 +10,8 @@ from typing import Annotated, Any, Self
 import strawberry
 from strawberry.types import Info
 
+from finops_gql.alerts import service as alerting
+from finops_gql.alerts.conditions import AlertKind, AlertStatus
 from finops_gql.catalog import service as catalog
 from finops_gql.costs import budgets
 from finops_gql.costs import forecast as forecasting
@@ -32,6 +34,19 @@ strawberry.enum(
     description="Component list order; ties are broken by name, then id.",
 )
 strawberry.enum(catalog.TeamOrder, name="TeamOrder", description="Team list order.")
+strawberry.enum(
+    AlertKind,
+    name="AlertKind",
+    description="BUDGET_THRESHOLD (a budget threshold crossed), BUDGET_FORECAST (the period's "
+    "forecast above the budget), COST_ANOMALY (a day's cost far from the component's own "
+    "pattern), SYNC_FAILED (the latest cost sync failed or was partial).",
+)
+strawberry.enum(
+    AlertStatus,
+    name="AlertStatus",
+    description="OPEN -> ACKNOWLEDGED | SNOOZED (until a time, then OPEN again if the condition "
+    "still holds) -> RESOLVED (the condition cleared, or a person resolved it).",
+)
 SEARCH_DESCRIPTION = (
     f"Case-insensitive substring of the name (1..{catalog.SEARCH_MAX} characters; % and _ match "
     "themselves; an empty string filters nothing)."
@@ -39,6 +54,8 @@ SEARCH_DESCRIPTION = (
 OVER_BUDGET_DESCRIPTION = "true: only components over budget; false: only those not over it."
 MIN_COST_DESCRIPTION = "Only components whose cost30d is at least this (finite, >= 0)."
 Counter = Callable[[], Awaitable[int]]
+ALERTS_DEFAULT = 50
+ALERT_STATUS_DESCRIPTION = "Only alerts in this status."
 
 # TeamCostSummary.components: a bounded list, so the query cost can count it (REST's team
 # summary keeps listing every component).
@@ -666,6 +683,32 @@ class Team:
         key = (uuid.UUID(self.id), days, include_sub_teams)
         return Forecast.of(await info.context.loaders.team_forecast.load(key))
 
+    @strawberry.field(
+        description="Alerts of the team (and of its sub-teams unless includeSubTeams is false), "
+        "newest first, cursor-paginated."
+    )
+    async def alerts(
+        self,
+        info: CtxInfo,
+        first: Annotated[
+            int, strawberry.argument(description=f"1..{catalog.PAGE_MAX}")
+        ] = ALERTS_DEFAULT,
+        after: str | None = None,
+        status: Annotated[
+            AlertStatus | None, strawberry.argument(description=ALERT_STATUS_DESCRIPTION)
+        ] = None,
+        include_sub_teams: bool = True,
+    ) -> AlertConnection:
+        team_id = uuid.UUID(self.id)
+        key = (team_id, first, after, status, include_sub_teams)
+        page = await info.context.loaders.team_alerts.load(key)
+        service = info.context.services.alerts
+        only = alerting.AlertFilter(
+            status=status, team_id=team_id, include_sub_teams=include_sub_teams
+        )
+        scope = info.context.scope
+        return AlertConnection.of(page, lambda: service.count_alerts(only, scope))
+
     @classmethod
     def of(cls, t: models.Team) -> Team:
         return cls(
@@ -854,6 +897,27 @@ class Component:
         key = (uuid.UUID(self.id), days)
         return Forecast.of(await info.context.loaders.component_forecast.load(key))
 
+    @strawberry.field(description="The component's alerts, newest first, cursor-paginated.")
+    async def alerts(
+        self,
+        info: CtxInfo,
+        first: Annotated[
+            int, strawberry.argument(description=f"1..{catalog.PAGE_MAX}")
+        ] = ALERTS_DEFAULT,
+        after: str | None = None,
+        status: Annotated[
+            AlertStatus | None, strawberry.argument(description=ALERT_STATUS_DESCRIPTION)
+        ] = None,
+    ) -> AlertConnection:
+        component_id = uuid.UUID(self.id)
+        page = await info.context.loaders.component_alerts.load(
+            (component_id, first, after, status)
+        )
+        service = info.context.services.alerts
+        only = alerting.AlertFilter(status=status, component_id=component_id)
+        scope = info.context.scope
+        return AlertConnection.of(page, lambda: service.count_alerts(only, scope))
+
     @classmethod
     def of(cls, c: models.Component) -> Component:
         return cls(
@@ -875,6 +939,10 @@ class PageInfo:
     end_cursor: str | None
     has_next_page: bool
 
+    @classmethod
+    def of(cls, page: catalog.Page[Any]) -> PageInfo:
+        return cls(end_cursor=page.end_cursor, has_next_page=page.has_next_page)
+
 
 TOTAL_COUNT_DESCRIPTION = (
     "How many items match the filters (all pages); counted only when asked for."
@@ -895,7 +963,7 @@ class TeamConnection:
     def of(cls, page: catalog.Page[models.Team], counter: Counter) -> TeamConnection:
         return cls(
             nodes=[Team.of(t) for t in page.items],
-            page_info=PageInfo(end_cursor=page.end_cursor, has_next_page=page.has_next_page),
+            page_info=PageInfo.of(page),
             counter=counter,
         )
 
@@ -909,7 +977,7 @@ class SystemConnection:
     def of(cls, page: catalog.Page[models.System]) -> SystemConnection:
         return cls(
             nodes=[System.of(s) for s in page.items],
-            page_info=PageInfo(end_cursor=page.end_cursor, has_next_page=page.has_next_page),
+            page_info=PageInfo.of(page),
         )
 
 
@@ -922,7 +990,7 @@ class DomainConnection:
     def of(cls, page: catalog.Page[models.Domain]) -> DomainConnection:
         return cls(
             nodes=[Domain.of(d) for d in page.items],
-            page_info=PageInfo(end_cursor=page.end_cursor, has_next_page=page.has_next_page),
+            page_info=PageInfo.of(page),
         )
 
 
@@ -940,7 +1008,7 @@ class ComponentConnection:
     def of(cls, page: catalog.Page[models.Component], counter: Counter) -> ComponentConnection:
         return cls(
             nodes=[Component.of(c) for c in page.items],
-            page_info=PageInfo(end_cursor=page.end_cursor, has_next_page=page.has_next_page),
+            page_info=PageInfo.of(page),
             counter=counter,
         )
 
@@ -1035,3 +1103,226 @@ class SyncRun:
 class SyncJob:
     job_id: str
     status: str = strawberry.field(description="queued, or already_queued when a run is pending.")
+
+
+# -- alerts ----------------------------------------------------------------------------------------
+
+
+@strawberry.input(description="Every given field must match.")
+class AlertFilter:
+    status: AlertStatus | None = None
+    kind: AlertKind | None = None
+    team_id: strawberry.ID | None = strawberry.field(
+        default=None, description="The team's alerts and its sub-teams'."
+    )
+    component_id: strawberry.ID | None = None
+
+    def resolve(self) -> alerting.AlertFilter:
+        return alerting.AlertFilter(
+            status=self.status,
+            kind=self.kind,
+            team_id=cost.parse_uuid(str(self.team_id), "teamId") if self.team_id else None,
+            component_id=cost.parse_uuid(str(self.component_id), "componentId")
+            if self.component_id
+            else None,
+        )
+
+
+@strawberry.type(description="What a COST_ANOMALY alert found.")
+class CostAnomaly:
+    day: date
+    actual_cost: float
+    expected_cost: float = strawberry.field(
+        description="The median of the trailing window's days on the same weekday (or of all "
+        "its days, with too little history for a weekly pattern)."
+    )
+    score: float = strawberry.field(
+        description="(actual - expected) / (1.4826 x MAD of the window's residuals)."
+    )
+    resource: str = strawberry.field(
+        description="The resource with the largest change: cpu, memory, pv, network, gpu, "
+        "loadBalancer, shared or external."
+    )
+    resource_delta: float
+    weekly: bool = strawberry.field(description="Whether the weekday pattern was used.")
+
+
+@strawberry.type(description="The budget behind a BUDGET_THRESHOLD or BUDGET_FORECAST alert.")
+class AlertBudget:
+    period: str
+    amount: float
+    spent: float
+    ratio: float | None
+    threshold: float | None = strawberry.field(description="The threshold crossed (a ratio).")
+    forecast_spend: float | None
+    currency: str
+
+
+@strawberry.type(description="Delivery to ALERT_WEBHOOK_URL.")
+class WebhookDelivery:
+    status: str = strawberry.field(description="pending, delivered or failed.")
+    attempts: int
+    delivered_at: datetime | None
+    last_error: str | None
+
+
+@strawberry.type(description="One change of an alert.")
+class AlertEvent:
+    at: datetime
+    actor: str = strawberry.field(description="The token's subject, or system (the evaluator).")
+    action: str = strawberry.field(
+        description="raised, acknowledged, snoozed, reopened or resolved."
+    )
+    from_status: AlertStatus | None
+    to_status: AlertStatus
+    note: str | None
+
+    @classmethod
+    def of(cls, e: models.AlertEvent) -> AlertEvent:
+        return cls(
+            at=e.at,
+            actor=e.actor,
+            action=e.action,
+            from_status=AlertStatus(e.from_status) if e.from_status else None,
+            to_status=AlertStatus(e.to_status),
+            note=e.note,
+        )
+
+
+def _num(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
+
+
+@strawberry.type
+class Alert:
+    id: strawberry.ID
+    kind: AlertKind
+    status: AlertStatus
+    title: str
+    subject: str = strawberry.field(
+        description="What it is about: component:<id>, team:<id> or sync:<source>."
+    )
+    period: str = strawberry.field(
+        description="Which period of it: the anomaly's day, the budget period and threshold "
+        "(rolling-30d@1), latest for a sync. One unresolved alert per kind, subject and period."
+    )
+    raised_at: datetime
+    updated_at: datetime = strawberry.field(description="The last change of status.")
+    last_seen_at: datetime = strawberry.field(
+        description="The last evaluation that found the condition true."
+    )
+    snoozed_until: datetime | None
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    resolved_at: datetime | None
+    resolved_by: str | None = strawberry.field(description="A subject, or system.")
+    model: strawberry.Private[models.Alert]
+
+    @strawberry.field(description="The owning team: its members may act on the alert.")
+    async def team(self, info: CtxInfo) -> Team | None:
+        return await _team(info, _uuid_or_none(self.model.team_id))
+
+    @strawberry.field
+    async def component(self, info: CtxInfo) -> Component | None:
+        component_id = _uuid_or_none(self.model.component_id)
+        if component_id is None:
+            return None
+        found = await info.context.loaders.component.load(component_id)
+        return Component.of(found) if found is not None else None
+
+    @strawberry.field(description="The anomaly (COST_ANOMALY alerts only).")
+    def anomaly(self) -> CostAnomaly | None:
+        d = self.model.details
+        if self.model.kind != AlertKind.COST_ANOMALY.value:
+            return None
+        return CostAnomaly(
+            day=date.fromisoformat(str(d.get("day"))),
+            actual_cost=float(d.get("actual", 0.0)),
+            expected_cost=float(d.get("expected", 0.0)),
+            score=float(d.get("score", 0.0)),
+            resource=str(d.get("resource", "")),
+            resource_delta=float(d.get("resourceDelta", 0.0)),
+            weekly=bool(d.get("weekly", False)),
+        )
+
+    @strawberry.field(description="The budget (BUDGET_* alerts only).")
+    def budget(self) -> AlertBudget | None:
+        d = self.model.details
+        if not self.model.kind.startswith("BUDGET_"):
+            return None
+        return AlertBudget(
+            period=str(d.get("period", "")),
+            amount=float(d.get("amount", 0.0)),
+            spent=float(d.get("spent", 0.0)),
+            ratio=_num(d.get("ratio")),
+            threshold=_num(d.get("threshold")),
+            forecast_spend=_num(d.get("forecastSpend")),
+            currency=str(d.get("currency", "")),
+        )
+
+    @strawberry.field(description="The failed or partial sync run (SYNC_FAILED alerts only).")
+    def sync_run_id(self) -> strawberry.ID | None:
+        run = self.model.details.get("syncRunId")
+        return strawberry.ID(str(run)) if run is not None else None
+
+    @strawberry.field(description="Null when no ALERT_WEBHOOK_URL was set at its raising.")
+    def webhook(self) -> WebhookDelivery | None:
+        a = self.model
+        if a.webhook_status is None:
+            return None
+        return WebhookDelivery(
+            status=a.webhook_status,
+            attempts=a.webhook_attempts,
+            delivered_at=a.webhook_delivered_at,
+            last_error=a.webhook_error,
+        )
+
+    @strawberry.field(description="Its history, newest first.")
+    async def events(
+        self,
+        info: CtxInfo,
+        first: Annotated[
+            int, strawberry.argument(description=f"1..{alerting.EVENTS_MAX}")
+        ] = alerting.EVENTS_DEFAULT,
+    ) -> list[AlertEvent]:
+        found = await info.context.loaders.alert_events.load((self.model.id, first))
+        return [AlertEvent.of(e) for e in found]
+
+    @classmethod
+    def of(cls, a: models.Alert) -> Alert:
+        return cls(
+            id=strawberry.ID(str(a.id)),
+            kind=AlertKind(a.kind),
+            status=AlertStatus(a.status),
+            title=a.title,
+            subject=a.subject,
+            period=a.period,
+            raised_at=a.raised_at,
+            updated_at=a.updated_at,
+            last_seen_at=a.last_seen_at,
+            snoozed_until=a.snoozed_until,
+            acknowledged_at=a.acknowledged_at,
+            acknowledged_by=a.acknowledged_by,
+            resolved_at=a.resolved_at,
+            resolved_by=a.resolved_by,
+            model=a,
+        )
+
+
+@strawberry.type
+class AlertConnection:
+    nodes: list[Alert]
+    page_info: PageInfo
+    counter: strawberry.Private[Counter]
+
+    @strawberry.field(description=TOTAL_COUNT_DESCRIPTION)
+    async def total_count(self) -> int:
+        return await self.counter()
+
+    @classmethod
+    def of(cls, page: catalog.Page[models.Alert], counter: Counter) -> AlertConnection:
+        return cls(
+            nodes=[Alert.of(a) for a in page.items],
+            page_info=PageInfo.of(page),
+            counter=counter,
+        )
