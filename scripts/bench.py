@@ -652,8 +652,31 @@ def answers_agree(ours: Any, peer: Any) -> bool:
     return True
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def with_cpu(pid: int, spec: dict[str, Any]) -> dict[str, Any]:
+    """run_load, plus the server process's CPU milliseconds per request: on a loaded machine
+    latency measures the scheduler too, CPU per request much less so. A server that has the
+    database build its answer (PostGraphile) spends part of its work in PostgreSQL's processes,
+    which this does not count."""
+    before = cpu_seconds(pid)
+    result = run_load(spec)
+    sent = spec["warmup"] + spec["requests"] + spec["throughput_requests"]
+    return {**result, "cpu_ms_per_request": (cpu_seconds(pid) - before) * 1000 / sent}
+
+
 async def race_peer(
-    peer: str, url: str, base: str, auth: dict[str, str], common: dict[str, Any], rounds: int
+    peer: str,
+    url: str,
+    base: str,
+    auth: dict[str, str],
+    common: dict[str, Any],
+    rounds: int,
+    ours_pid: int,
 ) -> dict[str, Any]:
     """Our race query and the peer's, alternately in the same run (`rounds` times each, median)."""
     cli = install_postgraphile()
@@ -680,8 +703,8 @@ async def race_peer(
         }
         ours_runs, peer_runs = [], []
         for _ in range(rounds):
-            ours_runs.append(run_load(ours_spec))
-            peer_runs.append(run_load(peer_spec))
+            ours_runs.append(with_cpu(ours_pid, ours_spec))
+            peer_runs.append(with_cpu(server.pid, peer_spec))
         rss = peak_rss_mb(server.pid)
     finally:
         server.terminate()
@@ -697,6 +720,7 @@ async def race_peer(
         f"{peer}_page50": peer_row,
         "p50_ratio": ours_row["p50_ms"] / peer_row["p50_ms"],
         "rps_ratio": ours_row["rps"] / peer_row["rps"],
+        "cpu_ratio": ours_row["cpu_ms_per_request"] / peer_row["cpu_ms_per_request"],
     }
 
 
@@ -713,10 +737,13 @@ def race_lines(race: dict[str, Any]) -> list[str]:
     return [
         f"peer race, same run, {race['rounds']} round(s), one server process each "
         f"(finops_gql: one uvicorn process; {peer}: one node process), answers agree: {race['agree']}",
-        f"  finops_gql   components(first: 50): p50 {ours['p50_ms']:.2f} ms, {ours['rps']:.0f} requests/s at 32 connections",
-        f"  {peer} components(first: 50, orderBy: NAME_ASC): p50 {theirs['p50_ms']:.2f} ms, {theirs['rps']:.0f} requests/s",
+        f"  finops_gql   components(first: 50): p50 {ours['p50_ms']:.2f} ms, {ours['rps']:.0f} requests/s at 32 connections, "
+        f"server CPU {ours['cpu_ms_per_request']:.2f} ms/request",
+        f"  {peer} components(first: 50, orderBy: NAME_ASC): p50 {theirs['p50_ms']:.2f} ms, {theirs['rps']:.0f} requests/s, "
+        f"server CPU {theirs['cpu_ms_per_request']:.2f} ms/request (not counting PostgreSQL's)",
         f"  finops_gql / {peer}: p50 {race['p50_ratio']:.2f}x (below 1: we answer sooner), "
-        f"throughput {race['rps_ratio']:.2f}x (above 1: we serve more)",
+        f"throughput {race['rps_ratio']:.2f}x (above 1: we serve more), "
+        f"server CPU per request {race['cpu_ratio']:.2f}x",
     ]
 
 
@@ -956,7 +983,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 await http.post("/graphql", json=scenarios["graphql_filtered50"]["body"])
             ).json()
         if args.peer is not None and args.peer_skip is None:
-            race = await race_peer(args.peer, url, base, auth, common, args.peer_rounds)
+            race = await race_peer(args.peer, url, base, auth, common, args.peer_rounds, server.pid)
             for name in ("graphql_race50", f"{args.peer}_page50"):
                 measured[name] = race[name]
         rss = peak_rss_mb(server.pid)

@@ -88,7 +88,9 @@ def _with_teams(rows: list[dict[str, object]]) -> list[Component]:
         if team is None:
             team = teams[team_row["id"]] = Team._init_from_db(**team_row)
         component = Component._init_from_db(**row)
-        component.team = team
+        # Where Tortoise keeps a fetched relation (as its select_related does): `component.team`
+        # is then this Team, without Model.__setattr__'s per-call relation check.
+        object.__setattr__(component, "_team", team)
         components.append(component)
     return components
 
