@@ -842,10 +842,33 @@ def bench_token(secret: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+PEER_DATABASE = "finops_bench_peer"
+
+
+async def reused(name: str) -> Prepared:
+    """The database a previous --peer-only run built, as it is (--reuse)."""
+    import asyncpg
+
+    url = f"postgres://postgres@127.0.0.1:5432/{name}"
+    try:
+        conn = await asyncpg.connect(url)
+    except asyncpg.InvalidCatalogNameError:
+        raise SystemExit(f"--reuse: no database {name} yet: run once without --reuse") from None
+    try:
+        count = int(await conn.fetchval("SELECT COUNT(*) FROM component"))
+    finally:
+        await conn.close()
+    print(f"reusing {name}: {count} components", file=sys.stderr)
+    return Prepared(url, [], [], secrets.token_urlsafe(48), 0.0, 0.0, 0.0)
+
+
 async def peer_only(args: argparse.Namespace) -> dict[str, Any]:
     """Only the race: our page of 50 and the peer's on the same data, nothing else measured."""
     scale = scale_of(args)
-    data = await prepare(args.db, "finops_bench_peer", scale)
+    if args.reuse:
+        data = await reused(PEER_DATABASE)
+    else:
+        data = await prepare(args.db, PEER_DATABASE, scale)
     port = free_port()
     server = start_server(data.url, data.secret, port)
     try:
@@ -858,6 +881,7 @@ async def peer_only(args: argparse.Namespace) -> dict[str, Any]:
             bench_token(data.secret),
             common_load(scale),
             args.peer_rounds,
+            server.pid,
         )
         rss = peak_rss_mb(server.pid)
     finally:
@@ -1112,7 +1136,14 @@ def main() -> None:
         default=1,
         help="alternate ours and the peer's this many times and report the medians",
     )
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help=f"with --peer-only: race on the database the last run built ({PEER_DATABASE})",
+    )
     args = parser.parse_args()
+    if args.reuse and not args.peer_only:
+        parser.error("--reuse needs --peer-only")
     if args.peer_only and args.peer is None:
         parser.error("--peer-only needs --peer")
     if args.peer_rounds < 1:

@@ -9,6 +9,7 @@ import uuid
 from datetime import date, datetime
 from typing import Any
 
+import asyncpg
 from tortoise import Tortoise, connections
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.backends.base.config_generator import expand_db_url
@@ -21,9 +22,32 @@ MODELS_MODULE = "finops_gql.db.models"
 MIGRATIONS_MODULE = "finops_gql.db.migrations"
 
 
+class PooledConnection(asyncpg.Connection):  # type: ignore[misc]
+    """A PostgreSQL connection given back to the pool without asyncpg's reset statement.
+
+    asyncpg runs `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL` on every
+    release, and Tortoise releases after every statement, before the caller gets its rows: a
+    second round trip per statement. This app leaves none of that state on a connection (no
+    advisory locks, LISTEN, cursors outside a transaction, or session SET; its settings are the
+    connection's startup parameters, which RESET ALL keeps anyway), and asyncpg still rolls back a
+    transaction left open before the connection is reused.
+    """
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
+def _connection_config(database_url: str) -> str | dict[str, Any]:
+    expanded = expand_db_url(database_url)
+    if expanded["engine"] != "tortoise.backends.asyncpg":
+        return database_url
+    expanded["credentials"]["connection_class"] = PooledConnection
+    return expanded
+
+
 def tortoise_config(database_url: str) -> dict[str, Any]:
     return {
-        "connections": {"default": database_url},
+        "connections": {"default": _connection_config(database_url)},
         "apps": {
             "models": {
                 "models": [MODELS_MODULE],
