@@ -139,7 +139,9 @@ class Shout(SchemaExtension):
 
 
 def test_a_resolve_hook_sees_every_field() -> None:
-    schema = strawberry.Schema(query=Query, execution_context_class=FastExecutor, extensions=[Shout])
+    schema = strawberry.Schema(
+        query=Query, execution_context_class=FastExecutor, extensions=[Shout]
+    )
 
     async def run() -> Any:
         return await schema.execute("{ items { name } }")

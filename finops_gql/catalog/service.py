@@ -30,7 +30,7 @@ from finops_gql.db.models import (
     System,
     Team,
 )
-from finops_gql.db.setup import connection, dialect, placeholders, sql_value
+from finops_gql.db.setup import connection, dialect, partial_from_db, placeholders, sql_value
 from finops_gql.errors import Conflict, InvalidInput, NotFound, ServiceError
 from finops_gql.validation import (
     BUDGET_MAX_USD,
@@ -86,8 +86,8 @@ def _with_teams(rows: list[dict[str, object]]) -> list[Component]:
         team_row = {f: row.pop(f"team__{f}") for f in TEAM_FIELDS}
         team = teams.get(team_row["id"])
         if team is None:
-            team = teams[team_row["id"]] = Team._init_from_db(**team_row)
-        component = Component._init_from_db(**row)
+            team = teams[team_row["id"]] = partial_from_db(Team, team_row)
+        component = partial_from_db(Component, row)
         # Where Tortoise keeps a fetched relation (as its select_related does): `component.team`
         # is then this Team, without Model.__setattr__'s per-call relation check.
         object.__setattr__(component, "_team", team)
