@@ -15,6 +15,11 @@ propagation to the nearest nullable parent; aliases and fragments are grouped by
 own field collection before this runs, and @skip/@include with it. A resolver middleware (a
 Strawberry extension with a per-field `resolve` hook) turns the fast path off, since it must see
 every field.
+
+`lean_resolvers` does the same for a plain synchronous method resolver that takes only `self` and
+`info` (`Component.team`: one call per row): Strawberry's generic wrapper converts arguments
+(none), chains field extensions (none) and re-reads the resolver's signature on every call; the
+lean one calls the method with the same Info object directly.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from graphql import (
 from graphql.execution.collect_fields import FieldDetailsList, GroupedFieldSet
 from graphql.pyutils import AwaitableOrValue, Path, gather_with_cancel
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+from strawberry.types.field import StrawberryField
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,3 +169,46 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
             return results
 
         return get_results()
+
+
+def _lean(field: StrawberryField, info_class: Any) -> Any | None:
+    """A direct caller for `field`'s resolver, or None when Strawberry's wrapper is needed."""
+    resolver = field.base_resolver
+    if (
+        resolver is None
+        or field.is_async
+        or field.arguments
+        or field.extensions
+        or resolver.self_parameter is None
+        or resolver.parent_parameter is not None
+        or resolver.root_parameter is not None
+        or resolver.info_parameter is None
+        or not callable(resolver.wrapped_func)
+    ):
+        return None
+    method, info_name = resolver.wrapped_func, resolver.info_parameter.name
+
+    def resolve(source: Any, info: Any) -> Any:
+        return method(source, **{info_name: info_class(_raw_info=info, _field=field)})
+
+    return resolve
+
+
+def lean_resolvers(schema: Any) -> list[str]:
+    """Give plain info-only method resolvers a direct caller (see the module's doc). Not with
+    exception handlers, which Strawberry's wrapper applies. Returns the fields changed."""
+    converter = schema.schema_converter
+    if getattr(converter, "_exception_handler_specs", None):
+        return []
+    changed = []
+    for type_ in schema._schema.type_map.values():
+        if not isinstance(type_, GraphQLObjectType) or type_.name.startswith("__"):
+            continue
+        for name, field_def in type_.fields.items():
+            field = field_def.extensions.get("strawberry-definition")
+            if isinstance(field, StrawberryField) and field_def.resolve is not None:
+                lean = _lean(field, schema.config.info_class)
+                if lean is not None:
+                    field_def.resolve = lean
+                    changed.append(f"{type_.name}.{name}")
+    return changed

@@ -23,7 +23,7 @@ from finops_gql.costs.ranges import Granularity
 from finops_gql.costs.service import BREAKDOWN_DEFAULT, BREAKDOWN_MAX, TOP_DEFAULT, parse_uuid
 from finops_gql.errors import InvalidInput
 from finops_gql.graphql.documents import DocumentLimits, stable_rules
-from finops_gql.graphql.execution import FastExecutor
+from finops_gql.graphql.execution import FastExecutor, lean_resolvers
 from finops_gql.graphql.limits import QueryCost
 from finops_gql.graphql.permissions import IsAdmin
 from finops_gql.graphql.scalars import DateTime
@@ -351,3 +351,4 @@ schema = GatewaySchema(
         QueryCost,
     ],
 )
+lean_resolvers(schema)
