@@ -336,7 +336,7 @@ async def wait_http(url: str) -> None:
     import aiohttp
 
     async with aiohttp.ClientSession() as session:
-        for _ in range(200):
+        for _ in range(600):  # 30 s: a loaded machine starts a server slowly
             try:
                 async with session.get(url) as response:
                     if response.status < 500:
