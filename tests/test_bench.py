@@ -90,6 +90,7 @@ def test_peer_race_without_node_is_skipped_with_the_reason(tmp_path: Path) -> No
         (["--peer-only"], "--peer-only needs --peer"),
         (["--peer", "hasura"], "invalid choice: 'hasura'"),
         (["--peer", "postgraphile", "--peer-rounds", "0"], "--peer-rounds must be at least 1"),
+        (["--peer", "postgraphile", "--reuse"], "--reuse needs --peer-only"),
     ],
 )
 def test_bad_peer_arguments_are_refused(args: list[str], message: str) -> None:
