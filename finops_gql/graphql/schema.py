@@ -8,7 +8,9 @@ from typing import Annotated
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter
+from strawberry.extensions import AddValidationRules
+from strawberry.extensions.max_aliases import create_validator as max_aliases_rule
+from strawberry.extensions.query_depth_limiter import create_validator as max_depth_rule
 from strawberry.permission import BasePermission
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
@@ -23,7 +25,8 @@ from finops_gql.costs.ranges import Granularity
 from finops_gql.costs.service import BREAKDOWN_DEFAULT, BREAKDOWN_MAX, TOP_DEFAULT, parse_uuid
 from finops_gql.errors import InvalidInput
 from finops_gql.graphql.context import Context
-from finops_gql.graphql.documents import DocumentLimits
+from finops_gql.graphql.documents import DocumentLimits, stable_rules
+from finops_gql.graphql.execution import FastExecutor, lean_resolvers
 from finops_gql.graphql.formatting import formatted
 from finops_gql.graphql.limits import QueryCost
 from finops_gql.graphql.live import Subscription
@@ -143,8 +146,10 @@ class Query:
         page = await catalog.list_components(
             first, after, order=order_by, filters=filters, scope=scope
         )
+        loaders = info.context.loaders
         for c in page.items:  # later Component.team / cost loads reuse these rows
-            info.context.loaders.component.prime(c.id, c)
+            loaders.component.prime(c.id, c)
+            loaders.team.prime(c.team.id, c.team)  # the page's statement read the teams
         return ComponentConnection.of(page, lambda: catalog.count_components(filters, scope))
 
     @strawberry.field(
@@ -461,6 +466,9 @@ class Mutation:
         return Alert.of(await service.resolve(parse_alert_id(id), context.principal, context.scope))
 
 
+LIMIT_RULES = stable_rules(max_depth_rule(MAX_DEPTH, None), max_aliases_rule(MAX_ALIASES))
+
+
 class GatewaySchema(strawberry.Schema):
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
@@ -482,10 +490,12 @@ schema = GatewaySchema(
     mutation=Mutation,
     subscription=Subscription,
     config=StrawberryConfig(scalar_map={datetime: DateTime}),
+    execution_context_class=FastExecutor,
     extensions=[
-        # Bound the work one document can ask for (team -> components -> team -> ... nests).
-        lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
-        lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
+        # Bound the work one document can ask for (team -> components -> team -> ... nests):
+        # Strawberry's QueryDepthLimiter and MaxAliasesLimiter rules, made once so that their
+        # verdict is cached with the document's (DocumentGuard.validate).
+        lambda: AddValidationRules(LIMIT_RULES),
         # Document size, tokens and fields bounded before parsing and validation; frontends send
         # the same few documents over and over, so small ones are parsed and validated once.
         DocumentLimits,
@@ -494,3 +504,4 @@ schema = GatewaySchema(
         QueryCost,
     ],
 )
+lean_resolvers(schema)

@@ -8,6 +8,7 @@ from datetime import date, datetime
 from typing import Annotated, Any, Self
 
 import strawberry
+from strawberry.dataloader import DataLoader
 from strawberry.types import Info
 
 from finops_gql.alerts import service as alerting
@@ -21,7 +22,7 @@ from finops_gql.costs.ranges import DayRange, Granularity, Preset
 from finops_gql.costs.service import BREAKDOWN_DEFAULT, BREAKDOWN_MAX
 from finops_gql.costs.windows import money
 from finops_gql.db import models
-from finops_gql.graphql.context import Context
+from finops_gql.graphql.context import Context, loaded
 
 CtxInfo = Info[Context, Any]
 
@@ -814,6 +815,12 @@ async def _team(info: CtxInfo, team_id: uuid.UUID | None) -> Team | None:
     return Team.of(found) if found is not None else None
 
 
+async def _load_team(loader: DataLoader[uuid.UUID, models.Team | None], team_id: uuid.UUID) -> Team:
+    found = await loader.load(team_id)
+    assert found is not None  # a foreign key guarantees it
+    return Team.of(found)
+
+
 @strawberry.type
 class Component:
     id: strawberry.ID
@@ -846,11 +853,15 @@ class Component:
     def over_budget(self) -> bool:
         return self.budget_usd is not None and self.model.cost_30d > self.budget_usd
 
-    @strawberry.field
-    async def team(self, info: CtxInfo) -> Team:
-        found = await info.context.loaders.team.load(self.team_id)
-        assert found is not None  # a foreign key guarantees it
-        return Team.of(found)
+    @strawberry.field(graphql_type=Team)
+    def team(self, info: CtxInfo) -> Team | Awaitable[Team]:
+        # Synchronous when the team is already loaded (a page's statement reads its teams): an
+        # awaitable per row would cost the executor a task per row.
+        loader = info.context.loaders.team
+        found = loaded(loader, self.team_id)
+        if found is not None:
+            return Team.of(found)
+        return _load_team(loader, self.team_id)
 
     @strawberry.field(
         description=(
