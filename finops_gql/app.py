@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from finops_gql.auth import TokenVerifier
@@ -144,10 +144,14 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
         try:
             if services is not None:
                 app.state.services = services
+                services.events.start()
                 yield
                 return
             async with open_services(settings) as opened:
                 app.state.services = opened
+                # The event relay for subscriptions: connects (and retries) in the background,
+                # so an unreachable Redis never stops the API from starting.
+                opened.events.start()
                 yield
         finally:
             await verifier.aclose()
@@ -156,6 +160,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
         schema,
         graphql_ide="graphiql" if settings.graphiql else None,
         settings=settings,
+        verifier=verifier,
         documents=DocumentGuard(settings),
         dev_token=settings.graphiql_dev_token(),
     )
@@ -166,6 +171,8 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
             Route("/metrics", metrics, methods=["GET"]),
             *rest_routes,
             Route("/graphql", graphql, methods=["GET", "POST"]),
+            # Subscriptions (graphql-transport-ws); AuthMiddleware refuses any other socket.
+            WebSocketRoute("/graphql", graphql),
             Mount(STATIC_PREFIX.rstrip("/"), StaticFiles(directory=STATIC_DIR), name="graphiql"),
         ],
         middleware=[

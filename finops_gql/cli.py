@@ -161,7 +161,13 @@ async def _catalog_import(settings: Settings, args: argparse.Namespace) -> int:
             print(f"error: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
             return 2
         try:
-            parse_catalog(data, path, limit, budget_max_usd=settings.budget_max_usd)
+            parse_catalog(
+                data,
+                path,
+                limit,
+                budget_max_usd=settings.budget_max_usd,
+                currency=settings.cost_currency,
+            )
         except CatalogError as exc:
             print(f"error: {exc} (nothing imported)", file=sys.stderr)
             return 2
@@ -171,7 +177,11 @@ async def _catalog_import(settings: Settings, args: argparse.Namespace) -> int:
         for path, data in texts:
             try:
                 result = await import_catalog(
-                    data, path, limit, budget_max_usd=settings.budget_max_usd
+                    data,
+                    path,
+                    limit,
+                    budget_max_usd=settings.budget_max_usd,
+                    currency=settings.cost_currency,
                 )
             except CatalogError as exc:
                 print(f"error: {exc} (nothing imported from {path})", file=sys.stderr)

@@ -68,6 +68,21 @@ ENV_VARS = (
     "HTTP_MAX_HEADER_BYTES",
     "HTTP_LIMIT_CONCURRENCY",
     "GRAPHIQL_DEV_TOKEN_FILE",
+    "GRAPHQL_WS_MAX_CONNECTIONS",
+    "GRAPHQL_WS_MAX_SUBSCRIPTIONS",
+    "GRAPHQL_WS_QUEUE_SIZE",
+    "GRAPHQL_WS_INIT_TIMEOUT_SECONDS",
+    "ANOMALY_WINDOW_DAYS",
+    "ANOMALY_CHECK_DAYS",
+    "ANOMALY_MIN_HISTORY_DAYS",
+    "ANOMALY_MIN_SCORE",
+    "ANOMALY_MIN_COST",
+    "ANOMALY_MIN_CHANGE",
+    "ALERT_WEBHOOK_URL",
+    "ALERT_WEBHOOK_TIMEOUT_SECONDS",
+    "ALERT_WEBHOOK_MAX_ATTEMPTS",
+    "ALERT_WEBHOOK_BACKOFF_SECONDS",
+    "ALERT_WEBHOOK_MAX_SECONDS",
     "RATE_LIMIT_POINTS_PER_MINUTE",
     "RATE_LIMIT_TIMEOUT_SECONDS",
 )
@@ -225,6 +240,24 @@ class Settings:
     http_max_header_bytes: int = 65536
     http_limit_concurrency: int = 1000
     graphiql_dev_token_file: str | None = None
+    # GraphQL subscriptions (graphql-transport-ws): open sockets per process, operations per
+    # socket, events waiting per subscription before it is dropped, and the time a new socket
+    # has to send connection_init.
+    graphql_ws_max_connections: int = 500
+    graphql_ws_max_subscriptions: int = 10
+    graphql_ws_queue_size: int = 100
+    graphql_ws_init_timeout_s: float = 10.0
+    anomaly_window_days: int = 28
+    anomaly_check_days: int = 3
+    anomaly_min_history_days: int = 14
+    anomaly_min_score: float = 3.5
+    anomaly_min_cost: float = 5.0
+    anomaly_min_change: float = 0.3
+    alert_webhook_url: str | None = None
+    alert_webhook_timeout_s: float = 5.0
+    alert_webhook_max_attempts: int = 5
+    alert_webhook_backoff_s: float = 1.0
+    alert_webhook_max_s: float = 60.0
     rate_limit_points_per_minute: int = 5000
     rate_limit_timeout_s: float = 0.1
     # The budget's period: a minute in production (no variable sets it); tests shorten it to see
@@ -285,6 +318,11 @@ class Settings:
             http_max_header_bytes=_int(env, "HTTP_MAX_HEADER_BYTES", 65536, minimum=1024),
             http_limit_concurrency=_int(env, "HTTP_LIMIT_CONCURRENCY", 1000, minimum=1),
             graphiql_dev_token_file=_opt(env, "GRAPHIQL_DEV_TOKEN_FILE"),
+            graphql_ws_max_connections=_int(env, "GRAPHQL_WS_MAX_CONNECTIONS", 500),
+            graphql_ws_max_subscriptions=_int(env, "GRAPHQL_WS_MAX_SUBSCRIPTIONS", 10, minimum=1),
+            graphql_ws_queue_size=_int(env, "GRAPHQL_WS_QUEUE_SIZE", 100, minimum=1),
+            graphql_ws_init_timeout_s=_positive(env, "GRAPHQL_WS_INIT_TIMEOUT_SECONDS", 10.0),
+            **_alert_settings(env),
             rate_limit_points_per_minute=_int(env, "RATE_LIMIT_POINTS_PER_MINUTE", 5000),
             rate_limit_timeout_s=_rate_limit_timeout(env),
         )
@@ -406,6 +444,80 @@ def _sync_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "sync_retry_backoff_s": backoff,
         "sync_heartbeat_s": heartbeat,
         "sync_lease_s": lease,
+    }
+
+
+MAX_ANOMALY_WINDOW_DAYS = 90
+MAX_ANOMALY_CHECK_DAYS = 30
+MAX_WEBHOOK_ATTEMPTS = 20
+MAX_WEBHOOK_SECONDS = 3600.0
+
+
+def _webhook_url(url: str | None) -> str | None:
+    if url is None:
+        return None
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises on a non-numeric or out-of-range port)
+    except ValueError as exc:
+        raise ConfigError(f"ALERT_WEBHOOK_URL is malformed: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        # Not echoed whole: a webhook URL is a secret (Slack's carries the token in its path).
+        raise ConfigError(
+            f"ALERT_WEBHOOK_URL must be an http:// or https:// URL with a host, got a "
+            f"{parts.scheme or 'scheme-less'} URL"
+        )
+    return url
+
+
+def _alert_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """ANOMALY_* and ALERT_WEBHOOK_*: anomaly detection's thresholds and the webhook's bounds."""
+    window = _int(env, "ANOMALY_WINDOW_DAYS", 28, minimum=7)
+    if window > MAX_ANOMALY_WINDOW_DAYS:
+        raise ConfigError(f"ANOMALY_WINDOW_DAYS must be <= {MAX_ANOMALY_WINDOW_DAYS}, got {window}")
+    check = _int(env, "ANOMALY_CHECK_DAYS", 3, minimum=1)
+    if check > MAX_ANOMALY_CHECK_DAYS:
+        raise ConfigError(f"ANOMALY_CHECK_DAYS must be <= {MAX_ANOMALY_CHECK_DAYS}, got {check}")
+    history = _int(env, "ANOMALY_MIN_HISTORY_DAYS", 14, minimum=3)
+    if history > window:
+        raise ConfigError(
+            f"ANOMALY_MIN_HISTORY_DAYS ({history}) must be at most ANOMALY_WINDOW_DAYS ({window})"
+        )
+    attempts = _int(env, "ALERT_WEBHOOK_MAX_ATTEMPTS", 5, minimum=1)
+    if attempts > MAX_WEBHOOK_ATTEMPTS:
+        raise ConfigError(
+            f"ALERT_WEBHOOK_MAX_ATTEMPTS must be <= {MAX_WEBHOOK_ATTEMPTS}, got {attempts}"
+        )
+    total = _positive(env, "ALERT_WEBHOOK_MAX_SECONDS", 60.0)
+    if total > MAX_WEBHOOK_SECONDS:
+        raise ConfigError(
+            f"ALERT_WEBHOOK_MAX_SECONDS must be <= {MAX_WEBHOOK_SECONDS:g}, got {total:g}"
+        )
+    values = {
+        "anomaly_min_score": _positive(env, "ANOMALY_MIN_SCORE", 3.5),
+        "anomaly_min_cost": _float(env, "ANOMALY_MIN_COST", 5.0),
+        "anomaly_min_change": _float(env, "ANOMALY_MIN_CHANGE", 0.3),
+        "alert_webhook_timeout_s": _positive(env, "ALERT_WEBHOOK_TIMEOUT_SECONDS", 5.0),
+        "alert_webhook_backoff_s": _float(env, "ALERT_WEBHOOK_BACKOFF_SECONDS", 1.0),
+    }
+    names = {
+        "anomaly_min_score": "ANOMALY_MIN_SCORE",
+        "anomaly_min_cost": "ANOMALY_MIN_COST",
+        "anomaly_min_change": "ANOMALY_MIN_CHANGE",
+        "alert_webhook_timeout_s": "ALERT_WEBHOOK_TIMEOUT_SECONDS",
+        "alert_webhook_backoff_s": "ALERT_WEBHOOK_BACKOFF_SECONDS",
+    }
+    for key, value in values.items():
+        if not math.isfinite(value):
+            raise ConfigError(f"{names[key]} must be a finite number, got {value}")
+    return {
+        **values,
+        "anomaly_window_days": window,
+        "anomaly_check_days": check,
+        "anomaly_min_history_days": history,
+        "alert_webhook_url": _webhook_url(_opt(env, "ALERT_WEBHOOK_URL")),
+        "alert_webhook_max_attempts": attempts,
+        "alert_webhook_max_s": total,
     }
 
 

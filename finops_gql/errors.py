@@ -20,6 +20,10 @@ class Conflict(ServiceError):
     """The change would break a uniqueness or ownership rule: REST 409, GraphQL CONFLICT."""
 
 
+class Forbidden(ServiceError):
+    """The principal may not do this (GraphQL FORBIDDEN, REST 403)."""
+
+
 class QueueUnavailable(ServiceError):
     """Redis (the job queue) cannot be reached: REST 503, GraphQL QUEUE_UNAVAILABLE."""
 

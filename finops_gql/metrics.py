@@ -69,6 +69,26 @@ SYNC_FAILED_AGGREGATES = Gauge(
     "Aggregates that failed in the latest finished sync (partial or failed)",
     registry=REGISTRY,
 )
+WS_CONNECTIONS = Gauge(
+    "finops_gql_ws_connections",
+    "Open GraphQL WebSocket connections (graphql-transport-ws) in this process",
+    registry=REGISTRY,
+)
+SUBSCRIBERS = Gauge(
+    "finops_gql_subscriptions",
+    "Active GraphQL subscriptions fed by this process's event relay",
+    registry=REGISTRY,
+)
+SUBSCRIBERS_DROPPED = Counter(
+    "finops_gql_subscriptions_dropped_total",
+    "Subscriptions dropped because their client read events slower than they arrived",
+    registry=REGISTRY,
+)
+EVENT_RELAY_CONNECTED = Gauge(
+    "finops_gql_event_relay_connected",
+    "1 while the process's event relay is subscribed on Redis, else 0",
+    registry=REGISTRY,
+)
 RATE_LIMITED_REQUESTS = Counter(
     "finops_gql_rate_limited_total",
     "Requests refused because the principal's budget (RATE_LIMIT_POINTS_PER_MINUTE) was spent",

@@ -6,12 +6,14 @@ import math
 
 from starlette.datastructures import Headers, QueryParams
 from starlette.types import ASGIApp, Receive, Scope, Send
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from finops_gql.auth import AuthError, AuthUnavailable, TokenVerifier
 from finops_gql.graphql.view import STATIC_PREFIX
 from finops_gql.jsonjs import dumps
 from finops_gql.rest.errors import error_response
 
+GRAPHQL_PATH = "/graphql"
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 # GraphiQL's own JS and CSS (vendored open-source files, no data) load before any token exists.
 PUBLIC_PREFIX = STATIC_PREFIX
@@ -27,6 +29,12 @@ def _is_graphiql_page(scope: Scope, headers: Headers) -> bool:
     )
 
 
+def _is_subscription_socket(scope: Scope) -> bool:
+    return scope.get("path") == GRAPHQL_PATH and GRAPHQL_TRANSPORT_WS_PROTOCOL in scope.get(
+        "subprotocols", ()
+    )
+
+
 class AuthMiddleware:
     def __init__(self, app: ASGIApp, verifier: TokenVerifier) -> None:
         self.app = app
@@ -34,15 +42,21 @@ class AuthMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
-            # No route takes websockets, and none may slip past authentication if one ever does.
-            await send({"type": "websocket.close", "code": 1008})
+            if _is_subscription_socket(scope):
+                # Authenticated by the view on connection_init (graphql/live.py): browsers
+                # cannot set headers on a WebSocket, so the token comes in the first message.
+                await self.app(scope, receive, send)
+            else:
+                # Closed before the handshake completes: the client gets HTTP 403. No other
+                # route takes websockets, and none may slip past authentication if one does.
+                await send({"type": "websocket.close", "code": 1008})
             return
         path = scope.get("path", "")
         if scope["type"] != "http" or path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIX):
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        is_graphql = scope["path"] == "/graphql"
+        is_graphql = scope["path"] == GRAPHQL_PATH
         if is_graphql and _is_graphiql_page(scope, headers):
             await self.app(scope, receive, send)
             return

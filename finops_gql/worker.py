@@ -15,10 +15,18 @@ from arq.connections import RedisSettings
 from arq.cron import CronJob
 from arq.typing import WorkerCoroutine
 
+from finops_gql.alerts.webhook import deliver
 from finops_gql.config import Settings
 from finops_gql.costs.sync import SyncAlreadyRunning
 from finops_gql.cron import parse_cron
-from finops_gql.services import QUEUE_NAME, SYNC_JOB_ID, SYNC_JOB_NAME, Services, open_services
+from finops_gql.services import (
+    QUEUE_NAME,
+    SYNC_JOB_ID,
+    SYNC_JOB_NAME,
+    WEBHOOK_JOB_NAME,
+    Services,
+    open_services,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +48,16 @@ async def cost_sync_job(ctx: dict[str, Any], trigger: str = "cron") -> dict[str,
         "opencostRequests": run.opencost_requests,
         "failedAggregates": [f["aggregate"] for f in run.failed_aggregates or []],
     }
+
+
+async def alert_webhook_job(ctx: dict[str, Any], alert_id: int) -> dict[str, Any]:
+    """Deliver one alert to ALERT_WEBHOOK_URL (queued by the alert evaluation)."""
+    services: Services = ctx["services"]
+    webhook = services.webhook_settings()
+    if webhook is None:
+        return {"status": "skipped", "reason": "ALERT_WEBHOOK_URL is not set"}
+    status = await deliver(services.session, webhook, alert_id, clock=services.costs.clock)
+    return {"alertId": alert_id, "status": status or "nothing to deliver"}
 
 
 async def cost_sync_cron(ctx: dict[str, Any]) -> dict[str, Any]:
@@ -94,7 +112,15 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
                 timeout=SYNC_TIMEOUT_S,
                 keep_result=0,
                 max_tries=1,
-            )
+            ),
+            func(
+                alert_webhook_job,
+                name=WEBHOOK_JOB_NAME,
+                # The delivery's own deadline bounds it; this only stops a stuck job.
+                timeout=settings.alert_webhook_max_s + settings.alert_webhook_timeout_s + 30,
+                keep_result=0,
+                max_tries=1,
+            ),
         ],
         "cron_jobs": cron_jobs(settings.cost_sync_cron),
         "redis_settings": RedisSettings.from_dsn(settings.redis_url),

@@ -26,6 +26,7 @@ import os
 import random
 import re
 import secrets
+import shutil
 import socket
 import sqlite3
 import statistics
@@ -410,7 +411,7 @@ async def wait_http(url: str) -> None:
     import aiohttp
 
     async with aiohttp.ClientSession() as session:
-        for _ in range(200):
+        for _ in range(600):  # 30 s: a loaded machine starts a server slowly
             try:
                 async with session.get(url) as response:
                     if response.status < 500:
@@ -605,30 +606,291 @@ async def bench_sync(
     return results
 
 
+# -- the peer race (issue 15): PostGraphile 4 over the same PostgreSQL database -----------------
+#
+# A team that only wants a GraphQL read API over these tables would reach for PostGraphile, which
+# builds its schema from the database's and answers a query with one SQL statement that builds the
+# JSON inside PostgreSQL. The race: the same page of 50 components (name, budget, 30-day cost, team
+# slug) from each server, one server process each (our uvicorn process, PostGraphile's node
+# process), with the same client and settings. PostGraphile is installed with npm into an ignored
+# folder: it is never a dependency of the package or of its tests.
+
+PEERS = ("postgraphile",)
+PEER_DIR = ROOT / ".bench" / "peer"
+POSTGRAPHILE_PACKAGES = ("postgraphile@4", "@graphile-contrib/pg-simplify-inflector@6")
+# Ours: the race's rows and nothing more (no id, no pageInfo: the peer's query asks for neither).
+RACE_QUERY = (
+    "query Race { components(first: 50) { nodes { name budgetUsd cost30d team { slug } } } }"
+)
+# PostGraphile's inflection of the same tables (simplify-inflector): table `component` is
+# `components`, column cost_30d is `cost30D`, the team_id foreign key is `team`. Checked by
+# introspection before the race (postgraphile_fields).
+POSTGRAPHILE_FIELDS = ("name", "budgetUsd", "cost30D", "team")
+POSTGRAPHILE_QUERY = "query Race { components(first: 50, orderBy: NAME_ASC) { nodes { name budgetUsd cost30D team { slug } } } }"
+
+
+def peer_skip_reason(peer: str | None, db: str, which: Any = shutil.which) -> str | None:
+    """Why the peer race cannot run here (None: it can)."""
+    if peer is None:
+        return None
+    if db != "postgres":
+        return f"--peer {peer} races over PostgreSQL only (PostGraphile reads a PostgreSQL schema): add --db postgres"
+    missing = [tool for tool in ("node", "npm") if which(tool) is None]
+    if missing:
+        return f"--peer {peer} needs Node.js: {' and '.join(missing)} not found on PATH"
+    return None
+
+
+def install_postgraphile(folder: Path = PEER_DIR) -> Path:
+    """PostGraphile's CLI, installed with npm into `folder` (kept between runs, git-ignored)."""
+    cli = folder / "node_modules" / "postgraphile" / "cli.js"
+    plugin = folder / "node_modules" / "@graphile-contrib" / "pg-simplify-inflector"
+    if cli.is_file() and plugin.is_dir():
+        return cli
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = folder / "package.json"
+    if not manifest.exists():  # npm installs here, not into a package.json above
+        manifest.write_text('{"private": true, "description": "scripts/bench.py --peer"}\n')
+    print(f"installing {' '.join(POSTGRAPHILE_PACKAGES)} into {folder}", file=sys.stderr)
+    subprocess.run(
+        ["npm", "install", "--no-audit", "--no-fund", "--loglevel=error", *POSTGRAPHILE_PACKAGES],
+        cwd=folder,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return cli
+
+
+def start_postgraphile(cli: Path, url: str, port: int) -> subprocess.Popen[bytes]:
+    """One node process, production mode, no query log, no GraphiQL: PostGraphile at its fastest."""
+    return subprocess.Popen(
+        [
+            "node",
+            str(cli),
+            "--connection",
+            url,
+            "--schema",
+            "public",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--append-plugins",
+            "@graphile-contrib/pg-simplify-inflector",
+            "--disable-query-log",
+            "--disable-graphiql",
+        ],
+        cwd=cli.parent.parent.parent,  # the install folder: the plugin resolves from there
+        env={**os.environ, "NODE_ENV": "production"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+async def graphql_post(url: str, query: str, headers: dict[str, str] | None = None) -> Any:
+    import aiohttp
+
+    async with (
+        aiohttp.ClientSession(headers=headers or {}) as session,
+        session.post(url, json={"query": query}) as response,
+    ):
+        return await response.json()
+
+
+async def wait_graphql(url: str, process: subprocess.Popen[bytes]) -> None:
+    """Until the server answers a query (PostGraphile introspects the database first)."""
+    import aiohttp
+
+    for _ in range(600):
+        if process.poll() is not None:
+            stderr = process.stderr.read().decode() if process.stderr else ""
+            raise RuntimeError(
+                f"the peer server exited with {process.returncode}: {stderr[-2000:]}"
+            )
+        try:
+            answer = await graphql_post(url, "{ __typename }")
+            if answer.get("data"):
+                return
+        except (aiohttp.ClientError, ValueError):
+            pass
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer a query")
+
+
+async def postgraphile_fields(url: str) -> None:
+    """The race's field names, checked against the peer's own schema, not assumed."""
+    answer = await graphql_post(
+        url,
+        '{ component: __type(name: "Component") { fields { name } } '
+        'query: __type(name: "Query") { fields { name args { name } } } }',
+    )
+    component = {f["name"] for f in answer["data"]["component"]["fields"]}
+    query = {f["name"]: {a["name"] for a in f["args"]} for f in answer["data"]["query"]["fields"]}
+    missing = [f"Component.{name}" for name in POSTGRAPHILE_FIELDS if name not in component]
+    if not {"first", "orderBy"} <= query.get("components", set()):
+        missing.append("Query.components(first, orderBy)")
+    if missing:
+        raise RuntimeError(
+            f"PostGraphile's schema lacks {', '.join(missing)}: its inflection changed, update "
+            f"POSTGRAPHILE_QUERY (Component has {sorted(component)})"
+        )
+
+
+def race_rows(ours: Any, peer: Any) -> list[tuple[str, str | None, float | None, str]]:
+    """(name, budget, 30-day cost, team slug) of each answer's nodes, for the agreement check."""
+    ours_nodes = ours["data"]["components"]["nodes"]
+    peer_nodes = peer["data"]["components"]["nodes"]
+    return [(n["name"], n["budgetUsd"], n["cost30d"], n["team"]["slug"]) for n in ours_nodes] + [
+        (n["name"], n["budgetUsd"], n["cost30D"], n["team"]["slug"]) for n in peer_nodes
+    ]
+
+
+def answers_agree(ours: Any, peer: Any) -> bool:
+    """Same components in the same order, same budgets and team slugs, costs to the cent."""
+    rows = race_rows(ours, peer)
+    half = len(rows) // 2
+    mine, theirs = rows[:half], rows[half:]
+    if len(mine) != len(theirs) or not mine:
+        return False
+    for a, b in zip(mine, theirs, strict=True):
+        same_cost = a[2] is not None and b[2] is not None and abs(a[2] - b[2]) < 0.005
+        if a[0] != b[0] or a[1] != b[1] or a[3] != b[3] or not same_cost:
+            return False
+    return True
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def with_cpu(pid: int, spec: dict[str, Any]) -> dict[str, Any]:
+    """run_load, plus the server process's CPU milliseconds per request: on a loaded machine
+    latency measures the scheduler too, CPU per request much less so. A server that has the
+    database build its answer (PostGraphile) spends part of its work in PostgreSQL's processes,
+    which this does not count."""
+    before = cpu_seconds(pid)
+    result = run_load(spec)
+    sent = spec["warmup"] + spec["requests"] + spec["throughput_requests"]
+    return {**result, "cpu_ms_per_request": (cpu_seconds(pid) - before) * 1000 / sent}
+
+
+async def race_peer(
+    peer: str,
+    url: str,
+    base: str,
+    auth: dict[str, str],
+    common: dict[str, Any],
+    rounds: int,
+    ours_pid: int,
+) -> dict[str, Any]:
+    """Our race query and the peer's, alternately in the same run (`rounds` times each, median)."""
+    cli = install_postgraphile()
+    port = free_port()
+    server = start_postgraphile(cli, url, port)
+    peer_url = f"http://127.0.0.1:{port}/graphql"
+    try:
+        await wait_graphql(peer_url, server)
+        await postgraphile_fields(peer_url)
+        ours_answer = await graphql_post(f"{base}/graphql", RACE_QUERY, auth)
+        peer_answer = await graphql_post(peer_url, POSTGRAPHILE_QUERY)
+        ours_spec = {
+            **common,
+            "method": "POST",
+            "url": f"{base}/graphql",
+            "body": {"query": RACE_QUERY},
+            "headers": auth,
+        }
+        peer_spec = {
+            **common,
+            "method": "POST",
+            "url": peer_url,
+            "body": {"query": POSTGRAPHILE_QUERY},
+        }
+        ours_runs, peer_runs = [], []
+        for _ in range(rounds):
+            ours_runs.append(with_cpu(ours_pid, ours_spec))
+            peer_runs.append(with_cpu(server.pid, peer_spec))
+        rss = peak_rss_mb(server.pid)
+    finally:
+        server.terminate()
+        server.wait()
+    ours_row, peer_row = median_run(ours_runs), median_run(peer_runs)
+    return {
+        "peer": peer,
+        "rounds": rounds,
+        "server_processes": {"finops_gql": 1, peer: 1},
+        "agree": answers_agree(ours_answer, peer_answer),
+        "peer_peak_rss_mb": rss,
+        "graphql_race50": ours_row,
+        f"{peer}_page50": peer_row,
+        "p50_ratio": ours_row["p50_ms"] / peer_row["p50_ms"],
+        "rps_ratio": ours_row["rps"] / peer_row["rps"],
+        "cpu_ratio": ours_row["cpu_ms_per_request"] / peer_row["cpu_ms_per_request"],
+    }
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each figure's median over the rounds (errors summed)."""
+    row = {key: statistics.median(r[key] for r in runs) for key in runs[0] if key != "errors"}
+    row["errors"] = sum(r["errors"] for r in runs)
+    return row
+
+
+def race_lines(race: dict[str, Any]) -> list[str]:
+    peer = race["peer"]
+    ours, theirs = race["graphql_race50"], race[f"{peer}_page50"]
+    return [
+        f"peer race, same run, {race['rounds']} round(s), one server process each "
+        f"(finops_gql: one uvicorn process; {peer}: one node process), answers agree: {race['agree']}",
+        f"  finops_gql   components(first: 50): p50 {ours['p50_ms']:.2f} ms, {ours['rps']:.0f} requests/s at 32 connections, "
+        f"server CPU {ours['cpu_ms_per_request']:.2f} ms/request",
+        f"  {peer} components(first: 50, orderBy: NAME_ASC): p50 {theirs['p50_ms']:.2f} ms, {theirs['rps']:.0f} requests/s, "
+        f"server CPU {theirs['cpu_ms_per_request']:.2f} ms/request (not counting PostgreSQL's)",
+        f"  finops_gql / {peer}: p50 {race['p50_ratio']:.2f}x (below 1: we answer sooner), "
+        f"throughput {race['rps_ratio']:.2f}x (above 1: we serve more), "
+        f"server CPU per request {race['cpu_ratio']:.2f}x",
+    ]
+
+
 # -- main -------------------------------------------------------------------------------------------
 
 
-async def bench(args: argparse.Namespace) -> dict[str, Any]:
+def scale_of(args: argparse.Namespace) -> Scale:
+    if args.smoke:
+        return SMOKE
+    return Scale(
+        args.teams,
+        args.components,
+        args.days,
+        min(500, args.components // 2),
+        args.requests,
+        args.throughput_requests,
+        30,
+    )
+
+
+@dataclass
+class Prepared:
+    url: str
+    teams: list[Any]
+    components: list[Any]
+    secret: str
+    load_seconds: float
+    rollup_seconds: float
+    daily_totals_seconds: float
+
+
+async def prepare(kind: str, name: str, scale: Scale) -> Prepared:
+    """A fresh database with the generated catalog and history, rollups and daily totals kept."""
     from finops_gql.db.setup import close_db, migrate
 
-    scale = (
-        SMOKE
-        if args.smoke
-        else Scale(
-            args.teams,
-            args.components,
-            args.days,
-            min(500, args.components // 2),
-            args.requests,
-            args.throughput_requests,
-            30,
-        )
-    )
     print(
-        f"generating {scale.teams} teams, {scale.components} components, {scale.days} days on {args.db}",
+        f"generating {scale.teams} teams, {scale.components} components, {scale.days} days on {kind}",
         file=sys.stderr,
     )
-    url = await fresh_database(args.db, f"{args.db_name}_smoke" if args.smoke else args.db_name)
+    url = await fresh_database(kind, name)
     await migrate(url)
     await close_db()
     teams, components = generate(scale)
@@ -657,6 +919,101 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         started = time.perf_counter()
         await refresh_daily_totals()
         daily_totals_seconds = time.perf_counter() - started
+    return Prepared(
+        url, teams, components, secret, load_seconds, rollup_seconds, daily_totals_seconds
+    )
+
+
+def start_server(url: str, secret: str, port: int) -> subprocess.Popen[bytes]:
+    """`finops-gql serve`: one uvicorn process, production settings."""
+    env = {
+        "DATABASE_URL": url,
+        "JWT_SECRET": secret,
+        "OPENCOST_URL": "http://127.0.0.1:9",
+        "LOG_LEVEL": "INFO",
+        # The load comes from one token: measure the server, not that principal's budget.
+        "RATE_LIMIT_POINTS_PER_MINUTE": "0",
+    }
+    return start([sys.executable, "-m", "finops_gql.cli", "serve", "--port", str(port)], env)
+
+
+def common_load(scale: Scale) -> dict[str, Any]:
+    return {
+        "warmup": scale.warmup,
+        "requests": scale.requests,
+        "throughput_requests": scale.throughput_requests,
+        "concurrency": 32,
+    }
+
+
+def bench_token(secret: str) -> dict[str, str]:
+    from finops_gql.auth import mint_token
+    from finops_gql.config import Settings
+
+    token = mint_token(Settings(jwt_secret=secret), "bench", [], timedelta(hours=2))
+    return {"Authorization": f"Bearer {token}"}
+
+
+PEER_DATABASE = "finops_bench_peer"
+
+
+async def reused(name: str) -> Prepared:
+    """The database a previous --peer-only run built, as it is (--reuse)."""
+    import asyncpg
+
+    url = f"postgres://postgres@127.0.0.1:5432/{name}"
+    try:
+        conn = await asyncpg.connect(url)
+    except asyncpg.InvalidCatalogNameError:
+        raise SystemExit(f"--reuse: no database {name} yet: run once without --reuse") from None
+    try:
+        count = int(await conn.fetchval("SELECT COUNT(*) FROM component"))
+    finally:
+        await conn.close()
+    print(f"reusing {name}: {count} components", file=sys.stderr)
+    return Prepared(url, [], [], secrets.token_urlsafe(48), 0.0, 0.0, 0.0)
+
+
+async def peer_only(args: argparse.Namespace) -> dict[str, Any]:
+    """Only the race: our page of 50 and the peer's on the same data, nothing else measured."""
+    scale = scale_of(args)
+    if args.reuse:
+        data = await reused(PEER_DATABASE)
+    else:
+        data = await prepare(args.db, PEER_DATABASE, scale)
+    port = free_port()
+    server = start_server(data.url, data.secret, port)
+    try:
+        await wait_http(f"http://127.0.0.1:{port}/healthz")
+        base = f"http://127.0.0.1:{port}"
+        race = await race_peer(
+            args.peer,
+            data.url,
+            base,
+            bench_token(data.secret),
+            common_load(scale),
+            args.peer_rounds,
+            server.pid,
+        )
+        rss = peak_rss_mb(server.pid)
+    finally:
+        server.terminate()
+        server.wait()
+    return {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "db": args.db,
+        "scale": scale.__dict__,
+        "race": race,
+        "server_peak_rss_mb": rss,
+    }
+
+
+async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    if args.peer_only:
+        return await peer_only(args)
+    scale = scale_of(args)
+    data = await prepare(args.db, f"{args.db_name}_smoke" if args.smoke else args.db_name, scale)
+    url, teams, components, secret = data.url, data.teams, data.components, data.secret
     page_queries = await count_page_queries(url, secret, [10, 50, 100])
 
     big_team, a_component = teams[0][0], components[0][0]
@@ -701,30 +1058,15 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     )
 
     port, ceiling_port = free_port(), free_port()
-    env = {
-        "DATABASE_URL": url,
-        "JWT_SECRET": secret,
-        "OPENCOST_URL": "http://127.0.0.1:9",
-        "LOG_LEVEL": "INFO",
-        # The load comes from one token: measure the server, not that principal's budget.
-        "RATE_LIMIT_POINTS_PER_MINUTE": "0",
-    }
-    server = start([sys.executable, "-m", "finops_gql.cli", "serve", "--port", str(port)], env)
+    server = start_server(url, secret, port)
     ceiling = start([sys.executable, __file__, "ceiling", str(ceiling_port)], {})
+    race = None
     try:
         await wait_http(f"http://127.0.0.1:{port}/healthz")
         await wait_http(f"http://127.0.0.1:{ceiling_port}/constant")
-        from finops_gql.auth import mint_token
-
-        token = mint_token(Settings(jwt_secret=secret), "bench", [], timedelta(hours=2))
         base = f"http://127.0.0.1:{port}"
-        auth = {"Authorization": f"Bearer {token}"}
-        common = {
-            "warmup": scale.warmup,
-            "requests": scale.requests,
-            "throughput_requests": scale.throughput_requests,
-            "concurrency": 32,
-        }
+        auth = bench_token(secret)
+        common = common_load(scale)
         scenarios = {
             "rest_top10": {"method": "GET", "url": f"{base}/api/v1/cost/summary?limit=10"},
             "rest_top50": {"method": "GET", "url": f"{base}/api/v1/cost/summary?limit=50"},
@@ -801,6 +1143,10 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 (await http.post("/graphql", json=scenarios[name]["body"])).json()
                 for name in ("graphql_breakdown_team", "graphql_breakdown_system")
             ]
+        if args.peer is not None and args.peer_skip is None:
+            race = await race_peer(args.peer, url, base, auth, common, args.peer_rounds, server.pid)
+            for name in ("graphql_race50", f"{args.peer}_page50"):
+                measured[name] = race[name]
         rss = peak_rss_mb(server.pid)
     finally:
         for process in (server, ceiling):
@@ -813,9 +1159,9 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "db": args.db,
         "scale": scale.__dict__,
-        "load_seconds": load_seconds,
-        "rollup_refresh_seconds": rollup_seconds,
-        "daily_totals_refresh_seconds": daily_totals_seconds,
+        "load_seconds": data.load_seconds,
+        "rollup_refresh_seconds": data.rollup_seconds,
+        "daily_totals_refresh_seconds": data.daily_totals_seconds,
         "floor_p50_ms": floors,
         "measured": measured,
         "graphql_sql_statements_by_page_size": page_queries,
@@ -830,10 +1176,25 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         ],
         "server_peak_rss_mb": rss,
         "sync": sync,
+        "race": race,
+        "peer_skipped": args.peer_skip,
     }
 
 
+def peer_table(result: dict[str, Any]) -> str:
+    return "\n".join(
+        [
+            f"finops_gql against a peer, {result['db']}, {result['scale']['components']} components, "
+            f"{result['scale']['components'] * result['scale']['days']} records, {result['when']}",
+            "",
+            *race_lines(result["race"]),
+        ]
+    )
+
+
 def table(result: dict[str, Any]) -> str:
+    if "measured" not in result:
+        return peer_table(result)
     m, f = result["measured"], result["floor_p50_ms"]
     ceiling = m["ceiling"]
     lines = [
@@ -866,6 +1227,10 @@ def table(result: dict[str, Any]) -> str:
         f"sync 1-day run:       {sync['one_day']['seconds']:.2f} s, {sync['one_day']['opencost_requests']} OpenCost requests, {sync['one_day']['records']} records",
         f"server peak RSS: {result['server_peak_rss_mb']:.0f} MB",
     ]
+    if result.get("race"):
+        lines += race_lines(result["race"])
+    elif result.get("peer_skipped"):
+        lines.append(f"peer race skipped: {result['peer_skipped']}")
     return "\n".join(lines)
 
 
@@ -902,12 +1267,46 @@ def main() -> None:
         help="database (PostgreSQL) or file (SQLite) name; NAME_sync is the sync's; default "
         "finops_bench (use another when several benchmarks share one server)",
     )
+    parser.add_argument(
+        "--peer",
+        choices=PEERS,
+        help="also race a peer server on the same PostgreSQL data (installs it with npm into "
+        f"{PEER_DIR.relative_to(ROOT)}/; needs node and npm)",
+    )
+    parser.add_argument(
+        "--peer-only",
+        action="store_true",
+        help="with --peer: measure only the race (our page of 50 and the peer's), no other scenario",
+    )
+    parser.add_argument(
+        "--peer-rounds",
+        type=int,
+        default=1,
+        help="alternate ours and the peer's this many times and report the medians",
+    )
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help=f"with --peer-only: race on the database the last run built ({PEER_DATABASE})",
+    )
     args = parser.parse_args()
+    if args.reuse and not args.peer_only:
+        parser.error("--reuse needs --peer-only")
+    if args.peer_only and args.peer is None:
+        parser.error("--peer-only needs --peer")
+    if args.peer_rounds < 1:
+        parser.error("--peer-rounds must be at least 1")
+    args.peer_skip = peer_skip_reason(args.peer, args.db)
+    if args.peer_skip is not None:
+        print(f"peer race skipped: {args.peer_skip}", file=sys.stderr)
+        if args.peer_only:
+            print(f"peer race skipped: {args.peer_skip}")
+            return
     result = asyncio.run(bench(args))
     RESULTS.mkdir(exist_ok=True)
     out = (
         RESULTS
-        / f"bench-{args.db}-{'smoke' if args.smoke else 'full'}-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
+        / f"bench-{args.db}-{'peer' if args.peer_only else 'smoke' if args.smoke else 'full'}-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
     )
     out.write_text(json.dumps(result, indent=2, default=str))
     print(table(result))

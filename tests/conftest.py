@@ -19,8 +19,10 @@ from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from arq.worker import Worker
 from tortoise.backends.base.executor import EXECUTOR_CACHE
 from tortoise.contrib.test import truncate_all_models
 
@@ -32,6 +34,7 @@ from finops_gql.db.setup import close_db, connection, init_db, migrate
 from finops_gql.dev.opencost_fake import FakeOpenCost
 from finops_gql.observability import OPERATION_LABELS
 from finops_gql.services import Services, open_services
+from finops_gql.worker import worker_settings
 
 TEST_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -207,6 +210,32 @@ def sql_counter() -> Iterator[QueryCounter]:
     finally:
         logger.removeHandler(counter)
         logger.setLevel(previous)
+
+
+@pytest.fixture
+async def redis_url(settings: Settings) -> str:
+    """REDIS_URL_TEST, its database flushed."""
+    url = need(REDIS_URL, "REDIS_URL_TEST")
+    client = aioredis.from_url(url)
+    await client.flushdb()
+    await client.aclose()
+    return url
+
+
+async def run_worker(settings: Settings) -> Worker:
+    """A real arq worker in burst mode: runs the queued jobs, then returns; none may fail."""
+    options: dict[str, Any] = worker_settings(settings)
+    options["handle_signals"] = False
+    worker = Worker(**options, burst=True, poll_delay=0.05)
+    try:
+        await worker.main()
+    finally:
+        await worker.close()
+        # The worker opened and closed the process-wide Tortoise connections as in production;
+        # reopen them for the rest of the test.
+        await init_db(settings.database_url)
+    assert worker.jobs_failed == 0
+    return worker
 
 
 @pytest.fixture(autouse=True)

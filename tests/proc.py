@@ -8,6 +8,7 @@ import os
 import socket
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -69,25 +70,37 @@ async def running_gateway(
     for args in (("migrate",), ("catalog", "import", str(EXAMPLE)), ("sync",)):
         code, _, err = await cli(*args, env=env)
         assert code == 0, err
+    async with serving(env) as served:
+        yield served.base
+
+
+@dataclass
+class Served:
+    base: str
+    port: int
+    stderr: str = ""  # the server's log, once it has stopped
+
+
+@contextlib.asynccontextmanager
+async def serving(env: dict[str, str], *args: str) -> AsyncIterator[Served]:
+    """`finops-gql serve [args]` on a free port with `env` over os.environ, healthy when
+    yielded; stopped on exit, its stderr then in `.stderr`, which must hold no traceback."""
     port = free_port()
     server = await asyncio.create_subprocess_exec(
         sys.executable,
-        "-m",
-        "finops_gql.cli",
-        "serve",
-        "--port",
-        str(port),
+        *("-m", "finops_gql.cli", "serve", *args, "--port", str(port)),
         env={**os.environ, **env},
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
-    base = f"http://127.0.0.1:{port}"
+    served = Served(f"http://127.0.0.1:{port}", port)
     try:
-        async with httpx.AsyncClient(base_url=base, timeout=5) as http:
+        async with httpx.AsyncClient(base_url=served.base, timeout=5) as http:
             await wait_healthy(http)
-        yield base
+        yield served
     finally:
         if server.returncode is None:
             server.terminate()
         _, err = await asyncio.wait_for(server.communicate(), timeout=15)
-        assert b"Traceback" not in err, err.decode()
+        served.stderr = err.decode()
+    assert "Traceback" not in served.stderr, served.stderr

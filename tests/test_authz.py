@@ -37,7 +37,7 @@ from finops_gql.auth import Principal, mint_token
 from finops_gql.catalog.service import ComponentOrder, Page, TeamOrder
 from finops_gql.config import ConfigError, Settings
 from finops_gql.costs import explorer
-from finops_gql.db.models import Component, Domain, SyncRun, System, Team
+from finops_gql.db.models import Alert, Component, Domain, SyncRun, System, Team
 from finops_gql.graphql.schema import schema
 from finops_gql.services import Services
 from finops_gql.validation import decode_cursor
@@ -295,6 +295,8 @@ TEAM_DEEP = f"""
   bySystem: costBreakdown(range: {LAST_30}, groupBy: SYSTEM, first: 100) {{
     total totalCount nodes {{ key label total entity {{ __typename ... on System {{ slug }} }} }}
   }}
+  budgetStatus {{ spent }}
+  forecast(days: 1) {{ historyDays points {{ expected }} }}
 """
 
 
@@ -325,6 +327,9 @@ def check_team_deep(world: World, team: dict[str, Any] | None, slug: str) -> Non
     assert breakdown["totalCount"] == len(whole)
     assert team["cost30d"] == world.cost(own)
     check_groups(world, team["bySystem"], whole, system_of, world.systems, "System")
+    # The subtree's two days, averaged (fewer than 14: the MEAN fallback).
+    assert team["forecast"]["points"] == [{"expected": world.cost(whole) / 2}]
+    assert team["budgetStatus"] is None
 
 
 @query("team")
@@ -416,6 +421,8 @@ COMPONENT_DEEP = f"""
   history(limit: 10) {{ totalCost }}
   cost(range: {LAST_30}) {{ total }}
   actualCost {{ sevenDay {{ totalCost }} }}
+  budgetStatus {{ spent }}
+  forecast(days: 1) {{ historyDays points {{ expected }} }}
 """
 
 
@@ -431,6 +438,8 @@ async def check_component_deep(world: World, found: dict[str, Any] | None, name:
     assert found["system"] == ({"slug": system} if system else None)
     assert [h["totalCost"] for h in found["history"]] == list(reversed(totals))
     assert found["cost"]["total"] == sum(totals) == found["cost30d"]
+    assert found["forecast"] == {"historyDays": 2, "points": [{"expected": sum(totals) / 2}]}
+    assert found["budgetStatus"] is None
 
 
 @query("component")
@@ -518,6 +527,16 @@ async def _platform(world: World) -> None:
     else:
         assert series["coverage"] is None
         assert series["unmappedKeys"] is None
+
+
+@query("platformForecast")
+async def _platform_forecast(world: World) -> None:
+    data = await world.gql("{ platformForecast(days: 2) { method points { expected } } }")
+    forecast = data["platformForecast"]
+    # Two days of history: the mean of the visible components' daily totals (none: zeros).
+    expected = world.cost(world.component_names) / 2
+    assert forecast["points"] == [{"expected": expected}] * 2
+    assert forecast["method"] == ("MEAN" if world.component_names else "NO_DATA")
 
 
 BREAKDOWN = f"""
@@ -663,11 +682,124 @@ async def _domains(world: World) -> None:
     await slug_list(world, "domains", DOMAIN_DEEP, world.domain_slugs, check_domain_deep, wide)
 
 
+async def seed_alerts(world: World) -> dict[str, Alert]:
+    """One alert per component (its team's) and one without a team (a failed sync)."""
+    now = datetime.now(UTC)
+    common = {"status": "OPEN", "title": "t", "raised_at": now, "updated_at": now}
+    found = {
+        name: await Alert.create(
+            kind="BUDGET_THRESHOLD",
+            subject=f"component:{c.id}",
+            period="rolling-30d@1",
+            team_id=c.team_id,
+            component_id=c.id,
+            last_seen_at=now,
+            **common,
+        )
+        for name, c in world.components.items()
+    }
+    found["sync"] = await Alert.create(
+        kind="SYNC_FAILED", subject="sync:default", period="latest", last_seen_at=now, **common
+    )
+    return found
+
+
+ALERTS_PAGE = """query($first: Int!, $after: String, $team: ID) {
+  alerts(first: $first, after: $after, filter: {teamId: $team}) {
+    totalCount pageInfo { endCursor hasNextPage } nodes { id team { slug } component { name } }
+  }
+}"""
+
+
+@query("alerts")
+async def _alerts(world: World) -> None:
+    alerts = await seed_alerts(world)
+    visible = set(world.component_names) | ({"sync"} if world.sees_everything else set())
+    newest_first = [n for n, a in sorted(alerts.items(), key=lambda kv: -kv[1].id) if n in visible]
+    name_of = {str(a.id): n for n, a in alerts.items()}
+    data = (await world.gql(ALERTS_PAGE, first=100))["alerts"]
+    assert [name_of[n["id"]] for n in data["nodes"]] == newest_first
+    assert data["totalCount"] == len(newest_first)
+    seen: list[str] = []  # one by one: every cursor pages the visible alerts only
+    after = None
+    while True:
+        page = (await world.gql(ALERTS_PAGE, first=1, after=after))["alerts"]
+        seen += [name_of[n["id"]] for n in page["nodes"]]
+        if not page["pageInfo"]["hasNextPage"]:
+            break
+        after = page["pageInfo"]["endCursor"]
+    assert seen == newest_first
+    for slug, team in world.teams.items():
+        covered = {c for c, (t, _) in COMPONENTS.items() if t in subtree(slug)} & visible
+        found = (await world.gql(ALERTS_PAGE, first=100, team=team.id))["alerts"]
+        assert {name_of[n["id"]] for n in found["nodes"]} == covered
+        assert found["totalCount"] == len(covered)
+        nested = await world.gql(
+            "query($id: ID!) { team(id: $id) { alerts(first: 100) { totalCount nodes { id } } } }",
+            id=team.id,
+        )
+        if slug in world.team_slugs:
+            assert {name_of[n["id"]] for n in nested["team"]["alerts"]["nodes"]} == covered
+            assert nested["team"]["alerts"]["totalCount"] == len(covered)
+        else:
+            assert nested["team"] is None
+    for name, component in world.components.items():
+        nested = await world.gql(
+            "query($id: ID!) { component(id: $id) { alerts(first: 5) { totalCount } } }",
+            id=component.id,
+        )
+        expected = {"alerts": {"totalCount": 1}} if name in visible else None
+        assert nested["component"] == expected
+
+
+@query("alert")
+async def _alert(world: World) -> None:
+    alerts = await seed_alerts(world)
+    visible = set(world.component_names) | ({"sync"} if world.sees_everything else set())
+    lookup = "query($id: ID!) { alert(id: $id) { id } }"
+    acknowledge = "mutation($id: ID!) { acknowledgeAlert(id: $id) { status } }"
+    for name, alert in alerts.items():
+        found = (await world.gql(lookup, id=str(alert.id)))["alert"]
+        assert found == ({"id": str(alert.id)} if name in visible else None)
+        if name in visible:
+            continue
+        # Acting on an invisible alert answers like acting on a missing one.
+        hidden = await world.http.post(
+            "/graphql", json={"query": acknowledge, "variables": {"id": str(alert.id)}}
+        )
+        missing = await world.http.post(
+            "/graphql", json={"query": acknowledge, "variables": {"id": "999999999"}}
+        )
+        assert hidden.json()["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+        assert hidden.json()["errors"][0]["message"] == missing.json()["errors"][0][
+            "message"
+        ].replace("999999999", str(alert.id))
+
+
 # Object fields reached from the queries above (the *_DEEP selections and the checks): a new
 # object-valued field on these types needs a line here, and a check.
 NESTED = {
-    "Team": {"parent", "children", "components", "costSummary", "cost", "costBreakdown"},
-    "Component": {"team", "system", "history", "cost", "actualCost"},
+    "Team": {
+        "parent",
+        "children",
+        "components",
+        "costSummary",
+        "cost",
+        "costBreakdown",
+        "budgetStatus",
+        "forecast",
+        "alerts",
+    },
+    "Component": {
+        "team",
+        "system",
+        "history",
+        "cost",
+        "actualCost",
+        "budgetStatus",
+        "forecast",
+        "alerts",
+    },
     "System": {"owner", "domain", "components", "cost"},
     "Domain": {"owner", "systems", "cost"},
     "CostGroup": {"entity", "change"},

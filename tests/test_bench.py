@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).parent.parent
 
@@ -16,6 +20,8 @@ async def test_bench_smoke() -> None:
         sys.executable,
         str(ROOT / "scripts" / "bench.py"),
         "--smoke",
+        "--peer",  # SQLite: the race is skipped, and the report says why
+        "postgraphile",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         cwd=ROOT,
@@ -46,3 +52,50 @@ async def test_bench_smoke() -> None:
     assert sync["one_day"]["opencost_requests"] == 1
     assert sync["one_day"]["records"] == components
     assert result["server_peak_rss_mb"] > 0
+    assert result["race"] is None
+    assert "--db postgres" in result["peer_skipped"]
+    assert f"peer race skipped: {result['peer_skipped']}" in report
+
+
+def bench_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 (this repository's own script)
+        [sys.executable, str(ROOT / "scripts" / "bench.py"), *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=120,
+    )
+
+
+def test_peer_race_on_sqlite_is_skipped_with_the_reason() -> None:
+    done = bench_cli("--peer", "postgraphile", "--peer-only")
+    assert done.returncode == 0, done.stderr
+    assert "peer race skipped" in done.stdout
+    assert "PostgreSQL only" in done.stdout
+    assert "--db postgres" in done.stdout
+    assert "generating" not in done.stderr  # nothing was built for a race that cannot run
+
+
+def test_peer_race_without_node_is_skipped_with_the_reason(tmp_path: Path) -> None:
+    # A PATH with no node and no npm on it (the interpreter is named by its full path).
+    env = {**os.environ, "PATH": str(tmp_path)}
+    done = bench_cli("--db", "postgres", "--peer", "postgraphile", "--peer-only", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "needs Node.js: node and npm not found on PATH" in done.stdout
+    assert "generating" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--peer-only"], "--peer-only needs --peer"),
+        (["--peer", "hasura"], "invalid choice: 'hasura'"),
+        (["--peer", "postgraphile", "--peer-rounds", "0"], "--peer-rounds must be at least 1"),
+        (["--peer", "postgraphile", "--reuse"], "--reuse needs --peer-only"),
+    ],
+)
+def test_bad_peer_arguments_are_refused(args: list[str], message: str) -> None:
+    done = bench_cli(*args)
+    assert done.returncode == 2
+    assert message in done.stderr

@@ -12,7 +12,9 @@ import contextlib
 import itertools
 import json
 import os
+import re
 import shutil
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,11 +22,13 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 import pytest
+import redis.asyncio as aioredis
 
 from finops_gql.config import Settings
 from finops_gql.dev.opencost_fake import FakeOpenCost
+from finops_gql.events import ALERTS_CHANNEL
 from finops_gql.graphql.ide import DEV_DOCUMENT
-from tests.conftest import TEST_SECRET, need, token
+from tests.conftest import REDIS_URL, TEST_SECRET, need, token
 from tests.proc import running_gateway
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "[::1]"}
@@ -336,4 +340,103 @@ async def test_without_a_token_the_page_says_what_to_do_and_loads_once_one_is_ty
     data = json.loads(result)
     assert "errors" not in data, data
     assert len(data["data"]["topComponents"]) == 2
+    assert_stayed_local(page)
+
+
+# payments in examples/catalog-info.yaml (uuid5 of group:default/payments)
+PAYMENTS = "fe4c9512-9eea-59df-9453-18bc7e0325d6"
+SUBSCRIPTION = (
+    f'subscription {{ alertRaised(teamId: "{PAYMENTS}") {{ alertId kind status title teamId }} }}'
+)
+README_JS = re.compile(r"^```js\n(?P<body>.*?)^```$", re.MULTILINE | re.DOTALL)
+
+
+async def _subscriptions(http: aiohttp.ClientSession, base: str, count: int) -> None:
+    """Wait until the gateway holds `count` subscriptions (the protocol does not acknowledge
+    one: an event published earlier would be missed)."""
+    for _ in range(200):
+        async with http.get(f"{base}/metrics") as response:
+            if f"finops_gql_subscriptions {count}.0" in await response.text():
+                return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the gateway never held {count} subscriptions")
+
+
+async def _publish_alert(redis_url: str, title: str) -> str:
+    """An alert, as the alert evaluator announces it on Redis (finops_gql/events.py)."""
+    alert_id = str(uuid.uuid4())
+    body = {
+        "event": "raised",
+        "alert": {
+            "id": alert_id,
+            "kind": "BUDGET_THRESHOLD",
+            "status": "OPEN",
+            "teamId": PAYMENTS,
+            "componentId": None,
+            "title": title,
+        },
+    }
+    redis = aioredis.from_url(redis_url)
+    try:
+        await redis.publish(ALERTS_CHANNEL, json.dumps(body))
+    finally:
+        await redis.aclose()
+    return alert_id
+
+
+async def test_graphiql_runs_a_subscription_and_so_does_the_readme_example(
+    tmp_path: Path, opencost: tuple[FakeOpenCost, str], chromium: str
+) -> None:
+    redis_url = need(REDIS_URL, "REDIS_URL_TEST")
+    bearer = token(Settings(jwt_secret=TEST_SECRET))
+    headers = quote(json.dumps({"Authorization": f"Bearer {bearer}"}))
+    async with (
+        running_gateway(tmp_path, opencost, {"REDIS_URL": redis_url}) as base,
+        open_page(chromium, f"{base}/graphql?headers={headers}&q=%20") as page,
+        aiohttp.ClientSession() as http,
+    ):
+        # GraphiQL: its fetcher speaks graphql-transport-ws at the page's URL, sending the
+        # Headers tab in connection_init.
+        await page.type_into(QUERY_EDITOR, SUBSCRIPTION)
+        await page.click(".graphiql-execute-button")
+        await _subscriptions(http, base, 1)
+        first = await _publish_alert(redis_url, "checkout is at 82% of its budget")
+        shown = json.loads(await page.wait_for(result_containing(first)))
+        assert shown == {
+            "data": {
+                "alertRaised": {
+                    "alertId": first,
+                    "kind": "BUDGET_THRESHOLD",
+                    "status": "OPEN",
+                    "title": "checkout is at 82% of its budget",
+                    "teamId": PAYMENTS,
+                }
+            }
+        }
+        await page.screenshot(tmp_path / "subscription-event.png")
+
+        # The README's plain-JS example, as written, in the same page (same origin).
+        example = README_JS.search((Path(__file__).parent.parent / "README.md").read_text())
+        assert example is not None, "README has no js block"
+        await page.evaluate(
+            "(() => { window.readmeLog = [];"
+            f" const token = {json.dumps(bearer)}; const teamId = {json.dumps(PAYMENTS)};"
+            " const console = { log: (...a) => window.readmeLog.push(a),"
+            " error: (...a) => window.readmeLog.push(['error', ...a]) };"
+            f"\n{example.group('body')}\n}})()"
+        )
+        await _subscriptions(http, base, 2)
+        second = await _publish_alert(redis_url, "search is at 101% of its budget")
+        logged = await page.wait_for(
+            "(() => { const entry = window.readmeLog.find(e => e[0] === 'alert');"
+            " return entry ? entry[1] : null; })()"
+        )
+        assert logged == {
+            "alertId": second,
+            "kind": "BUDGET_THRESHOLD",
+            "status": "OPEN",
+            "title": "search is at 101% of its budget",
+        }
+        # and GraphiQL's subscription got the second event too
+        await page.wait_for(result_containing(second))
     assert_stayed_local(page)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import UTC
 from typing import Any
 
 import httpx
@@ -32,6 +33,7 @@ from graphql import (
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis_graphql import nodes
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -56,6 +58,9 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 GRAPHQL_SCHEMA: GraphQLSchema = gateway_schema._schema
+# Instants as clients write them (with and without an offset, near and far), and any text.
+DATETIMES = st.datetimes(timezones=st.none() | st.just(UTC)).map(lambda d: d.isoformat())
+SCALARS = {"DateTime": (DATETIMES | st.text(max_size=40)).map(nodes.String)}
 
 # JSON any client can send: text with NUL, lone surrogates (written as \ud800 escapes), huge and
 # tiny numbers, nesting.
@@ -105,7 +110,7 @@ async def admin(client: httpx.AsyncClient, settings: Settings) -> httpx.AsyncCli
 
 
 @FUZZ
-@given(document=hypothesis_graphql.queries(GRAPHQL_SCHEMA))
+@given(document=hypothesis_graphql.queries(GRAPHQL_SCHEMA, custom_scalars=SCALARS))
 async def test_generated_queries_never_fail_internally(
     admin: httpx.AsyncClient, document: str
 ) -> None:
@@ -114,7 +119,7 @@ async def test_generated_queries_never_fail_internally(
 
 
 @FUZZ
-@given(document=hypothesis_graphql.mutations(GRAPHQL_SCHEMA))
+@given(document=hypothesis_graphql.mutations(GRAPHQL_SCHEMA, custom_scalars=SCALARS))
 async def test_generated_mutations_never_fail_internally(
     admin: httpx.AsyncClient, document: str
 ) -> None:
@@ -124,8 +129,12 @@ async def test_generated_mutations_never_fail_internally(
 
 @FUZZ
 @given(
-    document=hypothesis_graphql.queries(GRAPHQL_SCHEMA, mode=hypothesis_graphql.Mode.NEGATIVE)
-    | hypothesis_graphql.mutations(GRAPHQL_SCHEMA, mode=hypothesis_graphql.Mode.NEGATIVE)
+    document=hypothesis_graphql.queries(
+        GRAPHQL_SCHEMA, mode=hypothesis_graphql.Mode.NEGATIVE, custom_scalars=SCALARS
+    )
+    | hypothesis_graphql.mutations(
+        GRAPHQL_SCHEMA, mode=hypothesis_graphql.Mode.NEGATIVE, custom_scalars=SCALARS
+    )
 )
 async def test_invalid_documents_are_client_errors(admin: httpx.AsyncClient, document: str) -> None:
     """Documents with one schema violation each: a validation error, never an internal one."""

@@ -196,4 +196,11 @@ def test_the_dev_document_is_valid_and_each_operation_is_named() -> None:
         for d in document.definitions
         if isinstance(d, OperationDefinitionNode)
     ]
-    assert names == ["ComponentsPage", "TeamCosts", "TopComponents", "SetBudget", "TriggerCostSync"]
+    assert names == [
+        "ComponentsPage",
+        "TeamCosts",
+        "TopComponents",
+        "SetBudget",
+        "TriggerCostSync",
+        "SyncFinished",
+    ]

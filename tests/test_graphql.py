@@ -140,9 +140,10 @@ async def test_page_of_50_components_uses_constant_queries(
         {"first": 50},
     )
     assert "errors" not in body
-    # page + teams; then one query each for team components and summaries
-    assert small <= 2, sql_counter.statements
-    assert len(sql_counter.statements) <= 4, sql_counter.statements
+    # the page reads its teams in the same statement; then one query each for the teams'
+    # components and their summaries
+    assert small == 1, sql_counter.statements
+    assert len(sql_counter.statements) == 3, sql_counter.statements
 
 
 async def test_history_loader_batches_across_components(

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -25,7 +23,7 @@ from finops_gql.metrics import GRAPHQL_SECONDS, REGISTRY
 from finops_gql.observability import OTHER, OperationLabels
 from finops_gql.services import Services
 from tests.conftest import TEST_SECRET, served, token
-from tests.proc import cli, free_port, wait_healthy
+from tests.proc import cli, serving
 
 # -- the OpenCost stand-in, counting its health probes ------------------------------------------
 
@@ -291,35 +289,23 @@ async def _raw_get(port: int, header_bytes: int) -> bytes:
 
 
 async def test_serve_refuses_a_huge_header_and_keeps_answering(tmp_path: Path) -> None:
-    port = free_port()
     env = {
-        **os.environ,
         "DATABASE_URL": f"sqlite://{tmp_path / 'serve.sqlite3'}",
         "JWT_SECRET": TEST_SECRET,
         "LOG_LEVEL": "WARNING",
         "HTTP_MAX_HEADER_BYTES": "16384",
     }
-    server = await asyncio.create_subprocess_exec(
-        sys.executable,
-        *("-m", "finops_gql.cli", "serve", "--migrate", "--port", str(port)),
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-            await wait_healthy(http)
-            assert (await _raw_get(port, 8_000)).startswith(b"HTTP/1.1 200")
-            for size in (32_000, 1_000_000, 16_000_000):
-                answer = await _raw_get(port, size)
-                assert answer == b"" or answer.startswith(b"HTTP/1.1 431"), (size, answer)
-            assert (await http.get("/healthz")).status_code == 200
-    finally:
-        if server.returncode is None:
-            server.terminate()
-        _, err = await asyncio.wait_for(server.communicate(), timeout=15)
-    assert b"Traceback" not in err, err.decode()
-    assert b"HTTP_MAX_HEADER_BYTES" in err  # the refusal is logged, naming the limit
+    async with (
+        serving(env, "--migrate") as gateway,
+        httpx.AsyncClient(base_url=gateway.base, timeout=10) as http,
+    ):
+        port = gateway.port
+        assert (await _raw_get(port, 8_000)).startswith(b"HTTP/1.1 200")
+        for size in (32_000, 1_000_000, 16_000_000):
+            answer = await _raw_get(port, size)
+            assert answer == b"" or answer.startswith(b"HTTP/1.1 431"), (size, answer)
+        assert (await http.get("/healthz")).status_code == 200
+    assert "HTTP_MAX_HEADER_BYTES" in gateway.stderr  # the refusal is logged, naming the limit
 
 
 def test_server_limits_are_settings() -> None:

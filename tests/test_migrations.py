@@ -22,9 +22,14 @@ EXPECTED = {
     "component_team_cost_asc_idx",
     "component_team_name_idx",
     "sync_run_one_running",
-    "team_system_daily_team_day_idx",  # 0011: the SYSTEM / DOMAIN breakdowns' cube
+    "alert_one_unresolved",
+    "alert_status_id_idx",
+    "alert_team_id_idx",
+    "alert_component_id_idx",
+    "alert_event_alert_idx",
+    "team_system_daily_team_day_idx",  # 0013: the SYSTEM / DOMAIN breakdowns' cube
     "team_system_daily_system_day_idx",
-    "team_cost_desc_idx",  # 0011: teams(orderBy: COST_30D_*)
+    "team_cost_desc_idx",  # 0013: teams(orderBy: COST_30D_*)
     "team_cost_asc_idx",
 }
 

@@ -12,6 +12,8 @@ README's http://127.0.0.1:8000 is the test gateway's address.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import re
 import sys
@@ -22,6 +24,8 @@ from pathlib import Path
 import httpx
 import pytest
 from graphql import OperationDefinitionNode, parse
+from websockets.asyncio.client import connect
+from websockets.typing import Subprotocol
 
 from finops_gql.auth import mint_token
 from finops_gql.config import Settings
@@ -114,18 +118,25 @@ async def test_every_graphql_example_runs(
     ran = 0
     async with (
         running_gateway(tmp_path, opencost, extra_env=env) as base,
-        httpx.AsyncClient(base_url=base, timeout=30) as http,
+        httpx.AsyncClient(
+            base_url=base, timeout=30, headers={"Authorization": f"Bearer {admin_token('admin')}"}
+        ) as http,
     ):
         for block in blocks("graphql"):
             if block.skip is not None:
                 continue
-            for name, _ in operations(block):
+            for name, kind in operations(block):
                 # Each example as its own principal: each must fit one rate budget
                 # (RATE_LIMIT_POINTS_PER_MINUTE) alone, not all of them together.
+                bearer = admin_token(f"readme-{ran}")
+                if kind == "subscription":
+                    await subscription_starts(http, base, bearer, block.body, name)
+                    ran += 1
+                    continue
                 response = await http.post(
                     "/graphql",
                     json={"query": block.body, "operationName": name},
-                    headers={"Authorization": f"Bearer {admin_token(f'readme-{ran}')}"},
+                    headers={"Authorization": f"Bearer {bearer}"},
                 )
                 body = response.json()
                 assert response.status_code == 200, (block.where, name, body)
@@ -133,6 +144,33 @@ async def test_every_graphql_example_runs(
                 assert body["data"], (block.where, name, body)
                 ran += 1
     assert ran >= 3
+
+
+async def subscription_starts(
+    http: httpx.AsyncClient, base: str, bearer: str, document: str, name: str
+) -> None:
+    """A subscription runs over a WebSocket (graphql-transport-ws): it passed validation and the
+    limits once the server counts it in /metrics (events are for tests/test_subscriptions.py)."""
+    url = base.replace("http://", "ws://") + "/graphql"
+    async with connect(url, subprotocols=[Subprotocol("graphql-transport-ws")]) as ws:
+        init = {"type": "connection_init", "payload": {"Authorization": f"Bearer {bearer}"}}
+        await ws.send(json.dumps(init))
+        assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "connection_ack"}
+        payload = {"query": document, "operationName": name}
+        await ws.send(json.dumps({"id": name, "type": "subscribe", "payload": payload}))
+        for _ in range(100):
+            if "finops_gql_subscriptions 1.0" in (await http.get("/metrics")).text:
+                break
+            with contextlib.suppress(TimeoutError):
+                message = await asyncio.wait_for(ws.recv(), 0.1)
+                raise AssertionError((name, message))  # an error, or a close
+        else:
+            raise AssertionError(f"subscription {name} did not start")
+    for _ in range(100):
+        if "finops_gql_subscriptions 0.0" in (await http.get("/metrics")).text:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"subscription {name} was not released")
 
 
 async def test_every_shell_example_runs(

@@ -3,6 +3,7 @@ GraphQL, migration 0007), on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -566,6 +567,13 @@ async def test_migration_0007_keeps_existing_rows(database_url: str, tmp_path: P
         assert rows == [
             {"name": "checkout", "budget_usd": 60.0, "cost_30d": 12.5, "system_id": None}
         ]
+        # 0010: the 30-day budget became a budget row, mirrored by budget_usd.
+        budgets = await _sql(url, "SELECT amount, currency, period, thresholds FROM budget")
+        assert len(budgets) == 1
+        assert budgets[0]["amount"] == 60.0
+        assert (budgets[0]["currency"], budgets[0]["period"]) == ("USD", "ROLLING_30_DAYS")
+        raw = budgets[0]["thresholds"]
+        assert (json.loads(raw) if isinstance(raw, str) else raw) == [0.5, 0.8, 1.0]
         assert await _sql(url, "SELECT COUNT(*) AS n FROM system") == [{"n": 0}]
         assert await _sql(url, "SELECT COUNT(*) AS n FROM domain") == [{"n": 0}]
         if postgres:

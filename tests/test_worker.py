@@ -5,48 +5,22 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC
-from typing import Any
 
 import httpx
 import pytest
 import redis.asyncio as aioredis
-from arq.worker import Worker
 
 from finops_gql.config import Settings
 from finops_gql.db.models import CostRecord, SyncRun
-from finops_gql.db.setup import init_db
 from finops_gql.dev.opencost_fake import FakeOpenCost
 from finops_gql.services import Services
 from finops_gql.worker import worker_settings
-from tests.conftest import REDIS_URL, gql, make_component, make_team, need, token
-
-
-@pytest.fixture
-async def redis_url(settings: Settings) -> str:
-    url = need(REDIS_URL, "REDIS_URL_TEST")
-    client = aioredis.from_url(url)
-    await client.flushdb()
-    await client.aclose()
-    return url
+from tests.conftest import gql, make_component, make_team, run_worker, token
 
 
 @pytest.fixture
 def worker_config(settings: Settings, redis_url: str) -> Settings:
     return settings.with_(redis_url=redis_url)
-
-
-async def run_worker(settings: Settings) -> None:
-    options: dict[str, Any] = worker_settings(settings)
-    options["handle_signals"] = False
-    worker = Worker(**options, burst=True, poll_delay=0.05)
-    try:
-        await worker.main()
-    finally:
-        await worker.close()
-        # The worker opened and closed the process-wide Tortoise connections as in production;
-        # reopen them for the rest of the test.
-        await init_db(settings.database_url)
-    assert worker.jobs_failed == 0
 
 
 async def test_trigger_then_worker_runs_one_sync(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import yaml
@@ -32,7 +32,14 @@ from finops_gql.catalog.service import (
     selector_owner,
 )
 from finops_gql.costs import explorer
-from finops_gql.db.models import DEFAULT_AGGREGATE, Component, Domain, System, Team
+from finops_gql.costs.budgets import (
+    DEFAULT_THRESHOLDS,
+    BudgetSpec,
+    Period,
+    parse_period,
+    parse_thresholds,
+)
+from finops_gql.db.models import DEFAULT_AGGREGATE, Budget, Component, Domain, System, Team
 from finops_gql.db.setup import placeholders, sql_value
 from finops_gql.errors import InvalidInput
 from finops_gql.validation import BUDGET_MAX_USD
@@ -40,6 +47,8 @@ from finops_gql.validation import BUDGET_MAX_USD
 ANNOTATION_AGGREGATE = "opencost.io/aggregate"
 ANNOTATION_KEY = "opencost.io/key"
 ANNOTATION_BUDGET = "finops.io/budget-usd"
+ANNOTATION_BUDGET_PERIOD = "finops.io/budget-period"
+ANNOTATION_BUDGET_THRESHOLDS = "finops.io/budget-thresholds"
 # Stable ids for entities without metadata.uid: uuid5 of the entity ref in this namespace.
 ENTITY_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://backstage.io/catalog")
 NAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
@@ -79,6 +88,7 @@ class TeamEntity:
     # of each entry (for messages).
     parent_ref: str | None = None
     children_refs: tuple[str, ...] = ()
+    budget: BudgetSpec | None = None  # the finops.io/budget-* annotations
 
 
 @dataclass(frozen=True)
@@ -124,6 +134,7 @@ class ComponentEntity:
     key: str | None
     where: str = field(default="", compare=False)
     system_ref: str | None = None
+    budget: BudgetSpec | None = None  # the finops.io/budget-* annotations (budget_usd: mirror)
 
 
 @dataclass
@@ -364,9 +375,12 @@ def parse_catalog(
     max_bytes: int = DEFAULT_MAX_BYTES,
     *,
     budget_max_usd: float = BUDGET_MAX_USD,
+    currency: str = "USD",
 ) -> tuple[list[TeamEntity], list[ComponentEntity], list[str]]:
     """Teams, components and skipped documents (parse_entities has every kind)."""
-    found = parse_entities(text, source, max_bytes, budget_max_usd=budget_max_usd)
+    found = parse_entities(
+        text, source, max_bytes, budget_max_usd=budget_max_usd, currency=currency
+    )
     return found.teams, found.components, found.skipped
 
 
@@ -376,7 +390,9 @@ def parse_entities(
     max_bytes: int = DEFAULT_MAX_BYTES,
     *,
     budget_max_usd: float = BUDGET_MAX_USD,
+    currency: str = "USD",
 ) -> Catalog:
+    """`currency` is COST_CURRENCY, the currency of the budgets the annotations set."""
     found = Catalog()
     teams, components, skipped = found.teams, found.components, found.skipped
     for index, doc in load_documents(text, source, max_bytes):
@@ -412,7 +428,9 @@ def parse_entities(
         ident = _uid(metadata, ref, where)
         spec = _mapping(doc, "spec", where)
         if kind == "Group":
-            teams.append(_team(metadata, spec, ident, ref, namespace, name, where))
+            team = _team(metadata, spec, ident, ref, namespace, name, where)
+            budget = _budget_spec(_annotations(metadata, where), where, budget_max_usd, currency)
+            teams.append(replace(team, budget=budget))
             continue
         if kind in {"Domain", "System"}:
             title = _title(metadata, name, where)
@@ -437,16 +455,17 @@ def parse_entities(
         system = _reference(
             spec.get("system"), namespace, "system", where, "spec.system", required=False
         )
-        annotations = metadata.get("annotations") or {}
-        if not isinstance(annotations, dict):
-            raise CatalogError(f"{where}: field metadata.annotations must be a mapping")
+        annotations = _annotations(metadata, where)
+        budget = _budget_spec(annotations, where, budget_max_usd, currency)
         components.append(
             ComponentEntity(
                 id=ident,
                 ref=ref,
                 name=name,
                 owner_ref=owner_ref(owner.strip(), namespace),
-                budget_usd=_budget(annotations.get(ANNOTATION_BUDGET), where, budget_max_usd),
+                budget_usd=budget.amount
+                if budget is not None and budget.period is Period.ROLLING_30_DAYS
+                else None,
                 aggregate=_checked(
                     check_aggregate,
                     annotations.get(ANNOTATION_AGGREGATE, DEFAULT_AGGREGATE),
@@ -459,6 +478,7 @@ def parse_entities(
                 ),
                 where=where,
                 system_ref=system,
+                budget=budget,
             )
         )
     _refuse_duplicates(teams, "team")
@@ -617,6 +637,46 @@ def _budget(raw: object, where: str, maximum: float) -> float | None:
         ) from None
 
 
+def _annotations(metadata: dict[str, Any], where: str) -> dict[str, Any]:
+    annotations = metadata.get("annotations") or {}
+    if not isinstance(annotations, dict):
+        raise CatalogError(f"{where}: field metadata.annotations must be a mapping")
+    return annotations
+
+
+def _budget_spec(
+    annotations: dict[str, Any], where: str, maximum: float, currency: str
+) -> BudgetSpec | None:
+    """The finops.io/budget-* annotations of a Component or a Group: an amount (in
+    COST_CURRENCY, as finops.io/budget-usd always was, whatever its name says), and optionally
+    its period and thresholds (which need the amount)."""
+    amount = _budget(annotations.get(ANNOTATION_BUDGET), where, maximum)
+    raw_period = annotations.get(ANNOTATION_BUDGET_PERIOD)
+    raw_thresholds = annotations.get(ANNOTATION_BUDGET_THRESHOLDS)
+    if amount is None:
+        for name, raw in (
+            (ANNOTATION_BUDGET_PERIOD, raw_period),
+            (ANNOTATION_BUDGET_THRESHOLDS, raw_thresholds),
+        ):
+            if raw is not None:
+                raise CatalogError(
+                    f"{where}: annotation {name} needs the annotation {ANNOTATION_BUDGET} "
+                    "(the budget's amount)"
+                )
+        return None
+    period = Period.ROLLING_30_DAYS
+    if raw_period is not None:
+        period = _checked(parse_period, raw_period, where, ANNOTATION_BUDGET_PERIOD, 100)
+    thresholds = DEFAULT_THRESHOLDS
+    if raw_thresholds is not None:
+        if isinstance(raw_thresholds, int | float) and not isinstance(raw_thresholds, bool):
+            raw_thresholds = str(raw_thresholds)  # a single ratio, written as a YAML number
+        thresholds = _checked(
+            parse_thresholds, raw_thresholds, where, ANNOTATION_BUDGET_THRESHOLDS, 1000
+        )
+    return BudgetSpec(amount, currency, period, thresholds)
+
+
 def _checked(check: Any, raw: object, where: str, annotation: str, max_chars: int) -> Any:
     if raw is not None:
         _text(raw, where, f"metadata.annotations[{annotation}]", max_chars)
@@ -632,8 +692,11 @@ async def import_catalog(
     max_bytes: int = DEFAULT_MAX_BYTES,
     *,
     budget_max_usd: float = BUDGET_MAX_USD,
+    currency: str = "USD",
 ) -> ImportResult:
-    found = parse_entities(text, source, max_bytes, budget_max_usd=budget_max_usd)
+    found = parse_entities(
+        text, source, max_bytes, budget_max_usd=budget_max_usd, currency=currency
+    )
     try:
         return await _write(found, source)
     except IntegrityError:
@@ -779,11 +842,41 @@ async def _write(found: Catalog, source: str) -> ImportResult:
             ):
                 moved.add(uuid.UUID(str(owner_id)))
             result.components += 1
+        await _write_budgets(found)
         if moved:
             # Same transaction: the teams' daily totals (and team x system) follow their
             # components.
             await explorer.refresh_daily_totals(team_ids=sorted(moved), platform=False)
     return result
+
+
+async def _write_budgets(found: Catalog) -> None:
+    """The file is the truth for the budgets of what it holds: each entity's budget becomes its
+    annotations' (none without them), in four statements whatever the file's size. Component
+    budget_usd mirrors were written with the components."""
+    component_ids = [c.id for c in found.components]
+    team_ids = [t.id for t in found.teams]
+    if component_ids:
+        await Budget.filter(component_id__in=component_ids).delete()
+    if team_ids:
+        await Budget.filter(team_id__in=team_ids).delete()
+    owned: list[tuple[str, uuid.UUID, BudgetSpec | None]] = [
+        *(("component_id", c.id, c.budget) for c in found.components),
+        *(("team_id", t.id, t.budget) for t in found.teams),
+    ]
+    rows = [
+        Budget(
+            **{column: subject},
+            amount=spec.amount,
+            currency=spec.currency,
+            period=spec.period.value,
+            thresholds=list(spec.thresholds),
+        )
+        for column, subject, spec in owned
+        if spec is not None
+    ]
+    if rows:
+        await Budget.bulk_create(rows)
 
 
 async def _write_tree(teams: list[TeamEntity], team_ids: dict[str, uuid.UUID]) -> None:

@@ -19,7 +19,7 @@ from tortoise.transactions import in_transaction
 
 from finops_gql.access import EVERYTHING, Mark, Scope
 from finops_gql.catalog import tree
-from finops_gql.costs import explorer
+from finops_gql.costs import budgets, explorer
 from finops_gql.db.models import (
     AGGREGATE_MAX,
     DEFAULT_AGGREGATE,
@@ -32,7 +32,7 @@ from finops_gql.db.models import (
     Team,
 )
 from finops_gql.db.setup import SqlParams as _Sql
-from finops_gql.db.setup import connection, placeholders, sql_value
+from finops_gql.db.setup import connection, partial_from_db, placeholders, sql_value
 from finops_gql.errors import Conflict, InvalidInput, NotFound, ServiceError
 from finops_gql.validation import (
     BUDGET_MAX_USD,
@@ -75,6 +75,27 @@ COMPONENT_FIELDS = (
     "cost_synced_at",
     "system_id",
 )
+
+
+# A component row's team, joined in: `team__<field>` columns.
+TEAM_COLUMNS = ", ".join(f"t.{f} AS team__{f}" for f in TEAM_FIELDS)
+
+
+def _with_teams(rows: list[dict[str, object]]) -> list[Component]:
+    """Components from rows that carry their team's TEAM_COLUMNS (one Team per team)."""
+    teams: dict[object, Team] = {}
+    components = []
+    for row in rows:
+        team_row = {f: row.pop(f"team__{f}") for f in TEAM_FIELDS}
+        team = teams.get(team_row["id"])
+        if team is None:
+            team = teams[team_row["id"]] = partial_from_db(Team, team_row)
+        component = partial_from_db(Component, row)
+        # Where Tortoise keeps a fetched relation (as its select_related does): `component.team`
+        # is then this Team, without Model.__setattr__'s per-call relation check.
+        object.__setattr__(component, "_team", team)
+        components.append(component)
+    return components
 
 
 @dataclass(frozen=True)
@@ -297,9 +318,9 @@ def _after_slug(after: str | None) -> Callable[[_Sql], list[str]]:
     return lambda p: [f"o.slug > {p(slug)}"]
 
 
-def _check_first(first: int) -> None:
-    if not 1 <= first <= PAGE_MAX:
-        raise InvalidInput(f"first must be between 1 and {PAGE_MAX}, got {first}")
+def check_first(first: int, maximum: int = PAGE_MAX) -> None:
+    if not 1 <= first <= maximum:
+        raise InvalidInput(f"first must be between 1 and {maximum}, got {first}")
 
 
 def _not_issued(what: str = "after") -> InvalidInput:
@@ -374,8 +395,9 @@ def _retry() -> Conflict:
 
 
 class CatalogService:
-    def __init__(self, *, budget_max_usd: float = BUDGET_MAX_USD) -> None:
+    def __init__(self, *, budget_max_usd: float = BUDGET_MAX_USD, currency: str = "USD") -> None:
         self.budget_max_usd = budget_max_usd
+        self.currency = currency  # COST_CURRENCY: budgetUsd is a budget in it
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -438,7 +460,7 @@ class CatalogService:
         filters: ComponentFilter,
         scope: Scope,
     ) -> dict[uuid.UUID, Page[Component]]:
-        _check_first(first)
+        check_first(first)
         filters = filters.checked()
         if not owner_ids:
             return {}
@@ -529,7 +551,7 @@ class CatalogService:
         after: str | None,
         visible: Callable[[Mark], list[str]],
     ) -> dict[uuid.UUID, Page[M]]:
-        _check_first(first)
+        check_first(first)
         pages: dict[uuid.UUID, list[M]] = {oid: [] for oid in owner_ids}
         if not owner_ids:
             return {}
@@ -610,13 +632,13 @@ class CatalogService:
     async def list_systems(
         self, first: int = PAGE_DEFAULT, after: str | None = None, scope: Scope = EVERYTHING
     ) -> Page[System]:
-        _check_first(first)
+        check_first(first)
         return _slug_page(await self._visible(System, scope, _after_slug(after), first), first)
 
     async def list_domains(
         self, first: int = PAGE_DEFAULT, after: str | None = None, scope: Scope = EVERYTHING
     ) -> Page[Domain]:
-        _check_first(first)
+        check_first(first)
         return _slug_page(await self._visible(Domain, scope, _after_slug(after), first), first)
 
     async def team_component_counts(
@@ -652,7 +674,7 @@ class CatalogService:
         search: str | None = None,
         scope: Scope = EVERYTHING,
     ) -> Page[Team]:
-        _check_first(first)
+        check_first(first)
         search = check_search(search)
         key = ComponentFilter(search=search).key()
         p = _Sql()
@@ -710,8 +732,9 @@ class CatalogService:
     ) -> Page[Component]:
         """A page of components; `team_id` is shorthand for ComponentFilter(team_id=...).
         Cursors hold the last row's sort key only: one issued under a wider scope pages on
-        over the visible rows."""
-        _check_first(first)
+        over the visible rows. Each component comes with its team (`component.team`), read by
+        the same statement: a page shown with its teams costs one round trip, not two."""
+        check_first(first)
         filters = (filters or ComponentFilter(team_id=team_id)).checked()
         key = filters.key()
         p = _Sql()
@@ -719,15 +742,14 @@ class CatalogService:
         if after is not None:
             where.append(_component_keyset(after, order, key).condition(order, p))
         sql = (
-            f"SELECT {', '.join('c.' + f for f in COMPONENT_FIELDS)} FROM component c "  # noqa: S608 (placeholders only)
+            f"SELECT {', '.join('c.' + f for f in COMPONENT_FIELDS)}, {TEAM_COLUMNS} "  # noqa: S608 (placeholders only)
+            "FROM component c JOIN team t ON t.id = c.team_id "
             f"{'WHERE ' + ' AND '.join(where) if where else ''} "
             f"ORDER BY {ORDER_SQL[order]} LIMIT {p(first + 1)}"
         )
-        rows = [
-            Component._init_from_db(**r)
-            for r in await connection().execute_query_dict(sql, p.values)
-        ]
-        return _component_page(rows, first, order, key)
+        return _component_page(
+            _with_teams(await connection().execute_query_dict(sql, p.values)), first, order, key
+        )
 
     async def count_children(self, team_id: uuid.UUID, scope: Scope = EVERYTHING) -> int:
         """How many direct sub-teams a team has (Team.children's totalCount)."""
@@ -856,14 +878,18 @@ class CatalogService:
         await self._check_selector(aggregate, key or name)
         component_id = component_id or uuid.uuid4()
         try:
-            return await Component.create(
-                id=component_id,
-                name=name,
-                team_id=team_id,
-                budget_usd=budget_usd,
-                opencost_aggregate=aggregate,
-                opencost_key=key,
-            )
+            async with in_transaction():
+                component = await Component.create(
+                    id=component_id,
+                    name=name,
+                    team_id=team_id,
+                    budget_usd=budget_usd,
+                    opencost_aggregate=aggregate,
+                    opencost_key=key,
+                )
+                if budget_usd is not None:
+                    await budgets.write_component_budget(component_id, self._rolling(budget_usd))
+                return component
         except IntegrityError:
             raise await self._component_conflict(
                 aggregate, key or name, component_id, team_id
@@ -916,13 +942,34 @@ class CatalogService:
             ) from None
         return component
 
+    def _rolling(
+        self, budget_usd: float, thresholds: tuple[float, ...] | None = None
+    ) -> budgets.BudgetSpec:
+        """budgetUsd's budget: ROLLING_30_DAYS in the cost currency."""
+        return budgets.BudgetSpec(
+            budget_usd,
+            self.currency,
+            budgets.Period.ROLLING_30_DAYS,
+            thresholds or budgets.DEFAULT_THRESHOLDS,
+        )
+
     async def set_budget(self, component_id: uuid.UUID, budget_usd: float | None) -> Component:
+        """budgetUsd: the component's budget becomes ROLLING_30_DAYS of this amount (thresholds
+        kept if it had a budget); null removes its budget, whatever its period."""
         budget_usd = check_budget(budget_usd, self.budget_max_usd)
-        component = await Component.get_or_none(id=component_id)
-        if component is None:
-            raise NotFound("component", component_id)
-        component.budget_usd = budget_usd
-        await component.save(update_fields=["budget_usd", "updated_at"])
+        try:
+            async with in_transaction():
+                component = await Component.get_or_none(id=component_id)
+                if component is None:
+                    raise NotFound("component", component_id)
+                spec = None
+                if budget_usd is not None:
+                    spec = self._rolling(budget_usd, await budgets.kept_thresholds(component_id))
+                await budgets.write_component_budget(component_id, spec)
+                component.budget_usd = budget_usd
+                await component.save(update_fields=["budget_usd", "updated_at"])
+        except IntegrityError:
+            raise _retry() from None
         return component
 
     async def delete_component(self, component_id: uuid.UUID) -> None:

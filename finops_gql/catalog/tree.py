@@ -29,20 +29,26 @@ async def slug_subtrees(slugs: Collection[str]) -> set[uuid.UUID]:
     return {tid for _, tid in await _walk("slug", list(slugs))}
 
 
-async def _walk(column: str, starts: list[object]) -> list[tuple[object, uuid.UUID]]:
-    """(the start's `column` value, a team id) for the teams whose `column` is in `starts` and
-    every descendant of theirs: one recursive CTE.
+def subtree_cte(marks: str, column: str = "id") -> str:
+    """`WITH RECURSIVE tree(root, id)`: each team whose `column` is among `marks` (parameter
+    markers), as `root` (that column's value), with itself and every descendant as `id`. For
+    statements that join the tree (alerts of teams with their sub-teams, too).
 
     UNION, not UNION ALL: a row already reached is not walked again, so even a cycle that
     slipped past the import's and the service's checks (two concurrent writers) ends."""
+    return (
+        "WITH RECURSIVE tree(root, id) AS ("  # noqa: S608 (placeholders only)
+        f"SELECT {column}, id FROM team WHERE {column} IN ({marks}) "
+        "UNION SELECT tree.root, t.id FROM team t JOIN tree ON t.parent_id = tree.id)"
+    )
+
+
+async def _walk(column: str, starts: list[object]) -> list[tuple[object, uuid.UUID]]:
+    """(the start's `column` value, a team id) for the teams whose `column` is in `starts` and
+    every descendant of theirs: one recursive CTE."""
     if not starts:
         return []
-    marks = placeholders(len(starts))
-    sql = (
-        "WITH RECURSIVE tree(root, id) AS ("  # noqa: S608 (placeholders only)
-        f"SELECT {column}, id FROM team WHERE {column} IN ({', '.join(marks)}) "
-        "UNION SELECT tree.root, t.id FROM team t JOIN tree ON t.parent_id = tree.id"
-        ") SELECT root, id FROM tree"
-    )
+    cte = subtree_cte(", ".join(placeholders(len(starts))), column)
+    sql = f"{cte} SELECT root, id FROM tree"  # noqa: S608 (placeholders only)
     rows = await connection().execute_query_dict(sql, starts)
     return [(row["root"], uuid.UUID(str(row["id"]))) for row in rows]

@@ -116,16 +116,20 @@ async def daily_sums(
     last: date,
     scope: Scope = EVERYTHING,
     summed: bool = False,
+    columns: Sequence[str] = COLUMNS,
 ) -> dict[str, dict[date, tuple[float, ...]]]:
     """Per subject key (canonical UUID text, or PLATFORM_KEY) and day, each column's sum over
     first..last, in ONE statement. Days without records are absent (the caller fills zeros).
     `summed`: the ids' days added up in SQL, under PLATFORM_KEY (one subject made of many).
+    `columns` (a subset of COLUMNS, in the tuples' order) trims what a bulk reader needs.
 
     Components read cost_record (one row per day already), those `scope` sees; teams, systems,
     domains and the platform read the daily pre-aggregates, which hold exactly these sums
     (refresh_daily_totals keeps them true). Team callers pass only visible teams (access.py);
     systems and domains are summed over the visible teams' rows of the team x system cube, so a
     scoped principal's system is its visible components' cost."""
+    if not set(columns) <= set(COLUMNS):
+        raise ValueError(f"not cost columns: {sorted(set(columns) - set(COLUMNS))}")
     key, table, grouped = _SUBJECT_SOURCES[subject]
     p = SqlParams()
     where = [f"t.day >= {p(first)}", f"t.day <= {p(last)}"]
@@ -139,8 +143,8 @@ async def daily_sums(
             where.extend(scope.teams_sql("t.team_id", p))
     if summed and key:
         key, grouped = None, True
-    columns = ", ".join(f"SUM(t.{c}) AS {c}" if grouped else f"t.{c} AS {c}" for c in COLUMNS)
-    select = f"{key} AS subject, t.day AS day, {columns}" if key else f"t.day AS day, {columns}"
+    selected = ", ".join(f"SUM(t.{c}) AS {c}" if grouped else f"t.{c} AS {c}" for c in columns)
+    select = f"{key} AS subject, t.day AS day, {selected}" if key else f"t.day AS day, {selected}"
     sql = f"SELECT {select} FROM {table} WHERE {' AND '.join(where)}"  # noqa: S608 (placeholders only)
     if grouped:
         sql += f" GROUP BY {key + ', ' if key else ''}t.day"
@@ -155,7 +159,7 @@ async def daily_sums(
         else:
             name = PLATFORM_KEY
         result.setdefault(name, {})[as_date(row["day"])] = tuple(
-            float(row[c] or 0.0) for c in COLUMNS
+            float(row[c] or 0.0) for c in columns
         )
     return result
 
@@ -300,16 +304,30 @@ async def series(
     filters components (teams come filtered by their caller).
     """
     span = chosen.previous()
+    found = await scoped_daily_sums(subject, scopes, span.start, chosen.end, visible)
+    return {requested: fold(days, chosen, granularity) for requested, days in found.items()}
+
+
+async def scoped_daily_sums(
+    subject: Subject,
+    scopes: Mapping[uuid.UUID, Sequence[uuid.UUID]],
+    first: date,
+    last: date,
+    visible: Scope = EVERYTHING,
+) -> dict[uuid.UUID, dict[date, tuple[float, ...]]]:
+    """Each requested subject's column sums per day over first..last, its scope's ids added up
+    (a team and its sub-teams), in ONE statement for all of them; days without records absent.
+    `scopes` and `visible` are as for `series`."""
     if subject is not Subject.PLATFORM and len(scopes) == 1:
         ((requested, ids),) = scopes.items()
         if len(ids) > 1:
             # One subject made of many (a team with its sub-teams, the teams a principal sees):
-            # the database adds their days up, Python folds one row per day.
-            found = await daily_sums(subject, ids, span.start, chosen.end, visible, summed=True)
-            return {requested: fold(found.get(PLATFORM_KEY, {}), chosen, granularity)}
+            # the database adds their days up.
+            found = await daily_sums(subject, ids, first, last, visible, summed=True)
+            return {requested: found.get(PLATFORM_KEY, {})}
     wanted = list(dict.fromkeys(i for ids in scopes.values() for i in ids))
-    found = await daily_sums(subject, wanted, span.start, chosen.end, visible)
-    result = {}
+    found = await daily_sums(subject, wanted, first, last, visible)
+    result: dict[uuid.UUID, dict[date, tuple[float, ...]]] = {}
     for requested, ids in scopes.items():
         if subject is Subject.PLATFORM:
             days = found.get(PLATFORM_KEY, {})
@@ -321,8 +339,23 @@ async def series(
                 for day, sums in found.get(str(i), {}).items():
                     add(merged.setdefault(day, zeros()), sums)
             days = {day: tuple(sums) for day, sums in merged.items()}
-        result[requested] = fold(days, chosen, granularity)
+        result[requested] = days
     return result
+
+
+async def daily_totals(
+    subject: Subject,
+    scopes: Mapping[uuid.UUID, Sequence[uuid.UUID]],
+    first: date,
+    last: date,
+    visible: Scope = EVERYTHING,
+) -> dict[uuid.UUID, dict[date, float]]:
+    """Like scoped_daily_sums, the total cost only (budgets and forecasts read this)."""
+    found = await scoped_daily_sums(subject, scopes, first, last, visible)
+    return {
+        requested: {day: sums[TOTAL] for day, sums in days.items()}
+        for requested, days in found.items()
+    }
 
 
 class Dimension(enum.Enum):

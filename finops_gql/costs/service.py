@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from typing import Any
@@ -18,6 +18,7 @@ from finops_gql.access import EVERYTHING, Scope
 from finops_gql.catalog import tree
 from finops_gql.costs import coverage as coverage_sums
 from finops_gql.costs import explorer, export
+from finops_gql.costs import forecast as forecasting
 from finops_gql.costs.ranges import (
     DayRange,
     Granularity,
@@ -540,6 +541,55 @@ class CostService:
                 explorer.Subject.TEAM, {everything: sorted(scope.team_ids)}, chosen, granularity
             )
         return CostSeries.of(found[everything], self.currency)
+
+    # -- forecasts (costs/forecast.py) from the same daily data ------------------------------------
+
+    async def forecasts(
+        self,
+        subject: explorer.Subject,
+        scopes: Mapping[uuid.UUID, Sequence[uuid.UUID]],
+        days: int,
+        visible: Scope = EVERYTHING,
+    ) -> dict[uuid.UUID, forecasting.Forecast]:
+        """Each subject's forecast of the `days` days from today, one statement for all."""
+        forecasting.check_days(days)
+        first, last = forecasting.history_range(self.clock().astimezone(UTC).date())
+        found = await explorer.daily_totals(subject, scopes, first, last, visible)
+        return {
+            key: forecasting.forecast(forecasting.observed(history, last), last, days)
+            for key, history in found.items()
+        }
+
+    async def component_forecasts(
+        self, component_ids: Sequence[uuid.UUID], days: int, scope: Scope = EVERYTHING
+    ) -> dict[uuid.UUID, forecasting.Forecast]:
+        """Each component's forecast (an invisible one: no history, zeros)."""
+        return await self.forecasts(
+            explorer.Subject.COMPONENT, {c: [c] for c in component_ids}, days, scope
+        )
+
+    async def team_forecasts(
+        self,
+        team_ids: Sequence[uuid.UUID],
+        days: int,
+        include_sub_teams: bool = True,
+        scope: Scope = EVERYTHING,
+    ) -> dict[uuid.UUID, forecasting.Forecast]:
+        """Each team's forecast over its scope (team_scopes) as far as `scope` sees it."""
+        forecasting.check_days(days)
+        scopes = await self.team_scopes(team_ids, include_sub_teams)
+        visible = {t: scope.visible_teams(ids) for t, ids in scopes.items()}
+        return await self.forecasts(explorer.Subject.TEAM, visible, days)
+
+    async def platform_forecast(self, days: int, scope: Scope = EVERYTHING) -> forecasting.Forecast:
+        """Every component's cost together, or for a scoped principal its visible teams'."""
+        everything = uuid.UUID(int=0)
+        if scope.team_ids is None:
+            found = await self.forecasts(explorer.Subject.PLATFORM, {everything: []}, days)
+        else:
+            teams = {everything: sorted(scope.team_ids)}
+            found = await self.forecasts(explorer.Subject.TEAM, teams, days)
+        return found[everything]
 
     async def cost_breakdown(
         self,

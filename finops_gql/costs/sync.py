@@ -33,7 +33,7 @@ from finops_gql.costs.service import CostService, check_limit
 from finops_gql.costs.windows import day_window, days_to_sync, last_complete_day, money
 from finops_gql.db.models import Component, CostRecord, SyncProgress, SyncRun
 from finops_gql.db.setup import placeholders, sql_value
-from finops_gql.events import BUDGET_CHANNEL
+from finops_gql.events import BUDGET_CHANNEL, SYNC_FINISHED_CHANNEL, SyncFinishedMessage
 from finops_gql.opencost.errors import OpenCostUnavailable
 from finops_gql.opencost.parse import SYNTHETIC_KEYS, Allocation
 
@@ -46,6 +46,8 @@ MAX_BACKOFF_S = 60.0
 # Failures named in SyncRun.error (all of them stay in failed_aggregates).
 ERRORS_IN_SUMMARY = 5
 MAX_ERROR_CHARS = 500
+# A publish waits at most this long: a stuck Redis must not hold the sync (events are best effort).
+PUBLISH_TIMEOUT_S = 5.0
 # Rows per executemany call. (Measured: multi-row VALUES statements were slower on PostgreSQL
 # through Tortoise, 13 s against 8 s for 300,000 rows, and no faster on SQLite.)
 BATCH_SIZE = 2000
@@ -119,6 +121,7 @@ class SyncService:
         heartbeat_s: float = 15.0,
         lease_s: float = 60.0,
         source: str = DEFAULT_SOURCE,
+        after_run: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self.costs = costs
         self.retention_days = retention_days
@@ -129,6 +132,9 @@ class SyncService:
         self.heartbeat_s = heartbeat_s
         self.lease = timedelta(seconds=lease_s)
         self.source = source
+        # Runs after every run that recorded an outcome (the alert evaluation): its own
+        # transaction, after the run's; it must not raise (a failure there is its own to log).
+        self.after_run = after_run
         self._lock = asyncio.Lock()
 
     async def latest_runs(self, limit: int = 10, scope: Scope = EVERYTHING) -> list[SyncRun]:
@@ -186,6 +192,10 @@ class SyncService:
                 except Exception as save_error:  # keep the original error; the lease expires
                     log.warning("cost sync %s: could not record failure: %s", run.id, save_error)
                 log.warning("cost sync %s failed: %s", run.id, run.error)
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.shield(self._announce(run))
+                if isinstance(exc, Exception) and not isinstance(exc, SyncLeaseLost):
+                    await self._after_run()  # SYNC_FAILED is raised from the recorded failure
                 raise
             finally:
                 heartbeat.cancel()
@@ -203,8 +213,37 @@ class SyncService:
                 run.opencost_requests,
                 f"; {run.error}" if run.error else "",
             )
+        await self._announce(run)
         await self._report_budgets()
+        await self._after_run()
         return run
+
+    async def _announce(self, run: SyncRun) -> None:
+        """Publish SYNC_FINISHED_CHANNEL (events.py); a failure is logged, the run stands."""
+        if self.publish is None:
+            return
+        message = SyncFinishedMessage(
+            sync_run_id=run.id,
+            status=run.status,
+            trigger=run.trigger,
+            started_at=run.started_at,
+            finished_at=run.finished_at,
+            days=run.days,
+            components=run.components,
+            records=run.records,
+            opencost_requests=run.opencost_requests,
+            failed_aggregate_count=len(run.failed_aggregates or ()),
+            error=run.error,
+        )
+        try:
+            async with asyncio.timeout(PUBLISH_TIMEOUT_S):
+                await self.publish(SYNC_FINISHED_CHANNEL, json.dumps(message.as_json()))
+        except Exception as exc:  # events are best-effort; the run is recorded
+            log.warning("could not publish the end of sync run %s: %s", run.id, _error_text(exc))
+
+    async def _after_run(self) -> None:
+        if self.after_run is not None:
+            await self.after_run()
 
     async def _abandon_dead_runs(self, now: datetime) -> None:
         for dead in await SyncRun.filter(Q(status="running") & self._dead(now)):

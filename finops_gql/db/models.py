@@ -303,6 +303,33 @@ class UnmappedCost(Model):
         indexes = [Index(fields=("day",), name="unmapped_cost_day_idx")]
 
 
+class Budget(Model):
+    """A budget of one component or one team (exactly one of the two, one budget per subject).
+    A team's covers its components and its sub-teams' (costs/budgets.py). A component's
+    ROLLING_30_DAYS budget is mirrored in Component.budget_usd (the API's budgetUsd), kept in
+    the same transaction by every write."""
+
+    id = fields.BigIntField(primary_key=True)
+    component: fields.OneToOneNullableRelation[Component] = fields.OneToOneField(
+        "models.Component", related_name="budget", null=True, on_delete=fields.CASCADE
+    )
+    component_id: str | None
+    team: fields.OneToOneNullableRelation[Team] = fields.OneToOneField(
+        "models.Team", related_name="budget", null=True, on_delete=fields.CASCADE
+    )
+    team_id: str | None
+    amount = fields.FloatField()
+    currency = fields.CharField(max_length=3)
+    period = fields.CharField(max_length=16)  # ROLLING_30_DAYS | MONTHLY
+    # Ratios of the amount, ascending: [0.5, 0.8, 1.0] by default.
+    thresholds: fields.JSONField[list[float]] = fields.JSONField()
+    created_at = fields.DatetimeField(auto_now_add=True)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "budget"
+
+
 class SyncRun(Model):
     id = fields.BigIntField(primary_key=True)
     started_at = fields.DatetimeField()
@@ -344,3 +371,73 @@ class SyncProgress(Model):
     class Meta:
         table = "sync_progress"
         unique_together = (("source", "aggregate"),)
+
+
+class Alert(Model):
+    """A condition someone should act on: a budget threshold crossed or forecast to be, a cost
+    anomaly, a failed sync. Deduplicated: at most one unresolved alert per (kind, subject,
+    period), a partial unique index created by migration 0012 as SQL (Index cannot say WHERE).
+
+    The lifecycle (alerts/service.py): OPEN -> ACKNOWLEDGED | SNOOZED (until snoozed_until, then
+    OPEN again if the condition still holds) -> RESOLVED (the condition cleared, or a person);
+    every change is an AlertEvent."""
+
+    id = fields.BigIntField(primary_key=True)
+    kind = fields.CharField(max_length=32)  # BUDGET_THRESHOLD | BUDGET_FORECAST | COST_ANOMALY ...
+    status = fields.CharField(max_length=16)  # OPEN | ACKNOWLEDGED | SNOOZED | RESOLVED
+    # What the alert is about ("component:<uuid>", "team:<uuid>", "sync:<source>") and which
+    # period of it (a day, a budget period and threshold, ...): the dedup key with the kind.
+    subject = fields.CharField(max_length=200)
+    period = fields.CharField(max_length=100)
+    # The owning team (who may act on it) and the component, when there is one. Not foreign
+    # keys: an alert outlives a deleted component (its condition clears, the history stays).
+    team_id = fields.UUIDField(null=True)
+    component_id = fields.UUIDField(null=True)
+    title = fields.CharField(max_length=500)
+    details: fields.JSONField[dict[str, Any]] = fields.JSONField(default=dict)
+    raised_at = fields.DatetimeField()
+    updated_at = fields.DatetimeField()
+    last_seen_at = fields.DatetimeField()  # the last evaluation that found the condition true
+    snoozed_until = fields.DatetimeField(null=True)
+    acknowledged_at = fields.DatetimeField(null=True)
+    acknowledged_by = fields.CharField(max_length=200, null=True)
+    resolved_at = fields.DatetimeField(null=True)
+    resolved_by = fields.CharField(max_length=200, null=True)  # a subject, or "system"
+    # ALERT_WEBHOOK_URL delivery: null (no webhook), pending, delivered or failed.
+    webhook_status = fields.CharField(max_length=16, null=True)
+    webhook_attempts = fields.IntField(default=0)
+    webhook_delivered_at = fields.DatetimeField(null=True)
+    webhook_error = fields.TextField(null=True)
+
+    events: fields.ReverseRelation[AlertEvent]
+
+    class Meta:
+        table = "alert"
+        # Lists page newest first by id, filtered by status, kind, team or component.
+        indexes = [
+            Index(fields=("status", "id"), name="alert_status_id_idx"),
+            Index(fields=("kind", "id"), name="alert_kind_id_idx"),
+            Index(fields=("team_id", "id"), name="alert_team_id_idx"),
+            Index(fields=("component_id", "id"), name="alert_component_id_idx"),
+        ]
+
+
+class AlertEvent(Model):
+    """One change of an alert: who (a token's subject, or "system" for the evaluator), when,
+    from which status to which."""
+
+    id = fields.BigIntField(primary_key=True)
+    alert: fields.ForeignKeyRelation[Alert] = fields.ForeignKeyField(
+        "models.Alert", related_name="events", on_delete=fields.CASCADE
+    )
+    alert_id: int
+    at = fields.DatetimeField()
+    actor = fields.CharField(max_length=200)
+    action = fields.CharField(max_length=32)  # raised | acknowledged | snoozed | reopened | ...
+    from_status = fields.CharField(max_length=16, null=True)
+    to_status = fields.CharField(max_length=16)
+    note = fields.TextField(null=True)
+
+    class Meta:
+        table = "alert_event"
+        indexes = [Index(fields=("alert_id", "id"), name="alert_event_alert_idx")]

@@ -6,14 +6,18 @@ import asyncio
 import contextlib
 import sqlite3
 import uuid
+from collections.abc import Callable, Mapping
 from datetime import date, datetime
-from typing import Any
+from functools import cache
+from typing import Any, TypeVar
 
+import asyncpg
 from tortoise import Tortoise, connections
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.migrations.api.migrate import migrate as tortoise_migrate
 from tortoise.migrations.executor import MigrationExecutor
+from tortoise.models import Model
 
 from finops_gql.config import redact_url
 
@@ -21,9 +25,32 @@ MODELS_MODULE = "finops_gql.db.models"
 MIGRATIONS_MODULE = "finops_gql.db.migrations"
 
 
+class PooledConnection(asyncpg.Connection):  # type: ignore[misc]
+    """A PostgreSQL connection given back to the pool without asyncpg's reset statement.
+
+    asyncpg runs `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL` on every
+    release, and Tortoise releases after every statement, before the caller gets its rows: a
+    second round trip per statement. This app leaves none of that state on a connection (no
+    advisory locks, LISTEN, cursors outside a transaction, or session SET; its settings are the
+    connection's startup parameters, which RESET ALL keeps anyway), and asyncpg still rolls back a
+    transaction left open before the connection is reused.
+    """
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
+def _connection_config(database_url: str) -> str | dict[str, Any]:
+    expanded = expand_db_url(database_url)
+    if expanded["engine"] != "tortoise.backends.asyncpg":
+        return database_url
+    expanded["credentials"]["connection_class"] = PooledConnection
+    return expanded
+
+
 def tortoise_config(database_url: str) -> dict[str, Any]:
     return {
-        "connections": {"default": database_url},
+        "connections": {"default": _connection_config(database_url)},
         "apps": {
             "models": {
                 "models": [MODELS_MODULE],
@@ -176,3 +203,48 @@ def sql_value(value: object) -> object:
     if isinstance(value, datetime | date):
         return value.isoformat()
     return value
+
+
+M = TypeVar("M", bound=Model)
+# (column, attribute, converter, whether None skips the converter)
+Step = tuple[str, str, Callable[[Any], Any] | None, bool]
+
+
+@cache
+def _row_plan(model: type[Model], keys: tuple[str, ...]) -> tuple[Step, ...]:
+    """Tortoise's own conversion of each column a partial row carries (what _init_from_db does
+    for a row that lacks some of the model's columns), worked out once per model and columns."""
+    meta = model._meta
+    native = {k for k, _, _ in meta.db_native_fields}
+    default = {k for k, _, _ in meta.db_default_fields}
+    plan: list[Step] = []
+    for key in keys:
+        if key not in meta.fields_map:
+            continue
+        field = meta.fields_map[key]
+        name = meta.fields_db_projection_reverse.get(key, key)
+        if key in native:
+            plan.append((key, name, None, True))
+        elif key in default:
+            plan.append((key, name, field.field_type, True))
+        else:
+            plan.append((key, name, field.to_python_value, False))
+    return tuple(plan)
+
+
+def partial_from_db(model: type[M], row: Mapping[str, Any]) -> M:
+    """`model._init_from_db(**row)` for a row of some of the model's columns (a read path's
+    SELECT list): the same instance, without re-deriving the conversions for every row."""
+    instance = model.__new__(model)
+    setattr_ = object.__setattr__
+    meta = model._meta
+    setattr_(instance, "_partial", True)
+    setattr_(instance, "_saved_in_db", True)
+    setattr_(instance, "_custom_generated_pk", meta.db_pk_column not in meta.generated_db_fields)
+    setattr_(instance, "_await_when_save", {})
+    for key, name, converter, none_as_is in _row_plan(model, tuple(row)):
+        value = row[key]
+        if converter is not None and not (none_as_is and value is None):
+            value = converter(value)
+        setattr_(instance, name, value)
+    return instance

@@ -3,30 +3,37 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from strawberry.dataloader import DataLoader
 
 from finops_gql.access import Scope
+from finops_gql.alerts.conditions import AlertStatus
 from finops_gql.auth import Principal
 from finops_gql.catalog.service import ComponentFilter, ComponentOrder, Page
+from finops_gql.costs.budgets import BudgetStatus
 from finops_gql.costs.explorer import Dimension, Subject
+from finops_gql.costs.forecast import Forecast
 from finops_gql.costs.ranges import DayRange, Granularity
 from finops_gql.costs.service import CostGroups, CostSeries, DailyCost, TeamSummary
-from finops_gql.db.models import Component, Domain, System, Team
+from finops_gql.db.models import Alert, AlertEvent, Component, Domain, System, Team
 from finops_gql.errors import ServiceError
 from finops_gql.graphql.cost import Cost
 from finops_gql.graphql.documents import DocumentGuard
 from finops_gql.ratelimit import RateDecision
 
 if TYPE_CHECKING:
+    from finops_gql.graphql.live import Connection
     from finops_gql.services import Services
 
 
 TeamPageKey = tuple[uuid.UUID, int, str | None, ComponentOrder, ComponentFilter]
 PageKey = tuple[uuid.UUID, int, str | None]
+# (owner id, first, after, status[, includeSubTeams]): a page of a component's or team's alerts.
+ComponentAlertsKey = tuple[uuid.UUID, int, str | None, AlertStatus | None]
+TeamAlertsKey = tuple[uuid.UUID, int, str | None, AlertStatus | None, bool]
 P = TypeVar("P")
 
 
@@ -76,6 +83,37 @@ def _series(
     return load
 
 
+R = TypeVar("R")
+
+
+async def _grouped(
+    keys: Sequence[tuple[Any, ...]],
+    fetch: Callable[[list[Any], tuple[Any, ...]], Awaitable[Mapping[Any, R]]],
+) -> list[R | Exception]:
+    """Batch keys (id, *arguments): one fetch per distinct arguments, for all their ids; bad
+    arguments fail their own fields only."""
+    answers: dict[tuple[Any, ...], Mapping[Any, R] | Exception] = {}
+    for args in dict.fromkeys(k[1:] for k in keys):
+        try:
+            answers[args] = await fetch([k[0] for k in keys if k[1:] == args], args)
+        except ServiceError as exc:
+            answers[args] = exc
+    return [found if isinstance(found := answers[k[1:]], Exception) else found[k[0]] for k in keys]
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def loaded(loader: DataLoader[K, V], key: K) -> V | None:
+    """The value `loader` already holds for `key` (primed or loaded), else None: a resolver can
+    then answer without an await, which costs the executor a task per list item."""
+    future = loader.cache_map.get(key) if loader.cache else None
+    if future is None or not future.done() or future.cancelled() or future.exception():
+        return None
+    return future.result()
+
+
 @dataclass
 class Loaders:
     """Built per request so nothing leaks between users; each batches one SQL query per tick.
@@ -108,9 +146,21 @@ class Loaders:
     team_series: DataLoader[tuple[uuid.UUID, DayRange, Granularity, bool], CostSeries] = field(
         init=False
     )
+    component_alerts: DataLoader[ComponentAlertsKey, Page[Alert]] = field(init=False)
+    team_alerts: DataLoader[TeamAlertsKey, Page[Alert]] = field(init=False)
+    # Keyed by (alert id, first): the newest events of each alert.
+    alert_events: DataLoader[tuple[int, int], list[AlertEvent]] = field(init=False)
+
+    # Budget statuses by component / team id (null without a budget); forecasts keyed by
+    # (id, days) and (team id, days, includeSubTeams): one batch per distinct argument.
+    component_budget: DataLoader[uuid.UUID, BudgetStatus | None] = field(init=False)
+    team_budget: DataLoader[uuid.UUID, BudgetStatus | None] = field(init=False)
+    component_forecast: DataLoader[tuple[uuid.UUID, int], Forecast] = field(init=False)
+    team_forecast: DataLoader[tuple[uuid.UUID, int, bool], Forecast] = field(init=False)
 
     def __post_init__(self) -> None:
         catalog, costs, scope = self.services.catalog, self.services.costs, self.scope
+        self._budget_loaders()
 
         async def teams(ids: list[uuid.UUID]) -> list[Team | None]:
             found = await catalog.teams_by_ids(ids, scope)
@@ -157,21 +207,13 @@ class Loaders:
             found = await costs.team_summaries(ids, scope)
             return [found[i] for i in ids]
 
-        async def team_breakdown(keys: list[BreakdownKey]) -> list[CostGroups | BaseException]:
-            found: dict[tuple[object, ...], dict[uuid.UUID, CostGroups] | Exception] = {}
-            for args in dict.fromkeys(k[1:] for k in keys):
-                chosen, dimension, first, sub = args
-                teams = [k[0] for k in keys if k[1:] == args]
-                try:
-                    found[args] = await costs.cost_breakdowns(
-                        chosen, dimension, teams, first, sub, scope
-                    )
-                except ServiceError as exc:  # bad arguments fail their own fields only
-                    found[args] = exc
-            return [
-                answer if isinstance(answer := found[k[1:]], Exception) else answer[k[0]]
-                for k in keys
-            ]
+        async def team_breakdown(keys: list[BreakdownKey]) -> list[CostGroups | Exception]:
+            return await _grouped(
+                keys,
+                lambda ids, args: costs.cost_breakdowns(
+                    args[0], args[1], ids, args[2], args[3], scope
+                ),
+            )
 
         async def team_series(
             keys: list[tuple[uuid.UUID, DayRange, Granularity, bool]],
@@ -227,6 +269,66 @@ class Loaders:
         self.domain_systems = DataLoader(
             _pages(lambda ids, first, after: catalog.domain_system_pages(ids, first, after, scope))
         )
+        self._alert_loaders()
+
+    def _alert_loaders(self) -> None:
+        # Looked up when a batch runs: some pages build Loaders on services without alerts.
+        services, scope = self.services, self.scope
+
+        async def component_alerts(keys: list[ComponentAlertsKey]) -> list[Page[Alert] | Exception]:
+            return await _grouped(
+                keys,
+                lambda ids, args: services.alerts.owner_alert_pages(
+                    "component_id", ids, args[0], args[1], args[2], scope=scope
+                ),
+            )
+
+        async def team_alerts(keys: list[TeamAlertsKey]) -> list[Page[Alert] | Exception]:
+            return await _grouped(
+                keys,
+                lambda ids, args: services.alerts.owner_alert_pages(
+                    "team_id", ids, args[0], args[1], args[2], args[3], scope=scope
+                ),
+            )
+
+        async def alert_events(keys: list[tuple[int, int]]) -> list[list[AlertEvent] | Exception]:
+            return await _grouped(keys, lambda ids, args: services.alerts.events_of(ids, *args))
+
+        self.component_alerts = DataLoader(component_alerts)
+        self.team_alerts = DataLoader(team_alerts)
+        self.alert_events = DataLoader(alert_events)
+
+    def _budget_loaders(self) -> None:
+        services, scope = self.services, self.scope
+
+        async def component_budgets(ids: list[uuid.UUID]) -> list[BudgetStatus | None]:
+            found = await services.budgets.component_statuses(ids)
+            return [found[i] for i in ids]
+
+        async def team_budgets(ids: list[uuid.UUID]) -> list[BudgetStatus | None]:
+            found = await services.budgets.team_statuses(ids)
+            return [found[i] for i in ids]
+
+        async def component_forecasts(keys: list[tuple[uuid.UUID, int]]) -> list[Forecast]:
+            found: dict[tuple[uuid.UUID, int], Forecast] = {}
+            for days in dict.fromkeys(d for _, d in keys):
+                ids = [c for c, d in keys if d == days]
+                for c, f in (await services.costs.component_forecasts(ids, days, scope)).items():
+                    found[c, days] = f
+            return [found[k] for k in keys]
+
+        async def team_forecasts(keys: list[tuple[uuid.UUID, int, bool]]) -> list[Forecast]:
+            found: dict[tuple[uuid.UUID, int, bool], Forecast] = {}
+            for days, sub in dict.fromkeys((d, s) for _, d, s in keys):
+                ids = [t for t, d, s in keys if (d, s) == (days, sub)]
+                for t, f in (await services.costs.team_forecasts(ids, days, sub, scope)).items():
+                    found[t, days, sub] = f
+            return [found[k] for k in keys]
+
+        self.component_budget = DataLoader(component_budgets)
+        self.team_budget = DataLoader(team_budgets)
+        self.component_forecast = DataLoader(component_forecasts)
+        self.team_forecast = DataLoader(team_forecasts)
 
     def history(self, limit: int) -> DataLoader[uuid.UUID, list[DailyCost]]:
         """One loader per limit: every component asking for the same limit shares one query."""
@@ -259,6 +361,10 @@ class Context:
     max_cost: int = 50_000
     cost: Cost | None = None
     documents: DocumentGuard | None = None  # the app's document limits and parse cache
+    # Over a WebSocket (graphql-transport-ws) the context lives as long as the connection: these
+    # are set for it (graphql/live.py), and stay None over HTTP.
+    connection: Connection | None = None
+    connection_params: dict[str, object] | None = None  # the connection_init payload
     # The principal's budget after this operation was charged (QueryCost); None when the limiter
     # is off or Redis did not answer.
     rate: RateDecision | None = None

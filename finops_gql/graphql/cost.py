@@ -61,6 +61,7 @@ from graphql.execution.values import (
 from graphql.type.introspection import SchemaMetaFieldDef, TypeMetaFieldDef
 
 from finops_gql.costs.explorer import MAX_RANGE_DAYS
+from finops_gql.costs.forecast import MAX_DAYS as MAX_FORECAST_DAYS
 
 # Arguments that bound how many items a field returns.
 SIZE_ARGUMENTS = ("first", "limit")
@@ -123,6 +124,8 @@ def static_caps(schema: GraphQLSchema) -> Mapping[tuple[str, str], int]:
         # A series has one point per bucket, and a range is at most MAX_RANGE_DAYS days.
         ("CostSeries", "points"): MAX_RANGE_DAYS,
         ("PlatformCostSeries", "points"): MAX_RANGE_DAYS,
+        # A forecast has one point per day asked for, at most forecast.MAX_DAYS.
+        ("Forecast", "points"): MAX_FORECAST_DAYS,
     }
 
 

@@ -59,6 +59,18 @@ def count_fields(document: DocumentNode, stop_after: int) -> int:
     return count
 
 
+# Validation rule classes built once for the app (the depth and alias limits): cached with the
+# specified rules, since the same class object comes back on every request.
+_STABLE_RULES: set[type[ASTValidationRule]] = set()
+
+
+def stable_rules(*rules: type[ASTValidationRule]) -> list[type[ASTValidationRule]]:
+    """Mark rule classes made once (not per request) as cacheable per document; such a rule
+    must depend on the document alone, not on variables."""
+    _STABLE_RULES.update(rules)
+    return list(rules)
+
+
 @dataclass
 class _Entry:
     document: DocumentNode
@@ -130,9 +142,9 @@ class DocumentGuard:
         # Extensions such as QueryDepthLimiter build their rule class per request: caching on
         # those would never hit and would grow each entry. They are cheap (linear), so they run
         # every time; the specified rules (OverlappingFieldsCanBeMerged is the costly one) are
-        # module-level classes and are cached.
-        static = tuple(r for r in rules if "<locals>" not in r.__qualname__)
-        per_request = tuple(r for r in rules if "<locals>" in r.__qualname__)
+        # module-level classes and are cached, and so are rules made once (stable_rules).
+        static = tuple(r for r in rules if r in _STABLE_RULES or "<locals>" not in r.__qualname__)
+        per_request = tuple(r for r in rules if r not in static)
         entry = self._cache.get(query) if query is not None else None
         if entry is not None and entry.document is not document:
             entry = None

@@ -86,6 +86,14 @@ mutation SetBudget($componentId: ID!, $budgetUsd: Float) {
 mutation TriggerCostSync {
   triggerCostSync { jobId status }
 }
+
+# Live: the end of each sync run, pushed over a WebSocket
+# (graphql-transport-ws, the token from Headers). Run it, then
+# TriggerCostSync in another tab (+, top right); the stop
+# button ends it. alertRaised(teamId: ...) works alike.
+subscription SyncFinished {
+  costSyncFinished { syncRunId status records finishedAt error }
+}
 """
 
 NOTICE = """\

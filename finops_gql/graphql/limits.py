@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator
 from graphql import ExecutionResult as GraphQLExecutionResult
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
+from strawberry.types import ExecutionContext
+from strawberry.types.graphql import OperationType
 
 from finops_gql.graphql.context import Context
 from finops_gql.graphql.cost import Cost, document_cost
@@ -55,9 +57,30 @@ def rate_limited(decision: RateDecision) -> GraphQLError:
     )
 
 
+def subscriptions_need_a_socket() -> GraphQLError:
+    return GraphQLError(
+        "subscriptions run over a WebSocket at /graphql (subprotocol graphql-transport-ws), "
+        "not over HTTP",
+        extensions={"code": "BAD_REQUEST"},
+    )
+
+
+def only_subscriptions() -> GraphQLError:
+    return GraphQLError(
+        "only subscriptions run over the WebSocket: send queries and mutations over HTTP "
+        "(POST /graphql)",
+        extensions={"code": "BAD_REQUEST"},
+    )
+
+
 class QueryCost(SchemaExtension):
     """Cost the operation after validation, charge it to the principal's budget, and refuse it
-    (over the limit, or over budget) before any resolver runs."""
+    (over the limit, or over budget) before any resolver runs.
+
+    Queries and mutations are refused in on_execute (a result set there skips execution).
+    Subscriptions are costed and charged once, when they start, and refused in on_validate
+    instead: Strawberry subscribes whatever on_execute sets, while a validation error ends the
+    operation before it starts (an `error` message). Events are not charged."""
 
     _charged = False  # per operation: Strawberry makes a new extension for each
 
@@ -67,33 +90,61 @@ class QueryCost(SchemaExtension):
         if not self._charged and isinstance(context, Context):
             await self._charge(context, 1)  # never executed: unparsable or invalid
 
+    async def on_validate(self) -> AsyncIterator[None]:
+        # After DocumentLimits (earlier in the list) validated the document.
+        execution = self.execution_context
+        context = execution.context
+        if (
+            isinstance(context, Context)
+            and execution.graphql_document is not None
+            and not execution.pre_execution_errors
+        ):
+            subscription = execution.operation_type is OperationType.SUBSCRIPTION
+            if context.connection is not None and not subscription:
+                # Over a socket an operation has no deadline: only subscriptions, which wait
+                # for events, belong there.
+                execution.pre_execution_errors = [only_subscriptions()]
+            elif context.connection is None and subscription:
+                execution.pre_execution_errors = [subscriptions_need_a_socket()]
+            elif subscription and (refusal := await self._refusal(execution, context)):
+                execution.pre_execution_errors = [refusal]
+        yield
+
     async def on_execute(self) -> AsyncIterator[None]:
         execution = self.execution_context
         context = execution.context
-        if isinstance(context, Context) and execution.graphql_document is not None:
-            cost = Cost(
-                document_cost(
-                    execution.schema._schema,
-                    execution.graphql_document,
-                    execution.variables,
-                    execution.operation_name,
-                ),
-                context.max_cost,
-            )
-            context.cost = cost
-            decision = await self._charge(context, 1 if cost.exceeded else cost.requested)
-            refusal = None
-            if cost.exceeded:
-                # First: a document that is too complex stays so, retrying later cannot help.
-                log.info("query refused: cost %d over %d", cost.requested, cost.limit)
-                refusal = too_complex(cost)
-            elif decision is not None and not decision.allowed:
-                RATE_LIMITED_REQUESTS.labels("graphql").inc()
-                refusal = rate_limited(decision)
-            if refusal is not None:
-                # A result already set makes Strawberry skip execution altogether.
-                execution.result = GraphQLExecutionResult(data=None, errors=[refusal])
+        if (
+            isinstance(context, Context)
+            and execution.graphql_document is not None
+            and execution.operation_type is not OperationType.SUBSCRIPTION
+            and (refusal := await self._refusal(execution, context))
+        ):
+            # A result already set makes Strawberry skip execution altogether.
+            execution.result = GraphQLExecutionResult(data=None, errors=[refusal])
         yield
+
+    async def _refusal(self, execution: ExecutionContext, context: Context) -> GraphQLError | None:
+        """Cost the operation, charge it, and say why it may not run (None: it may)."""
+        assert execution.graphql_document is not None
+        cost = Cost(
+            document_cost(
+                execution.schema._schema,
+                execution.graphql_document,
+                execution.variables,
+                execution.operation_name,
+            ),
+            context.max_cost,
+        )
+        context.cost = cost
+        decision = await self._charge(context, 1 if cost.exceeded else cost.requested)
+        if cost.exceeded:
+            # First: a document that is too complex stays so, retrying later cannot help.
+            log.info("operation refused: cost %d over %d", cost.requested, cost.limit)
+            return too_complex(cost)
+        if decision is not None and not decision.allowed:
+            RATE_LIMITED_REQUESTS.labels("graphql").inc()
+            return rate_limited(decision)
+        return None
 
     async def _charge(self, context: Context, requested: int) -> RateDecision | None:
         self._charged = True

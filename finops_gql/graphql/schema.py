@@ -8,33 +8,38 @@ from typing import Annotated
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter
+from strawberry.extensions import AddValidationRules
+from strawberry.extensions.max_aliases import create_validator as max_aliases_rule
+from strawberry.extensions.query_depth_limiter import create_validator as max_depth_rule
 from strawberry.permission import BasePermission
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
+from finops_gql.alerts.service import MAX_SNOOZE, parse_alert_id
 from finops_gql.catalog.service import ComponentFilter
 from finops_gql.catalog.service import ComponentOrder as ServiceComponentOrder
 from finops_gql.catalog.service import TeamOrder as ServiceTeamOrder
 from finops_gql.costs.explorer import Dimension
+from finops_gql.costs.forecast import check_days
 from finops_gql.costs.ranges import Granularity
 from finops_gql.costs.service import BREAKDOWN_DEFAULT, BREAKDOWN_MAX, TOP_DEFAULT, parse_uuid
 from finops_gql.errors import InvalidInput
-from finops_gql.graphql.documents import DocumentLimits
+from finops_gql.graphql.context import Context
+from finops_gql.graphql.documents import DocumentLimits, stable_rules
+from finops_gql.graphql.execution import FastExecutor, lean_resolvers
+from finops_gql.graphql.formatting import formatted
 from finops_gql.graphql.limits import QueryCost
+from finops_gql.graphql.live import Subscription
 from finops_gql.graphql.permissions import IsAdmin
 from finops_gql.graphql.scalars import DateTime
 from finops_gql.graphql.types import (
-    MIN_COST_DESCRIPTION as MIN_COST,
-)
-from finops_gql.graphql.types import (
-    OVER_BUDGET_DESCRIPTION as OVER_BUDGET,
-)
-from finops_gql.graphql.types import (
-    SEARCH_DESCRIPTION as SEARCH,
-)
-from finops_gql.graphql.types import (
+    ALERTS_DEFAULT,
+    FORECAST_DAYS,
+    Alert,
+    AlertConnection,
+    AlertFilter,
     Availability,
+    BudgetInput,
     Component,
     ComponentConnection,
     ComponentCost,
@@ -44,6 +49,7 @@ from finops_gql.graphql.types import (
     DateRange,
     Domain,
     DomainConnection,
+    Forecast,
     PlatformCostSeries,
     SyncJob,
     SyncRun,
@@ -52,6 +58,15 @@ from finops_gql.graphql.types import (
     Team,
     TeamConnection,
     TeamOrder,
+)
+from finops_gql.graphql.types import (
+    MIN_COST_DESCRIPTION as MIN_COST,
+)
+from finops_gql.graphql.types import (
+    OVER_BUDGET_DESCRIPTION as OVER_BUDGET,
+)
+from finops_gql.graphql.types import (
+    SEARCH_DESCRIPTION as SEARCH,
 )
 from finops_gql.observability import GraphQLMetrics
 
@@ -131,8 +146,10 @@ class Query:
         page = await catalog.list_components(
             first, after, order=order_by, filters=filters, scope=scope
         )
+        loaders = info.context.loaders
         for c in page.items:  # later Component.team / cost loads reuse these rows
-            info.context.loaders.component.prime(c.id, c)
+            loaders.component.prime(c.id, c)
+            loaders.team.prime(c.team.id, c.team)  # the page's statement read the teams
         return ComponentConnection.of(page, lambda: catalog.count_components(filters, scope))
 
     @strawberry.field(
@@ -155,6 +172,14 @@ class Query:
         found = await costs.platform_series(range.resolve(info), granularity, info.context.scope)
         return PlatformCostSeries.of(found)
 
+    @strawberry.field(description="Daily cost forecast of every component together.")
+    async def platform_forecast(
+        self, info: CtxInfo, days: Annotated[int, strawberry.argument(description=FORECAST_DAYS)]
+    ) -> Forecast:
+        costs = info.context.services.costs
+        found = await costs.platform_forecast(check_days(days), info.context.scope)
+        return Forecast.of(found)
+
     @strawberry.field(
         description="The cost of every component the principal may see (AUTHZ_MODE) by group, "
         f"largest first (first: 1..{BREAKDOWN_MAX})."
@@ -167,6 +192,29 @@ class Query:
             range.resolve(info), group_by, first, scope=info.context.scope
         )
         return CostGroupConnection.of(found)
+
+    @strawberry.field(
+        description="Alerts, newest first, filtered, cursor-paginated (first: 1..100; a cursor "
+        "pages any filter)."
+    )
+    async def alerts(
+        self,
+        info: CtxInfo,
+        filter: AlertFilter | None = None,
+        first: int = ALERTS_DEFAULT,
+        after: str | None = None,
+    ) -> AlertConnection:
+        service = info.context.services.alerts
+        filters = (filter or AlertFilter()).resolve()
+        scope = info.context.scope
+        page = await service.list_alerts(filters, first, after, scope)
+        return AlertConnection.of(page, lambda: service.count_alerts(filters, scope))
+
+    @strawberry.field(description="An alert by id.")
+    async def alert(self, info: CtxInfo, id: strawberry.ID) -> Alert | None:
+        alert_id = parse_alert_id(id)
+        found = await info.context.services.alerts.alerts_by_ids([alert_id], info.context.scope)
+        return Alert.of(found[alert_id]) if alert_id in found else None
 
     @strawberry.field(description="Whether OpenCost answers its health check.")
     async def opencost_availability(self, info: CtxInfo) -> Availability:
@@ -259,6 +307,12 @@ class UpdateComponentInput:
     opencost_key: str | None = None
 
 
+ALERT_ACTORS = (
+    "Admins, and members of the alert's team or of a team above it (JWT_TEAMS_CLAIM); "
+    "others get FORBIDDEN."
+)
+
+
 ADMIN: list[type[BasePermission]] = [IsAdmin]
 
 
@@ -307,7 +361,11 @@ class Mutation:
         await info.context.services.catalog.delete_component(_id(id))
         return True
 
-    @strawberry.mutation(permission_classes=ADMIN, description="null clears the budget.")
+    @strawberry.mutation(
+        permission_classes=ADMIN,
+        description="The component's budget becomes ROLLING_30_DAYS of budgetUsd (thresholds "
+        "kept); null removes its budget, whatever its period.",
+    )
     async def set_budget(
         self, info: CtxInfo, component_id: strawberry.ID, budget_usd: float | None
     ) -> Component:
@@ -315,6 +373,47 @@ class Mutation:
             _id(component_id, "componentId"), budget_usd
         )
         return Component.of(component)
+
+    @strawberry.mutation(
+        permission_classes=ADMIN,
+        description="Set a component's budget (replacing its budget); a ROLLING_30_DAYS one is "
+        "also its budgetUsd.",
+    )
+    async def set_component_budget(
+        self, info: CtxInfo, component_id: strawberry.ID, budget: BudgetInput
+    ) -> Component:
+        component = await info.context.services.budgets.set_component_budget(
+            _id(component_id, "componentId"), budget.spec(info)
+        )
+        return Component.of(component)
+
+    @strawberry.mutation(
+        permission_classes=ADMIN,
+        description="Set a team's budget (replacing its budget); it covers its sub-teams' cost.",
+    )
+    async def set_team_budget(
+        self, info: CtxInfo, team_id: strawberry.ID, budget: BudgetInput
+    ) -> Team:
+        team = await info.context.services.budgets.set_team_budget(
+            _id(team_id, "teamId"), budget.spec(info)
+        )
+        return Team.of(team)
+
+    @strawberry.mutation(
+        permission_classes=ADMIN,
+        description="Remove the budget of a component or a team (exactly one of the two); "
+        "false when it had none.",
+    )
+    async def remove_budget(
+        self,
+        info: CtxInfo,
+        component_id: strawberry.ID | None = None,
+        team_id: strawberry.ID | None = None,
+    ) -> bool:
+        return await info.context.services.budgets.remove_budget(
+            _id(component_id, "componentId") if component_id is not None else None,
+            _id(team_id, "teamId") if team_id is not None else None,
+        )
 
     @strawberry.mutation(
         permission_classes=ADMIN,
@@ -337,22 +436,66 @@ class Mutation:
         job_id, status = await info.context.services.enqueue_sync()
         return SyncJob(job_id=job_id, status=status)
 
+    @strawberry.mutation(
+        description=f"OPEN or SNOOZED -> ACKNOWLEDGED (CONFLICT otherwise). {ALERT_ACTORS}"
+    )
+    async def acknowledge_alert(self, info: CtxInfo, id: strawberry.ID) -> Alert:
+        service = info.context.services.alerts
+        context = info.context
+        return Alert.of(
+            await service.acknowledge(parse_alert_id(id), context.principal, context.scope)
+        )
+
+    @strawberry.mutation(
+        description="Any unresolved status -> SNOOZED until `until` (in the future, at most "
+        f"{MAX_SNOOZE.days} days ahead); it opens again then if its condition still holds. "
+        f"{ALERT_ACTORS}"
+    )
+    async def snooze_alert(self, info: CtxInfo, id: strawberry.ID, until: datetime) -> Alert:
+        service = info.context.services.alerts
+        context = info.context
+        alert = await service.snooze(parse_alert_id(id), until, context.principal, context.scope)
+        return Alert.of(alert)
+
+    @strawberry.mutation(
+        description=f"Any unresolved status -> RESOLVED (CONFLICT if resolved). {ALERT_ACTORS}"
+    )
+    async def resolve_alert(self, info: CtxInfo, id: strawberry.ID) -> Alert:
+        service = info.context.services.alerts
+        context = info.context
+        return Alert.of(await service.resolve(parse_alert_id(id), context.principal, context.scope))
+
+
+LIMIT_RULES = stable_rules(max_depth_rule(MAX_DEPTH, None), max_aliases_rule(MAX_ALIASES))
+
 
 class GatewaySchema(strawberry.Schema):
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
-        """Client mistakes are answers, not incidents: the view logs only unexpected errors."""
+        """Client mistakes are answers, not incidents: the view logs only unexpected errors.
+
+        Over a WebSocket, Strawberry sends `error.formatted` as it is: the errors get their
+        extensions.code (and an unexpected one its "internal error" wording) here instead."""
+        context = execution_context.context if execution_context is not None else None
+        if isinstance(context, Context) and context.connection is not None:
+            for error in errors:
+                body = formatted(error)
+                error.message = body["message"]
+                error.extensions = body["extensions"]
 
 
 schema = GatewaySchema(
     query=Query,
     mutation=Mutation,
+    subscription=Subscription,
     config=StrawberryConfig(scalar_map={datetime: DateTime}),
+    execution_context_class=FastExecutor,
     extensions=[
-        # Bound the work one document can ask for (team -> components -> team -> ... nests).
-        lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
-        lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
+        # Bound the work one document can ask for (team -> components -> team -> ... nests):
+        # Strawberry's QueryDepthLimiter and MaxAliasesLimiter rules, made once so that their
+        # verdict is cached with the document's (DocumentGuard.validate).
+        lambda: AddValidationRules(LIMIT_RULES),
         # Document size, tokens and fields bounded before parsing and validation; frontends send
         # the same few documents over and over, so small ones are parsed and validated once.
         DocumentLimits,
@@ -361,3 +504,4 @@ schema = GatewaySchema(
         QueryCost,
     ],
 )
+lean_resolvers(schema)

@@ -11,14 +11,18 @@ import strawberry
 from strawberry.dataloader import DataLoader
 from strawberry.types import Info
 
+from finops_gql.alerts import service as alerting
+from finops_gql.alerts.conditions import AlertKind, AlertStatus
 from finops_gql.catalog import service as catalog
+from finops_gql.costs import budgets
+from finops_gql.costs import forecast as forecasting
 from finops_gql.costs import service as cost
 from finops_gql.costs.explorer import UNASSIGNED, Dimension
 from finops_gql.costs.ranges import DayRange, Granularity, Preset
 from finops_gql.costs.service import BREAKDOWN_DEFAULT, BREAKDOWN_MAX
 from finops_gql.costs.windows import money
 from finops_gql.db import models
-from finops_gql.graphql.context import Context, SeriesKey
+from finops_gql.graphql.context import Context, SeriesKey, loaded
 
 CtxInfo = Info[Context, Any]
 
@@ -31,6 +35,19 @@ strawberry.enum(
     description="Component list order; ties are broken by name, then id.",
 )
 strawberry.enum(catalog.TeamOrder, name="TeamOrder", description="Team list order.")
+strawberry.enum(
+    AlertKind,
+    name="AlertKind",
+    description="BUDGET_THRESHOLD (a budget threshold crossed), BUDGET_FORECAST (the period's "
+    "forecast above the budget), COST_ANOMALY (a day's cost far from the component's own "
+    "pattern), SYNC_FAILED (the latest cost sync failed or was partial).",
+)
+strawberry.enum(
+    AlertStatus,
+    name="AlertStatus",
+    description="OPEN -> ACKNOWLEDGED | SNOOZED (until a time, then OPEN again if the condition "
+    "still holds) -> RESOLVED (the condition cleared, or a person resolved it).",
+)
 SEARCH_DESCRIPTION = (
     f"Case-insensitive substring of the name (1..{catalog.SEARCH_MAX} characters; % and _ match "
     "themselves; an empty string filters nothing)."
@@ -38,6 +55,8 @@ SEARCH_DESCRIPTION = (
 OVER_BUDGET_DESCRIPTION = "true: only components over budget; false: only those not over it."
 MIN_COST_DESCRIPTION = "Only components whose cost30d is at least this (finite, >= 0)."
 Counter = Callable[[], Awaitable[int]]
+ALERTS_DEFAULT = 50
+ALERT_STATUS_DESCRIPTION = "Only alerts in this status."
 
 # TeamCostSummary.components: a bounded list, so the query cost can count it (REST's team
 # summary keeps listing every component).
@@ -331,6 +350,145 @@ class CostGroupConnection:
         )
 
 
+strawberry.enum(
+    budgets.Period,
+    name="BudgetPeriod",
+    description="ROLLING_30_DAYS: the 30 complete UTC days before today (like cost30d); "
+    "MONTHLY: the current UTC calendar month.",
+)
+strawberry.enum(
+    budgets.State,
+    name="BudgetState",
+    description="Most severe first: OVER (spent > amount), FORECAST_OVER (the forecast for the "
+    "period's end > amount), WARNING (a threshold below 1.0 crossed), OK.",
+)
+strawberry.enum(
+    forecasting.Method,
+    name="ForecastMethod",
+    description="TREND_WEEKLY: least squares on a linear trend and day-of-week effects (14 days "
+    "of history or more); MEAN: the fallback below 14 days, the mean of the days there are, "
+    "flat; NO_DATA: no history, zeros.",
+)
+
+
+@strawberry.type(description="A component's or a team's budget.")
+class Budget:
+    amount: float
+    currency: str
+    period: budgets.Period
+    thresholds: list[float] = strawberry.field(
+        description="Ratios of the amount, ascending (default 0.5, 0.8, 1.0)."
+    )
+
+    @classmethod
+    def of(cls, b: budgets.BudgetSpec) -> Budget:
+        return cls(
+            amount=b.amount, currency=b.currency, period=b.period, thresholds=list(b.thresholds)
+        )
+
+
+@strawberry.type(
+    description="Where a budget stands today: money spent over the period's complete days, "
+    "and the forecast for its end."
+)
+class BudgetStatus:
+    budget: Budget
+    period_start: date
+    period_end: date = strawberry.field(
+        description="ROLLING_30_DAYS: yesterday; MONTHLY: the month's last day."
+    )
+    spent: float = strawberry.field(description="Over periodStart..yesterday.")
+    remaining: float = strawberry.field(description="amount - spent; negative when over.")
+    ratio: float | None = strawberry.field(description="spent / amount; null for a 0 budget.")
+    forecast_spend: float = strawberry.field(
+        description="MONTHLY: spent + the forecast of the month's remaining days (today "
+        "included); ROLLING_30_DAYS: the forecast of the next 30 days from today."
+    )
+    forecast_ratio: float | None
+    forecast_method: forecasting.Method
+    status: budgets.State
+    crossed_thresholds: list[float] = strawberry.field(
+        description="The thresholds t with spent > t x amount."
+    )
+
+    @classmethod
+    def of(cls, s: budgets.BudgetStatus | None) -> BudgetStatus | None:
+        if s is None:
+            return None
+        return cls(
+            budget=Budget.of(s.budget),
+            period_start=s.period_start,
+            period_end=s.period_end,
+            spent=s.spent,
+            remaining=s.remaining,
+            ratio=s.ratio,
+            forecast_spend=s.forecast_spend,
+            forecast_ratio=s.forecast_ratio,
+            forecast_method=s.forecast_method,
+            status=s.state,
+            crossed_thresholds=list(s.crossed_thresholds),
+        )
+
+
+@strawberry.input(description="A budget to set; it replaces the subject's budget.")
+class BudgetInput:
+    amount: float = strawberry.field(description="Finite, >= 0, at most BUDGET_MAX_USD.")
+    currency: str | None = strawberry.field(
+        default=None, description="Must be the cost data's (COST_CURRENCY, the default)."
+    )
+    period: budgets.Period = budgets.Period.ROLLING_30_DAYS
+    thresholds: list[float] | None = strawberry.field(
+        default=None,
+        description=f"Ratios of the amount: 1..{budgets.MAX_THRESHOLDS} of them, ascending, "
+        f"each > 0 and <= {budgets.MAX_THRESHOLD:g} (default 0.5, 0.8, 1.0).",
+    )
+
+    def spec(self, info: CtxInfo) -> budgets.BudgetSpec:
+        return info.context.services.budgets.spec(
+            self.amount, self.currency, self.period, self.thresholds
+        )
+
+
+@strawberry.type(description="One forecast day.")
+class ForecastPoint:
+    day: date
+    expected: float
+    lower: float = strawberry.field(description="Lower bound of the interval (>= 0).")
+    upper: float
+
+
+@strawberry.type(
+    description="Daily cost forecast from the persisted daily costs (at most the last 56 "
+    "complete days), starting today."
+)
+class Forecast:
+    method: forecasting.Method
+    fallback: bool = strawberry.field(
+        description="True when fewer than 14 days of history forced the MEAN or NO_DATA method."
+    )
+    interval: float = strawberry.field(description="Coverage of [lower, upper], e.g. 0.8.")
+    history_days: int = strawberry.field(description="Days of history the forecast used.")
+    points: list[ForecastPoint] = strawberry.field(
+        description=f"One per day asked for (at most {forecasting.MAX_DAYS})."
+    )
+
+    @classmethod
+    def of(cls, f: forecasting.Forecast) -> Forecast:
+        return cls(
+            method=f.method,
+            fallback=f.fallback,
+            interval=f.interval,
+            history_days=f.history_days,
+            points=[
+                ForecastPoint(day=p.day, expected=p.expected, lower=p.lower, upper=p.upper)
+                for p in f.points
+            ],
+        )
+
+
+FORECAST_DAYS = f"Days to forecast from today, 1..{forecasting.MAX_DAYS}."
+
+
 @strawberry.type(description="Live cost over a window, as OpenCost reports it now.")
 class CostWindow:
     window: str = strawberry.field(description="OpenCost window label, e.g. 7d or 30d.")
@@ -536,6 +694,53 @@ class Team:
         key = (uuid.UUID(self.id), range.resolve(info), group_by, first, include_sub_teams)
         return CostGroupConnection.of(await info.context.loaders.team_breakdown.load(key))
 
+    @strawberry.field(
+        description="The team's budget and where it stands (its sub-teams' cost included); "
+        "null when it has none."
+    )
+    async def budget_status(self, info: CtxInfo) -> BudgetStatus | None:
+        return BudgetStatus.of(await info.context.loaders.team_budget.load(uuid.UUID(self.id)))
+
+    @strawberry.field(
+        description="Daily cost forecast of the team's components (with its sub-teams' unless "
+        "includeSubTeams is false)."
+    )
+    async def forecast(
+        self,
+        info: CtxInfo,
+        days: Annotated[int, strawberry.argument(description=FORECAST_DAYS)],
+        include_sub_teams: bool = True,
+    ) -> Forecast:
+        forecasting.check_days(days)
+        key = (uuid.UUID(self.id), days, include_sub_teams)
+        return Forecast.of(await info.context.loaders.team_forecast.load(key))
+
+    @strawberry.field(
+        description="Alerts of the team (and of its sub-teams unless includeSubTeams is false), "
+        "newest first, cursor-paginated."
+    )
+    async def alerts(
+        self,
+        info: CtxInfo,
+        first: Annotated[
+            int, strawberry.argument(description=f"1..{catalog.PAGE_MAX}")
+        ] = ALERTS_DEFAULT,
+        after: str | None = None,
+        status: Annotated[
+            AlertStatus | None, strawberry.argument(description=ALERT_STATUS_DESCRIPTION)
+        ] = None,
+        include_sub_teams: bool = True,
+    ) -> AlertConnection:
+        team_id = uuid.UUID(self.id)
+        key = (team_id, first, after, status, include_sub_teams)
+        page = await info.context.loaders.team_alerts.load(key)
+        service = info.context.services.alerts
+        only = alerting.AlertFilter(
+            status=status, team_id=team_id, include_sub_teams=include_sub_teams
+        )
+        scope = info.context.scope
+        return AlertConnection.of(page, lambda: service.count_alerts(only, scope))
+
     @classmethod
     def of(cls, t: models.Team) -> Team:
         return cls(
@@ -673,11 +878,20 @@ async def _team(info: CtxInfo, team_id: uuid.UUID | None) -> Team | None:
     return Team.of(found) if found is not None else None
 
 
+async def _load_team(loader: DataLoader[uuid.UUID, models.Team | None], team_id: uuid.UUID) -> Team:
+    found = await loader.load(team_id)
+    assert found is not None  # a foreign key guarantees it
+    return Team.of(found)
+
+
 @strawberry.type
 class Component:
     id: strawberry.ID
     name: str
-    budget_usd: float | None
+    budget_usd: float | None = strawberry.field(
+        description="The amount of the component's ROLLING_30_DAYS budget (null without a "
+        "budget or with a MONTHLY one); see budgetStatus."
+    )
     opencost_aggregate: str
     opencost_key: str = strawberry.field(description="Key in OpenCost's answer (default: name).")
     cost30d: float = strawberry.field(
@@ -702,11 +916,15 @@ class Component:
     def over_budget(self) -> bool:
         return self.budget_usd is not None and self.model.cost_30d > self.budget_usd
 
-    @strawberry.field
-    async def team(self, info: CtxInfo) -> Team:
-        found = await info.context.loaders.team.load(self.team_id)
-        assert found is not None  # a foreign key guarantees it
-        return Team.of(found)
+    @strawberry.field(graphql_type=Team)
+    def team(self, info: CtxInfo) -> Team | Awaitable[Team]:
+        # Synchronous when the team is already loaded (a page's statement reads its teams): an
+        # awaitable per row would cost the executor a task per row.
+        loader = info.context.loaders.team
+        found = loaded(loader, self.team_id)
+        if found is not None:
+            return Team.of(found)
+        return _load_team(loader, self.team_id)
 
     @strawberry.field(
         description=(
@@ -741,6 +959,40 @@ class Component:
             info.context.loaders.component_series, self.id, info, range, granularity
         )
 
+    @strawberry.field(description="The component's budget and where it stands; null without one.")
+    async def budget_status(self, info: CtxInfo) -> BudgetStatus | None:
+        found = await info.context.loaders.component_budget.load(uuid.UUID(self.id))
+        return BudgetStatus.of(found)
+
+    @strawberry.field(description="Daily cost forecast from the component's persisted costs.")
+    async def forecast(
+        self, info: CtxInfo, days: Annotated[int, strawberry.argument(description=FORECAST_DAYS)]
+    ) -> Forecast:
+        forecasting.check_days(days)
+        key = (uuid.UUID(self.id), days)
+        return Forecast.of(await info.context.loaders.component_forecast.load(key))
+
+    @strawberry.field(description="The component's alerts, newest first, cursor-paginated.")
+    async def alerts(
+        self,
+        info: CtxInfo,
+        first: Annotated[
+            int, strawberry.argument(description=f"1..{catalog.PAGE_MAX}")
+        ] = ALERTS_DEFAULT,
+        after: str | None = None,
+        status: Annotated[
+            AlertStatus | None, strawberry.argument(description=ALERT_STATUS_DESCRIPTION)
+        ] = None,
+    ) -> AlertConnection:
+        component_id = uuid.UUID(self.id)
+        page = await info.context.loaders.component_alerts.load(
+            (component_id, first, after, status)
+        )
+        service = info.context.services.alerts
+        only = alerting.AlertFilter(status=status, component_id=component_id)
+        scope = info.context.scope
+        return AlertConnection.of(page, lambda: service.count_alerts(only, scope))
+
     @classmethod
     def of(cls, c: models.Component) -> Component:
         return cls(
@@ -768,6 +1020,10 @@ class PageInfo:
     end_cursor: str | None
     has_next_page: bool
 
+    @classmethod
+    def of(cls, page: catalog.Page[Any]) -> PageInfo:
+        return cls(end_cursor=page.end_cursor, has_next_page=page.has_next_page)
+
 
 TOTAL_COUNT_DESCRIPTION = (
     "How many items match the filters (all pages); counted only when asked for."
@@ -788,7 +1044,7 @@ class TeamConnection:
     def of(cls, page: catalog.Page[models.Team], counter: Counter) -> TeamConnection:
         return cls(
             nodes=[Team.of(t) for t in page.items],
-            page_info=PageInfo(end_cursor=page.end_cursor, has_next_page=page.has_next_page),
+            page_info=PageInfo.of(page),
             counter=counter,
         )
 
@@ -802,7 +1058,7 @@ class SystemConnection:
     def of(cls, page: catalog.Page[models.System]) -> SystemConnection:
         return cls(
             nodes=[System.of(s) for s in page.items],
-            page_info=PageInfo(end_cursor=page.end_cursor, has_next_page=page.has_next_page),
+            page_info=PageInfo.of(page),
         )
 
 
@@ -815,7 +1071,7 @@ class DomainConnection:
     def of(cls, page: catalog.Page[models.Domain]) -> DomainConnection:
         return cls(
             nodes=[Domain.of(d) for d in page.items],
-            page_info=PageInfo(end_cursor=page.end_cursor, has_next_page=page.has_next_page),
+            page_info=PageInfo.of(page),
         )
 
 
@@ -833,7 +1089,7 @@ class ComponentConnection:
     def of(cls, page: catalog.Page[models.Component], counter: Counter) -> ComponentConnection:
         return cls(
             nodes=[Component.of(c) for c in page.items],
-            page_info=PageInfo(end_cursor=page.end_cursor, has_next_page=page.has_next_page),
+            page_info=PageInfo.of(page),
             counter=counter,
         )
 
@@ -928,3 +1184,226 @@ class SyncRun:
 class SyncJob:
     job_id: str
     status: str = strawberry.field(description="queued, or already_queued when a run is pending.")
+
+
+# -- alerts ----------------------------------------------------------------------------------------
+
+
+@strawberry.input(description="Every given field must match.")
+class AlertFilter:
+    status: AlertStatus | None = None
+    kind: AlertKind | None = None
+    team_id: strawberry.ID | None = strawberry.field(
+        default=None, description="The team's alerts and its sub-teams'."
+    )
+    component_id: strawberry.ID | None = None
+
+    def resolve(self) -> alerting.AlertFilter:
+        return alerting.AlertFilter(
+            status=self.status,
+            kind=self.kind,
+            team_id=cost.parse_uuid(str(self.team_id), "teamId") if self.team_id else None,
+            component_id=cost.parse_uuid(str(self.component_id), "componentId")
+            if self.component_id
+            else None,
+        )
+
+
+@strawberry.type(description="What a COST_ANOMALY alert found.")
+class CostAnomaly:
+    day: date
+    actual_cost: float
+    expected_cost: float = strawberry.field(
+        description="The median of the trailing window's days on the same weekday (or of all "
+        "its days, with too little history for a weekly pattern)."
+    )
+    score: float = strawberry.field(
+        description="(actual - expected) / (1.4826 x MAD of the window's residuals)."
+    )
+    resource: str = strawberry.field(
+        description="The resource with the largest change: cpu, memory, pv, network, gpu, "
+        "loadBalancer, shared or external."
+    )
+    resource_delta: float
+    weekly: bool = strawberry.field(description="Whether the weekday pattern was used.")
+
+
+@strawberry.type(description="The budget behind a BUDGET_THRESHOLD or BUDGET_FORECAST alert.")
+class AlertBudget:
+    period: str
+    amount: float
+    spent: float
+    ratio: float | None
+    threshold: float | None = strawberry.field(description="The threshold crossed (a ratio).")
+    forecast_spend: float | None
+    currency: str
+
+
+@strawberry.type(description="Delivery to ALERT_WEBHOOK_URL.")
+class WebhookDelivery:
+    status: str = strawberry.field(description="pending, delivered or failed.")
+    attempts: int
+    delivered_at: datetime | None
+    last_error: str | None
+
+
+@strawberry.type(description="One change of an alert.")
+class AlertEvent:
+    at: datetime
+    actor: str = strawberry.field(description="The token's subject, or system (the evaluator).")
+    action: str = strawberry.field(
+        description="raised, acknowledged, snoozed, reopened or resolved."
+    )
+    from_status: AlertStatus | None
+    to_status: AlertStatus
+    note: str | None
+
+    @classmethod
+    def of(cls, e: models.AlertEvent) -> AlertEvent:
+        return cls(
+            at=e.at,
+            actor=e.actor,
+            action=e.action,
+            from_status=AlertStatus(e.from_status) if e.from_status else None,
+            to_status=AlertStatus(e.to_status),
+            note=e.note,
+        )
+
+
+def _num(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
+
+
+@strawberry.type
+class Alert:
+    id: strawberry.ID
+    kind: AlertKind
+    status: AlertStatus
+    title: str
+    subject: str = strawberry.field(
+        description="What it is about: component:<id>, team:<id> or sync:<source>."
+    )
+    period: str = strawberry.field(
+        description="Which period of it: the anomaly's day, the budget period and threshold "
+        "(rolling-30d@1), latest for a sync. One unresolved alert per kind, subject and period."
+    )
+    raised_at: datetime
+    updated_at: datetime = strawberry.field(description="The last change of status.")
+    last_seen_at: datetime = strawberry.field(
+        description="The last evaluation that found the condition true."
+    )
+    snoozed_until: datetime | None
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    resolved_at: datetime | None
+    resolved_by: str | None = strawberry.field(description="A subject, or system.")
+    model: strawberry.Private[models.Alert]
+
+    @strawberry.field(description="The owning team: its members may act on the alert.")
+    async def team(self, info: CtxInfo) -> Team | None:
+        return await _team(info, _uuid_or_none(self.model.team_id))
+
+    @strawberry.field
+    async def component(self, info: CtxInfo) -> Component | None:
+        component_id = _uuid_or_none(self.model.component_id)
+        if component_id is None:
+            return None
+        found = await info.context.loaders.component.load(component_id)
+        return Component.of(found) if found is not None else None
+
+    @strawberry.field(description="The anomaly (COST_ANOMALY alerts only).")
+    def anomaly(self) -> CostAnomaly | None:
+        d = self.model.details
+        if self.model.kind != AlertKind.COST_ANOMALY.value:
+            return None
+        return CostAnomaly(
+            day=date.fromisoformat(str(d.get("day"))),
+            actual_cost=float(d.get("actual", 0.0)),
+            expected_cost=float(d.get("expected", 0.0)),
+            score=float(d.get("score", 0.0)),
+            resource=str(d.get("resource", "")),
+            resource_delta=float(d.get("resourceDelta", 0.0)),
+            weekly=bool(d.get("weekly", False)),
+        )
+
+    @strawberry.field(description="The budget (BUDGET_* alerts only).")
+    def budget(self) -> AlertBudget | None:
+        d = self.model.details
+        if not self.model.kind.startswith("BUDGET_"):
+            return None
+        return AlertBudget(
+            period=str(d.get("period", "")),
+            amount=float(d.get("amount", 0.0)),
+            spent=float(d.get("spent", 0.0)),
+            ratio=_num(d.get("ratio")),
+            threshold=_num(d.get("threshold")),
+            forecast_spend=_num(d.get("forecastSpend")),
+            currency=str(d.get("currency", "")),
+        )
+
+    @strawberry.field(description="The failed or partial sync run (SYNC_FAILED alerts only).")
+    def sync_run_id(self) -> strawberry.ID | None:
+        run = self.model.details.get("syncRunId")
+        return strawberry.ID(str(run)) if run is not None else None
+
+    @strawberry.field(description="Null when no ALERT_WEBHOOK_URL was set at its raising.")
+    def webhook(self) -> WebhookDelivery | None:
+        a = self.model
+        if a.webhook_status is None:
+            return None
+        return WebhookDelivery(
+            status=a.webhook_status,
+            attempts=a.webhook_attempts,
+            delivered_at=a.webhook_delivered_at,
+            last_error=a.webhook_error,
+        )
+
+    @strawberry.field(description="Its history, newest first.")
+    async def events(
+        self,
+        info: CtxInfo,
+        first: Annotated[
+            int, strawberry.argument(description=f"1..{alerting.EVENTS_MAX}")
+        ] = alerting.EVENTS_DEFAULT,
+    ) -> list[AlertEvent]:
+        found = await info.context.loaders.alert_events.load((self.model.id, first))
+        return [AlertEvent.of(e) for e in found]
+
+    @classmethod
+    def of(cls, a: models.Alert) -> Alert:
+        return cls(
+            id=strawberry.ID(str(a.id)),
+            kind=AlertKind(a.kind),
+            status=AlertStatus(a.status),
+            title=a.title,
+            subject=a.subject,
+            period=a.period,
+            raised_at=a.raised_at,
+            updated_at=a.updated_at,
+            last_seen_at=a.last_seen_at,
+            snoozed_until=a.snoozed_until,
+            acknowledged_at=a.acknowledged_at,
+            acknowledged_by=a.acknowledged_by,
+            resolved_at=a.resolved_at,
+            resolved_by=a.resolved_by,
+            model=a,
+        )
+
+
+@strawberry.type
+class AlertConnection:
+    nodes: list[Alert]
+    page_info: PageInfo
+    counter: strawberry.Private[Counter]
+
+    @strawberry.field(description=TOTAL_COUNT_DESCRIPTION)
+    async def total_count(self) -> int:
+        return await self.counter()
+
+    @classmethod
+    def of(cls, page: catalog.Page[models.Alert], counter: Counter) -> AlertConnection:
+        return cls(
+            nodes=[Alert.of(a) for a in page.items],
+            page_info=PageInfo.of(page),
+            counter=counter,
+        )

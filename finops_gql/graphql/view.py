@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
-from graphql import GraphQLError
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -18,62 +18,33 @@ from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
+from strawberry.schema import BaseSchema
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionResult
+from strawberry.types.unset import UNSET, UnsetType
 
 from finops_gql.access import scope_for
-from finops_gql.auth import Principal
+from finops_gql.auth import AuthError, AuthUnavailable, Principal, TokenVerifier
 from finops_gql.config import Settings, is_loopback
-from finops_gql.errors import Conflict, InvalidInput, NotFound, QueueUnavailable
 from finops_gql.graphql.context import Context, Loaders
 from finops_gql.graphql.cost import Cost
 from finops_gql.graphql.documents import DocumentGuard
+from finops_gql.graphql.formatting import formatted
 from finops_gql.graphql.ide import graphiql_page
 from finops_gql.graphql.limits import timed_out
+from finops_gql.graphql.live import (
+    TRY_AGAIN_LATER,
+    UNAUTHORIZED,
+    Refused,
+    TextWebSocketAdapter,
+    TransportWSHandler,
+)
 from finops_gql.jsonjs import dumps
-from finops_gql.logs import request_id
-from finops_gql.opencost.errors import OpenCostUnavailable
+from finops_gql.metrics import WS_CONNECTIONS
 
 log = logging.getLogger(__name__)
 
 ANONYMOUS = Principal("anonymous", frozenset())
-
-CODES: list[tuple[type[Exception], str]] = [
-    (OpenCostUnavailable, "OPENCOST_UNAVAILABLE"),
-    (NotFound, "NOT_FOUND"),
-    (InvalidInput, "BAD_USER_INPUT"),
-    (Conflict, "CONFLICT"),
-    (QueueUnavailable, "QUEUE_UNAVAILABLE"),
-]
-
-
-def _formatted(error: GraphQLError) -> dict[str, Any]:
-    original = error.original_error
-    body: dict[str, Any] = dict(error.formatted)
-    extensions = dict(body.get("extensions") or {})
-    if original is None:
-        extensions.setdefault("code", "GRAPHQL_VALIDATION_FAILED")
-    elif isinstance(original, GraphQLError):
-        # graphql-core refusing a variable's value (NaN or 1e309 for a Float, text for an Int)
-        extensions.setdefault("code", "BAD_USER_INPUT")
-    else:
-        for kind, code in CODES:
-            if isinstance(original, kind):
-                extensions["code"] = code
-                break
-        else:
-            if "code" not in extensions:
-                # A bug, not the client's fault: log it whole, answer without internals.
-                log.error(
-                    "unexpected error in %s",
-                    error.path,
-                    exc_info=original,
-                    extra={"requestId": request_id.get()},
-                )
-                body["message"] = "internal error"
-                extensions["code"] = "INTERNAL_SERVER_ERROR"
-    body["extensions"] = extensions
-    return body
-
 
 STATIC_PREFIX = "/graphql/static/"
 STATIC_DIR = Path(__file__).parent.parent / "static" / "graphiql"
@@ -147,23 +118,49 @@ def _from_loopback(request: Request) -> bool:
     return request.client is not None and is_loopback(request.client.host)
 
 
+def _authorization(params: dict[str, object] | None) -> str | None:
+    """The Authorization value of a connection_init payload (key in any case), else None."""
+    for key, value in (params or {}).items():
+        if key.lower() == "authorization" and isinstance(value, str):
+            return value
+    return None
+
+
 class GraphQLView(GraphQL[Context, None]):
+    graphql_transport_ws_handler_class = TransportWSHandler
+    websocket_adapter_class = TextWebSocketAdapter
+
     def __init__(
         self,
-        *args: Any,
+        schema: BaseSchema,
+        *,
         settings: Settings,
+        verifier: TokenVerifier,
         documents: DocumentGuard | None = None,
         dev_token: str | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__(
+            schema,
+            # Subscriptions over WebSockets with graphql-transport-ws only: not the deprecated
+            # graphql-ws (subscriptions-transport-ws) protocol, nor multipart HTTP.
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+            connection_init_wait_timeout=timedelta(seconds=settings.graphql_ws_init_timeout_s),
+            **kwargs,
+        )
         self.settings = settings
+        self.verifier = verifier
+        self.max_subscriptions_per_connection = settings.graphql_ws_max_subscriptions
+        self.ws_open = 0
         offline = offline_ide_html(self.graphql_ide_html) if self.graphql_ide else ""
         self._ide_html = graphiql_page(offline) if offline else ""
         self._dev_ide_html = graphiql_page(offline, dev_token) if offline and dev_token else None
         self.documents = documents if documents is not None else DocumentGuard(settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
@@ -184,6 +181,48 @@ class GraphQLView(GraphQL[Context, None]):
             except RequestTooLarge:
                 response = _too_large(limit)
         await response(scope, receive, send)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A graphql-transport-ws socket (middleware.py let only those through), counted against
+        GRAPHQL_WS_MAX_CONNECTIONS."""
+        limit = self.settings.graphql_ws_max_connections
+        if self.ws_open >= limit:
+            websocket = WebSocket(scope, receive, send)
+            await websocket.accept(subprotocol=GRAPHQL_TRANSPORT_WS_PROTOCOL)
+            reason = f"too many subscription sockets (GRAPHQL_WS_MAX_CONNECTIONS={limit})"
+            log.warning("refused a subscription socket: %s", reason)
+            await websocket.close(TRY_AGAIN_LATER, reason)
+            return
+        self.ws_open += 1
+        WS_CONNECTIONS.inc()
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.ws_open -= 1
+            WS_CONNECTIONS.dec()
+
+    async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
+        """connection_init: the payload's Authorization is checked like the HTTP header, and
+        the socket is closed when the token expires."""
+        authorization = _authorization(context.connection_params)
+        if authorization is None:
+            raise Refused(
+                UNAUTHORIZED, 'connection_init payload needs {"Authorization": "Bearer <JWT>"}'
+            )
+        try:
+            principal = await self.verifier.verify_header(authorization)
+        except AuthError as exc:
+            raise Refused(UNAUTHORIZED, str(exc)) from None
+        except AuthUnavailable as exc:
+            raise Refused(TRY_AGAIN_LATER, str(exc)) from None
+        context.principal = principal
+        # The context was built before the token was known: its scope (AUTHZ_MODE) is this
+        # principal's from now on, for every operation of the socket.
+        context.loaders = Loaders(context.services, await scope_for(principal, self.settings))
+        if context.connection is not None:
+            context.connection.expire_at(principal.expires_at)
+        acknowledged: UnsetType = UNSET  # a connection_ack without payload
+        return acknowledged
 
     def parse_json(self, data: str | bytes) -> Any:
         """orjson bounds nesting (a body nested 1,000,000 deep is a 400, not a RecursionError),
@@ -238,7 +277,7 @@ class GraphQLView(GraphQL[Context, None]):
     ) -> GraphQLHTTPResponse:
         response: GraphQLHTTPResponse = {"data": result.data}
         if result.errors:
-            response["errors"] = [_formatted(e) for e in result.errors]
+            response["errors"] = [formatted(e) for e in result.errors]
         if result.extensions:
             response["extensions"] = result.extensions
         return response

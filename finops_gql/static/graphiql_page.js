@@ -5,6 +5,9 @@
 // - a fresh schema fetch when the Authorization header changes, so the Docs pane loads without
 //   a manual re-fetch (GraphiQL 3 re-introspects when its `fetcher` prop changes);
 // - in development (GRAPHIQL_DEV_TOKEN_FILE), the Headers tab prefilled and a default document.
+// Subscriptions run through GraphiQL's own fetcher (its bundled graphql-ws client): a
+// graphql-transport-ws socket at this page's URL, whose connection_init payload is the Headers tab,
+// where the server reads Authorization (finops_gql/graphql/live.py).
 // window.FINOPS_GRAPHIQL = {headers: string | null, query: string | null} is set just before.
 (function () {
   "use strict";

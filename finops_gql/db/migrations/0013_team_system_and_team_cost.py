@@ -16,7 +16,7 @@ class Migration(migrations.Migration):
     and the catalog keep them true from here on. The (cost_30d [DESC], slug) indexes serve the
     keyset pages of `teams(orderBy: COST_30D_*)`; as SQL because Index cannot say DESC."""
 
-    dependencies = [('models', '0010_coverage')]
+    dependencies = [('models', '0012_alerts')]
 
     initial = False
 

@@ -1,0 +1,176 @@
+"""The executor's fast path for plain scalar fields answers exactly as graphql-core does.
+
+Each document runs on two copies of one schema, one with FastExecutor and one with Strawberry's
+own executor, and the answers (data, error messages, paths, locations) must be equal, including
+the awkward cases: nulls in non-null fields and their propagation, values a scalar refuses,
+exceptions and awaitables held in attributes, aliases, fragments, @skip/@include, __typename.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Any
+
+import pytest
+import strawberry
+from strawberry.extensions import SchemaExtension
+
+from finops_gql.graphql.execution import FastExecutor, lean_resolvers
+
+
+class Later:
+    """An awaitable attribute value (not a coroutine: unawaited, it warns of nothing)."""
+
+    def __await__(self) -> Any:
+        yield from asyncio.sleep(0).__await__()
+        return "later"
+
+
+class Row:
+    """A source object: attributes may hold anything, as a bug in a service could leave them."""
+
+    def __init__(self, name: Any, label: Any = None, score: Any = 1.5, **more: Any) -> None:
+        self.name = name
+        self.label = label
+        self.score = score
+        self.tags = more.get("tags", ["a", "b"])
+        self.child = more.get("child")
+
+
+@strawberry.type
+class Item:
+    name: str
+    label: str | None
+    score: float
+    tags: list[str]
+    child: Item | None = None
+
+    @strawberry.field
+    def upper(self) -> str:
+        return self.name.upper()
+
+    @strawberry.field
+    def where(self, info: strawberry.Info) -> str | None:
+        if self.name == "d":
+            raise ValueError("no where for d")
+        return f"{info.path.key}:{info.field_name}:{self.name}"
+
+    @strawberry.field
+    def named(self, info: strawberry.Info) -> str:
+        return self.name  # None for the row without one: a null in a non-null field
+
+
+def rows() -> list[Row]:
+    return [
+        Row("a", label="x", child=Row("a-child")),
+        Row(None),  # a null in a non-null field: the item becomes null
+        Row("c", score=math.nan),  # Float refuses NaN
+        Row("d", label=ValueError("broken label")),  # an exception held in an attribute
+        Row("e", label=Later()),  # an awaitable held in an attribute
+        Row("f", score=3),
+        Row("g", label=123),  # String serializes an int
+    ]
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    def items(self) -> list[Item | None]:
+        return rows()  # type: ignore[return-value]
+
+    @strawberry.field
+    def strict(self) -> list[Item]:
+        return rows()  # type: ignore[return-value]
+
+    @strawberry.field
+    async def one(self) -> Item | None:
+        return Row("async", child=Row(None))  # type: ignore[return-value]
+
+
+DOCUMENTS = [
+    "{ items { name label score tags upper } }",
+    "{ items { where named w: where } one { where named } }",
+    "{ strict { named } }",
+    "{ items { n: name l: label s: score again: name } }",
+    "{ items { ...F child { ...F } } } fragment F on Item { name score __typename }",
+    "{ items { ... on Item { name } ... @skip(if: true) { label } label @include(if: false) } }",
+    "query($s: Boolean!) { items { name @skip(if: $s) score } }",
+    "{ strict { name } }",
+    "{ strict { label } }",
+    "{ one { name child { name label } } }",
+    "{ one { child { name } } items { name } }",
+    "{ __typename items { __typename } }",
+]
+
+
+def _answer(executor: type[Any] | None, document: str) -> tuple[Any, Any]:
+    schema = strawberry.Schema(query=Query, execution_context_class=executor)
+    if executor is FastExecutor:  # as the app's schema is built
+        assert lean_resolvers(schema) == ["Item.where", "Item.named"]
+
+    async def run() -> Any:
+        return await schema.execute(document, variable_values={"s": False})
+
+    result = asyncio.run(run())
+    errors = sorted(
+        (e.message, e.path, [(loc.line, loc.column) for loc in e.locations or []])
+        for e in result.errors or []
+    )
+    return result.data, errors
+
+
+@pytest.mark.parametrize("document", DOCUMENTS)
+def test_fast_path_answers_as_graphql_core(document: str) -> None:
+    fast = _answer(FastExecutor, document)
+    assert fast == _answer(None, document)
+    assert fast[0] is not None or fast[1]  # every document answers something
+
+
+def test_fast_path_cases_are_the_awkward_ones() -> None:
+    data, errors = _answer(FastExecutor, "{ items { name label score } }")
+    assert data is not None
+    items = data["items"]
+    assert items[0] == {"name": "a", "label": "x", "score": 1.5}
+    assert items[1] is None  # null name propagated to the nullable item
+    assert items[2] is None  # so did NaN, refused by Float
+    assert items[3] == {"name": "d", "label": None, "score": 1.5}
+    assert items[4]["label"] == "later"
+    assert items[5]["score"] == 3
+    assert items[6]["label"] == "123"
+    messages = {m: path for m, path, _ in errors}
+    assert messages["Cannot return null for non-nullable field Item.name."] == ["items", 1, "name"]
+    assert messages["broken label"] == ["items", 3, "label"]
+    assert any(m.startswith("Float cannot represent non numeric value") for m in messages)
+
+
+class Shout(SchemaExtension):
+    """A per-field hook: with one, every field must reach it (no fast path)."""
+
+    def resolve(self, _next: Any, root: Any, info: Any, *args: Any, **kwargs: Any) -> Any:
+        value = _next(root, info, *args, **kwargs)
+        return value.upper() if isinstance(value, str) else value
+
+
+def test_a_resolve_hook_sees_every_field() -> None:
+    schema = strawberry.Schema(
+        query=Query, execution_context_class=FastExecutor, extensions=[Shout]
+    )
+
+    async def run() -> Any:
+        return await schema.execute("{ items { name } }")
+
+    result = asyncio.run(run())
+    assert result.data is not None
+    assert result.data["items"][0] == {"name": "A"}
+
+
+def test_the_apps_row_resolvers_are_lean() -> None:
+    from finops_gql.graphql.schema import schema
+
+    fields = {
+        name: field.resolve
+        for name, field in schema._schema.type_map["Component"].fields.items()  # type: ignore[union-attr]
+    }
+    assert getattr(fields["team"], "__qualname__", "").startswith("_lean.")
+    assert not getattr(fields["system"], "__qualname__", "").startswith("_lean.")  # async
