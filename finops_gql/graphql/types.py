@@ -783,7 +783,8 @@ class Domain:
 
     @strawberry.field(
         description="Persisted cost of the domain's systems' components over a range, "
-        "whichever team owns them, bucketed by granularity."
+        "whichever team owns them (under AUTHZ_MODE=team, those the principal sees), bucketed "
+        "by granularity."
     )
     async def cost(
         self, info: CtxInfo, range: DateRange, granularity: Granularity = Granularity.DAY
@@ -840,7 +841,7 @@ class System:
 
     @strawberry.field(
         description="Persisted cost of the system's components over a range, whichever team owns "
-        "them, bucketed by granularity."
+        "them (under AUTHZ_MODE=team, those the principal sees), bucketed by granularity."
     )
     async def cost(
         self, info: CtxInfo, range: DateRange, granularity: Granularity = Granularity.DAY
