@@ -237,6 +237,43 @@ async def test_cost_sync_finished_from_a_real_worker(
     )
 
 
+async def test_alert_raised_by_a_real_worker_reaches_a_subscriber(
+    settings: Settings, services: Services, redis_url: str, fake: FakeOpenCost
+) -> None:
+    """End to end: a real arq worker syncs, its alert evaluation raises a budget alert and
+    publishes it on Redis, and the subscriber of the component's team receives it."""
+    from tests.test_worker import run_worker
+
+    settings = settings.with_(redis_url=redis_url)
+    team = await make_team()
+    checkout = await make_component(team, "checkout")
+    budgets = services.budgets
+    await budgets.set_component_budget(checkout.id, budgets.spec(0.01, thresholds=[1.0]))
+    async with serving(settings, services) as url, authed(url, settings) as c:
+        await c.subscribe(
+            "alerts",
+            "subscription Raised($team: ID!) { alertRaised(teamId: $team) { "
+            f"{ALERT_FIELDS} }} }}",
+            {"team": str(team.id)},
+        )
+        await subscribed(services, 1)
+        await services.enqueue_sync()
+        await run_worker(settings)  # a real arq worker: sync, then the alert evaluation
+        async with asyncio.timeout(WAIT_S):
+            while True:
+                message = await c.next_for("alerts")
+                assert message["type"] == "next", message
+                event = message["payload"]["data"]["alertRaised"]
+                if event["componentId"] == str(checkout.id):
+                    break
+    assert (event["event"], event["kind"], event["status"]) == (
+        "RAISED",
+        "BUDGET_THRESHOLD",
+        "OPEN",
+    )
+    assert event["teamId"] == str(team.id)
+
+
 async def test_alert_events_from_redis_are_filtered_by_team_and_its_sub_teams(
     settings: Settings, services: Services, redis_url: str
 ) -> None:
