@@ -1,4 +1,5 @@
-"""finops-gql serve | worker | sync | migrate | catalog import | token | print-schema | dev opencost"""
+"""finops-gql serve | worker | sync | migrate | catalog import | export | token | print-schema |
+dev opencost"""
 
 from __future__ import annotations
 
@@ -198,6 +199,44 @@ async def _catalog_import(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _export(settings: Settings, args: argparse.Namespace) -> int:
+    """The showback CSV of a month, written as it is read (costs/export.py): to a file, which is
+    opened only once the input is checked, or to stdout. Bad input exits 2, like a bad file."""
+    from finops_gql.errors import ServiceError
+    from finops_gql.services import open_services
+
+    async with open_services(settings, publish_budgets=False) as services:
+        try:
+            team_id = None
+            if args.team is not None:
+                team = await services.catalog.team_by_slug(args.team)
+                if team is None:
+                    print(f"error: no team with slug {args.team!r}", file=sys.stderr)
+                    return 2
+                team_id = team.id
+            chunks = await services.costs.showback_csv(args.month, team_id)
+        except ServiceError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        if args.output:
+            path = Path(args.output)
+            try:
+                out = await asyncio.to_thread(path.open, "w", encoding="utf-8", newline="")
+            except OSError as exc:
+                print(f"error: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
+                return 2
+            try:
+                async for chunk in chunks:
+                    await asyncio.to_thread(out.write, chunk)
+            finally:
+                await asyncio.to_thread(out.close)
+        else:
+            async for chunk in chunks:
+                sys.stdout.write(chunk)
+            sys.stdout.flush()
+    return 0
+
+
 def _token(settings: Settings, args: argparse.Namespace) -> int:
     from finops_gql.auth import AuthError, mint_token, parse_ttl
 
@@ -250,6 +289,17 @@ def build_parser() -> argparse.ArgumentParser:
     catalog_sub = catalog.add_subparsers(dest="catalog_command", required=True)
     imp = catalog_sub.add_parser("import", help="import Backstage catalog-info.yaml files")
     imp.add_argument("files", nargs="+")
+
+    export = sub.add_parser(
+        "export",
+        help="write a month's showback CSV (one row per component with cost)",
+        description="One RFC 4180 CSV row per component with cost in the month: team, system, "
+        "the resource columns and the total, as stored. Same rows as GET "
+        "/api/v1/cost/export.csv.",
+    )
+    export.add_argument("--month", required=True, help="YYYY-MM")
+    export.add_argument("--team", metavar="SLUG", help="only this team and its sub-teams")
+    export.add_argument("--output", "-o", metavar="FILE", help="write here (default: stdout)")
 
     token = sub.add_parser("token", help="mint an HS256 token with JWT_SECRET, for local use")
     token.add_argument("--sub", required=True)
@@ -324,6 +374,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                 raise ConfigError("--backfill must be between 1 and 400 days")
             _check_database(settings)
             code = asyncio.run(_sync(settings, args))
+        elif args.command == "export":
+            _check_database(settings.with_(migrate_on_start=False))
+            code = asyncio.run(_export(settings, args))
         elif args.command == "catalog":
             _check_database(settings.with_(migrate_on_start=False))  # import never migrates
             code = asyncio.run(_catalog_import(settings, args))

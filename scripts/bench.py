@@ -3,6 +3,7 @@
 
     .venv/bin/python scripts/bench.py                       # default scale, SQLite
     .venv/bin/python scripts/bench.py --db postgres         # PostgreSQL (database finops_bench)
+    .venv/bin/python scripts/bench.py --db postgres --db-name mine  # databases mine, mine_sync
     .venv/bin/python scripts/bench.py --smoke               # tiny scale, for CI: checks, no timings
 
 It generates a catalog and cost history (default 200 teams, 10,000 components, 90 days), starts
@@ -155,6 +156,34 @@ def generate(scale: Scale, seed: int = 7) -> tuple[list[tuple[Any, ...]], list[t
     return teams, components
 
 
+def catalog_rollups(
+    teams: list[tuple[Any, ...]], components: list[tuple[Any, ...]]
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], dict[Any, Any]]:
+    """Domains, systems and each component's system, as a Backstage catalog has them: every team
+    owns two systems holding its components, one component in ten is in no system, 20 domains
+    hold the systems but one system in ten is in none (the SYSTEM/DOMAIN breakdowns' data)."""
+    rng = random.Random(11)
+    domains = [
+        (uuid.UUID(int=rng.getrandbits(128), version=4), f"Domain {i}", f"domain-{i:02d}")
+        for i in range(20)
+    ]
+    systems = []
+    for t, team in enumerate(teams):
+        for half in range(2):
+            k = 2 * t + half
+            domain = None if k % 10 == 0 else domains[k % len(domains)][0]
+            sid = uuid.UUID(int=rng.getrandbits(128), version=4)
+            systems.append((sid, f"System {k}", f"system-{k:03d}", domain, team[0]))
+    owned: dict[Any, list[Any]] = {}
+    for system in systems:
+        owned.setdefault(system[4], []).append(system[0])
+    placed = {
+        cid: None if i % 10 == 9 else owned[team_id][i % 2]
+        for i, (cid, _, team_id, _) in enumerate(components)
+    }
+    return domains, systems, placed
+
+
 def record_rows(
     components: list[tuple[Any, ...]], days: int, end: date, synced: datetime
 ) -> list[tuple[Any, ...]]:
@@ -185,7 +214,7 @@ def record_rows(
     return rows
 
 
-COMPONENT_COLS = "id, name, team_id, budget_usd, opencost_aggregate, opencost_key, cost_30d, created_at, updated_at"
+COMPONENT_COLS = "id, name, team_id, budget_usd, opencost_aggregate, opencost_key, cost_30d, created_at, updated_at, system_id"
 # Column order of record_rows(): the sync's own upsert order.
 RECORD_COLS = RECORD_COLUMNS
 
@@ -194,8 +223,15 @@ def sqlite_ts(value: datetime) -> str:
     return value.isoformat(sep=" ")  # as Tortoise writes DatetimeField on SQLite
 
 
-async def load_data(url: str, teams: list[Any], components: list[Any], records: list[Any]) -> None:
+async def load_data(
+    url: str,
+    teams: list[Any],
+    components: list[Any],
+    records: list[Any],
+    rollups: tuple[list[Any], list[Any], dict[Any, Any]] | None = None,
+) -> None:
     now = datetime.now(UTC)
+    domains, systems, placed = rollups or ([], [], {})
     if url.startswith("sqlite://"):
         path = url.removeprefix("sqlite://")
         with sqlite3.connect(path) as db:
@@ -204,9 +240,37 @@ async def load_data(url: str, teams: list[Any], components: list[Any], records: 
                 [(str(t[0]), t[1], t[2], sqlite_ts(now), sqlite_ts(now)) for t in teams],
             )
             db.executemany(
-                f"INSERT INTO component ({COMPONENT_COLS}) VALUES (?,?,?,?,'label:app',NULL,0,?,?)",
+                "INSERT INTO domain (id, name, slug, created_at, updated_at) VALUES (?,?,?,?,?)",
+                [(str(d[0]), d[1], d[2], sqlite_ts(now), sqlite_ts(now)) for d in domains],
+            )
+            db.executemany(
+                "INSERT INTO system (id, name, slug, domain_id, owner_id, created_at, updated_at) "
+                "VALUES (?,?,?,?,?,?,?)",
                 [
-                    (str(c[0]), c[1], str(c[2]), c[3], sqlite_ts(now), sqlite_ts(now))
+                    (
+                        str(x[0]),
+                        x[1],
+                        x[2],
+                        x[3] and str(x[3]),
+                        str(x[4]),
+                        sqlite_ts(now),
+                        sqlite_ts(now),
+                    )
+                    for x in systems
+                ],
+            )
+            db.executemany(
+                f"INSERT INTO component ({COMPONENT_COLS}) VALUES (?,?,?,?,'label:app',NULL,0,?,?,?)",
+                [
+                    (
+                        str(c[0]),
+                        c[1],
+                        str(c[2]),
+                        c[3],
+                        sqlite_ts(now),
+                        sqlite_ts(now),
+                        placed.get(c[0]) and str(placed[c[0]]),
+                    )
                     for c in components
                 ],
             )
@@ -226,9 +290,20 @@ async def load_data(url: str, teams: list[Any], components: list[Any], records: 
             columns=["id", "name", "slug", "created_at", "updated_at"],
         )
         await conn.copy_records_to_table(
+            "domain",
+            records=[(*d, now, now) for d in domains],
+            columns=["id", "name", "slug", "created_at", "updated_at"],
+        )
+        await conn.copy_records_to_table(
+            "system",
+            records=[(*x, now, now) for x in systems],
+            columns=["id", "name", "slug", "domain_id", "owner_id", "created_at", "updated_at"],
+        )
+        await conn.copy_records_to_table(
             "component",
             records=[
-                (c[0], c[1], c[2], c[3], "label:app", None, 0.0, now, now) for c in components
+                (c[0], c[1], c[2], c[3], "label:app", None, 0.0, now, now, placed.get(c[0]))
+                for c in components
             ],
             columns=[c.strip() for c in COMPONENT_COLS.split(",")],
         )
@@ -416,6 +491,12 @@ SERIES_FIELDS = "total change { previousTotal ratio } points { start complete to
 COMPONENT_COST_QUERY = f"query ComponentCost($id: ID!) {{ component(id: $id) {{ cost(range: {{preset: LAST_90_DAYS}}, granularity: DAY) {{ {SERIES_FIELDS} }} }} }}"
 TEAM_COST_QUERY = f"query TeamCost($id: ID!) {{ team(id: $id) {{ cost(range: {{preset: LAST_90_DAYS}}, granularity: WEEK) {{ {SERIES_FIELDS} }} }} }}"
 PLATFORM_COST_QUERY = f"query PlatformCost {{ platformCost(range: {{preset: LAST_90_DAYS}}, granularity: DAY) {{ {SERIES_FIELDS} }} }}"
+# The breakdown table of a dashboard (issue 9): every component's 30-day cost by team, by system.
+BREAKDOWN_FIELDS = "total totalCount nodes { key label total share change { previousTotal ratio } }"
+TEAM_BREAKDOWN_QUERY = f"query ByTeam {{ costBreakdown(range: {{preset: LAST_30_DAYS}}, groupBy: TEAM) {{ {BREAKDOWN_FIELDS} }} }}"
+SYSTEM_BREAKDOWN_QUERY = f"query BySystem {{ costBreakdown(range: {{preset: LAST_30_DAYS}}, groupBy: SYSTEM) {{ {BREAKDOWN_FIELDS} }} }}"
+# Teams by 30-day cost (the team.cost_30d rollup and its index), a page of 50 with its total.
+TEAMS_BY_COST_QUERY = "query TeamsByCost { teams(first: 50, orderBy: COST_30D_DESC) { totalCount nodes { id slug cost30d } pageInfo { endCursor hasNextPage } } }"
 SERIES_COLUMNS = explorer.COLUMNS
 
 
@@ -444,17 +525,38 @@ def series_floors(big_team: Any, a_component: Any) -> dict[str, tuple[str, list[
     }
 
 
+def breakdown_floors() -> dict[str, tuple[str, list[Any]]]:
+    """The floor of a 30-day breakdown: each group's total over the range and the one before
+    it, from the pre-aggregate, in one statement (team daily totals; the team x system cube)."""
+    last = datetime.now(UTC).date() - timedelta(days=1)
+    start, first = last - timedelta(days=29), last - timedelta(days=59)
+    sums = (
+        "SUM(CASE WHEN day >= $1 THEN total_cost ELSE 0 END), "
+        "SUM(CASE WHEN day < $1 THEN total_cost ELSE 0 END)"
+    )
+    return {
+        f"graphql_breakdown_{name}": (
+            f"SELECT {key}, {sums} FROM {table} WHERE day >= $2 AND day <= $3 GROUP BY {key}",
+            [start, first, last],
+        )
+        for name, key, table in (
+            ("team", "team_id", "team_daily_cost"),
+            ("system", "system_id", "team_system_daily_cost"),
+        )
+    }
+
+
 # -- the sync -----------------------------------------------------------------------------------
 
 
 async def bench_sync(
-    kind: str, teams: list[Any], components: list[Any], smoke: bool
+    kind: str, teams: list[Any], components: list[Any], smoke: bool, name: str = "finops_bench"
 ) -> dict[str, Any]:
     from finops_gql.config import Settings
     from finops_gql.db.setup import close_db, migrate
     from finops_gql.services import open_services
 
-    url = await fresh_database(kind, "finops_bench_sync_smoke" if smoke else "finops_bench_sync")
+    url = await fresh_database(kind, f"{name}_sync_smoke" if smoke else f"{name}_sync")
     await migrate(url)
     await close_db()
     await load_data(url, teams, components, [])
@@ -792,10 +894,13 @@ async def prepare(kind: str, name: str, scale: Scale) -> Prepared:
     await migrate(url)
     await close_db()
     teams, components = generate(scale)
+    rollups = catalog_rollups(teams, components)
     end = datetime.now(UTC).date() - timedelta(days=1)
     synced = datetime.now(UTC).replace(microsecond=0)
     started = time.perf_counter()
-    await load_data(url, teams, components, record_rows(components, scale.days, end, synced))
+    await load_data(
+        url, teams, components, record_rows(components, scale.days, end, synced), rollups
+    )
     load_seconds = time.perf_counter() - started
 
     # The rollup the sync keeps (one UPDATE over all components), timed.
@@ -907,7 +1012,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     if args.peer_only:
         return await peer_only(args)
     scale = scale_of(args)
-    data = await prepare(args.db, "finops_bench_smoke" if args.smoke else "finops_bench", scale)
+    data = await prepare(args.db, f"{args.db_name}_smoke" if args.smoke else args.db_name, scale)
     url, teams, components, secret = data.url, data.teams, data.components, data.secret
     page_queries = await count_page_queries(url, secret, [10, 50, 100])
 
@@ -936,6 +1041,12 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 [big_team],
             ),
             **series_floors(big_team, a_component),
+            **breakdown_floors(),
+            "graphql_teams_by_cost": (
+                "SELECT id, slug, cost_30d, (SELECT COUNT(*) FROM team) AS total FROM team "
+                "ORDER BY cost_30d DESC, slug LIMIT 51",
+                [],
+            ),
             # the page and its total in one statement (an uncorrelated subquery, counted once;
             # COUNT(*) OVER () would materialise every match before the LIMIT)
             "graphql_filtered50": (
@@ -997,6 +1108,21 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 "url": f"{base}/graphql",
                 "body": {"query": FILTERED_QUERY, "variables": {"first": 50}},
             },
+            "graphql_breakdown_team": {
+                "method": "POST",
+                "url": f"{base}/graphql",
+                "body": {"query": TEAM_BREAKDOWN_QUERY},
+            },
+            "graphql_breakdown_system": {
+                "method": "POST",
+                "url": f"{base}/graphql",
+                "body": {"query": SYSTEM_BREAKDOWN_QUERY},
+            },
+            "graphql_teams_by_cost": {
+                "method": "POST",
+                "url": f"{base}/graphql",
+                "body": {"query": TEAMS_BY_COST_QUERY},
+            },
         }
         measured = {
             name: run_load({**common, **spec, "headers": auth}) for name, spec in scenarios.items()
@@ -1013,6 +1139,10 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             filtered = (
                 await http.post("/graphql", json=scenarios["graphql_filtered50"]["body"])
             ).json()
+            by_team, by_system = [
+                (await http.post("/graphql", json=scenarios[name]["body"])).json()
+                for name in ("graphql_breakdown_team", "graphql_breakdown_system")
+            ]
         if args.peer is not None and args.peer_skip is None:
             race = await race_peer(args.peer, url, base, auth, common, args.peer_rounds, server.pid)
             for name in ("graphql_race50", f"{args.peer}_page50"):
@@ -1023,7 +1153,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             process.terminate()
             process.wait()
 
-    sync = await bench_sync(args.db, teams, components, args.smoke)
+    sync = await bench_sync(args.db, teams, components, args.smoke, args.db_name)
     gql_total = gql_team["data"]["team"]["costSummary"]["totalCost"]
     return {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -1039,6 +1169,10 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "filtered_total_count": [
             filtered["data"]["components"]["totalCount"],
             await count_filtered(url),
+        ],
+        "breakdown_totals_team_system": [
+            by_team["data"]["costBreakdown"]["total"],
+            by_system["data"]["costBreakdown"]["total"],
         ],
         "server_peak_rss_mb": rss,
         "sync": sync,
@@ -1067,7 +1201,7 @@ def table(result: dict[str, Any]) -> str:
         f"finops_gql benchmark, {result['db']}, {result['scale']['components']} components, "
         f"{result['scale']['components'] * result['scale']['days']} records, {result['when']}",
         "",
-        f"| {'scenario':<21} | p50 ms | p95 ms | p99 ms | floor p50 | x floor | rps c=32 | x ceiling | errors |",
+        f"| {'scenario':<24} | p50 ms | p95 ms | p99 ms | floor p50 | x floor | rps c=32 | x ceiling | errors |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in m.items():
@@ -1075,7 +1209,7 @@ def table(result: dict[str, Any]) -> str:
         floor_text = f"{fl:.3f}" if fl is not None else "-"
         ratio_text = f"{row['p50_ms'] / fl:.1f}" if fl else "-"
         lines.append(
-            f"| {name:<21} | {row['p50_ms']:6.2f} | {row['p95_ms']:6.2f} | {row['p99_ms']:6.2f} | "
+            f"| {name:<24} | {row['p50_ms']:6.2f} | {row['p95_ms']:6.2f} | {row['p99_ms']:6.2f} | "
             f"{floor_text:>9} | {ratio_text:>7} | {row['rps']:8.0f} | "
             f"{row['rps'] / ceiling['rps']:9.2f} | {row['errors']:6d} |"
         )
@@ -1086,8 +1220,9 @@ def table(result: dict[str, Any]) -> str:
         f"SQL statements per GraphQL page (size: count): {result['graphql_sql_statements_by_page_size']}",
         f"REST vs GraphQL team total: {result['rest_graphql_team_total']}",
         f"filtered page totalCount, GraphQL vs SQL: {result['filtered_total_count']}",
+        f"30-day breakdown total by team vs by system: {result['breakdown_totals_team_system']}",
         f"rollup refresh (all components): {result['rollup_refresh_seconds']:.2f} s; data load {result['load_seconds']:.1f} s",
-        f"team and platform daily totals, all {result['scale']['days']} days: {result['daily_totals_refresh_seconds']:.2f} s",
+        f"team, team x system and platform daily totals, all {result['scale']['days']} days: {result['daily_totals_refresh_seconds']:.2f} s",
         f"sync 30-day backfill: {sync['backfill_30d']['seconds']:.2f} s, {sync['backfill_30d']['opencost_requests']} OpenCost requests, {sync['backfill_30d']['records']} records",
         f"sync 1-day run:       {sync['one_day']['seconds']:.2f} s, {sync['one_day']['opencost_requests']} OpenCost requests, {sync['one_day']['records']} records",
         f"server peak RSS: {result['server_peak_rss_mb']:.0f} MB",
@@ -1126,6 +1261,12 @@ def main() -> None:
     )
     parser.add_argument("--throughput-requests", type=int, default=DEFAULT.throughput_requests)
     parser.add_argument("--smoke", action="store_true", help="tiny scale, for CI")
+    parser.add_argument(
+        "--db-name",
+        default="finops_bench",
+        help="database (PostgreSQL) or file (SQLite) name; NAME_sync is the sync's; default "
+        "finops_bench (use another when several benchmarks share one server)",
+    )
     parser.add_argument(
         "--peer",
         choices=PEERS,

@@ -11,6 +11,8 @@ routes, so a new query field, nested field or REST route without an entry fails 
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -19,20 +21,27 @@ from typing import Any
 
 import httpx
 import pytest
-from graphql import GraphQLList, GraphQLNonNull, GraphQLObjectType, GraphQLType
+from graphql import (
+    GraphQLEnumType,
+    GraphQLList,
+    GraphQLNonNull,
+    GraphQLObjectType,
+    GraphQLType,
+    GraphQLUnionType,
+)
 from starlette.routing import Route
 
 from finops_gql.access import EVERYTHING, NOTHING, Scope, scope_for
 from finops_gql.app import create_app
 from finops_gql.auth import Principal, mint_token
-from finops_gql.catalog.service import ComponentOrder, Page
+from finops_gql.catalog.service import ComponentOrder, Page, TeamOrder
 from finops_gql.config import ConfigError, Settings
 from finops_gql.costs import explorer
 from finops_gql.db.models import Alert, Component, Domain, SyncRun, System, Team
 from finops_gql.graphql.schema import schema
 from finops_gql.services import Services
 from finops_gql.validation import decode_cursor
-from tests.conftest import QueryCounter, make_records
+from tests.conftest import QueryCounter, make_records, today
 
 WHO = ("outsider", "member", "viewer", "admin")
 ROLES = {"outsider": [], "member": [], "viewer": ["viewer"], "admin": ["admin"]}
@@ -204,6 +213,54 @@ def by_cost(names: set[str]) -> list[str]:
     return sorted(names, key=lambda n: (-sum(COMPONENTS[n][1]), n))
 
 
+UNASSIGNED = "unassigned"
+
+
+def system_of(name: str) -> str | None:
+    return next((s for s, (_, _, members) in SYSTEMS.items() if name in members), None)
+
+
+def domain_of(name: str) -> str | None:
+    system = system_of(name)
+    return None if system is None else SYSTEMS[system][1]
+
+
+def grouped(names: set[str], group: Callable[[str], str | None]) -> dict[str, float]:
+    """The cost of `names` by group slug (UNASSIGNED for none): a SYSTEM / DOMAIN breakdown."""
+    found: dict[str, float] = {}
+    for name in names:
+        key = group(name) or UNASSIGNED
+        found[key] = found.get(key, 0.0) + sum(COMPONENTS[name][1])
+    return found
+
+
+def check_groups(
+    world: World,
+    breakdown: dict[str, Any],
+    names: set[str],
+    group: Callable[[str], str | None],
+    kind: dict[str, Any],
+    typename: str,
+) -> None:
+    """A SYSTEM or DOMAIN breakdown of `names`: keys, labels, totals, count and entities, with
+    nothing of another team's components (no group, no label, no entity, nothing in a total)."""
+    expected = grouped(names, group)
+    assert breakdown["total"] == world.cost(names)
+    assert breakdown["totalCount"] == len(expected)
+    found = {}
+    for node in breakdown["nodes"]:
+        slug = next((s for s, o in kind.items() if str(o.id) == node["key"]), None)
+        if node["key"] == UNASSIGNED:
+            slug = UNASSIGNED
+            assert node["entity"] is None
+        else:
+            assert slug is not None
+            assert node["label"] == slug.title()
+            assert node["entity"] == {"__typename": typename, "slug": slug}
+        found[slug] = node["total"]
+    assert found == expected
+
+
 # -- GraphQL: the Query type's fields ------------------------------------------------------------
 
 
@@ -234,6 +291,10 @@ TEAM_DEEP = f"""
   costSummary {{ totalCost components(limit: 100) {{ componentId component {{ name }} }} }}
   cost(range: {LAST_30}, granularity: WEEK) {{ total points {{ totalCost }} }}
   costBreakdown(range: {LAST_30}, groupBy: COMPONENT, first: 100) {{ total totalCount nodes {{ key }} }}
+  cost30d
+  bySystem: costBreakdown(range: {LAST_30}, groupBy: SYSTEM, first: 100) {{
+    total totalCount nodes {{ key label total entity {{ __typename ... on System {{ slug }} }} }}
+  }}
   budgetStatus {{ spent }}
   forecast(days: 1) {{ historyDays points {{ expected }} }}
 """
@@ -264,6 +325,8 @@ def check_team_deep(world: World, team: dict[str, Any] | None, slug: str) -> Non
     assert breakdown["total"] == world.cost(whole)
     assert {n["key"] for n in breakdown["nodes"]} == world.ids(world.components, whole)
     assert breakdown["totalCount"] == len(whole)
+    assert team["cost30d"] == world.cost(own)
+    check_groups(world, team["bySystem"], whole, system_of, world.systems, "System")
     # The subtree's two days, averaged (fewer than 14: the MEAN fallback).
     assert team["forecast"]["points"] == [{"expected": world.cost(whole) / 2}]
     assert team["budgetStatus"] is None
@@ -307,6 +370,48 @@ async def _teams(world: World) -> None:
         "query($a: String) { teams(after: $a) { nodes { slug } } }", a=wide.end_cursor
     )
     assert [n["slug"] for n in rest["teams"]["nodes"]] == [s for s in visible if s > "platform"]
+    await check_teams_by_cost(world)
+
+
+def own_cost(slug: str) -> float:
+    return sum(sum(totals) for team, totals in COMPONENTS.values() if team == slug)
+
+
+TEAMS_BY_COST = """
+query($o: TeamOrder!, $a: String, $n: Int) {
+  teams(orderBy: $o, first: $n, after: $a) {
+    totalCount nodes { slug cost30d } pageInfo { endCursor hasNextPage }
+  }
+}
+"""
+TEAM_ORDERS = {"SLUG", "NAME", "COST_30D_DESC", "COST_30D_ASC"}  # every TeamOrder, checked
+
+
+async def check_teams_by_cost(world: World) -> None:
+    """teams(orderBy: COST_30D_*): the visible teams only, by their own cost, paged one by one
+    on cursors naming visible teams; an admin's cursor pages on over the visible ones."""
+    for order, sign in (("COST_30D_DESC", -1), ("COST_30D_ASC", 1)):
+        ranked = sorted(world.team_slugs, key=lambda t: (sign * own_cost(t), t))
+        data = (await world.gql(TEAMS_BY_COST, o=order, n=100))["teams"]
+        assert [n["slug"] for n in data["nodes"]] == ranked
+        assert [n["cost30d"] for n in data["nodes"]] == [own_cost(t) for t in ranked]
+        assert data["totalCount"] == len(ranked)
+        seen: list[str] = []
+        after = None
+        while True:
+            page = (await world.gql(TEAMS_BY_COST, o=order, n=1, a=after))["teams"]
+            seen += [n["slug"] for n in page["nodes"]]
+            if page["pageInfo"]["endCursor"] is not None:
+                assert decode_cursor(page["pageInfo"]["endCursor"], 4)[3] in world.team_slugs
+            if not page["pageInfo"]["hasNextPage"]:
+                break
+            after = page["pageInfo"]["endCursor"]
+        assert seen == ranked
+    wide = await world.services.catalog.list_teams(first=2, order=TeamOrder.COST_30D_DESC)
+    everyone = sorted(TEAMS, key=lambda t: (-own_cost(t), t))
+    assert [t.slug for t in wide.items] == everyone[:2]
+    rest = (await world.gql(TEAMS_BY_COST, o="COST_30D_DESC", a=wide.end_cursor, n=100))["teams"]
+    assert [n["slug"] for n in rest["nodes"]] == [t for t in everyone[2:] if t in world.team_slugs]
 
 
 COMPONENT_DEEP = f"""
@@ -437,10 +542,14 @@ async def _platform_forecast(world: World) -> None:
 BREAKDOWN = f"""
 query($by: CostDimension!) {{
   costBreakdown(range: {LAST_30}, groupBy: $by, first: 100) {{
-    total totalCount nodes {{ key label total share }}
+    total totalCount nodes {{
+      key label total share
+      entity {{ __typename ... on System {{ slug }} ... on Domain {{ slug }} }}
+    }}
   }}
 }}
 """
+DIMENSIONS = {"TEAM", "COMPONENT", "RESOURCE", "SYSTEM", "DOMAIN"}  # every CostDimension, checked
 
 
 @query("costBreakdown")
@@ -464,6 +573,13 @@ async def _breakdown(world: World) -> None:
     assert by_resource["total"] == expected
     cpu = next(n for n in by_resource["nodes"] if n["key"] == "cpu")
     assert cpu["total"] == pytest.approx(expected * 0.6)
+    # SYSTEM / DOMAIN: the visible teams' rows of the team x system cube only. The member's
+    # `shop` holds another team's component (not counted) and its `billing` only another team's
+    # (no group).
+    by_system = (await world.gql(BREAKDOWN, by="SYSTEM"))["costBreakdown"]
+    check_groups(world, by_system, visible, system_of, world.systems, "System")
+    by_domain = (await world.gql(BREAKDOWN, by="DOMAIN"))["costBreakdown"]
+    check_groups(world, by_domain, visible, domain_of, world.domains, "Domain")
 
 
 @query("opencostAvailability")
@@ -479,11 +595,12 @@ async def _sync_runs(world: World) -> None:
     assert len(data["syncRuns"]) == (1 if world.sees_everything else 0)
 
 
-SYSTEM_DEEP = """
+SYSTEM_DEEP = f"""
   slug
-  owner { slug }
-  domain { slug }
-  components(first: 100) { nodes { name } totalCount }
+  owner {{ slug }}
+  domain {{ slug }}
+  components(first: 100) {{ nodes {{ name }} totalCount }}
+  cost(range: {LAST_30}) {{ total change {{ previousTotal }} }}
 """
 
 
@@ -499,6 +616,9 @@ def check_system_deep(world: World, found: dict[str, Any] | None, slug: str) -> 
     shown = set(members) & world.component_names
     assert [n["name"] for n in found["components"]["nodes"]] == sorted(shown)
     assert found["components"]["totalCount"] == len(shown)
+    # Its visible components' cost only: the member's `billing` costs it nothing.
+    assert found["cost"]["total"] == world.cost(shown)
+    assert found["cost"]["change"] == {"previousTotal": 0.0}
 
 
 @query("system")
@@ -534,7 +654,7 @@ async def _systems(world: World) -> None:
     await slug_list(world, "systems", SYSTEM_DEEP, world.system_slugs, check_system_deep, wide)
 
 
-DOMAIN_DEEP = "slug owner { slug } systems(first: 100) { nodes { slug } }"
+DOMAIN_DEEP = f"slug owner {{ slug }} systems(first: 100) {{ nodes {{ slug }} }} cost(range: {LAST_30}) {{ total }}"
 
 
 def check_domain_deep(world: World, found: dict[str, Any] | None, slug: str) -> None:
@@ -547,6 +667,8 @@ def check_domain_deep(world: World, found: dict[str, Any] | None, slug: str) -> 
     assert found["owner"] == ({"slug": owner} if owner in world.team_slugs else None)
     systems = {s for s, (_, d, _) in SYSTEMS.items() if d == slug} & world.system_slugs
     assert [n["slug"] for n in found["systems"]["nodes"]] == sorted(systems)
+    inside = {c for c in world.component_names if domain_of(c) == slug}
+    assert found["cost"]["total"] == world.cost(inside)
 
 
 @query("domain")
@@ -678,8 +800,9 @@ NESTED = {
         "forecast",
         "alerts",
     },
-    "System": {"owner", "domain", "components"},
-    "Domain": {"owner", "systems"},
+    "System": {"owner", "domain", "components", "cost"},
+    "Domain": {"owner", "systems", "cost"},
+    "CostGroup": {"entity", "change"},
     "ComponentCost": {"component"},
     "TeamCostSummary": {"components"},
 }
@@ -700,9 +823,16 @@ def test_every_query_field_and_nested_object_field_has_a_check() -> None:
         found = graphql_schema.get_type(type_name)
         assert isinstance(found, GraphQLObjectType)
         objects = {
-            n for n, f in found.fields.items() if isinstance(_named(f.type), GraphQLObjectType)
+            n
+            for n, f in found.fields.items()
+            if isinstance(_named(f.type), GraphQLObjectType | GraphQLUnionType)
         }
         assert objects == covered, type_name
+    # Every value of the arguments that choose what is summed or ordered has its check too.
+    for enum_name, checked in (("CostDimension", DIMENSIONS), ("TeamOrder", TEAM_ORDERS)):
+        values = graphql_schema.get_type(enum_name)
+        assert isinstance(values, GraphQLEnumType)
+        assert set(values.values) == checked, enum_name
 
 
 @pytest.mark.parametrize("name", sorted(QUERY_CHECKS))
@@ -776,6 +906,47 @@ async def _summary(world: World) -> None:
 async def _available(world: World) -> None:
     response = await world.http.get("/api/v1/cost/available")
     assert response.json() == {"available": True}
+
+
+def export_months() -> list[str]:
+    """The months of the seeded records (yesterday and the day before: one or two)."""
+    days = (today() - timedelta(days=n) for n in (2, 1))
+    return list(dict.fromkeys(f"{d:%Y-%m}" for d in days))
+
+
+async def exported(world: World, team: uuid.UUID | None = None) -> dict[str, dict[str, str]]:
+    """Each exported component's row (money summed over the seeded months) by name."""
+    found: dict[str, dict[str, str]] = {}
+    for month in export_months():
+        params = {"month": month, **({"teamId": str(team)} if team else {})}
+        response = await world.http.get("/api/v1/cost/export.csv", params=params)
+        assert response.status_code == 200, response.text
+        for row in csv.DictReader(io.StringIO(response.text)):
+            if row["component"] in found:
+                total = float(found[row["component"]]["total_cost"]) + float(row["total_cost"])
+                row["total_cost"] = repr(total)
+            found[row["component"]] = row
+    return found
+
+
+@rest("/api/v1/cost/export.csv")
+async def _export(world: World) -> None:
+    """The request's scope: visible components only (their teams and systems in the columns);
+    another team is a 404 byte for byte like a missing one."""
+    rows = await exported(world)
+    assert set(rows) == world.component_names
+    for name, row in rows.items():
+        assert row["team"] == COMPONENTS[name][0]
+        assert row["system"] == (system_of(name) or "")
+        assert float(row["total_cost"]) == sum(COMPONENTS[name][1])
+    month = export_months()[-1]
+    for slug, team in world.teams.items():
+        if slug in world.team_slugs:
+            inside = {c for c, (t, _) in COMPONENTS.items() if t in subtree(slug)}
+            assert set(await exported(world, team.id)) == inside
+        else:
+            path = f"/api/v1/cost/export.csv?month={month}&teamId={{id}}"
+            await assert_missing_alike(world, path, team.id)
 
 
 @rest("/api/v1/openapi.json")

@@ -41,6 +41,8 @@ async def test_bench_smoke() -> None:
     graphql_count, sql_count = result["filtered_total_count"]
     assert graphql_count == sql_count > 0
     assert result["measured"]["graphql_filtered50"]["errors"] == 0
+    by_team, by_system = result["breakdown_totals_team_system"]
+    assert by_team == by_system > 0
     statements = result["graphql_sql_statements_by_page_size"]
     assert len(set(statements.values())) == 1, statements  # constant whatever the page size
     sync = result["sync"]

@@ -27,6 +27,10 @@ EXPECTED = {
     "alert_team_id_idx",
     "alert_component_id_idx",
     "alert_event_alert_idx",
+    "team_system_daily_team_day_idx",  # 0013: the SYSTEM / DOMAIN breakdowns' cube
+    "team_system_daily_system_day_idx",
+    "team_cost_desc_idx",  # 0013: teams(orderBy: COST_30D_*)
+    "team_cost_asc_idx",
 }
 
 

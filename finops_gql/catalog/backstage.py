@@ -794,11 +794,11 @@ async def _write(found: Catalog, source: str) -> ImportResult:
                 f"WHERE id IN ({', '.join(marks)})",
                 [sql_value(i) for i in in_file],
             )
-        # Owners before the import, to move the cost of components that change team.
-        owners_before = {
-            str(cid): str(tid)
-            for cid, tid in await Component.filter(id__in=in_file).values_list("id", "team_id")
-        }
+        # Owners before the import, to move the cost of components that change team; systems
+        # too, for the team x system daily totals of components that change system.
+        stored = await Component.filter(id__in=in_file).values_list("id", "team_id", "system_id")
+        owners_before = {str(cid): str(tid) for cid, tid, _ in stored}
+        systems_before = {str(cid): None if sid is None else str(sid) for cid, _, sid in stored}
         moved: set[uuid.UUID] = set()
         for component in components:
             owner_id = team_ids.get(component.owner_ref)
@@ -837,10 +837,15 @@ async def _write(found: Catalog, source: str) -> ImportResult:
             before = owners_before.get(str(component.id))
             if before is not None and before != str(owner_id):
                 moved.update((uuid.UUID(before), uuid.UUID(str(owner_id))))
+            if str(component.id) in systems_before and systems_before[str(component.id)] != (
+                None if system_id is None else str(system_id)
+            ):
+                moved.add(uuid.UUID(str(owner_id)))
             result.components += 1
         await _write_budgets(found)
         if moved:
-            # Same transaction: the teams' daily totals follow their components.
+            # Same transaction: the teams' daily totals (and team x system) follow their
+            # components.
             await explorer.refresh_daily_totals(team_ids=sorted(moved), platform=False)
     return result
 

@@ -61,7 +61,7 @@ M = TypeVar("M", Team, System)
 N = TypeVar("N", System, Domain)
 
 # Read paths load only what GraphQL shows: every extra DatetimeField costs an ISO parse per row.
-TEAM_FIELDS = ("id", "name", "slug", "parent_id")
+TEAM_FIELDS = ("id", "name", "slug", "parent_id", "cost_30d")
 SYSTEM_FIELDS = ("id", "name", "slug", "domain_id", "owner_id")
 DOMAIN_FIELDS = ("id", "name", "slug", "owner_id")
 COMPONENT_FIELDS = (
@@ -122,6 +122,18 @@ class ComponentOrder(enum.Enum):
 class TeamOrder(enum.Enum):
     SLUG = "slug"  # slug (unique)
     NAME = "name"  # name, id
+    # team.cost_30d: the sum of the team's OWN components' cost_30d (sub-teams not included,
+    # like costSummary.totalCost), a rollup kept by the sync and the catalog; ties by slug.
+    COST_30D_DESC = "cost_desc"  # cost_30d desc, slug
+    COST_30D_ASC = "cost_asc"  # cost_30d asc, slug
+
+
+TEAM_ORDER_SQL = {
+    TeamOrder.SLUG: "t.slug",
+    TeamOrder.NAME: "t.name, t.id",
+    TeamOrder.COST_30D_DESC: "t.cost_30d DESC, t.slug",
+    TeamOrder.COST_30D_ASC: "t.cost_30d, t.slug",
+}
 
 
 ORDER_SQL = {
@@ -253,6 +265,36 @@ def _component_page(
         cost = float(last.cost_30d).hex() if order is not ComponentOrder.NAME else ""
         cursor = encode_cursor(order.value, key, cost, last.name, str(last.id))
     return Page(items, cursor, len(rows) > first)
+
+
+def _team_keyset(after: str, order: TeamOrder, key: str, p: _Sql) -> str:
+    """The condition for team rows strictly after a `teams` cursor, which must come from the
+    same ordering and search. Cost cursors carry (cost hex, slug), the others (sort key, id)."""
+    issued_order, issued_key, sort_key, last = decode_cursor(after, 4)
+    try:
+        issued = TeamOrder(issued_order)
+        if issued in (TeamOrder.SLUG, TeamOrder.NAME):
+            last_id = parse_uuid(last, "after")
+        else:
+            cost = float.fromhex(sort_key)
+    except (ValueError, InvalidInput):
+        raise _not_issued() from None
+    if issued in (TeamOrder.COST_30D_DESC, TeamOrder.COST_30D_ASC):
+        if not fits_column(last, SLUG_MAX) or not math.isfinite(cost):
+            raise _not_issued()
+    elif not fits_column(sort_key, max(NAME_MAX, SLUG_MAX)):
+        raise _not_issued()
+    if issued is not order:
+        raise _cursor_mismatch(f"orderBy {issued.name}, not {order.name}")
+    if issued_key != key:
+        raise _cursor_mismatch("another search")
+    if order is TeamOrder.SLUG:
+        return f"t.slug > {p(sort_key)}"
+    if order is TeamOrder.NAME:
+        return f"(t.name, t.id) > ({p(sort_key)}, {p(last_id)})"
+    # The leading bound gives the index a range to start from; the slug settles ties.
+    bound, strict = ("<=", "<") if order is TeamOrder.COST_30D_DESC else (">=", ">")
+    return f"t.cost_30d {bound} {p(cost)} AND (t.cost_30d {strict} {p(cost)} OR t.slug > {p(last)})"
 
 
 def _slug_keyset(after: str) -> str:
@@ -638,27 +680,11 @@ class CatalogService:
         p = _Sql()
         where = self._team_conditions(search, p) + scope.teams_sql("t.id", p)
         if after is not None:
-            issued_order, issued_key, sort_key, last = decode_cursor(after, 4)
-            try:
-                issued = TeamOrder(issued_order)
-                last_id = parse_uuid(last, "after")
-            except (ValueError, InvalidInput):
-                raise _not_issued() from None
-            if not fits_column(sort_key, max(NAME_MAX, SLUG_MAX)):
-                raise _not_issued()
-            if issued is not order:
-                raise _cursor_mismatch(f"orderBy {issued.name}, not {order.name}")
-            if issued_key != key:
-                raise _cursor_mismatch("another search")
-            if order is TeamOrder.SLUG:
-                where.append(f"t.slug > {p(sort_key)}")
-            else:
-                where.append(f"(t.name, t.id) > ({p(sort_key)}, {p(last_id)})")
-        order_sql = "t.slug" if order is TeamOrder.SLUG else "t.name, t.id"
+            where.append(_team_keyset(after, order, key, p))
         sql = (
             f"SELECT {', '.join('t.' + f for f in TEAM_FIELDS)} FROM team t "  # noqa: S608 (placeholders only)
             f"{'WHERE ' + ' AND '.join(where) if where else ''} "
-            f"ORDER BY {order_sql} LIMIT {p(first + 1)}"
+            f"ORDER BY {TEAM_ORDER_SQL[order]} LIMIT {p(first + 1)}"
         )
         rows = [
             Team._init_from_db(**r) for r in await connection().execute_query_dict(sql, p.values)
@@ -667,8 +693,13 @@ class CatalogService:
         cursor = None
         if items:
             last_team = items[-1]
-            sort = last_team.slug if order is TeamOrder.SLUG else last_team.name
-            cursor = encode_cursor(order.value, key, sort, str(last_team.id))
+            if order is TeamOrder.SLUG:
+                parts = (last_team.slug, str(last_team.id))
+            elif order is TeamOrder.NAME:
+                parts = (last_team.name, str(last_team.id))
+            else:
+                parts = (float(last_team.cost_30d).hex(), last_team.slug)
+            cursor = encode_cursor(order.value, key, *parts)
         return Page(items, cursor, len(rows) > first)
 
     @staticmethod

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -45,11 +45,30 @@ Sums = list[float]  # one float per COLUMNS entry
 
 
 class Subject(enum.Enum):
-    """What a series is of: components by id, teams by id (their components), or everything."""
+    """What a series is of: components by id, teams by id (their components), systems and
+    domains by id (their components, whichever team owns them), or everything."""
 
     COMPONENT = "component"
     TEAM = "team"
     PLATFORM = "platform"
+    SYSTEM = "system"
+    DOMAIN = "domain"
+
+
+# Where each subject's daily sums are read: (subject key, source as `t`, GROUP BY needed).
+# Components, teams and the platform have one row per subject and day already; a system's days
+# are summed over the teams of team_system_daily_cost, a domain's over its systems too.
+_SUBJECT_SOURCES = {
+    Subject.COMPONENT: ("t.component_id", "cost_record t", False),
+    Subject.TEAM: ("t.team_id", "team_daily_cost t", False),
+    Subject.PLATFORM: (None, "platform_daily_cost t", False),
+    Subject.SYSTEM: ("t.system_id", "team_system_daily_cost t", True),
+    Subject.DOMAIN: (
+        "s.domain_id",
+        "team_system_daily_cost t JOIN system s ON s.id = t.system_id",
+        True,
+    ),
+}
 
 
 PLATFORM_KEY = "platform"
@@ -104,30 +123,31 @@ async def daily_sums(
     `summed`: the ids' days added up in SQL, under PLATFORM_KEY (one subject made of many).
     `columns` (a subset of COLUMNS, in the tuples' order) trims what a bulk reader needs.
 
-    Components read cost_record (one row per day already), those `scope` sees; teams and the
-    platform read the daily pre-aggregates, which hold exactly these sums (refresh_daily_totals
-    keeps them true): their callers pass only visible teams (access.py)."""
+    Components read cost_record (one row per day already), those `scope` sees; teams, systems,
+    domains and the platform read the daily pre-aggregates, which hold exactly these sums
+    (refresh_daily_totals keeps them true). Team callers pass only visible teams (access.py);
+    systems and domains are summed over the visible teams' rows of the team x system cube, so a
+    scoped principal's system is its visible components' cost."""
     if not set(columns) <= set(COLUMNS):
         raise ValueError(f"not cost columns: {sorted(set(columns) - set(COLUMNS))}")
+    key, table, grouped = _SUBJECT_SOURCES[subject]
     p = SqlParams()
-    where = [f"day >= {p(first)}", f"day <= {p(last)}"]
-    selected = ", ".join(columns)
-    if subject is Subject.PLATFORM:
-        key, table = None, "platform_daily_cost"
-    else:
+    where = [f"t.day >= {p(first)}", f"t.day <= {p(last)}"]
+    if key is not None:
         if not ids:
             return {}
-        key = "component_id" if subject is Subject.COMPONENT else "team_id"
-        table = "cost_record" if subject is Subject.COMPONENT else "team_daily_cost"
         where.append(f"{key} IN ({', '.join(p(i) for i in ids)})")
         if subject is Subject.COMPONENT:
             where.extend(scope.components_sql(key, p))
-    group = ""
+        elif grouped:
+            where.extend(scope.teams_sql("t.team_id", p))
     if summed and key:
-        key, group = None, " GROUP BY day"
-        selected = ", ".join(f"SUM({c}) AS {c}" for c in columns)
-    select = f"{key} AS subject, day, {selected}" if key else f"day, {selected}"
-    sql = f"SELECT {select} FROM {table} WHERE {' AND '.join(where)}{group}"  # noqa: S608 (placeholders only)
+        key, grouped = None, True
+    selected = ", ".join(f"SUM(t.{c}) AS {c}" if grouped else f"t.{c} AS {c}" for c in columns)
+    select = f"{key} AS subject, t.day AS day, {selected}" if key else f"t.day AS day, {selected}"
+    sql = f"SELECT {select} FROM {table} WHERE {' AND '.join(where)}"  # noqa: S608 (placeholders only)
+    if grouped:
+        sql += f" GROUP BY {key + ', ' if key else ''}t.day"
     result: dict[str, dict[date, tuple[float, ...]]] = {}
     names: dict[object, str] = {}  # driver value -> canonical UUID text, parsed once per subject
     for row in await connection().execute_query_dict(sql, p.values):
@@ -187,6 +207,20 @@ async def refresh_daily_totals(
             f"{where(*(f'c.{t}' for t in teams), day='r.day')} GROUP BY c.team_id, r.day",
             team_values,
         )
+        # The team x system cube of the SYSTEM and DOMAIN breakdowns: same teams, same days.
+        await db.execute_query(
+            f"DELETE FROM team_system_daily_cost{where(*teams)}",  # noqa: S608 (placeholders only)
+            team_values,
+        )
+        await db.execute_query(
+            f"INSERT INTO team_system_daily_cost (team_id, system_id, day, {columns}) "  # noqa: S608 (placeholders only)
+            f"SELECT c.team_id, c.system_id, r.day, {sums} FROM cost_record r "
+            "JOIN component c ON c.id = r.component_id"
+            f"{where(*(f'c.{t}' for t in teams), day='r.day')} "
+            "GROUP BY c.team_id, c.system_id, r.day",
+            team_values,
+        )
+        await refresh_team_costs(team_ids)
     if platform:
         await db.execute_query(f"DELETE FROM platform_daily_cost{where()}", values)  # noqa: S608
         await db.execute_query(
@@ -196,11 +230,34 @@ async def refresh_daily_totals(
         )
 
 
+async def refresh_team_costs(team_ids: Sequence[uuid.UUID] | None = None) -> None:
+    """Rewrite team.cost_30d, the sum of each team's own components' cost_30d (what
+    `teams(orderBy: COST_30D_*)` sorts by), of `team_ids` (all teams when None), in one
+    statement. Run after the components' rollups change (CostService.refresh_rollups) and when
+    components move or go (refresh_daily_totals), in the same transaction."""
+    if team_ids is not None and not team_ids:
+        return
+    sql = (
+        "UPDATE team SET cost_30d = COALESCE((SELECT SUM(c.cost_30d) FROM component c "
+        "WHERE c.team_id = team.id), 0)"
+    )
+    p = SqlParams()
+    if team_ids is not None:
+        sql += f" WHERE id IN ({', '.join(p(t) for t in team_ids)})"
+    await connection().execute_query(sql, p.values)
+
+
 async def drop_daily_totals_before(cutoff: date) -> None:
     """Retention: the pre-aggregates of days whose records the sync deleted (and the coverage
     figures of those days, costs/coverage.py)."""
     (mark,) = placeholders(1)
-    for table in ("team_daily_cost", "platform_daily_cost", "coverage_daily", "unmapped_cost"):
+    for table in (
+        "team_daily_cost",
+        "platform_daily_cost",
+        "team_system_daily_cost",
+        "coverage_daily",
+        "unmapped_cost",
+    ):
         await connection().execute_query(
             f"DELETE FROM {table} WHERE day < {mark}",  # noqa: S608 (placeholders only)
             [sql_value(cutoff)],
@@ -302,11 +359,18 @@ async def daily_totals(
 
 
 class Dimension(enum.Enum):
-    """What a breakdown groups by (SYSTEM and DOMAIN come with the catalog roll-ups)."""
+    """What a breakdown groups by."""
 
     TEAM = "TEAM"
     COMPONENT = "COMPONENT"
     RESOURCE = "RESOURCE"
+    SYSTEM = "SYSTEM"
+    DOMAIN = "DOMAIN"
+
+
+# The SYSTEM / DOMAIN group of cost in no system (or in a system of no domain). Not a UUID, so
+# it never collides with an id; stable, so a client can key on it.
+UNASSIGNED = "unassigned"
 
 
 # RESOURCE groups: the API's name of each resource column (total_cost is the grand total).
@@ -324,45 +388,80 @@ RESOURCES = {
 RESOURCE_TOTAL = "total"
 
 
+Totals = dict[str, tuple[float, float]]
+
+
 async def group_totals(
     dimension: Dimension, team_ids: Sequence[uuid.UUID] | None, chosen: DayRange
-) -> dict[str, tuple[float, float]]:
-    """Per group key (canonical UUID text, or a RESOURCES name): (its total over `chosen`, its
-    total over `chosen.previous()`), in ONE statement, over every team (None) or `team_ids`.
+) -> Totals:
+    """Per group key (canonical UUID text, UNASSIGNED, or a RESOURCES name): (its total over
+    `chosen`, its total over `chosen.previous()`), in ONE statement, over every team (None) or
+    `team_ids`.
 
-    Teams read the team daily totals, components their records, resources the team or
-    platform daily totals (with RESOURCE_TOTAL, the grand total); money is summed in SQL."""
-    if team_ids is not None and not team_ids:
-        # No team (a principal that sees none): no group, or every resource at zero.
-        if dimension is Dimension.RESOURCE:
-            return dict.fromkeys([*RESOURCES.values(), RESOURCE_TOTAL], (0.0, 0.0))
+    Teams read the team daily totals, components their records, systems and domains the team x
+    system cube, resources the team or platform daily totals (with RESOURCE_TOTAL, the grand
+    total); money is summed in SQL."""
+    if team_ids is None:
+        return (await _group_rows(dimension, None, chosen)).get(None, {})
+    return merge_totals((await team_group_totals(dimension, team_ids, chosen)).values())
+
+
+async def team_group_totals(
+    dimension: Dimension, team_ids: Sequence[uuid.UUID], chosen: DayRange
+) -> dict[str, Totals]:
+    """group_totals of each team of `team_ids` on its own (its components only; a caller sums a
+    subtree with merge_totals), in ONE statement for all of them: a page of teams' breakdowns."""
+    if not team_ids:
         return {}
-    span = chosen.previous()
-    values: list[object] = []
+    found = await _group_rows(dimension, team_ids, chosen)
+    return {str(owner): totals for owner, totals in found.items()}
 
-    def mark(value: object) -> str:
-        values.append(sql_value(value))
-        return placeholders(1, start=len(values))[0]
 
+def merge_totals(parts: Iterable[Totals]) -> Totals:
+    merged: dict[str, list[float]] = {}
+    for part in parts:
+        for key, (current, previous) in part.items():
+            into = merged.setdefault(key, [0.0, 0.0])
+            into[0] += current
+            into[1] += previous
+    return {key: (current, previous) for key, (current, previous) in merged.items()}
+
+
+def _group_source(dimension: Dimension, scoped: bool) -> tuple[str | None, str, str, list[str]]:
+    """(group key, source as `t`, the owning team's column, the money columns summed)."""
+    total = ["total_cost"]
     if dimension is Dimension.TEAM:
-        key, source, owner = "team_id", "team_daily_cost", "team_id"
-        columns = ["total_cost"]
-    elif dimension is Dimension.COMPONENT:
-        key, owner = "component_id", "c.team_id"
-        source = "cost_record r" + (
-            "" if team_ids is None else " JOIN component c ON c.id = r.component_id"
-        )
-        columns = ["total_cost"]
-    else:
-        key, owner = None, "team_id"
-        source = "platform_daily_cost" if team_ids is None else "team_daily_cost"
-        columns = [*RESOURCES, "total_cost"]
+        return "t.team_id", "team_daily_cost t", "t.team_id", total
+    if dimension is Dimension.COMPONENT:
+        join = " JOIN component c ON c.id = t.component_id" if scoped else ""
+        return "t.component_id", f"cost_record t{join}", "c.team_id", total
+    if dimension is Dimension.SYSTEM:
+        return "t.system_id", "team_system_daily_cost t", "t.team_id", total
+    if dimension is Dimension.DOMAIN:
+        source = "team_system_daily_cost t LEFT JOIN system s ON s.id = t.system_id"
+        return "s.domain_id", source, "t.team_id", total
+    source = "team_daily_cost t" if scoped else "platform_daily_cost t"
+    return None, source, "t.team_id", [*RESOURCES, "total_cost"]
+
+
+async def _group_rows(
+    dimension: Dimension, team_ids: Sequence[uuid.UUID] | None, chosen: DayRange
+) -> dict[str | None, Totals]:
+    """Per owning team (canonical UUID text; None when `team_ids` is None, the platform), per
+    group key: (current, previous) totals, in one statement."""
+    span = chosen.previous()
+    mark = SqlParams()
+    key, source, owner, columns = _group_source(dimension, team_ids is not None)
+    picked = [f"{key} AS k"] if key else []
+    if team_ids is not None:
+        picked.append(f"{owner} AS o")
     # The flag is computed once per row, so the range's first day is one parameter on both
     # dialects (SQLite's `?` cannot be repeated by number).
     inner = (
-        f"SELECT {key + ', ' if key else ''}{', '.join(columns)}, "  # noqa: S608 (placeholders only)
-        f"CASE WHEN day >= {mark(chosen.start)} THEN 1 ELSE 0 END AS cur FROM {source} "
-        f"WHERE day >= {mark(span.start)} AND day <= {mark(chosen.end)}"
+        f"SELECT {''.join(c + ', ' for c in picked)}"  # noqa: S608 (placeholders only)
+        f"{', '.join(f't.{c} AS {c}' for c in columns)}, "
+        f"CASE WHEN t.day >= {mark(chosen.start)} THEN 1 ELSE 0 END AS cur FROM {source} "
+        f"WHERE t.day >= {mark(span.start)} AND t.day <= {mark(chosen.end)}"
     )
     if team_ids is not None:
         inner += f" AND {owner} IN ({', '.join(mark(t) for t in team_ids)})"
@@ -371,20 +470,24 @@ async def group_totals(
         f"SUM(CASE WHEN cur = 0 THEN {c} ELSE 0 END) AS prev_{c}"
         for c in columns
     )
-    sql = f"SELECT {key + ' AS subject, ' if key else ''}{sums} FROM ({inner}) t"  # noqa: S608 (placeholders only)
-    if key:
-        sql += f" GROUP BY {key}"
-    rows = await connection().execute_query_dict(sql, values)
-    if key is None:
-        row = rows[0] if rows else {}
-        return {
-            name: (float(row.get(c) or 0.0), float(row.get(f"prev_{c}") or 0.0))
-            for c, name in {**RESOURCES, "total_cost": RESOURCE_TOTAL}.items()
-        }
-    return {
-        str(uuid.UUID(str(row["subject"]))): (
-            float(row["total_cost"] or 0.0),
-            float(row["prev_total_cost"] or 0.0),
-        )
-        for row in rows
-    }
+    groups = [g for g, used in (("o", team_ids is not None), ("k", key is not None)) if used]
+    sql = f"SELECT {''.join(g + ', ' for g in groups)}{sums} FROM ({inner}) t"  # noqa: S608 (placeholders only)
+    if groups:
+        sql += f" GROUP BY {', '.join(groups)}"
+    found: dict[str | None, Totals] = {}
+    owners: dict[object, str] = {}  # driver value -> canonical UUID text, parsed once
+    for row in await connection().execute_query_dict(sql, mark.values):
+        if team_ids is None:
+            team = None
+        else:
+            team = owners.get(row["o"])
+            if team is None:
+                team = owners[row["o"]] = str(uuid.UUID(str(row["o"])))
+        totals = found.setdefault(team, {})
+        if key is None:
+            for c, name in {**RESOURCES, "total_cost": RESOURCE_TOTAL}.items():
+                totals[name] = (float(row[c] or 0.0), float(row[f"prev_{c}"] or 0.0))
+        else:
+            group = UNASSIGNED if row["k"] is None else str(uuid.UUID(str(row["k"])))
+            totals[group] = (float(row["total_cost"] or 0.0), float(row["prev_total_cost"] or 0.0))
+    return found

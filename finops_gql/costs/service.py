@@ -9,15 +9,15 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from typing import Any
 
 from finops_gql.access import EVERYTHING, Scope
 from finops_gql.catalog import tree
 from finops_gql.costs import coverage as coverage_sums
-from finops_gql.costs import explorer
+from finops_gql.costs import explorer, export
 from finops_gql.costs import forecast as forecasting
 from finops_gql.costs.ranges import (
     DayRange,
@@ -214,6 +214,10 @@ class CostGroups:
     currency: str
     total_count: int
     groups: list[CostGroup]
+
+    def labelled(self, labels: dict[str, str]) -> CostGroups:
+        groups = [replace(g, label=labels.get(g.key, g.key)) for g in self.groups]
+        return replace(self, groups=groups)
 
 
 UNMAPPED_KEYS_DEFAULT = 20
@@ -446,13 +450,17 @@ class CostService:
             "WHERE r.component_id = component.id)"
         )
         values: list[object] = [sql_value(start), sql_value(end)]
+        teams = None  # the teams whose sums follow (teams(orderBy: COST_30D_*)): all, or ...
         if component_ids is not None:
-            ids = [sql_value(cid) for cid in component_ids]
-            if not ids:
+            chosen = list(component_ids)
+            if not chosen:
                 return
-            sql += f" WHERE id IN ({', '.join(placeholders(len(ids), start=3))})"
-            values.extend(ids)
+            sql += f" WHERE id IN ({', '.join(placeholders(len(chosen), start=3))})"
+            values.extend(sql_value(cid) for cid in chosen)
+            owners = await Component.filter(id__in=chosen).values_list("team_id", flat=True)
+            teams = [uuid.UUID(str(t)) for t in dict.fromkeys(owners)]  # ... these components'
         await connection().execute_query(sql, values)
+        await explorer.refresh_team_costs(teams)
 
     # -- the cost explorer: every figure through the range engine (costs/explorer.py) -----------
 
@@ -499,14 +507,9 @@ class CostService:
         scope: Scope = EVERYTHING,
     ) -> dict[uuid.UUID, CostSeries]:
         """Each component's series, one statement for all of them (an invisible one: zeros)."""
-        found = await explorer.series(
-            explorer.Subject.COMPONENT,
-            {c: [c] for c in component_ids},
-            chosen,
-            granularity,
-            scope,
+        return await self.subject_series(
+            explorer.Subject.COMPONENT, component_ids, chosen, granularity, scope
         )
-        return {c: CostSeries.of(s, self.currency) for c, s in found.items()}
 
     async def team_series(
         self,
@@ -600,44 +603,126 @@ class CostService:
         """The groups of a dimension by total, largest first (the first `first`), with the
         grand total, the number of groups, each one's share and change: the whole platform, or
         one team's scope (team_scopes), as far as `scope` sees them."""
-        check_limit(first, BREAKDOWN_MAX, "first")
-        teams: list[uuid.UUID] | None
         if team_id is not None:
-            teams = scope.visible_teams(await self.team_scope(team_id, include_sub_teams))
-        else:
-            teams = None if scope.team_ids is None else sorted(scope.team_ids)
-        found = await explorer.group_totals(dimension, teams, chosen)
+            found = await self.cost_breakdowns(
+                chosen, dimension, [team_id], first, include_sub_teams, scope
+            )
+            return found[team_id]
+        check_limit(first, BREAKDOWN_MAX, "first")
+        # The platform, or for a scoped principal the sum over its visible teams (access.py).
+        teams = None if scope.team_ids is None else sorted(scope.team_ids)
+        totals = await explorer.group_totals(dimension, teams, chosen)
+        ranked = self._ranked(chosen, dimension, first, totals)
+        labels = await self._labels(dimension, [g.key for g in ranked.groups])
+        return ranked.labelled(labels)
+
+    async def cost_breakdowns(
+        self,
+        chosen: DayRange,
+        dimension: explorer.Dimension,
+        team_ids: Sequence[uuid.UUID],
+        first: int = BREAKDOWN_DEFAULT,
+        include_sub_teams: bool = True,
+        scope: Scope = EVERYTHING,
+    ) -> dict[uuid.UUID, CostGroups]:
+        """cost_breakdown of each team's scope as far as `scope` sees it, in three statements
+        whatever the number of teams (their subtrees, every visible scope team's groups, the
+        labels): Team.costBreakdown's DataLoader."""
+        check_limit(first, BREAKDOWN_MAX, "first")
+        scopes = {
+            t: scope.visible_teams(ids)
+            for t, ids in (await self.team_scopes(team_ids, include_sub_teams)).items()
+        }
+        wanted = list(dict.fromkeys(t for ids in scopes.values() for t in ids))
+        per_team = await explorer.team_group_totals(dimension, wanted, chosen)
+        ranked = {
+            team_id: self._ranked(
+                chosen,
+                dimension,
+                first,
+                explorer.merge_totals(per_team.get(str(t), {}) for t in scopes[team_id]),
+            )
+            for team_id in team_ids
+        }
+        keys = list(dict.fromkeys(g.key for r in ranked.values() for g in r.groups))
+        labels = await self._labels(dimension, keys)
+        return {team_id: r.labelled(labels) for team_id, r in ranked.items()}
+
+    def _ranked(
+        self,
+        chosen: DayRange,
+        dimension: explorer.Dimension,
+        first: int,
+        found: explorer.Totals,
+    ) -> CostGroups:
+        """The groups by total (largest first, then key), unlabelled (labels are the keys)."""
         if dimension is explorer.Dimension.RESOURCE:
+            # Every resource is a group, with or without cost.
+            found = {
+                name: found.get(name, (0.0, 0.0))
+                for name in [*explorer.RESOURCES.values(), explorer.RESOURCE_TOTAL]
+            }
             grand = money(found.pop(explorer.RESOURCE_TOTAL)[0])
         else:
             grand = money(sum(current for current, _ in found.values()))
         ranked = sorted(found.items(), key=lambda item: (-money(item[1][0]), item[0]))
-        shown = ranked[:first]
-        labels = await self._labels(dimension, [key for key, _ in shown])
         groups = [
             CostGroup(
                 key=key,
-                label=labels.get(key, key),
+                label=key,
                 total=money(current),
                 share=money(current) / grand if grand else None,
                 change=_change(money(current), money(previous)),
             )
-            for key, (current, previous) in shown
+            for key, (current, previous) in ranked[:first]
         ]
         return CostGroups(
             chosen.start, chosen.end, dimension, grand, self.currency, len(found), groups
         )
 
     async def _labels(self, dimension: explorer.Dimension, keys: list[str]) -> dict[str, str]:
-        if dimension is explorer.Dimension.RESOURCE or not keys:
-            return {}
-        table = "team" if dimension is explorer.Dimension.TEAM else "component"
+        """Each group's name: the team's, component's, system's or domain's; UNASSIGNED_LABELS
+        for the cost in no system / domain; a resource is its own label."""
+        table = LABEL_TABLES.get(dimension)
+        labels = {}
+        if explorer.UNASSIGNED in keys and dimension in UNASSIGNED_LABELS:
+            labels[explorer.UNASSIGNED] = UNASSIGNED_LABELS[dimension]
+        if table is None:
+            return labels
+        ids = [uuid.UUID(k) for k in keys if k != explorer.UNASSIGNED]
+        if not ids:
+            return labels
+        p = SqlParams()
         rows = await connection().execute_query_dict(
             f"SELECT id, name FROM {table} "  # noqa: S608 (placeholders only)
-            f"WHERE id IN ({', '.join(placeholders(len(keys)))})",
-            [sql_value(uuid.UUID(k)) for k in keys],
+            f"WHERE id IN ({', '.join(p(i) for i in ids)})",
+            p.values,
         )
-        return {str(uuid.UUID(str(row["id"]))): row["name"] for row in rows}
+        labels.update((str(uuid.UUID(str(row["id"]))), row["name"]) for row in rows)
+        return labels
+
+    async def showback_csv(
+        self, month: str | None, team_id: uuid.UUID | None = None, scope: Scope = EVERYTHING
+    ) -> AsyncIterator[str]:
+        """The showback export of a month (YYYY-MM), of every component `scope` sees or of a
+        team's subtree: checked now (InvalidInput, NotFound), then CSV chunks (costs/export.py)."""
+        today = self.clock().astimezone(UTC).date()
+        return await export.showback_csv(month, team_id, today, scope=scope)
+
+    async def subject_series(
+        self,
+        subject: explorer.Subject,
+        ids: Sequence[uuid.UUID],
+        chosen: DayRange,
+        granularity: Granularity,
+        scope: Scope = EVERYTHING,
+    ) -> dict[uuid.UUID, CostSeries]:
+        """Each system's or domain's (or component's) series, one statement for all of them: a
+        system's cost is its components', whichever team owns them; a domain's its systems'.
+        As far as `scope` sees: a scoped principal's system or domain is the cost of its visible
+        components in it (their teams' rows of the team x system cube)."""
+        found = await explorer.series(subject, {i: [i] for i in ids}, chosen, granularity, scope)
+        return {i: CostSeries.of(s, self.currency) for i, s in found.items()}
 
     # -- coverage: the cluster's cost beside the catalog's (costs/coverage.py) ---------------------
 
@@ -680,6 +765,20 @@ class CostService:
             UnmappedKey(aggregate, key, money(total), money(total) / cluster if cluster else None)
             for aggregate, key, total in found
         ]
+
+
+# The table naming each dimension's groups.
+LABEL_TABLES = {
+    explorer.Dimension.TEAM: "team",
+    explorer.Dimension.COMPONENT: "component",
+    explorer.Dimension.SYSTEM: "system",
+    explorer.Dimension.DOMAIN: "domain",
+}
+# The label of the UNASSIGNED group (key "unassigned", no entity).
+UNASSIGNED_LABELS = {
+    explorer.Dimension.SYSTEM: "(no system)",
+    explorer.Dimension.DOMAIN: "(no domain)",
+}
 
 
 def _daily_cost(row: dict[str, Any]) -> DailyCost:

@@ -14,9 +14,10 @@ from finops_gql.alerts.conditions import AlertStatus
 from finops_gql.auth import Principal
 from finops_gql.catalog.service import ComponentFilter, ComponentOrder, Page
 from finops_gql.costs.budgets import BudgetStatus
+from finops_gql.costs.explorer import Dimension, Subject
 from finops_gql.costs.forecast import Forecast
 from finops_gql.costs.ranges import DayRange, Granularity
-from finops_gql.costs.service import CostSeries, DailyCost, TeamSummary
+from finops_gql.costs.service import CostGroups, CostSeries, DailyCost, TeamSummary
 from finops_gql.db.models import Alert, AlertEvent, Component, Domain, System, Team
 from finops_gql.errors import ServiceError
 from finops_gql.graphql.cost import Cost
@@ -54,6 +55,30 @@ def _pages(
         return [
             found if isinstance(found := pages[f, a], Exception) else found[i] for i, f, a in keys
         ]
+
+    return load
+
+
+SeriesKey = tuple[uuid.UUID, DayRange, Granularity]
+# (team id, range, groupBy, first, includeSubTeams)
+BreakdownKey = tuple[uuid.UUID, DayRange, Dimension, int, bool]
+
+
+def _series(
+    fetch: Callable[
+        [list[uuid.UUID], DayRange, Granularity], Awaitable[dict[uuid.UUID, CostSeries]]
+    ],
+) -> Callable[[list[SeriesKey]], Awaitable[list[CostSeries]]]:
+    """A batch function for series of many subjects: one statement per distinct (range,
+    granularity), so one for a page in practice."""
+
+    async def load(keys: list[SeriesKey]) -> list[CostSeries]:
+        found: dict[SeriesKey, CostSeries] = {}
+        for chosen, granularity in dict.fromkeys((r, g) for _, r, g in keys):
+            ids = [i for i, r, g in keys if (r, g) == (chosen, granularity)]
+            for i, s in (await fetch(ids, chosen, granularity)).items():
+                found[i, chosen, granularity] = s
+        return [found[k] for k in keys]
 
     return load
 
@@ -111,9 +136,12 @@ class Loaders:
     team_children: DataLoader[PageKey, Page[Team]] = field(init=False)
     domain_systems: DataLoader[PageKey, Page[System]] = field(init=False)
     # Keyed by (component id, range, granularity): one statement per distinct range/granularity.
-    component_series: DataLoader[tuple[uuid.UUID, DayRange, Granularity], CostSeries] = field(
-        init=False
-    )
+    component_series: DataLoader[SeriesKey, CostSeries] = field(init=False)
+    # The same for systems and domains (System.cost, Domain.cost).
+    system_series: DataLoader[SeriesKey, CostSeries] = field(init=False)
+    domain_series: DataLoader[SeriesKey, CostSeries] = field(init=False)
+    # Team.costBreakdown: three statements per distinct (range, groupBy, first, includeSubTeams).
+    team_breakdown: DataLoader[BreakdownKey, CostGroups] = field(init=False)
     # Keyed by (team id, range, granularity, includeSubTeams).
     team_series: DataLoader[tuple[uuid.UUID, DayRange, Granularity, bool], CostSeries] = field(
         init=False
@@ -179,16 +207,13 @@ class Loaders:
             found = await costs.team_summaries(ids, scope)
             return [found[i] for i in ids]
 
-        async def component_series(
-            keys: list[tuple[uuid.UUID, DayRange, Granularity]],
-        ) -> list[CostSeries]:
-            found: dict[tuple[uuid.UUID, DayRange, Granularity], CostSeries] = {}
-            for chosen, granularity in dict.fromkeys((r, g) for _, r, g in keys):
-                ids = [c for c, r, g in keys if (r, g) == (chosen, granularity)]
-                series = await costs.component_series(ids, chosen, granularity, scope)
-                for c, s in series.items():
-                    found[c, chosen, granularity] = s
-            return [found[k] for k in keys]
+        async def team_breakdown(keys: list[BreakdownKey]) -> list[CostGroups | Exception]:
+            return await _grouped(
+                keys,
+                lambda ids, args: costs.cost_breakdowns(
+                    args[0], args[1], ids, args[2], args[3], scope
+                ),
+            )
 
         async def team_series(
             keys: list[tuple[uuid.UUID, DayRange, Granularity, bool]],
@@ -201,7 +226,16 @@ class Loaders:
                     found[t, chosen, granularity, sub] = s
             return [found[k] for k in keys]
 
-        self.component_series = DataLoader(component_series)
+        self.component_series = DataLoader(
+            _series(lambda ids, r, g: costs.component_series(ids, r, g, scope))
+        )
+        self.system_series = DataLoader(
+            _series(lambda ids, r, g: costs.subject_series(Subject.SYSTEM, ids, r, g, scope))
+        )
+        self.domain_series = DataLoader(
+            _series(lambda ids, r, g: costs.subject_series(Subject.DOMAIN, ids, r, g, scope))
+        )
+        self.team_breakdown = DataLoader(team_breakdown)
         self.team_series = DataLoader(team_series)
         self.team = DataLoader(teams)
         self.component = DataLoader(components)

@@ -17,12 +17,12 @@ from finops_gql.catalog import service as catalog
 from finops_gql.costs import budgets
 from finops_gql.costs import forecast as forecasting
 from finops_gql.costs import service as cost
-from finops_gql.costs.explorer import Dimension
+from finops_gql.costs.explorer import UNASSIGNED, Dimension
 from finops_gql.costs.ranges import DayRange, Granularity, Preset
 from finops_gql.costs.service import BREAKDOWN_DEFAULT, BREAKDOWN_MAX
 from finops_gql.costs.windows import money
 from finops_gql.db import models
-from finops_gql.graphql.context import Context, loaded
+from finops_gql.graphql.context import Context, SeriesKey, loaded
 
 CtxInfo = Info[Context, Any]
 
@@ -266,8 +266,9 @@ class PlatformCostSeries(CostSeries):
 strawberry.enum(
     Dimension,
     name="CostDimension",
-    description="TEAM, COMPONENT or RESOURCE (cpu, memory, pv, network, gpu, loadBalancer, "
-    "shared, external).",
+    description="TEAM, COMPONENT, SYSTEM, DOMAIN or RESOURCE (cpu, memory, pv, network, gpu, "
+    "loadBalancer, shared, external). SYSTEM and DOMAIN have one more group for the cost in no "
+    f"system (no domain): key {UNASSIGNED!r}, label '(no system)' ('(no domain)'), entity null.",
 )
 
 
@@ -277,13 +278,41 @@ def _change(c: cost.CostChange) -> CostChange:
 
 @strawberry.type(description="One group of a breakdown.")
 class CostGroup:
-    key: str = strawberry.field(description="The team or component id, or the resource name.")
-    label: str = strawberry.field(description="The team or component name, or the resource.")
+    key: str = strawberry.field(
+        description=f"The team, component, system or domain id, {UNASSIGNED!r} (cost in no "
+        "system / domain), or the resource name."
+    )
+    label: str = strawberry.field(
+        description="The team, component, system or domain name, '(no system)' / '(no domain)', "
+        "or the resource."
+    )
     total: float
     share: float | None = strawberry.field(
         description="total / the breakdown's total; null when that is 0."
     )
     change: CostChange
+    dimension: strawberry.Private[Dimension]
+
+    @strawberry.field(
+        description="The group's Team, Component, System or Domain; null for a resource, for "
+        "the unassigned group, and for one deleted since."
+    )
+    async def entity(self, info: CtxInfo) -> CostEntity | None:
+        if self.dimension is Dimension.RESOURCE or self.key == UNASSIGNED:
+            return None
+        loaders = info.context.loaders
+        entity_id = uuid.UUID(self.key)
+        if self.dimension is Dimension.TEAM:
+            team = await loaders.team.load(entity_id)
+            return Team.of(team) if team is not None else None
+        if self.dimension is Dimension.COMPONENT:
+            component = await loaders.component.load(entity_id)
+            return Component.of(component) if component is not None else None
+        if self.dimension is Dimension.SYSTEM:
+            system = await loaders.system.load(entity_id)
+            return System.of(system) if system is not None else None
+        domain = await loaders.domain.load(entity_id)
+        return Domain.of(domain) if domain is not None else None
 
 
 @strawberry.type(description="Cost over a range by group, largest first.")
@@ -309,7 +338,12 @@ class CostGroupConnection:
             total_count=g.total_count,
             nodes=[
                 CostGroup(
-                    key=n.key, label=n.label, total=n.total, share=n.share, change=_change(n.change)
+                    key=n.key,
+                    label=n.label,
+                    total=n.total,
+                    share=n.share,
+                    change=_change(n.change),
+                    dimension=g.dimension,
                 )
                 for n in g.groups
             ],
@@ -568,6 +602,10 @@ class Team:
     id: strawberry.ID
     name: str
     slug: str
+    cost30d: float = strawberry.field(
+        description="Sum of the cost30d of the team's own components (sub-teams not included): "
+        "what teams(orderBy: COST_30D_DESC / COST_30D_ASC) sorts by (kept by the sync)."
+    )
     parent_id: strawberry.Private[uuid.UUID | None]
 
     @strawberry.field(description="The team this one is a sub-team of (Backstage spec.parent).")
@@ -653,15 +691,8 @@ class Team:
         first: int = BREAKDOWN_DEFAULT,
         include_sub_teams: bool = True,
     ) -> CostGroupConnection:
-        found = await info.context.services.costs.cost_breakdown(
-            range.resolve(info),
-            group_by,
-            first,
-            uuid.UUID(self.id),
-            include_sub_teams,
-            info.context.scope,
-        )
-        return CostGroupConnection.of(found)
+        key = (uuid.UUID(self.id), range.resolve(info), group_by, first, include_sub_teams)
+        return CostGroupConnection.of(await info.context.loaders.team_breakdown.load(key))
 
     @strawberry.field(
         description="The team's budget and where it stands (its sub-teams' cost included); "
@@ -716,6 +747,7 @@ class Team:
             id=strawberry.ID(str(t.id)),
             name=t.name,
             slug=t.slug,
+            cost30d=money(t.cost_30d),
             parent_id=_uuid_or_none(t.parent_id),
         )
 
@@ -748,6 +780,16 @@ class Domain:
         for item in page.items:
             info.context.loaders.system.prime(item.id, item)
         return SystemConnection.of(page)
+
+    @strawberry.field(
+        description="Persisted cost of the domain's systems' components over a range, "
+        "whichever team owns them (under AUTHZ_MODE=team, those the principal sees), bucketed "
+        "by granularity."
+    )
+    async def cost(
+        self, info: CtxInfo, range: DateRange, granularity: Granularity = Granularity.DAY
+    ) -> CostSeries:
+        return await _series(info.context.loaders.domain_series, self.id, info, range, granularity)
 
     @classmethod
     def of(cls, d: models.Domain) -> Domain:
@@ -797,6 +839,15 @@ class System:
             page, lambda: catalog_service.count_components(only_system, scope)
         )
 
+    @strawberry.field(
+        description="Persisted cost of the system's components over a range, whichever team owns "
+        "them (under AUTHZ_MODE=team, those the principal sees), bucketed by granularity."
+    )
+    async def cost(
+        self, info: CtxInfo, range: DateRange, granularity: Granularity = Granularity.DAY
+    ) -> CostSeries:
+        return await _series(info.context.loaders.system_series, self.id, info, range, granularity)
+
     @classmethod
     def of(cls, s: models.System) -> System:
         return cls(
@@ -806,6 +857,19 @@ class System:
             domain_id=_uuid_or_none(s.domain_id),
             owner_id=_uuid_or_none(s.owner_id),
         )
+
+
+async def _series(
+    loader: DataLoader[SeriesKey, cost.CostSeries],
+    subject_id: str,
+    info: CtxInfo,
+    range: DateRange,
+    granularity: Granularity,
+) -> CostSeries:
+    """A component's, system's or domain's series through its DataLoader."""
+    return CostSeries.of(
+        await loader.load((uuid.UUID(subject_id), range.resolve(info), granularity))
+    )
 
 
 async def _team(info: CtxInfo, team_id: uuid.UUID | None) -> Team | None:
@@ -892,8 +956,9 @@ class Component:
     async def cost(
         self, info: CtxInfo, range: DateRange, granularity: Granularity = Granularity.DAY
     ) -> CostSeries:
-        key = (uuid.UUID(self.id), range.resolve(info), granularity)
-        return CostSeries.of(await info.context.loaders.component_series.load(key))
+        return await _series(
+            info.context.loaders.component_series, self.id, info, range, granularity
+        )
 
     @strawberry.field(description="The component's budget and where it stands; null without one.")
     async def budget_status(self, info: CtxInfo) -> BudgetStatus | None:
@@ -943,6 +1008,12 @@ class Component:
             model=c,
             system_id=_uuid_or_none(c.system_id),
         )
+
+
+CostEntity = Annotated[
+    Team | Component | System | Domain,
+    strawberry.union("CostEntity", description="What a breakdown group is the cost of."),
+]
 
 
 @strawberry.type

@@ -6,6 +6,7 @@ from functools import cache
 from typing import Any
 
 from finops_gql import __version__
+from finops_gql.costs.export import HEADER as EXPORT_HEADER
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -199,6 +200,36 @@ def openapi_document() -> dict[str, Any]:
                         "required": False,
                         "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10},
                     }
+                ],
+            ),
+            "/api/v1/cost/export.csv": _get(
+                "Showback export: one CSV row per component with cost in the month",
+                {
+                    "description": "RFC 4180 CSV (CRLF, header row), streamed: "
+                    + ",".join(EXPORT_HEADER)
+                    + ". Money is the sum of the month's daily records as stored (no "
+                    "rounding); team and system are slugs (system empty when none). Components "
+                    "with no record in the month have no row: a month with no data is the "
+                    "header alone.",
+                    "content": {"text/csv": {"schema": {"type": "string"}}},
+                },
+                ("400", "401", "404"),
+                [
+                    {
+                        "name": "month",
+                        "in": "query",
+                        "required": True,
+                        "description": "YYYY-MM; a month with no complete day yet is a 400",
+                        "schema": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"},
+                    },
+                    {
+                        "name": "teamId",
+                        "in": "query",
+                        "required": False,
+                        "description": "Only this team's components and its sub-teams' "
+                        "(404 when unknown)",
+                        "schema": {"type": "string", "format": "uuid"},
+                    },
                 ],
             ),
             "/api/v1/cost/available": _get(

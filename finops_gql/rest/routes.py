@@ -9,7 +9,7 @@ import re
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from finops_gql.access import Scope, scope_for
@@ -28,6 +28,7 @@ from finops_gql.rest.openapi import openapi_document
 from finops_gql.validation import shown
 
 HISTORY_LIMIT = 30
+CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
 
 
 def _service(request: Request) -> CostService:
@@ -151,6 +152,22 @@ async def available(request: Request) -> Response:
     return json_response({"available": False, "reason": health.reason})
 
 
+async def export_csv(request: Request) -> Response:
+    """The showback CSV of a month, streamed: the input is checked (400 / 404 in the NestJS
+    error body) before the first byte, then the rows come in batches (costs/export.py). Only the
+    components the caller sees (access.py); a team it cannot see is a 404 like a missing one."""
+    month = request.query_params.get("month")
+    raw_team = request.query_params.get("teamId")
+    team_id = parse_uuid(raw_team, "teamId") if raw_team is not None else None
+    chunks = await _service(request).showback_csv(month, team_id, await _scope(request))
+    name = f"showback-{month}{'-' + str(team_id) if team_id else ''}.csv"
+    return StreamingResponse(
+        chunks,
+        media_type=CSV_MEDIA_TYPE,
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
 async def openapi(request: Request) -> Response:
     return json_response(openapi_document())
 
@@ -161,5 +178,6 @@ routes = [
     Route("/api/v1/cost/teams/{id}/summary", team_summary, methods=["GET"]),
     Route("/api/v1/cost/summary", platform_summary, methods=["GET"]),
     Route("/api/v1/cost/available", available, methods=["GET"]),
+    Route("/api/v1/cost/export.csv", export_csv, methods=["GET"]),
     Route("/api/v1/openapi.json", openapi, methods=["GET"]),
 ]
