@@ -1,10 +1,13 @@
-"""The cost sync: persist one record per component per complete UTC day, then refresh rollups.
+"""The cost sync: persist one record per component, cluster and complete UTC day, then refresh
+rollups.
 
-One /allocation request per distinct aggregate (step=1d over that aggregate's missing days),
-whatever the number of components, at most `concurrency` at a time; transient failures (timeouts,
-connection errors, 5xx) are retried with exponential backoff and jitter. Aggregates that still fail
-are recorded on the SyncRun (status `partial`) while the others commit; each aggregate's progress
-is kept in sync_progress, so the next run fetches exactly the failed aggregates' missing days.
+One /allocation request per OpenCost source (cluster) and distinct aggregate (step=1d over that
+pair's missing days), whatever the number of components, at most `concurrency` at a time across
+all sources; transient failures (timeouts, connection errors, 5xx) are retried with exponential
+backoff and jitter. (source, aggregate) pairs that still fail are recorded on the SyncRun (status
+`partial`) while the others commit, so a cluster that is down costs the others nothing; each
+pair's progress is kept in sync_progress, so the next run fetches exactly the failed pairs'
+missing days.
 One transaction for the whole write. A running sync holds a lease (SyncRun.heartbeat_at, renewed
 in the background); a run whose heartbeat is older than the lease was killed and is abandoned by
 the next one. Used by the CLI (`finops-gql sync`) and the arq worker alike.
@@ -28,6 +31,7 @@ from tortoise.expressions import F, Q
 from tortoise.transactions import in_transaction
 
 from finops_gql.access import EVERYTHING, Scope
+from finops_gql.config import DEFAULT_SOURCE
 from finops_gql.costs import coverage, explorer
 from finops_gql.costs.service import CostService, check_limit
 from finops_gql.costs.windows import day_window, days_to_sync, last_complete_day, money
@@ -40,7 +44,6 @@ from finops_gql.opencost.parse import SYNTHETIC_KEYS, Allocation
 log = logging.getLogger(__name__)
 
 ABANDONED = "abandoned: heartbeat lost"
-DEFAULT_SOURCE = "default"
 # One backoff sleep never exceeds this, whatever SYNC_RETRY_BACKOFF_SECONDS and the attempt.
 MAX_BACKOFF_S = 60.0
 # Failures named in SyncRun.error (all of them stay in failed_aggregates).
@@ -53,9 +56,9 @@ PUBLISH_TIMEOUT_S = 5.0
 BATCH_SIZE = 2000
 RECORD_FIELDS = [*explorer.COLUMNS, "currency", "synced_at"]
 
-# Upsert on (component, day): running twice never double-counts. Same text on SQLite (>= 3.24) and
+# Upsert on (component, day, cluster): running twice never double-counts. Same text on SQLite (>= 3.24) and
 # PostgreSQL, but for the parameter markers.
-RECORD_COLUMNS = ["component_id", "day", *RECORD_FIELDS]
+RECORD_COLUMNS = ["component_id", "day", "cluster", *RECORD_FIELDS]
 _PROGRESS_UPSERT = (
     "INSERT INTO sync_progress (source, aggregate, last_day, updated_at) VALUES ({marks}) "
     "ON CONFLICT (source, aggregate) DO UPDATE SET "
@@ -63,7 +66,7 @@ _PROGRESS_UPSERT = (
 )
 _UPSERT = (
     f"INSERT INTO cost_record ({', '.join(RECORD_COLUMNS)}) VALUES ({{marks}}) "  # noqa: S608 (constants)
-    "ON CONFLICT (component_id, day) DO UPDATE SET "
+    "ON CONFLICT (component_id, day, cluster) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in RECORD_FIELDS)
 )
 
@@ -81,8 +84,9 @@ class SyncLeaseLost(Exception):
 
 @dataclass(frozen=True)
 class Fetched:
-    """One aggregate's answer, or why it failed after its retries."""
+    """One (source, aggregate)'s answer, or why it failed after its retries."""
 
+    source: str
     aggregate: str
     span: tuple[date, date]
     attempts: int
@@ -120,7 +124,6 @@ class SyncService:
         retry_backoff_s: float = 1.0,
         heartbeat_s: float = 15.0,
         lease_s: float = 60.0,
-        source: str = DEFAULT_SOURCE,
         after_run: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self.costs = costs
@@ -131,7 +134,6 @@ class SyncService:
         self.retry_backoff_s = retry_backoff_s
         self.heartbeat_s = heartbeat_s
         self.lease = timedelta(seconds=lease_s)
-        self.source = source
         # Runs after every run that recorded an outcome (the alert evaluation): its own
         # transaction, after the run's; it must not raise (a failure there is its own to log).
         self.after_run = after_run
@@ -305,22 +307,24 @@ class SyncService:
 
     async def _plan(
         self, aggregates: list[str], now: datetime, backfill_days: int | None
-    ) -> dict[str, tuple[date, date]]:
-        """Each aggregate's days to fetch: since its own last stored day (first time: 30 days, at
-        most 90 back); a backfill re-fetches the last N days too."""
+    ) -> dict[tuple[str, str], tuple[date, date]]:
+        """Each (source, aggregate)'s days to fetch: since its own last stored day (first time:
+        30 days, at most 90 back); a backfill re-fetches the last N days too."""
+        sources = list(self.costs.sources)
         progress = {
-            p.aggregate: p.last_day
-            for p in await SyncProgress.filter(source=self.source, aggregate__in=aggregates)
+            (p.source, p.aggregate): p.last_day
+            for p in await SyncProgress.filter(source__in=sources, aggregate__in=aggregates)
         }
         end = last_complete_day(now)
-        plans: dict[str, tuple[date, date]] = {}
-        for aggregate in aggregates:
-            span = days_to_sync(progress.get(aggregate), now)
-            if backfill_days is not None:
-                start = end - timedelta(days=backfill_days - 1)
-                span = (min(start, span[0]) if span else start, end)
-            if span is not None:
-                plans[aggregate] = span
+        plans: dict[tuple[str, str], tuple[date, date]] = {}
+        for source in sources:
+            for aggregate in aggregates:
+                span = days_to_sync(progress.get((source, aggregate)), now)
+                if backfill_days is not None:
+                    start = end - timedelta(days=backfill_days - 1)
+                    span = (min(start, span[0]) if span else start, end)
+                if span is not None:
+                    plans[(source, aggregate)] = span
         return plans
 
     def _backoff(self, attempt: int) -> float:
@@ -330,7 +334,7 @@ class SyncService:
         return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 (jitter, not crypto)
 
     async def _fetch(
-        self, limit: asyncio.Semaphore, aggregate: str, span: tuple[date, date]
+        self, limit: asyncio.Semaphore, source: str, aggregate: str, span: tuple[date, date]
     ) -> Fetched:
         window = day_window(*span)
         attempts = 0
@@ -341,7 +345,7 @@ class SyncService:
                     # Idle asked for (it is cluster cost the coverage reports) and never shared
                     # into the keys (shareIdle=false, also OpenCost's default): the components'
                     # figures stay what they use. The synthetic keys are kept for coverage.
-                    steps = await self.costs.opencost.allocation(
+                    steps = await self.costs.sources[source].allocation(
                         window=window,
                         aggregate=aggregate,
                         step="1d",
@@ -351,12 +355,14 @@ class SyncService:
                         bulk=True,
                         synthetic=True,
                     )
-                return Fetched(aggregate, span, attempts, steps=steps)
+                return Fetched(source, aggregate, span, attempts, steps=steps)
             except OpenCostUnavailable as exc:
                 if exc.transient and attempts <= self.retries:
                     delay = self._backoff(attempts)
                     log.info(
-                        "cost sync: aggregate %s failed (attempt %s of %s), retrying in %.2fs: %s",
+                        "cost sync: source %s aggregate %s failed (attempt %s of %s), "
+                        "retrying in %.2fs: %s",
+                        source,
                         aggregate,
                         attempts,
                         self.retries + 1,
@@ -367,9 +373,9 @@ class SyncService:
                     continue
                 error = str(exc)
             except Exception as exc:  # one aggregate's bad answer must not cost the others theirs
-                log.exception("cost sync: aggregate %s failed", aggregate)
+                log.exception("cost sync: source %s aggregate %s failed", source, aggregate)
                 error = _error_text(exc)
-            return Fetched(aggregate, span, attempts, error=error[:MAX_ERROR_CHARS])
+            return Fetched(source, aggregate, span, attempts, error=error[:MAX_ERROR_CHARS])
 
     async def _sync(self, run: SyncRun, now: datetime, backfill_days: int | None) -> None:
         components = await Component.all().only("id", "name", "opencost_aggregate", "opencost_key")
@@ -379,10 +385,14 @@ class SyncService:
         plans = await self._plan(sorted(by_aggregate), now, backfill_days)
 
         limit = asyncio.Semaphore(self.concurrency)
-        # One request per aggregate that has days to fetch, `concurrency` at a time: OpenCost's
-        # load does not grow with the catalog, nor spike with the number of aggregates.
+        # One request per (source, aggregate) that has days to fetch, `concurrency` at a time:
+        # OpenCost's load does not grow with the catalog, nor spike with the number of aggregates
+        # or sources; a slow source holds only its own requests' slots.
         fetched = await asyncio.gather(
-            *(self._fetch(limit, aggregate, span) for aggregate, span in plans.items())
+            *(
+                self._fetch(limit, source, aggregate, span)
+                for (source, aggregate), span in plans.items()
+            )
         )
         if plans:
             run.first_day = min(span[0] for span in plans.values())
@@ -393,6 +403,7 @@ class SyncService:
         if failed:
             run.failed_aggregates = [
                 {
+                    "source": f.source,
                     "aggregate": f.aggregate,
                     "error": f.error,
                     "attempts": f.attempts,
@@ -405,8 +416,8 @@ class SyncService:
             if len(failed) == len(fetched):
                 raise OpenCostUnavailable(run.error)
 
-        # Keyed by (component, day): one row each even if OpenCost repeats a step.
-        records: dict[tuple[object, object], list[Any]] = {}
+        # Keyed by (component, day, cluster): one row each even if OpenCost repeats a step.
+        records: dict[tuple[object, object, str], list[Any]] = {}
         written: set[str] = set()
         synced_at = sql_value(self.costs.clock())
         currency = self.costs.currency
@@ -425,23 +436,24 @@ class SyncService:
                     for component in keyed.get(key, ()):
                         # Plain rows, not models: a 30-day backfill of 10,000 components
                         # is 300,000 rows, and model objects cost more than the database.
-                        records[(ids[component.id], day_value)] = [
+                        records[(ids[component.id], day_value, f.source)] = [
                             ids[component.id],
                             day_value,
+                            f.source,
                             *coverage.columns(a),
                             currency,
                             synced_at,
                         ]
                         written.add(str(component.id))
             # What the catalog does not explain, replaced in the same transaction.
-            found = coverage.rows(self.source, f.aggregate, f.steps or (), f.span, keyed)
+            found = coverage.rows(f.source, f.aggregate, f.steps or (), f.span, keyed)
             uncovered.daily.extend(found.daily)
             uncovered.unmapped.extend(found.unmapped)
         run.records = len(records)
         run.components = len(written)
         run.status = "partial" if failed else "succeeded"
-        progress = [[self.source, f.aggregate, sql_value(f.span[1]), synced_at] for f in done]
-        spans = {f.aggregate: f.span for f in done}
+        progress = [[f.source, f.aggregate, sql_value(f.span[1]), synced_at] for f in done]
+        spans = {(f.source, f.aggregate): f.span for f in done}
         await self._write(run, now, list(records.values()), progress, (spans, uncovered))
 
     async def _write(
@@ -450,7 +462,7 @@ class SyncService:
         now: datetime,
         rows: list[list[Any]],
         progress: list[list[Any]],
-        uncovered: tuple[dict[str, tuple[date, date]], coverage.Rows] | None = None,
+        uncovered: tuple[dict[tuple[str, str], tuple[date, date]], coverage.Rows] | None = None,
     ) -> None:
         """Rows of the aggregates that answered, their progress, retention, rollups and the run's
         outcome: one transaction, so a reader never sees a half-synced day."""
@@ -473,7 +485,7 @@ class SyncService:
             if progress:
                 await db.execute_many(upsert_progress, progress)
             if uncovered is not None:
-                await coverage.replace(self.source, *uncovered)
+                await coverage.replace(*uncovered)
             await CostRecord.filter(day__lt=cutoff).delete()
             await explorer.drop_daily_totals_before(cutoff)
             if rows:
@@ -527,8 +539,17 @@ def _error_text(exc: BaseException) -> str:
 
 
 def _summary(failed: list[Fetched], total: int) -> str:
-    """SyncRun.error of a run with failed aggregates: how many, and the first few with why."""
-    named = "; ".join(f"{f.aggregate}: {f.error}" for f in failed[:ERRORS_IN_SUMMARY])
+    """SyncRun.error of a run with failed aggregates: how many, and the first few with their
+    source and why."""
+    named = "; ".join(
+        f"{_where(f.source)}{f.aggregate}: {f.error}" for f in failed[:ERRORS_IN_SUMMARY]
+    )
     more = len(failed) - ERRORS_IN_SUMMARY
     suffix = f"; and {more} more (see failedAggregates)" if more > 0 else ""
     return f"{len(failed)} of {total} aggregates failed: {named}{suffix}"[:2000]
+
+
+def _where(source: str) -> str:
+    """The source named in the summary: `prod-eu/label:app: ...`; the one source of
+    OPENCOST_URL (`default`) unnamed, as before several sources existed."""
+    return "" if source == DEFAULT_SOURCE else f"{source}/"
