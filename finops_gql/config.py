@@ -200,6 +200,9 @@ def _redis_url(url: str) -> str:
 DEFAULT_SOURCE = "default"
 SOURCE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 SOURCES_FORMAT = "name=url[,name=url...], e.g. prod-eu=http://opencost.eu:9003"
+# Each source is asked once per aggregate per sync and per live window: a bound on the fan-out
+# (and on GraphQL's Availability.sources, which the query cost needs).
+MAX_SOURCES = 50
 
 
 def _source_url(name: str, url: str) -> str:
@@ -220,7 +223,10 @@ def parse_sources(raw: str) -> tuple[tuple[str, str], ...]:
     """OPENCOST_SOURCES as ((name, url), ...) in the order given; refused whole when any entry
     is empty, unnamed, badly named, repeated or not an http(s) URL with a host."""
     sources: list[tuple[str, str]] = []
-    for position, entry in enumerate(raw.split(","), start=1):
+    entries = raw.split(",")
+    if len(entries) > MAX_SOURCES:
+        raise ConfigError(f"OPENCOST_SOURCES: at most {MAX_SOURCES} sources, got {len(entries)}")
+    for position, entry in enumerate(entries, start=1):
         entry = entry.strip()
         if not entry:
             raise ConfigError(
