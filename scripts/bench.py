@@ -1070,7 +1070,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 "SUM(ram_cost), SUM(pv_cost), SUM(network_cost), SUM(gpu_cost), "
                 "SUM(load_balancer_cost), SUM(shared_cost), SUM(external_cost), SUM(total_cost) "
                 "FROM cost_record WHERE component_id = $1 GROUP BY component_id, day "
-                "ORDER BY day DESC LIMIT 30",
+                "ORDER BY component_id DESC, day DESC LIMIT 30",
                 [a_component],
             ),
             "graphql_page50": (

@@ -397,7 +397,10 @@ class CostService:
         marks = placeholders(2)
         rows = await connection().execute_query_dict(
             f"SELECT {_DAY_SUMS} FROM cost_record r WHERE r.component_id = "  # noqa: S608 (placeholders only)
-            f"{marks[0]} GROUP BY r.component_id, r.day ORDER BY r.day DESC LIMIT {marks[1]}",
+            # Ordered like the grouping (component_id is fixed): both databases then read the
+            # (component, day, cluster) index backwards and stop after `limit` days, no sort.
+            f"{marks[0]} GROUP BY r.component_id, r.day "
+            f"ORDER BY r.component_id DESC, r.day DESC LIMIT {marks[1]}",
             [sql_value(component_id), limit],
         )
         # Records imply the component exists; only an empty answer needs the extra lookup.
