@@ -139,7 +139,7 @@ async def test_sync_asks_each_source_and_survives_one_down(database_url: str) ->
         "us": FakeOpenCost(keys=KEYS, allocation_delay=0.05),  # slow: answers after the others
         "ap": FakeOpenCost(keys=KEYS, fail="500"),  # down for the first run
     }
-    async with gateway(database_url, fakes) as (services, _):
+    async with gateway(database_url, fakes) as (services, http):
         team = await make_team()
         for name in KEYS:
             await make_component(team, name)
@@ -169,6 +169,12 @@ async def test_sync_asks_each_source_and_survives_one_down(database_url: str) ->
         assert progress == {(s, a) for s in ("eu", "us") for a in ("label:app", "namespace")}
         checkout = await Component.get(name="checkout")
         assert checkout.cost_30d == pytest.approx(expected("checkout"), abs=1e-3)
+        runs = await gql(
+            http, "{ syncRuns(limit: 1) { status failedAggregates { source aggregate } } }"
+        )
+        (shown,) = runs["data"]["syncRuns"]
+        assert shown["status"] == "partial"
+        assert sorted((f["source"], f["aggregate"]) for f in shown["failedAggregates"]) == failed
 
         # The next run heals exactly the failed source's gap.
         fakes["ap"].fail = None
@@ -266,6 +272,18 @@ async def test_every_figure_sums_the_clusters(database_url: str) -> None:
         assert all(n["entity"] is None for n in team_groups)
         assert data["usTeams"]["totalCount"] == 2  # payments-api has no cost in us
         assert data["usTeams"]["total"] == pytest.approx(us, abs=0.02)
+
+        # The showback export: one row per component, the month's days of both clusters.
+        export = await http.get("/api/v1/cost/export.csv", params={"month": "2026-03"})
+        assert export.status_code == 200, export.text
+        rows = {line.split(",")[2]: line.split(",") for line in export.text.splitlines()[1:]}
+        march = [d for d in DAYS if d.month == 3]
+        assert float(rows["checkout"][13]) == pytest.approx(
+            2 * sum(daily_total("checkout", d) for d in march), abs=1e-3
+        )
+        assert float(rows["payments-api"][13]) == pytest.approx(
+            sum(daily_total("payments-api", d) for d in march), abs=1e-3
+        )
 
 
 async def test_bad_cluster_filters_are_user_errors(database_url: str) -> None:
