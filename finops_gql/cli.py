@@ -76,7 +76,11 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from finops_gql.app import create_app
     from finops_gql.httpserver import uvicorn_options
 
-    workers = default_workers() if args.workers is None else args.workers
+    workers = args.workers
+    if workers is None:
+        # SQLite has one writer at a time, and writers of other processes wait at most 5 s for
+        # it: one process unless asked for more (README, Several replicas).
+        workers = 1 if settings.database_url.startswith("sqlite:") else default_workers()
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     if args.migrate:
@@ -305,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="uvicorn worker processes, each with its own database pool and event relay "
-        "(default: the cores this process may use)",
+        "(default: the cores this process may use on PostgreSQL, 1 on SQLite)",
     )
     serve.add_argument("--forwarded-allow-ips", default="127.0.0.1")
 

@@ -1017,9 +1017,9 @@ async def peer_only(args: argparse.Namespace) -> dict[str, Any]:
     """Only the race: our page of 50 and the peer's on the same data, nothing else measured."""
     scale = scale_of(args)
     if args.reuse:
-        data = await reused(PEER_DATABASE)
+        data = await reused(f"{args.db_name}_peer")
     else:
-        data = await prepare(args.db, PEER_DATABASE, scale)
+        data = await prepare(args.db, f"{args.db_name}_peer", scale)
     port, cached_port = free_port(), free_port()
     server = start_server(data.url, data.secret, port)
     cached = start_server(data.url, data.secret, cached_port, answer_cache_mb=64)
@@ -1375,7 +1375,8 @@ def main() -> None:
     parser.add_argument(
         "--reuse",
         action="store_true",
-        help=f"with --peer-only: race on the database the last run built ({PEER_DATABASE})",
+        help=f"with --peer-only: race on the database the last run built ({PEER_DATABASE}; "
+        "NAME_peer with --db-name NAME)",
     )
     args = parser.parse_args()
     if args.workers is None:

@@ -42,9 +42,9 @@ def free_port() -> int:
         return port
 
 
-async def wait_healthy(http: httpx.AsyncClient) -> None:
-    """Poll /healthz until the server answers (10 s at most)."""
-    for _ in range(100):
+async def wait_healthy(http: httpx.AsyncClient, startup_s: float = 10) -> None:
+    """Poll /healthz until the server answers (`startup_s` at most)."""
+    for _ in range(round(startup_s * 10)):
         try:
             if (await http.get("/healthz")).status_code == 200:
                 return
@@ -83,7 +83,7 @@ class Served:
 
 
 @contextlib.asynccontextmanager
-async def serving(env: dict[str, str], *args: str) -> AsyncIterator[Served]:
+async def serving(env: dict[str, str], *args: str, startup_s: float = 10) -> AsyncIterator[Served]:
     """`finops-gql serve [args]` on a free port with `env` over os.environ, healthy when
     yielded; stopped on exit, its stderr then in `.stderr`, which must hold no traceback."""
     port = free_port()
@@ -99,7 +99,7 @@ async def serving(env: dict[str, str], *args: str) -> AsyncIterator[Served]:
     served = Served(f"http://127.0.0.1:{port}", port)
     try:
         async with httpx.AsyncClient(base_url=served.base, timeout=5) as http:
-            await wait_healthy(http)
+            await wait_healthy(http, startup_s)
         yield served
     finally:
         if server.returncode is None:
