@@ -1347,7 +1347,8 @@ def main() -> None:
         type=int,
         default=None,
         help="uvicorn worker processes of the measured server and of the ceiling alike "
-        "(default: the usable cores, like `finops-gql serve`); the peer race always runs one",
+        "(default: the usable cores, like `finops-gql serve` on PostgreSQL; 1 with --smoke); "
+        "the peer race always runs one",
     )
     parser.add_argument(
         "--db-name",
@@ -1382,7 +1383,8 @@ def main() -> None:
     if args.workers is None:
         from finops_gql.cli import default_workers
 
-        args.workers = default_workers()
+        # --smoke checks consistency, not speed: one process each keeps CI light.
+        args.workers = 1 if args.smoke else default_workers()
     if args.workers < 1:
         parser.error("--workers must be at least 1")
     if args.reuse and not args.peer_only:
