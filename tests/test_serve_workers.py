@@ -26,8 +26,7 @@ async def test_serve_with_two_workers_answers_and_stops_on_sigterm(tmp_path: Pat
         "LOG_LEVEL": "INFO",
     }
     token = mint_token(Settings(jwt_secret=TEST_SECRET), "ops", ["admin"], timedelta(minutes=5))
-    # Each worker imports and builds the whole app: a loaded CI machine needs more than 10 s.
-    async with serving(env, "--workers", "2", "--migrate", startup_s=60) as served:
+    async with serving(env, "--workers", "2", "--migrate") as served:
         headers = {"Authorization": f"Bearer {token}"}
         async with httpx.AsyncClient(base_url=served.base, headers=headers, timeout=5) as http:
             assert (await http.get("/healthz")).json() == {"status": "ok"}
