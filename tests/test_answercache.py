@@ -8,6 +8,7 @@ GraphQL: the sync, the catalog import, the alert evaluation.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import uuid
@@ -412,3 +413,13 @@ async def test_the_catalog_import_and_the_alert_evaluation_bump_the_version(
     assert after_import > before
     await services.alerts.evaluate()
     assert await dataversion.read() > after_import
+
+
+async def test_concurrent_version_reads_see_every_bump(services: Services) -> None:
+    """The PostgreSQL reader's own connection serves one read at a time; the others go through
+    the pool, and all of them see the same committed version."""
+    await dataversion.bump()
+    before = await dataversion.read()
+    assert set(await asyncio.gather(*(dataversion.read() for _ in range(20)))) == {before}
+    await dataversion.bump()
+    assert set(await asyncio.gather(*(dataversion.read() for _ in range(20)))) == {before + 1}
