@@ -153,7 +153,7 @@ class CostRecord(Model):
     )
     component_id: str
     # The OpenCost source's name (OPENCOST_SOURCES; `default` for OPENCOST_URL and for the
-    # records of before several sources, migration 0014).
+    # records of before several sources, migration 0015).
     cluster = fields.CharField(max_length=CLUSTER_MAX, default="default", db_default="default")
     day = fields.DateField()
     cpu_cost = fields.FloatField(default=0.0)
@@ -449,3 +449,15 @@ class AlertEvent(Model):
     class Meta:
         table = "alert_event"
         indexes = [Index(fields=("alert_id", "id"), name="alert_event_alert_idx")]
+
+
+class DataVersion(Model):
+    """One row (id 1) whose `version` every write that can change an answer increments, in the
+    writer's own transaction (db/dataversion.py): the answer cache's invalidation, seen by every
+    API replica that reads the database."""
+
+    id = fields.IntField(primary_key=True)
+    version = fields.BigIntField(default=0)
+
+    class Meta:
+        table = "data_version"
