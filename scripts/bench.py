@@ -356,7 +356,10 @@ async def floor(url: str, queries: dict[str, tuple[str, list[Any]]], n: int) -> 
         return result
     import asyncpg
 
-    conn = await asyncpg.connect(url)
+    from finops_gql.db.setup import SERVER_SETTINGS
+
+    # The app's session settings (custom plans): the same driver, configured the same way.
+    conn = await asyncpg.connect(url, server_settings=SERVER_SETTINGS)
     try:
         for name, (sql, args) in queries.items():
             samples = []
