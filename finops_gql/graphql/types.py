@@ -242,7 +242,11 @@ class PlatformCostSeries(CostSeries):
     )
     async def coverage(self, info: CtxInfo) -> CostCoverage | None:
         costs = info.context.services.costs
-        found = await costs.coverage(DayRange(self.start, self.end), info.context.scope)
+        found = await costs.coverage(
+            DayRange(self.start, self.end),
+            info.context.scope,
+            info.context.loaders.coverage_sums.load,
+        )
         return None if found is None else CostCoverage.of(found)
 
     @strawberry.field(
@@ -254,7 +258,9 @@ class PlatformCostSeries(CostSeries):
     ) -> list[UnmappedKey] | None:
         costs = info.context.services.costs
         chosen = DayRange(self.start, self.end)
-        found = await costs.unmapped_keys(chosen, first, info.context.scope)
+        found = await costs.unmapped_keys(
+            chosen, first, info.context.scope, info.context.loaders.coverage_sums.load
+        )
         if found is None:
             return None
         return [
