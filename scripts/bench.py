@@ -992,6 +992,11 @@ async def prepare(kind: str, name: str, scale: Scale) -> Prepared:
         started = time.perf_counter()
         await refresh_daily_totals()
         daily_totals_seconds = time.perf_counter() - started
+        # Planner statistics of the pre-aggregates just filled (the load's ANALYZE saw them
+        # empty), as PostgreSQL's autovacuum would gather them.
+        from finops_gql.db.setup import connection
+
+        await connection().execute_script("ANALYZE")
     return Prepared(
         url, teams, components, secret, load_seconds, rollup_seconds, daily_totals_seconds
     )
