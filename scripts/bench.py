@@ -600,7 +600,7 @@ def coverage_floor() -> dict[str, tuple[str, list[Any]]]:
 
 def breakdown_floors() -> dict[str, tuple[str, list[Any]]]:
     """The floor of a 30-day breakdown: each group's total over the range and the one before
-    it, from the pre-aggregate, in one statement (team daily totals; the team x system cube)."""
+    it, from the pre-aggregate, in one statement (team daily totals; system daily totals)."""
     last = datetime.now(UTC).date() - timedelta(days=1)
     start, first = last - timedelta(days=29), last - timedelta(days=59)
     sums = (
@@ -614,7 +614,7 @@ def breakdown_floors() -> dict[str, tuple[str, list[Any]]]:
         )
         for name, key, table in (
             ("team", "team_id", "team_daily_cost"),
-            ("system", "system_id", "team_system_daily_cost"),
+            ("system", "system_id", "system_daily_cost"),
         )
     }
 
