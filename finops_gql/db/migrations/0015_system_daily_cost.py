@@ -15,7 +15,7 @@ class Migration(migrations.Migration):
     system cube summed over teams), filled from the cube; the sync and the catalog keep it true
     from here on (explorer.refresh_daily_totals)."""
 
-    dependencies = [('models', '0013_team_system_and_team_cost')]
+    dependencies = [('models', '0014_data_version')]
 
     initial = False
 
