@@ -358,7 +358,7 @@ async def _sql(url: str, sql: str, values: list[Any] | None = None) -> list[dict
         await close_db()
 
 
-async def test_migration_0015_keeps_records_as_default(database_url: str, tmp_path: Path) -> None:
+async def test_migration_0016_keeps_records_as_default(database_url: str, tmp_path: Path) -> None:
     from tortoise.migrations.api.migrate import migrate as tortoise_migrate
 
     postgres = database_url.startswith("postgres")
@@ -369,7 +369,7 @@ async def test_migration_0015_keeps_records_as_default(database_url: str, tmp_pa
     else:
         url = f"sqlite://{tmp_path / 'clusters.sqlite3'}"
     try:
-        await tortoise_migrate(config=tortoise_config(url), target="models.0014_data_version")
+        await tortoise_migrate(config=tortoise_config(url), target="models.0015_system_daily_cost")
         await close_db()
         team, comp = uuid.uuid4(), uuid.uuid4()
         now = datetime(2026, 1, 1, tzinfo=UTC)
@@ -400,7 +400,7 @@ async def test_migration_0015_keeps_records_as_default(database_url: str, tmp_pa
                 "VALUES ({}, {}, 0, 0, 0, 0, 0, 0, 0, 0, {}, {}, {})",
                 [value(comp), day if postgres else day.isoformat(), total, "USD", value(now)],
             )
-        assert (await migrate(url))[0] == "0015_clusters"  # and any later ones
+        assert (await migrate(url))[0] == "0016_clusters"  # and any later ones
         await close_db()
         rows = await _sql(url, "SELECT day, cluster, total_cost FROM cost_record ORDER BY day")
         assert [(str(r["day"]), r["cluster"], r["total_cost"]) for r in rows] == [

@@ -27,7 +27,7 @@ class Migration(migrations.Migration):
     becomes (component, day, cluster): in that order it still serves a component's days, newest
     first or in a range, as (component, day) did. The daily pre-aggregates keep their all-cluster
     sums: nothing to rewrite."""
-    dependencies = [('models', '0014_data_version')]
+    dependencies = [('models', '0015_system_daily_cost')]
 
     initial = False
 
