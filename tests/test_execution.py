@@ -236,6 +236,7 @@ def test_held_values_and_object_rows_skip_resolve_info(monkeypatch: pytest.Monke
     monkeypatch.setattr(FastExecutor, "build_resolve_info", counting)
     data, errors = _answer(FastExecutor, "{ items { owner { name } } }")
     assert built == ["Query.items", "Item.owner", "Item.owner"]  # rows c and f hold no owner
-    assert data is not None and data["items"][0] == {"owner": {"name": "a-owner"}}
+    assert data is not None
+    assert data["items"][0] == {"owner": {"name": "a-owner"}}
     assert data["items"][2] == {"owner": {"name": "owner-of-c:owner"}}
     assert [m for m, _, _ in errors] == ["Cannot return null for non-nullable field Item.name."]
