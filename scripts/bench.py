@@ -954,7 +954,9 @@ def bench_token(secret: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-PEER_DATABASE = "finops_bench_peer"
+def peer_database(db_name: str) -> str:
+    """The race's own database (finops_bench_peer by default): --db-name's, suffixed."""
+    return f"{db_name}_peer"
 
 
 async def reused(name: str) -> Prepared:
@@ -978,9 +980,9 @@ async def peer_only(args: argparse.Namespace) -> dict[str, Any]:
     """Only the race: our page of 50 and the peer's on the same data, nothing else measured."""
     scale = scale_of(args)
     if args.reuse:
-        data = await reused(PEER_DATABASE)
+        data = await reused(peer_database(args.db_name))
     else:
-        data = await prepare(args.db, PEER_DATABASE, scale)
+        data = await prepare(args.db, peer_database(args.db_name), scale)
     port = free_port()
     server = start_server(data.url, data.secret, port)
     try:
@@ -1287,7 +1289,8 @@ def main() -> None:
     parser.add_argument(
         "--reuse",
         action="store_true",
-        help=f"with --peer-only: race on the database the last run built ({PEER_DATABASE})",
+        help="with --peer-only: race on the database the last run built (NAME_peer, "
+        "finops_bench_peer by default)",
     )
     args = parser.parse_args()
     if args.reuse and not args.peer_only:
