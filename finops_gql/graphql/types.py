@@ -754,8 +754,9 @@ class Team:
 
 
 def _uuid(value: object) -> uuid.UUID:
-    """A model's UUID column as a UUID (it is one already, unless it was set from text)."""
-    return value if type(value) is uuid.UUID else uuid.UUID(str(value))
+    """A model's UUID column as a UUID: it is one already (asyncpg's is a subclass), unless it
+    was set from text."""
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
 
 
 def _uuid_or_none(value: object) -> uuid.UUID | None:
