@@ -34,6 +34,7 @@ from tests.conftest import (
     make_team,
     run_worker,
     served,
+    wire,
 )
 
 ALERT = """
@@ -722,7 +723,7 @@ async def test_worker_sync_raises_publishes_and_delivers_the_webhook(
     await set_budget(services, await make_component(await make_team(), "checkout"), 1.0)
     subscriber = aioredis.from_url(redis_url)
     pubsub = subscriber.pubsub()
-    await pubsub.subscribe(ALERTS_CHANNEL)
+    await pubsub.subscribe(wire(ALERTS_CHANNEL))
     await services.enqueue_sync()
     worker = await run_worker(config)
     alerts = await Alert.all()
