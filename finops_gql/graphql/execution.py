@@ -180,9 +180,10 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
         manager = self.middleware_manager
         self._fast = manager is None or getattr(manager, "_middleware_resolvers", None) is None
         self._plans = _plans(self.schema)
-        # Per grouped field set of this execution (graphql-core memoizes them per list field:
-        # one for every row of a page), its steps; the set is kept alive with them.
-        self._steps: dict[int, tuple[GroupedFieldSet, _Steps]] = {}
+        # Per (parent type, grouped field set) of this execution (graphql-core memoizes the
+        # sets per list field: one for every row of a page), its steps; the set is kept alive
+        # with them, so its id is not reused meanwhile.
+        self._steps: dict[tuple[str, int], tuple[GroupedFieldSet, _Steps]] = {}
 
     def _leaf(self, parent_type: GraphQLObjectType, details: FieldDetailsList) -> _Plan:
         name = details[0].node.name.value
@@ -196,14 +197,15 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
     def _steps_of(
         self, parent_type: GraphQLObjectType, grouped_field_set: GroupedFieldSet
     ) -> _Steps:
-        entry = self._steps.get(id(grouped_field_set))
+        key = (parent_type.name, id(grouped_field_set))
+        entry = self._steps.get(key)
         if entry is not None and entry[0] is grouped_field_set:
             return entry[1]
         steps = tuple(
             (response_name, details, self._leaf(parent_type, details))
             for response_name, details in grouped_field_set.items()
         )
-        self._steps[id(grouped_field_set)] = (grouped_field_set, steps)
+        self._steps[key] = (grouped_field_set, steps)
         return steps
 
     def execute_fields(
