@@ -15,6 +15,7 @@ import httpx
 import pytest
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
+from finops_gql.config import Settings
 from finops_gql.graphql.execution import FastExecutor
 from finops_gql.graphql.schema import schema
 from finops_gql.services import Services
@@ -48,8 +49,12 @@ async def _bodies(client: httpx.AsyncClient, requests: list[dict[str, Any]]) -> 
 
 
 async def test_the_fast_executor_answers_byte_for_byte(
-    client: httpx.AsyncClient, services: Services, monkeypatch: pytest.MonkeyPatch
+    client: httpx.AsyncClient,
+    services: Services,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    assert settings.graphql_answer_cache_mb == 0  # both passes execute: no answer is replayed
     payments, search = await make_team("payments"), await make_team("search")
     search.parent_id = payments.id
     await search.save()
