@@ -552,9 +552,10 @@ def breakdown_floors() -> dict[str, tuple[str, list[Any]]]:
 async def bench_sync(
     kind: str, teams: list[Any], components: list[Any], smoke: bool, name: str = "finops_bench"
 ) -> dict[str, Any]:
-    from finops_gql.config import Settings
+    """The 30-day backfill, then a 1-day run, each in a process of its own (`sync-run`) so its
+    peak RSS is the sync's alone, against the stand-in (also a process of its own, peak RSS
+    read) generating the matching answer."""
     from finops_gql.db.setup import close_db, migrate
-    from finops_gql.services import open_services
 
     url = await fresh_database(kind, f"{name}_sync_smoke" if smoke else f"{name}_sync")
     await migrate(url)
@@ -582,28 +583,65 @@ async def bench_sync(
         )
         try:
             await wait_http(f"http://127.0.0.1:{port}/healthz")
-            settings = Settings(
-                database_url=url,
-                opencost_url=f"http://127.0.0.1:{port}",
-                opencost_timeout_s=600,
-                jwt_secret="x" * 32,
-            )
-            async with open_services(settings, publish_budgets=False) as services:
-                services.costs.clock = lambda at=at: at
-                started = time.perf_counter()
-                run = await services.sync.run("bench")
-                elapsed = time.perf_counter() - started
-            results[label] = {
-                "seconds": elapsed,
-                "opencost_requests": run.opencost_requests,
-                "days": run.days,
-                "records": run.records,
-                "components": run.components,
-            }
+            spec = {"url": url, "opencost": f"http://127.0.0.1:{port}", "at": at.isoformat()}
+            results[label] = run_sync_process(spec)
+            results[label]["standin_peak_rss_mb"] = peak_rss_mb(fake.pid)
         finally:
             fake.terminate()
             fake.wait()
     return results
+
+
+def run_sync_process(spec: dict[str, Any]) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, __file__, "sync-run", json.dumps(spec)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
+async def sync_run(spec: dict[str, Any]) -> dict[str, Any]:
+    """One sync in this process: its time, the part of it that is the alert evaluation run
+    after every sync (after_run), and this process's peak RSS."""
+    from finops_gql.config import Settings
+    from finops_gql.services import open_services
+
+    at = datetime.fromisoformat(spec["at"])
+    settings = Settings(
+        database_url=spec["url"],
+        opencost_url=spec["opencost"],
+        opencost_timeout_s=600,
+        jwt_secret="x" * 32,
+    )
+    async with open_services(settings, publish_budgets=False) as services:
+        services.costs.clock = lambda: at
+        evaluate = services.sync.after_run
+        after_run = 0.0
+
+        async def timed() -> None:
+            nonlocal after_run
+            started = time.perf_counter()
+            if evaluate is not None:
+                await evaluate()
+            after_run = time.perf_counter() - started
+
+        services.sync.after_run = timed
+        started = time.perf_counter()
+        run = await services.sync.run("bench")
+        elapsed = time.perf_counter() - started
+    return {
+        "seconds": elapsed,
+        "alert_evaluation_seconds": after_run,
+        "sync_seconds": elapsed - after_run,
+        "opencost_requests": run.opencost_requests,
+        "days": run.days,
+        "records": run.records,
+        "components": run.components,
+        "peak_rss_mb": peak_rss_mb(os.getpid()),
+    }
 
 
 # -- the peer race (issue 15): PostGraphile 4 over the same PostgreSQL database -----------------
@@ -1223,8 +1261,16 @@ def table(result: dict[str, Any]) -> str:
         f"30-day breakdown total by team vs by system: {result['breakdown_totals_team_system']}",
         f"rollup refresh (all components): {result['rollup_refresh_seconds']:.2f} s; data load {result['load_seconds']:.1f} s",
         f"team, team x system and platform daily totals, all {result['scale']['days']} days: {result['daily_totals_refresh_seconds']:.2f} s",
-        f"sync 30-day backfill: {sync['backfill_30d']['seconds']:.2f} s, {sync['backfill_30d']['opencost_requests']} OpenCost requests, {sync['backfill_30d']['records']} records",
-        f"sync 1-day run:       {sync['one_day']['seconds']:.2f} s, {sync['one_day']['opencost_requests']} OpenCost requests, {sync['one_day']['records']} records",
+        *(
+            f"sync {what}: {run['seconds']:.2f} s (sync {run['sync_seconds']:.2f} s + alert "
+            f"evaluation {run['alert_evaluation_seconds']:.2f} s), {run['opencost_requests']} "
+            f"OpenCost requests, {run['records']} records, peak RSS {run['peak_rss_mb']:.0f} MB "
+            f"(stand-in {run['standin_peak_rss_mb']:.0f} MB)"
+            for what, run in (
+                ("30-day backfill", sync["backfill_30d"]),
+                ("1-day run", sync["one_day"]),
+            )
+        ),
         f"server peak RSS: {result['server_peak_rss_mb']:.0f} MB",
     ]
     if result.get("race"):
@@ -1237,6 +1283,9 @@ def table(result: dict[str, Any]) -> str:
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "load":
         print(json.dumps(asyncio.run(load(json.loads(sys.argv[2])))))
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "sync-run":
+        print(json.dumps(asyncio.run(sync_run(json.loads(sys.argv[2])))))
         return
     if len(sys.argv) > 1 and sys.argv[1] == "ceiling":
         import uvicorn
