@@ -85,13 +85,17 @@ def normalize_key(aggregate: str, key: str) -> str:
     With `aggregate=label:app`, OpenCost >= 1.100 answers with the bare label value and older
     releases with `app=<value>`: accept both.
     """
-    for part in aggregate.split(","):
-        part = part.strip()
-        if part.startswith("label:"):
-            prefix = part.removeprefix("label:") + "="
-            if key.startswith(prefix):
-                return key.removeprefix(prefix)
+    for prefix in _label_prefixes(aggregate):
+        if key.startswith(prefix):
+            return key.removeprefix(prefix)
     return key
+
+
+@functools.lru_cache(maxsize=256)
+def _label_prefixes(aggregate: str) -> tuple[str, ...]:
+    """The legacy key prefixes (`app=`) of an aggregate's labels, computed once per aggregate."""
+    parts = (part.strip() for part in aggregate.split(","))
+    return tuple(p.removeprefix("label:") + "=" for p in parts if p.startswith("label:"))
 
 
 def parse_allocation(raw: Mapping[str, Any], key: str, aggregate: str) -> Allocation:
