@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,6 +20,7 @@ MIN_SECRET_BYTES = 32
 # Bounds on the sync's own fan-out and retries (each OpenCost request may take seconds).
 MAX_SYNC_CONCURRENCY = 64
 MAX_SYNC_RETRIES = 10
+CHANNEL_PREFIX = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 # Every variable Settings.from_env reads (the README documents each; a test checks).
@@ -29,6 +31,7 @@ ENV_VARS = (
     "OPENCOST_CACHE_SECONDS",
     "COST_SYNC_CRON",
     "REDIS_URL",
+    "REDIS_CHANNEL_PREFIX",
     "JWT_SECRET",
     "JWT_JWKS_URL",
     "JWT_AUDIENCE",
@@ -193,6 +196,15 @@ def _redis_url(url: str) -> str:
     return url
 
 
+def _channel_prefix(env: Mapping[str, str]) -> str:
+    prefix = _opt(env, "REDIS_CHANNEL_PREFIX") or "finops_gql"
+    if not CHANNEL_PREFIX.fullmatch(prefix):
+        raise ConfigError(
+            f"REDIS_CHANNEL_PREFIX must be 1-64 letters, digits, '_', '-' or '.', got {prefix!r}"
+        )
+    return prefix
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
@@ -201,6 +213,8 @@ class Settings:
     opencost_cache_ttl_s: float = 30.0
     cost_sync_cron: str = "0 3 * * *"
     redis_url: str = "redis://localhost:6379"
+    # Pub/sub ignores Redis's database number: deployments sharing one Redis server need their own.
+    redis_channel_prefix: str = "finops_gql"
     jwt_secret: str | None = field(default=None, repr=False)
     jwt_jwks_url: str | None = None
     jwt_audience: str | None = None
@@ -277,6 +291,7 @@ class Settings:
             opencost_cache_ttl_s=_float(env, "OPENCOST_CACHE_SECONDS", 30.0),
             cost_sync_cron=_opt(env, "COST_SYNC_CRON") or "0 3 * * *",
             redis_url=_redis_url(_opt(env, "REDIS_URL") or "redis://localhost:6379"),
+            redis_channel_prefix=_channel_prefix(env),
             jwt_secret=_opt(env, "JWT_SECRET"),
             jwt_jwks_url=_opt(env, "JWT_JWKS_URL"),
             jwt_audience=_opt(env, "JWT_AUDIENCE"),

@@ -27,7 +27,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from finops_gql.config import redact_url
-from finops_gql.events import PARSERS, BadEvent
+from finops_gql.events import DEFAULT_CHANNEL_PREFIX, PARSERS, BadEvent, on_wire
 from finops_gql.metrics import EVENT_RELAY_CONNECTED, SUBSCRIBERS, SUBSCRIBERS_DROPPED
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,7 @@ class EventHub:
         backoff_s: float = 0.5,
         max_backoff_s: float = 30.0,
         connect_timeout_s: float = 5.0,
+        channel_prefix: str = DEFAULT_CHANNEL_PREFIX,
     ) -> None:
         self.redis_url = redis_url
         self.queue_size = queue_size
@@ -97,6 +98,8 @@ class EventHub:
         self.max_backoff_s = max_backoff_s
         self.connect_timeout_s = connect_timeout_s
         self._subscribers: dict[str, set[Subscriber]] = {c: set() for c in self.parsers}
+        # The Redis channel of each logical one (REDIS_CHANNEL_PREFIX), and back.
+        self._logical = {on_wire(c, channel_prefix): c for c in self.parsers}
         self._task: asyncio.Task[None] | None = None
         self.connected = False
         self.connects = 0  # successful subscriptions to Redis, for tests and logs
@@ -218,10 +221,10 @@ class EventHub:
         )
         pubsub = client.pubsub(ignore_subscribe_messages=True)
         try:
-            await pubsub.subscribe(*self.parsers)
+            await pubsub.subscribe(*self._logical)
             self.connects += 1
             self._set_connected(True)
-            log.info("event relay: listening to %s on %s", ", ".join(self.parsers), where)
+            log.info("event relay: listening to %s on %s", ", ".join(self._logical), where)
             while True:
                 message = await pubsub.get_message(
                     ignore_subscribe_messages=True, timeout=READ_TIMEOUT_S
@@ -230,7 +233,7 @@ class EventHub:
                     channel = message["channel"]
                     if isinstance(channel, bytes):
                         channel = channel.decode()
-                    self.dispatch(channel, message["data"])
+                    self.dispatch(self._logical.get(channel, channel), message["data"])
         finally:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()

@@ -51,11 +51,22 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+# The names below are the channels' names under the default REDIS_CHANNEL_PREFIX; another prefix
+# replaces their `finops_gql` part on the wire (see on_wire), because Redis pub/sub ignores the
+# database number: two deployments sharing one Redis server would otherwise hear each other.
+DEFAULT_CHANNEL_PREFIX = "finops_gql"
 BUDGET_CHANNEL = "finops_gql:budget_exceeded"
 ALERTS_CHANNEL = "finops_gql:alerts"
 SYNC_FINISHED_CHANNEL = "finops_gql:sync_finished"
 
 ALERT_EVENTS = ("raised", "changed")
+
+
+def on_wire(channel: str, prefix: str) -> str:
+    """The Redis channel a logical channel (one of the constants above) uses under `prefix`."""
+    return prefix + channel.removeprefix(DEFAULT_CHANNEL_PREFIX)
+
+
 SYNC_STATUSES = ("succeeded", "partial", "failed")
 
 

@@ -137,6 +137,7 @@ class RateLimiter:
         period_s: float = 60.0,
         timeout_s: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         if points <= 0:
             raise ValueError("a rate limiter needs a budget of at least 1 point")
@@ -145,10 +146,15 @@ class RateLimiter:
         self.timeout_s = timeout_s
         self._clock = clock
         # Bounded: a burst of requests queues for a few connections (each call takes well under a
-        # millisecond) instead of opening one connection per request in flight.
+        # millisecond) instead of opening one connection per request in flight. The queue is this
+        # semaphore, outside the RATE_LIMIT_TIMEOUT_SECONDS bound: waiting for our own turn is
+        # congestion, not a Redis failure, and must not switch the limiter off. (Were the wait
+        # inside the bound, a burst of concurrent requests would time out, fail open and
+        # skip Redis for a second: anyone could buy unlimited requests with a burst.)
+        self._turns = asyncio.Semaphore(max_connections)
         pool = BlockingConnectionPool.from_url(
             redis_url,
-            max_connections=MAX_CONNECTIONS,
+            max_connections=max_connections,
             timeout=timeout_s,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
@@ -183,15 +189,19 @@ class RateLimiter:
         if self._clock() < self._skip_until:
             self._fail_open("backoff", None)
             return None
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                allowed, remaining, retry_us, reset_us = await self._script(
-                    keys=[budget_key(subject)], args=[self.points, self.period_us, cost]
-                )
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._skip_until = self._clock() + BACKOFF_S
-            self._fail_open("unavailable", exc)
-            return None
+        async with self._turns:
+            if self._clock() < self._skip_until:  # Redis failed while this request queued
+                self._fail_open("backoff", None)
+                return None
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    allowed, remaining, retry_us, reset_us = await self._script(
+                        keys=[budget_key(subject)], args=[self.points, self.period_us, cost]
+                    )
+            except (RedisError, OSError, TimeoutError) as exc:
+                self._skip_until = self._clock() + BACKOFF_S
+                self._fail_open("unavailable", exc)
+                return None
         if self._failing:
             self._failing = False
             log.info("rate limit: Redis answers again; budgets are enforced")

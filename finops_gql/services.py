@@ -28,6 +28,7 @@ from finops_gql.costs.sync import SyncService
 from finops_gql.db.setup import close_db, init_db, migrate
 from finops_gql.errors import QueueUnavailable
 from finops_gql.eventhub import EventHub
+from finops_gql.events import on_wire
 from finops_gql.opencost.client import OpenCostClient
 from finops_gql.ratelimit import RateLimiter
 
@@ -113,8 +114,9 @@ class Services:
         )
 
     async def publish(self, channel: str, message: str) -> object:
+        """Publish on a logical channel (events.py), under this deployment's REDIS_CHANNEL_PREFIX."""
         pool = await self.arq()
-        return await pool.publish(channel, message)
+        return await pool.publish(on_wire(channel, self.settings.redis_channel_prefix), message)
 
     async def aclose(self) -> None:
         await self.events.aclose()
@@ -193,7 +195,11 @@ async def open_services(
                 heartbeat_s=settings.sync_heartbeat_s,
                 lease_s=settings.sync_lease_s,
             ),
-            events=EventHub(settings.redis_url, queue_size=settings.graphql_ws_queue_size),
+            events=EventHub(
+                settings.redis_url,
+                queue_size=settings.graphql_ws_queue_size,
+                channel_prefix=settings.redis_channel_prefix,
+            ),
             alerts=alerts,
             ratelimit=RateLimiter.from_settings(settings),
         )

@@ -31,6 +31,8 @@ from finops_gql.services import (
 log = logging.getLogger(__name__)
 
 SYNC_TIMEOUT_S = 3600
+# How often the worker looks for ended snoozes (a snoozed alert opens again at most this late).
+SNOOZE_CHECK_MINUTES = 5
 
 
 async def cost_sync_job(ctx: dict[str, Any], trigger: str = "cron") -> dict[str, Any]:
@@ -62,6 +64,15 @@ async def alert_webhook_job(ctx: dict[str, Any], alert_id: int) -> dict[str, Any
 
 async def cost_sync_cron(ctx: dict[str, Any]) -> dict[str, Any]:
     return await cost_sync_job(ctx, "cron")
+
+
+async def snooze_check_cron(ctx: dict[str, Any]) -> dict[str, Any]:
+    """Every SNOOZE_CHECK_MINUTES: alerts whose snooze ended open again (or resolve) now."""
+    services: Services = ctx["services"]
+    result = await services.alerts.wake_snoozed()
+    if result is None:
+        return {"status": "nothing ended"}
+    return {"status": "evaluated", "changed": len(result.changed), "raised": len(result.raised)}
 
 
 def _opt(values: frozenset[int] | None) -> set[int] | None:
@@ -122,7 +133,17 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
                 max_tries=1,
             ),
         ],
-        "cron_jobs": cron_jobs(settings.cost_sync_cron),
+        "cron_jobs": [
+            *cron_jobs(settings.cost_sync_cron),
+            cron(
+                snooze_check_cron,
+                name="cron:snooze_check",
+                minute=set(range(0, 60, SNOOZE_CHECK_MINUTES)),
+                timeout=SYNC_TIMEOUT_S,
+                keep_result=0,
+                max_tries=1,
+            ),
+        ],
         "redis_settings": RedisSettings.from_dsn(settings.redis_url),
         "queue_name": QUEUE_NAME,
         "on_startup": on_startup,

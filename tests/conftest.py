@@ -16,7 +16,9 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import httpx
 import pytest
 import redis.asyncio as aioredis
@@ -32,15 +34,44 @@ from finops_gql.config import Settings
 from finops_gql.db.models import Component, CostRecord, Team
 from finops_gql.db.setup import close_db, connection, init_db, migrate
 from finops_gql.dev.opencost_fake import FakeOpenCost
+from finops_gql.events import on_wire
 from finops_gql.observability import OPERATION_LABELS
 from finops_gql.services import Services, open_services
 from finops_gql.worker import worker_settings
 
 TEST_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 FIXTURES = Path(__file__).parent / "fixtures"
-PG_URL = os.environ.get("DATABASE_URL_TEST")
-REDIS_URL = os.environ.get("REDIS_URL_TEST")
 IN_CI = bool(os.environ.get("CI"))
+# pytest-xdist (scripts/test passes `-n`) names each worker process gw0, gw1, ...; each gets its own
+# PostgreSQL database and Redis database, so tests in different workers never meet.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+WORKER_INDEX = int(WORKER.removeprefix("gw")) if WORKER.startswith("gw") else 0
+
+
+def for_worker(url: str | None) -> str | None:
+    """This worker's own database: `<name>_gwN` on PostgreSQL (created on first use), the Redis
+    database N below the one named (15 -> 15, 14, ...)."""
+    if url is None or not WORKER:
+        return url
+    parts = urlsplit(url)
+    if parts.scheme.startswith("redis"):
+        base = int(parts.path.strip("/") or 0)
+        return urlunsplit(parts._replace(path=f"/{(base - WORKER_INDEX) % 16}"))
+    return urlunsplit(parts._replace(path=f"{parts.path}_{WORKER}"))
+
+
+PG_URL = for_worker(os.environ.get("DATABASE_URL_TEST"))
+REDIS_URL = for_worker(os.environ.get("REDIS_URL_TEST"))
+# Pub/sub channels ignore the Redis database: each test process (and every gateway or worker it
+# starts as a subprocess, which inherits the environment) publishes under its own prefix, so
+# parallel runs and xdist workers never hear each other's events.
+CHANNEL_PREFIX = f"finops_gql_test{os.getpid()}"
+os.environ["REDIS_CHANNEL_PREFIX"] = CHANNEL_PREFIX
+
+
+def wire(channel: str) -> str:
+    """A logical channel (finops_gql/events.py) as this test process's Redis carries it."""
+    return on_wire(channel, CHANNEL_PREFIX)
 
 
 def need(value: str | None, name: str) -> str:
@@ -63,6 +94,8 @@ async def database_url(
         url = f"sqlite://{tmp_path_factory.mktemp('db') / 'test.sqlite3'}"
     else:
         url = need(PG_URL, "DATABASE_URL_TEST")
+        if WORKER:
+            await create_database(url)
         await init_db(url)
         await connection().execute_script(
             "DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public;"
@@ -71,6 +104,19 @@ async def database_url(
     await migrate(url)
     await close_db()
     return url
+
+
+async def create_database(url: str) -> None:
+    """Create the PostgreSQL database `url` names unless it exists (connecting to `postgres`)."""
+    parts = urlsplit(url)
+    name = parts.path.strip("/")
+    admin = await asyncpg.connect(urlunsplit(parts._replace(path="/postgres")))
+    try:
+        if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            with contextlib.suppress(asyncpg.DuplicateDatabaseError):  # another worker's race
+                await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
 
 
 @contextlib.asynccontextmanager
@@ -105,6 +151,7 @@ def settings(database_url: str, opencost: tuple[FakeOpenCost, str]) -> Settings:
         opencost_cache_ttl_s=30,
         jwt_secret=TEST_SECRET,
         redis_url=REDIS_URL or "redis://127.0.0.1:1",
+        redis_channel_prefix=CHANNEL_PREFIX,
         sync_retry_backoff_s=0.01,
         # Off: tests share one subject and one Redis; tests/test_ratelimit.py turns it on.
         rate_limit_points_per_minute=0,

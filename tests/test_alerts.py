@@ -26,6 +26,7 @@ from finops_gql.db.models import Alert, AlertEvent, Component, Team
 from finops_gql.dev.opencost_fake import FakeOpenCost
 from finops_gql.events import ALERTS_CHANNEL
 from finops_gql.services import WEBHOOK_JOB_PREFIX, Services
+from finops_gql.worker import snooze_check_cron, worker_settings
 from tests.conftest import (
     QueryCounter,
     gql,
@@ -34,6 +35,7 @@ from tests.conftest import (
     make_team,
     run_worker,
     served,
+    wire,
 )
 
 ALERT = """
@@ -190,6 +192,35 @@ async def test_snooze_expiry_reopens_a_true_condition_and_resolves_a_cleared_one
         await AlertEvent.filter(alert_id=reopened.id).order_by("id").values_list("action", "actor")
     )
     assert actions == [("raised", "system"), ("snoozed", "alice"), ("reopened", "system")]
+
+
+async def test_the_worker_opens_an_ended_snooze_without_waiting_for_a_sync(
+    services: Services, client: httpx.AsyncClient
+) -> None:
+    await over_budget(services, await make_team(), "checkout")
+    await services.alerts.evaluate()
+    snoozed = await unresolved()
+    until = datetime.now(UTC) + timedelta(hours=1)
+    for a in snoozed:
+        variables = {"id": str(a.id), "until": until.isoformat()}
+        body = await gql(client, SNOOZE, variables, as_user(services, "admin"))
+        assert body["data"]["snoozeAlert"]["status"] == "SNOOZED"
+    ctx: dict[str, Any] = {"services": services}
+    assert await snooze_check_cron(ctx) == {"status": "nothing ended"}
+
+    later = datetime.now(UTC) + timedelta(hours=2)
+    services.costs.clock = lambda: later
+    assert await snooze_check_cron(ctx) == {
+        "status": "evaluated",
+        "changed": len(snoozed),
+        "raised": 0,
+    }
+    assert {a.status for a in await unresolved()} == {"OPEN"}
+    assert await snooze_check_cron(ctx) == {"status": "nothing ended"}  # nothing left to wake
+    # The worker runs it every 5 minutes.
+    jobs = worker_settings(services.settings)["cron_jobs"]
+    (check,) = [j for j in jobs if j.name == "cron:snooze_check"]
+    assert check.minute == set(range(0, 60, 5))
 
 
 async def test_a_persons_change_made_during_an_evaluation_wins(
@@ -722,7 +753,7 @@ async def test_worker_sync_raises_publishes_and_delivers_the_webhook(
     await set_budget(services, await make_component(await make_team(), "checkout"), 1.0)
     subscriber = aioredis.from_url(redis_url)
     pubsub = subscriber.pubsub()
-    await pubsub.subscribe(ALERTS_CHANNEL)
+    await pubsub.subscribe(wire(ALERTS_CHANNEL))
     await services.enqueue_sync()
     worker = await run_worker(config)
     alerts = await Alert.all()

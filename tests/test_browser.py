@@ -28,7 +28,7 @@ from finops_gql.config import Settings
 from finops_gql.dev.opencost_fake import FakeOpenCost
 from finops_gql.events import ALERTS_CHANNEL
 from finops_gql.graphql.ide import DEV_DOCUMENT
-from tests.conftest import REDIS_URL, TEST_SECRET, need, token
+from tests.conftest import REDIS_URL, TEST_SECRET, need, token, wire
 from tests.proc import running_gateway
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "[::1]"}
@@ -378,7 +378,7 @@ async def _publish_alert(redis_url: str, title: str) -> str:
     }
     redis = aioredis.from_url(redis_url)
     try:
-        await redis.publish(ALERTS_CHANNEL, json.dumps(body))
+        await redis.publish(wire(ALERTS_CHANNEL), json.dumps(body))
     finally:
         await redis.aclose()
     return alert_id

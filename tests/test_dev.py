@@ -4,6 +4,7 @@ what it is doing, writes a token, runs the worker beside the server, and one sig
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 from pathlib import Path
@@ -32,6 +33,11 @@ async def _sync_runs(http: httpx.AsyncClient) -> list[dict[str, str]]:
     return runs
 
 
+async def _drain(stream: asyncio.StreamReader, into: list[str]) -> None:
+    while line := await stream.readline():
+        into.append(line.decode())
+
+
 async def test_scripts_dev_runs_server_worker_and_stand_in(tmp_path: Path) -> None:
     redis_url = need(REDIS_URL, "REDIS_URL_TEST")
     port, opencost_port = free_port(), free_port()
@@ -52,6 +58,7 @@ async def test_scripts_dev_runs_server_worker_and_stand_in(tmp_path: Path) -> No
     )
     assert process.stdout is not None
     output: list[str] = []
+    drain: asyncio.Task[None] | None = None
     try:
         header = None
         while header is None:
@@ -60,6 +67,9 @@ async def test_scripts_dev_runs_server_worker_and_stand_in(tmp_path: Path) -> No
             output.append(line)
             if line.strip().startswith("Authorization: Bearer "):
                 header = line.strip().removeprefix("Authorization: ")
+        # Keep reading: a full pipe would block the server's or worker's next log line, and with
+        # it their shutdown.
+        drain = asyncio.create_task(_drain(process.stdout, output))
         text = "".join(output)
         positions = [text.find(step) for step in STEPS]
         assert all(p >= 0 for p in positions), text
@@ -112,7 +122,13 @@ async def test_scripts_dev_runs_server_worker_and_stand_in(tmp_path: Path) -> No
     finally:
         # One signal to the script stops the server, the worker and the stand-in.
         process.send_signal(signal.SIGINT)
-        await asyncio.wait_for(process.wait(), timeout=30)
+        try:
+            await asyncio.wait_for(process.wait(), timeout=60)
+        except TimeoutError:
+            raise AssertionError("scripts/dev did not stop:\n" + "".join(output)) from None
+        if drain is not None:  # ends when every process holding the pipe has exited
+            with contextlib.suppress(TimeoutError):  # one left running is reported below
+                await asyncio.wait_for(drain, timeout=10)
     leftovers = await asyncio.create_subprocess_exec(
         "pgrep", "-s", str(process.pid), stdout=asyncio.subprocess.PIPE
     )

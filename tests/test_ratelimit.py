@@ -498,6 +498,33 @@ async def test_the_warning_is_rate_limited_and_redis_is_retried(
     assert [r for r in caplog.records if "answers again" in r.getMessage()]
 
 
+async def test_a_burst_queues_for_connections_and_never_fails_open() -> None:
+    """More requests at once than the limiter has Redis connections wait for their turn (outside
+    the timeout), and every one is charged: a burst must not switch the limiter off for all.
+    One connection, 1,500 charges at once: queued inside the 0.25 s bound, the last ones would
+    wait far longer than that (1,500 round trips) and be let through unchecked."""
+    real = need(REDIS_URL, "REDIS_URL_TEST")
+    limiter = RateLimiter(real, 1000, timeout_s=0.25, max_connections=1)
+    before = metric("finops_gql_rate_limit_fail_open_total", reason="unavailable") + metric(
+        "finops_gql_rate_limit_fail_open_total", reason="backoff"
+    )
+    subject = f"crowd-{uuid.uuid4()}"
+    started = time.perf_counter()
+    try:
+        decisions = await asyncio.gather(*(limiter.charge(subject, 1) for _ in range(1500)))
+    finally:
+        elapsed = time.perf_counter() - started
+        await limiter.aclose()
+    after = metric("finops_gql_rate_limit_fail_open_total", reason="unavailable") + metric(
+        "finops_gql_rate_limit_fail_open_total", reason="backoff"
+    )
+    assert after == before
+    assert all(d is not None for d in decisions)
+    # The whole budget, and what came back while the burst ran (1,000 a minute).
+    refilled = elapsed * 1000 / 60
+    assert 1000 <= sum(1 for d in decisions if d is not None and d.allowed) <= 1001 + refilled
+
+
 # -- settings ------------------------------------------------------------------------------------
 
 

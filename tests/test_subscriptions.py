@@ -33,10 +33,10 @@ from finops_gql.auth import mint_token
 from finops_gql.config import Settings
 from finops_gql.db.models import SyncRun
 from finops_gql.dev.opencost_fake import FakeOpenCost
-from finops_gql.events import ALERTS_CHANNEL, SYNC_FINISHED_CHANNEL
+from finops_gql.events import ALERTS_CHANNEL, BUDGET_CHANNEL, SYNC_FINISHED_CHANNEL, on_wire
 from finops_gql.httpserver import uvicorn_options
 from finops_gql.services import Services
-from tests.conftest import REDIS_URL, TEST_SECRET, make_component, make_team, need, token
+from tests.conftest import REDIS_URL, TEST_SECRET, make_component, make_team, need, token, wire
 from tests.proc import free_port
 from tests.proc import serving as serving_process
 
@@ -298,16 +298,18 @@ async def test_alert_events_from_redis_are_filtered_by_team_and_its_sub_teams(
         await subscribed(services, 4)
 
         # a malformed message is skipped by the relay, not delivered half-read
-        await redis.publish(ALERTS_CHANNEL, json.dumps({"event": "raised", "alert": {"id": 1}}))
-        await redis.publish(ALERTS_CHANNEL, b"not json")
+        await redis.publish(
+            wire(ALERTS_CHANNEL), json.dumps({"event": "raised", "alert": {"id": 1}})
+        )
+        await redis.publish(wire(ALERTS_CHANNEL), b"not json")
         sub_team = alert(team_id=fraud.id, component_id=checkout.id)
-        await redis.publish(ALERTS_CHANNEL, json.dumps(sub_team))
+        await redis.publish(wire(ALERTS_CHANNEL), json.dumps(sub_team))
         other = alert(team_id=search.id)
-        await redis.publish(ALERTS_CHANNEL, json.dumps(other))
+        await redis.publish(wire(ALERTS_CHANNEL), json.dumps(other))
         platform = alert(team_id=None, kind="SYNC_FAILED")
-        await redis.publish(ALERTS_CHANNEL, json.dumps(platform))
+        await redis.publish(wire(ALERTS_CHANNEL), json.dumps(platform))
         acked = alert("changed", team_id=payments.id, status="ACKNOWLEDGED")
-        await redis.publish(ALERTS_CHANNEL, json.dumps(acked))
+        await redis.publish(wire(ALERTS_CHANNEL), json.dumps(acked))
 
         async def ids(operation: str, count: int) -> list[str]:
             found = []
@@ -341,7 +343,7 @@ async def test_alert_events_from_redis_are_filtered_by_team_and_its_sub_teams(
         # nothing more arrived for payments: the other team's and the platform alert were not
         # sent to it (a marker published last proves the earlier ones were filtered, not late)
         marker = alert(team_id=payments.id)
-        await redis.publish(ALERTS_CHANNEL, json.dumps(marker))
+        await redis.publish(wire(ALERTS_CHANNEL), json.dumps(marker))
         assert await ids("payments", 1) == [marker["alert"]["id"]]
 
 
@@ -575,7 +577,7 @@ async def test_a_slow_consumer_is_dropped_and_the_server_carries_on(
             while services.events.subscriber_count() and sent < 20_000:
                 async with redis.pipeline(transaction=False) as pipe:
                     for _ in range(200):
-                        pipe.publish(ALERTS_CHANNEL, body)
+                        pipe.publish(wire(ALERTS_CHANNEL), body)
                     await pipe.execute()
                 sent += 200
                 await asyncio.sleep(0.01)
@@ -589,7 +591,7 @@ async def test_a_slow_consumer_is_dropped_and_the_server_carries_on(
             await fresh.subscribe("1", query)
             await subscribed(services, 1)
             marker = alert()
-            await redis.publish(ALERTS_CHANNEL, json.dumps(marker))
+            await redis.publish(wire(ALERTS_CHANNEL), json.dumps(marker))
             while True:
                 message = await fresh.next_for("1")
                 if message["payload"]["data"]["alertRaised"]["alertId"] == marker["alert"]["id"]:
@@ -663,7 +665,7 @@ async def test_a_redis_outage_pauses_events_and_the_relay_reconnects(
         await proxy.cut()
         await until(lambda: not services.events.connected, "the relay noticed the outage")
         lost = alert()
-        await redis.publish(ALERTS_CHANNEL, json.dumps(lost))
+        await redis.publish(wire(ALERTS_CHANNEL), json.dumps(lost))
         # the API serves meanwhile
         base = url.replace("ws://", "http://").removesuffix("/graphql")
         async with httpx.AsyncClient(base_url=base, timeout=5) as http:
@@ -674,7 +676,7 @@ async def test_a_redis_outage_pauses_events_and_the_relay_reconnects(
         assert services.events.connects >= 2
 
         after = alert()
-        await redis.publish(ALERTS_CHANNEL, json.dumps(after))
+        await redis.publish(wire(ALERTS_CHANNEL), json.dumps(after))
         while True:
             message = await c.next_for("1")
             got = message["payload"]["data"]["alertRaised"]["alertId"]
@@ -725,7 +727,7 @@ async def test_every_sync_run_is_announced_failures_included(
     await make_component(await make_team(), "checkout")
     async with publisher(redis_url) as redis:
         pubsub = redis.pubsub()
-        await pubsub.subscribe(SYNC_FINISHED_CHANNEL)
+        await pubsub.subscribe(wire(SYNC_FINISHED_CHANNEL))
         fake.fail = "500"
         with pytest.raises(Exception, match="500"):
             await services.sync.run("cli")
@@ -799,6 +801,51 @@ async def test_the_relay_drops_only_the_subscriber_that_falls_behind() -> None:
     await hub.aclose()
 
 
+async def test_deployments_sharing_a_redis_server_hear_only_their_own_channels(
+    services: Services, redis_url: str
+) -> None:
+    """Pub/sub ignores the database number: REDIS_CHANNEL_PREFIX keeps two deployments apart.
+    What one publishes reaches its own relay, under its prefix; the other's relay hears nothing."""
+    from finops_gql.eventhub import EventHub
+
+    ours = services.settings.with_(redis_url=redis_url, redis_channel_prefix="prod")
+    services.settings = ours
+    prod = EventHub(redis_url, channel_prefix="prod")
+    staging = EventHub(redis_url, channel_prefix="staging")
+    heard_by_prod = prod.subscribe(ALERTS_CHANNEL)
+    heard_by_staging = staging.subscribe(ALERTS_CHANNEL)
+    raw = aioredis.from_url(redis_url)
+    try:
+        await until(lambda: prod.connected and staging.connected, "both relays listen")
+        assert await raw.pubsub_numsub("prod:alerts", "staging:alerts") == [
+            (b"prod:alerts", 1),
+            (b"staging:alerts", 1),
+        ]
+        assert await services.publish(ALERTS_CHANNEL, json.dumps(alert(title="prod's"))) == 1
+        assert (await asyncio.wait_for(heard_by_prod.get(), WAIT_S)).title == "prod's"
+        await asyncio.sleep(0.2)  # time enough for a wrongly routed message to arrive
+        assert heard_by_staging.queue.qsize() == 0
+    finally:
+        await raw.aclose()
+        await prod.aclose()
+        await staging.aclose()
+
+
+@pytest.mark.parametrize("value", ["", "a b", "x" * 65, "finops/gql", "prod:eu"])
+def test_a_bad_channel_prefix_is_refused_naming_the_variable(value: str) -> None:
+    from finops_gql.config import ConfigError
+
+    if value:
+        with pytest.raises(ConfigError, match="REDIS_CHANNEL_PREFIX"):
+            Settings.from_env({"REDIS_CHANNEL_PREFIX": value})
+    else:  # empty means unset: the default, which keeps the documented channel names
+        assert Settings.from_env({"REDIS_CHANNEL_PREFIX": value}).redis_channel_prefix == (
+            "finops_gql"
+        )
+    assert on_wire(ALERTS_CHANNEL, "finops_gql") == "finops_gql:alerts" == ALERTS_CHANNEL
+    assert on_wire(BUDGET_CHANNEL, "staging") == "staging:budget_exceeded"
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [
@@ -857,11 +904,11 @@ async def test_events_follow_the_principals_scope_in_team_mode(
             "failedAggregates": 0,
             "error": None,
         }
-        await redis.publish(SYNC_FINISHED_CHANNEL, json.dumps(sync))
+        await redis.publish(wire(SYNC_FINISHED_CHANNEL), json.dumps(sync))
         for hidden in (alert(team_id=search.id), alert(team_id=None, kind="SYNC_FAILED")):
-            await redis.publish(ALERTS_CHANNEL, json.dumps(hidden))
+            await redis.publish(wire(ALERTS_CHANNEL), json.dumps(hidden))
         visible = alert(team_id=fraud.id)
-        await redis.publish(ALERTS_CHANNEL, json.dumps(visible))
+        await redis.publish(wire(ALERTS_CHANNEL), json.dumps(visible))
         message = await c.next_for("alerts")
         # the first alert it gets is its sub-team's: the two before it were not sent
         assert message["payload"]["data"]["alertRaised"]["alertId"] == visible["alert"]["id"]

@@ -13,9 +13,10 @@ import redis.asyncio as aioredis
 from finops_gql.config import Settings
 from finops_gql.db.models import CostRecord, SyncRun
 from finops_gql.dev.opencost_fake import FakeOpenCost
+from finops_gql.events import BUDGET_CHANNEL
 from finops_gql.services import Services
 from finops_gql.worker import worker_settings
-from tests.conftest import gql, make_component, make_team, run_worker, token
+from tests.conftest import gql, make_component, make_team, run_worker, token, wire
 
 
 @pytest.fixture
@@ -45,7 +46,7 @@ async def test_trigger_then_worker_runs_one_sync(
 
     subscriber = aioredis.from_url(worker_config.redis_url)
     pubsub = subscriber.pubsub()
-    await pubsub.subscribe("finops_gql:budget_exceeded")
+    await pubsub.subscribe(wire(BUDGET_CHANNEL))
     await run_worker(worker_config)
 
     runs = await SyncRun.all()

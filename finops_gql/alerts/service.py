@@ -205,6 +205,15 @@ class AlertService:
             log.exception("alert evaluation failed; the next sync run evaluates again")
             return None
 
+    async def wake_snoozed(self) -> Evaluation | None:
+        """Evaluate now if a snooze has ended since the last evaluation, rather than at the next
+        sync (a day later with the default schedule): the alert opens again when its condition
+        still holds, or is resolved. Otherwise one indexed query and no evaluation (None)."""
+        ended = Alert.filter(status=SNOOZED, snoozed_until__lte=self.clock())
+        if not await ended.exists():
+            return None
+        return await self.evaluate_quietly()
+
     async def _apply(
         self, now: datetime, conditions: dict[Key, Condition], covered: set[str]
     ) -> Evaluation:
