@@ -1303,7 +1303,13 @@ def main() -> None:
     )
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--teams", type=int, default=DEFAULT.teams)
-    parser.add_argument("--components", type=int, default=DEFAULT.components)
+    parser.add_argument(
+        "--components",
+        type=counts,
+        default=[DEFAULT.components],
+        help="components, or a comma-separated list (1000,10000,100000): one full run per scale, "
+        "then the scale curve (one row per scale)",
+    )
     parser.add_argument("--days", type=int, default=DEFAULT.days)
     parser.add_argument(
         "--requests", type=int, default=DEFAULT.requests, help="sequential requests per scenario"
@@ -1351,15 +1357,75 @@ def main() -> None:
         if args.peer_only:
             print(f"peer race skipped: {args.peer_skip}")
             return
-    result = asyncio.run(bench(args))
-    RESULTS.mkdir(exist_ok=True)
-    out = (
-        RESULTS
-        / f"bench-{args.db}-{'peer' if args.peer_only else 'smoke' if args.smoke else 'full'}-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
-    )
-    out.write_text(json.dumps(result, indent=2, default=str))
-    print(table(result))
-    print(f"\nJSON: {out.relative_to(ROOT)}")
+    scales = args.components
+    results = []
+    for components in scales:
+        args.components = components
+        result = asyncio.run(bench(args))
+        RESULTS.mkdir(exist_ok=True)
+        out = (
+            RESULTS
+            / f"bench-{args.db}-{'peer' if args.peer_only else 'smoke' if args.smoke else 'full'}-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
+        )
+        out.write_text(json.dumps(result, indent=2, default=str))
+        print(table(result))
+        print(f"\nJSON: {out.relative_to(ROOT)}")
+        results.append(result)
+    if len(results) > 1:
+        print()
+        print(curve(results))
+
+
+def counts(text: str) -> list[int]:
+    """--components: one count or a comma-separated list of them."""
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number or a list of numbers: {text!r}") from None
+    if not values or min(values) < 2:
+        raise argparse.ArgumentTypeError("each scale needs at least 2 components")
+    return values
+
+
+# The reads whose answer does not grow with the catalog (one component, one team of at most 500,
+# a page of 50): they must stay flat. The platform-wide aggregates are reported beside them.
+FLAT_READS = ("rest_top10", "rest_team_summary", "rest_history", "graphql_page50")
+PLATFORM_READS = ("graphql_platform_cost", "graphql_breakdown_team")
+
+
+def curve(results: list[dict[str, Any]]) -> str:
+    """One row per scale: read p50s, the backfill and peak RSS of server, sync and stand-in."""
+    names = [*FLAT_READS, *PLATFORM_READS]
+    lines = [
+        f"scale curve, {results[0]['db']}, {results[0]['scale']['days']} days of history "
+        "(p50 ms at concurrency 1; backfill = sync + alert evaluation)",
+        "",
+        "| components | "
+        + " | ".join(names)
+        + " | backfill 30 d s | sync s | alerts s | us/record | RSS server | RSS sync | RSS stand-in |",
+        "|---" * (len(names) + 8) + "|",
+    ]
+    for result in results:
+        m = result["measured"]
+        backfill = result["sync"]["backfill_30d"]
+        per_record = backfill["seconds"] / max(1, backfill["records"]) * 1e6
+        lines.append(
+            f"| {result['scale']['components']} | "
+            + " | ".join(f"{m[name]['p50_ms']:.2f}" for name in names)
+            + f" | {backfill['seconds']:.1f} | {backfill['sync_seconds']:.1f} | "
+            f"{backfill['alert_evaluation_seconds']:.1f} | {per_record:.0f} | "
+            f"{result['server_peak_rss_mb']:.0f} MB | {backfill['peak_rss_mb']:.0f} MB | "
+            f"{backfill['standin_peak_rss_mb']:.0f} MB |"
+        )
+    first, last = results[0], results[-1]
+    flat = [last["measured"][n]["p50_ms"] / first["measured"][n]["p50_ms"] for n in FLAT_READS]
+    lines += [
+        "",
+        f"reads {first['scale']['components']} -> {last['scale']['components']}: "
+        + ", ".join(f"{n} x{r:.2f}" for n, r in zip(FLAT_READS, flat, strict=True))
+        + f" (flat means <= x1.5; worst x{max(flat):.2f})",
+    ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
