@@ -244,3 +244,46 @@ async def test_streamed_sync_writes_what_the_whole_answer_says(
     assert len(cut) == len({(r[1], r[3]) for r in cut}) == 2 * 30
     assert {r[2] for r in cut} == {long_key[:COVERAGE_KEY_MAX]}
     assert sum(r[2] == "orphan" for r in unmapped) == 2 * 30
+
+
+async def test_a_truncated_answer_fails_its_aggregate_and_writes_none_of_it(
+    services: Services,
+) -> None:
+    """A stream cut mid-answer (after whole steps were parsed) fails that aggregate, naming it;
+    none of its rows are written, while the other aggregate's are."""
+    from aiohttp import web
+
+    from tests.conftest import served
+    from tests.sync_standin import sync_service
+
+    shape = FakeOpenCost(keys=["checkout", "payments"], now=NOW)
+
+    async def allocation(request: web.Request) -> web.StreamResponse:
+        params = dict(request.query)
+        body = orjson.dumps({"code": 200, "status": "success", "data": shape.allocations(params)})
+        if params["aggregate"] == "label:app":
+            body = body[: len(body) * 2 // 3]  # whole steps, then a cut
+        return web.Response(body=body, content_type="application/json")
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="OK")
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/allocation", allocation)
+    team = await make_team()
+    cut = await make_component(team, "checkout")
+    kept = await make_component(team, "payments", opencost_aggregate="namespace")
+    async with served(app) as url:
+        run = await sync_service(services, url, NOW).run("cli")
+    assert run.status == "partial"
+    assert run.failed_aggregates is not None
+    assert [f["aggregate"] for f in run.failed_aggregates] == ["label:app"]
+    assert "OpenCost answered with a body that is not JSON" in (run.error or "")
+    assert "label:app" in (run.error or "")
+    counted = await connection().execute_query_dict(
+        "SELECT component_id, COUNT(*) AS n FROM cost_record GROUP BY component_id"
+    )
+    assert {str(r["component_id"]): r["n"] for r in counted} == {str(kept.id): 30}
+    assert str(cut.id) not in {str(r["component_id"]) for r in counted}
+    assert run.records == 30
