@@ -33,6 +33,7 @@ Applying a scope in a new read (one line each; never compare team ids by hand):
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -143,3 +144,23 @@ async def scope_for(principal: Principal, settings: Settings) -> Scope:
         slugs = {s for s in principal.teams if fits_column(s, SLUG_MAX)}
         return Scope(frozenset(await tree.slug_subtrees(slugs))) if slugs else NOTHING
     return EVERYTHING
+
+
+EVERYTHING_KEY = "*"
+
+
+def scope_key(principal: Principal, settings: Settings) -> str:
+    """A string equal for two principals exactly when `scope_for` gives them the same scope
+    for the same data: shared answers (answercache.py) are keyed by it. Kept beside scope_for so
+    the two change together.
+
+    A member's scope is a function of its claimed slugs and the team tree; the tree is data, so
+    the data version (db/dataversion.py) in the same cache key covers it. Keying by the slugs
+    rather than by the resolved team ids spares a hit the recursive CTE; two slug sets that
+    resolve to the same teams merely keep two entries."""
+    if settings.authz_mode == AUTHZ_TEAM and not (
+        principal.is_admin or VIEWER_ROLE in principal.roles
+    ):
+        slugs = sorted({s for s in principal.teams if fits_column(s, SLUG_MAX)})
+        return "teams:" + json.dumps(slugs)  # unambiguous whatever a claimed slug holds
+    return EVERYTHING_KEY

@@ -169,8 +169,9 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
-            *rest_routes,
+            # Before the REST routes: the busiest route is matched first.
             Route("/graphql", graphql, methods=["GET", "POST"]),
+            *rest_routes,
             # Subscriptions (graphql-transport-ws); AuthMiddleware refuses any other socket.
             WebSocketRoute("/graphql", graphql),
             Mount(STATIC_PREFIX.rstrip("/"), StaticFiles(directory=STATIC_DIR), name="graphiql"),

@@ -14,6 +14,7 @@ import logging
 import math
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -266,9 +267,26 @@ def _parse_jwks(body: bytes) -> dict[str, jwt.PyJWK]:
     return keys
 
 
+# JWT_SECRET-signed tokens verified once and remembered until they expire, per process: a client
+# sends the same token with every request, and its checks (three base64 decodes, two JSON parses,
+# the HMAC, the claims) cost more than a cached answer does. Only for the secret, which cannot
+# change while the process runs; a JWKS-signed token is verified every time, since its key may
+# leave the JWK Set.
+VERIFIED_MAX = 4096
+
+
 class TokenVerifier:
-    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         settings.check_auth()
+        self._wall_clock = wall_clock
+        # token -> (principal, exp): what verify() accepted, while `exp` is in the future.
+        self._verified: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
         self._secret = settings.jwt_secret
         self._audience = settings.jwt_audience
         self._issuer = settings.jwt_issuer
@@ -305,6 +323,14 @@ class TokenVerifier:
         return await self.verify(token.strip())
 
     async def verify(self, token: str) -> Principal:
+        remembered = self._verified.get(token)
+        if remembered is not None:
+            principal, exp = remembered
+            if self._wall_clock() < exp:  # PyJWT's rule: expired once exp <= now
+                self._verified.move_to_end(token)
+                return principal
+            del self._verified[token]
+            raise AuthError("token expired")
         try:
             header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})
@@ -335,12 +361,17 @@ class TokenVerifier:
             raise AuthError("token expired") from None
         except jwt.InvalidTokenError as exc:
             raise AuthError(f"invalid token: {exc}") from None
-        return Principal(
+        principal = Principal(
             str(claims["sub"]),
             _roles(claims.get(self._roles_claim)),
             teams=_roles(claims.get(self._teams_claim)),
             expires_at=datetime.fromtimestamp(claims["exp"], UTC),
         )
+        if key is self._secret:
+            self._verified[token] = (principal, float(claims["exp"]))
+            if len(self._verified) > VERIFIED_MAX:
+                self._verified.popitem(last=False)
+        return principal
 
     async def _jwks_key(self, header: dict[str, Any], alg: str) -> Any:
         assert self.jwks is not None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -56,27 +57,57 @@ async def _check_redis(settings: Settings) -> None:
     await pool.aclose()
 
 
+def default_workers() -> int:
+    """The cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota (a
+    container's CPU limit), at least 1."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores or 1, max(1, int(int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores or 1)
+
+
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from finops_gql.app import create_app
     from finops_gql.httpserver import uvicorn_options
 
+    workers = args.workers
+    if workers is None:
+        # SQLite has one writer at a time, and writers of other processes wait at most 5 s for
+        # it: one process unless asked for more (README, Several replicas).
+        workers = 1 if settings.database_url.startswith("sqlite:") else default_workers()
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
     if args.migrate:
         settings = settings.with_(migrate_on_start=True)
     settings.check_serve_host(args.host)
-    app = create_app(settings)
-    _check_database(settings)
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_config=None,
-        access_log=False,
-        proxy_headers=True,
-        forwarded_allow_ips=args.forwarded_allow_ips,
+    options = {
+        "host": args.host,
+        "port": args.port,
+        "log_config": None,
+        "access_log": False,
+        "proxy_headers": True,
+        "forwarded_allow_ips": args.forwarded_allow_ips,
         **uvicorn_options(settings),
-    )
+    }
+    if workers == 1:
+        app = create_app(settings)
+        _check_database(settings)
+        uvicorn.run(app, **options)
+        return 0
+    create_app(settings)  # refuses a bad JWT setup here, once, not in every worker
+    if settings.migrate_on_start:
+        # Once, before the workers start: concurrent migrations would race each other.
+        asyncio.run(_migrate(settings))
+        os.environ["MIGRATE_ON_START"] = "0"  # the workers read the environment
+    _check_database(settings.with_(migrate_on_start=False))
+    log.info("serving with %d worker processes", workers)
+    uvicorn.run("finops_gql.asgi:app", factory=True, workers=workers, **options)
     return 0
 
 
@@ -273,6 +304,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--migrate", action="store_true", help="apply migrations at start")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="uvicorn worker processes, each with its own database pool and event relay "
+        "(default: the cores this process may use on PostgreSQL, 1 on SQLite)",
+    )
     serve.add_argument("--forwarded-allow-ips", default="127.0.0.1")
 
     worker = sub.add_parser("worker", help="run the arq worker (cost sync on COST_SYNC_CRON)")

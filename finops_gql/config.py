@@ -49,6 +49,7 @@ ENV_VARS = (
     "GRAPHQL_MAX_TOKENS",
     "GRAPHQL_MAX_FIELDS",
     "GRAPHQL_CACHE_SIZE",
+    "GRAPHQL_ANSWER_CACHE_MB",
     "GRAPHQL_CACHE_MAX_DOCUMENT_BYTES",
     "GRAPHQL_MAX_DOCUMENT_BYTES",
     "JWT_JWKS_CACHE_SECONDS",
@@ -232,6 +233,8 @@ class Settings:
     graphql_max_tokens: int = 5000
     graphql_max_fields: int = 200
     graphql_cache_size: int = 256
+    # In-process cache of whole GraphQL answers (answercache.py), in MB of answer JSON; 0: off.
+    graphql_answer_cache_mb: int = 64
     graphql_cache_max_document_bytes: int = 16 * 1024
     graphql_max_document_bytes: int = 128 * 1024
     jwt_jwks_cache_s: float = 300.0
@@ -309,6 +312,7 @@ class Settings:
             graphql_max_tokens=_int(env, "GRAPHQL_MAX_TOKENS", 5000, minimum=100),
             graphql_max_fields=_int(env, "GRAPHQL_MAX_FIELDS", 200, minimum=10),
             graphql_cache_size=_int(env, "GRAPHQL_CACHE_SIZE", 256),
+            graphql_answer_cache_mb=_int(env, "GRAPHQL_ANSWER_CACHE_MB", 64),
             graphql_cache_max_document_bytes=_int(
                 env, "GRAPHQL_CACHE_MAX_DOCUMENT_BYTES", 16 * 1024
             ),

@@ -9,6 +9,8 @@ import os
 import sys
 from datetime import UTC, datetime
 
+import orjson
+
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
 _RESERVED = set(vars(logging.makeLogRecord({})))
@@ -30,7 +32,12 @@ class JsonFormatter(logging.Formatter):
                 body[key] = value
         if record.exc_info:
             body["exception"] = self.formatException(record.exc_info)
-        return json.dumps(body, default=str)
+        # orjson: one line per request is logged, and the stdlib encoder was a tenth of a cached
+        # answer's time. Anything it cannot encode is written as str(), like before.
+        try:
+            return orjson.dumps(body, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+        except TypeError:  # what orjson refuses outright (integers past 64 bits)
+            return json.dumps(body, default=str)
 
 
 # Libraries whose INFO lines are noise in a command's output ("Tortoise-ORM shutdown", connection

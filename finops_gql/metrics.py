@@ -102,3 +102,15 @@ RATE_LIMIT_FAIL_OPEN = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+ANSWER_CACHE = Counter(
+    "finops_gql_answer_cache_requests_total",
+    "GraphQL POST requests by what the answer cache did: hit (served from it), miss (executed, "
+    "kept if cacheable), bypass (not a cacheable query, or the data version was unreadable)",
+    ["result"],
+    registry=REGISTRY,
+)
+ANSWER_CACHE_BYTES = Gauge(
+    "finops_gql_answer_cache_bytes",
+    "Bytes of answers the answer cache of this process holds (GRAPHQL_ANSWER_CACHE_MB bounds it)",
+    registry=REGISTRY,
+)

@@ -11,9 +11,12 @@ It generates a catalog and cost history (default 200 teams, 10,000 components, 9
 REST and GraphQL reads: p50/p95/p99 at concurrency 1 and throughput at concurrency 32. Every
 figure stands beside two references measured in the same run: the database floor (the same
 answer from one hand-written SQL query through the same driver) and the framework ceiling (a bare
-Starlette route returning a JSON constant under the same uvicorn settings). It then times the sync
-(30-day backfill and a 1-day run) against the local OpenCost stand-in, and reads the server's
-peak RSS. Output: a table on stdout and JSON under bench-results/.
+Starlette route returning a JSON constant under the same uvicorn settings and the same number of
+worker processes, --workers, default the usable cores). The server measured for those rows runs
+without the answer cache (GRAPHQL_ANSWER_CACHE_MB=0), so repeated requests measure execution; a
+second server with the cache on gives the `_hit` rows (a repeated query answered from it). It then
+times the sync (30-day backfill and a 1-day run) against the local OpenCost stand-in, and reads the
+server's peak RSS. Output: a table on stdout and JSON under bench-results/.
 """
 
 from __future__ import annotations
@@ -422,11 +425,18 @@ async def wait_http(url: str) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-def peak_rss_mb(pid: int) -> float:
+def _hwm_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak RSS; with uvicorn workers, the largest worker's (each is one app)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    workers = [int(c) for c in children.read_text().split()] if children.exists() else []
+    return max([_hwm_mb(pid), *(_hwm_mb(w) for w in workers)])
 
 
 # -- in-process checks: SQL statements per GraphQL page, REST/GraphQL agreement ------------------
@@ -822,8 +832,10 @@ async def race_peer(
     common: dict[str, Any],
     rounds: int,
     ours_pid: int,
+    cached_base: str | None = None,
 ) -> dict[str, Any]:
-    """Our race query and the peer's, alternately in the same run (`rounds` times each, median)."""
+    """Our race query and the peer's, alternately in the same run (`rounds` times each, median);
+    with `cached_base` (a server with the answer cache on), our repeated page too."""
     cli = install_postgraphile()
     port = free_port()
     server = start_postgraphile(cli, url, port)
@@ -846,16 +858,26 @@ async def race_peer(
             "url": peer_url,
             "body": {"query": POSTGRAPHILE_QUERY},
         }
-        ours_runs, peer_runs = [], []
+        ours_runs, peer_runs, hit_runs = [], [], []
         for _ in range(rounds):
             ours_runs.append(with_cpu(ours_pid, ours_spec))
             peer_runs.append(with_cpu(server.pid, peer_spec))
+            if cached_base is not None:
+                hit_runs.append(run_load({**ours_spec, "url": f"{cached_base}/graphql"}))
         rss = peak_rss_mb(server.pid)
     finally:
         server.terminate()
         server.wait()
     ours_row, peer_row = median_run(ours_runs), median_run(peer_runs)
+    hit = {}
+    if hit_runs:
+        hit_row = median_run(hit_runs)
+        hit = {
+            "graphql_race50_hit": hit_row,
+            "peer_over_hit_p50": peer_row["p50_ms"] / hit_row["p50_ms"],
+        }
     return {
+        **hit,
         "peer": peer,
         "rounds": rounds,
         "server_processes": {"finops_gql": 1, peer: 1},
@@ -889,8 +911,20 @@ def race_lines(race: dict[str, Any]) -> list[str]:
         f"  finops_gql / {peer}: p50 {race['p50_ratio']:.2f}x (below 1: we answer sooner), "
         f"throughput {race['rps_ratio']:.2f}x (above 1: we serve more), "
         f"server CPU per request {race['cpu_ratio']:.2f}x",
+        *(
+            [
+                f"  finops_gql repeated page (answer cache hit): p50 {race['graphql_race50_hit']['p50_ms']:.2f} ms, "
+                f"{race['graphql_race50_hit']['rps']:.0f} requests/s; {peer} p50 / ours: "
+                f"{race['peer_over_hit_p50']:.1f}x (target >= 5)"
+            ]
+            if "graphql_race50_hit" in race
+            else []
+        ),
     ]
 
+
+# Scenarios measured again on the server with the answer cache on, as `<name>_hit`.
+HIT_SCENARIOS = ("graphql_page50", "graphql_team_cost")
 
 # -- main -------------------------------------------------------------------------------------------
 
@@ -962,9 +996,13 @@ async def prepare(kind: str, name: str, scale: Scale) -> Prepared:
     )
 
 
-def start_server(url: str, secret: str, port: int) -> subprocess.Popen[bytes]:
-    """`finops-gql serve`: one uvicorn process, production settings."""
+def start_server(
+    url: str, secret: str, port: int, workers: int = 1, answer_cache_mb: int = 0
+) -> subprocess.Popen[bytes]:
+    """`finops-gql serve`: `workers` uvicorn processes, production settings; the answer cache off
+    unless `answer_cache_mb` says otherwise (the miss rows measure execution)."""
     env = {
+        "GRAPHQL_ANSWER_CACHE_MB": str(answer_cache_mb),
         "DATABASE_URL": url,
         "JWT_SECRET": secret,
         "OPENCOST_URL": "http://127.0.0.1:9",
@@ -972,7 +1010,8 @@ def start_server(url: str, secret: str, port: int) -> subprocess.Popen[bytes]:
         # The load comes from one token: measure the server, not that principal's budget.
         "RATE_LIMIT_POINTS_PER_MINUTE": "0",
     }
-    return start([sys.executable, "-m", "finops_gql.cli", "serve", "--port", str(port)], env)
+    command = ["-m", "finops_gql.cli", "serve", "--port", str(port), "--workers", str(workers)]
+    return start([sys.executable, *command], env)
 
 
 def common_load(scale: Scale) -> dict[str, Any]:
@@ -1016,13 +1055,15 @@ async def peer_only(args: argparse.Namespace) -> dict[str, Any]:
     """Only the race: our page of 50 and the peer's on the same data, nothing else measured."""
     scale = scale_of(args)
     if args.reuse:
-        data = await reused(PEER_DATABASE)
+        data = await reused(f"{args.db_name}_peer")
     else:
-        data = await prepare(args.db, PEER_DATABASE, scale)
-    port = free_port()
+        data = await prepare(args.db, f"{args.db_name}_peer", scale)
+    port, cached_port = free_port(), free_port()
     server = start_server(data.url, data.secret, port)
+    cached = start_server(data.url, data.secret, cached_port, answer_cache_mb=64)
     try:
         await wait_http(f"http://127.0.0.1:{port}/healthz")
+        await wait_http(f"http://127.0.0.1:{cached_port}/healthz")
         base = f"http://127.0.0.1:{port}"
         race = await race_peer(
             args.peer,
@@ -1032,11 +1073,13 @@ async def peer_only(args: argparse.Namespace) -> dict[str, Any]:
             common_load(scale),
             args.peer_rounds,
             server.pid,
+            f"http://127.0.0.1:{cached_port}",
         )
         rss = peak_rss_mb(server.pid)
     finally:
-        server.terminate()
-        server.wait()
+        for process in (server, cached):
+            process.terminate()
+            process.wait()
     return {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "db": args.db,
@@ -1095,14 +1138,20 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         scale.requests,
     )
 
-    port, ceiling_port = free_port(), free_port()
-    server = start_server(url, secret, port)
-    ceiling = start([sys.executable, __file__, "ceiling", str(ceiling_port)], {})
+    port, ceiling_port, cached_port = free_port(), free_port(), free_port()
+    workers = args.workers
+    server = start_server(url, secret, port, workers)
+    cached = start_server(url, secret, cached_port, workers, answer_cache_mb=64)
+    ceiling = start([sys.executable, __file__, "ceiling", str(ceiling_port), str(workers)], {})
+    # The race: one process each side (PostGraphile is one node process), with and without cache.
+    race_servers: list[subprocess.Popen[bytes]] = []
     race = None
     try:
         await wait_http(f"http://127.0.0.1:{port}/healthz")
+        await wait_http(f"http://127.0.0.1:{cached_port}/healthz")
         await wait_http(f"http://127.0.0.1:{ceiling_port}/constant")
         base = f"http://127.0.0.1:{port}"
+        cached_base = f"http://127.0.0.1:{cached_port}"
         auth = bench_token(secret)
         common = common_load(scale)
         scenarios = {
@@ -1162,6 +1211,10 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 "body": {"query": TEAMS_BY_COST_QUERY},
             },
         }
+        # Answer cache hits: the same requests, repeated, on the server with the cache on.
+        for name in HIT_SCENARIOS:
+            spec = scenarios[name]
+            scenarios[f"{name}_hit"] = {**spec, "url": spec["url"].replace(base, cached_base)}
         measured = {
             name: run_load({**common, **spec, "headers": auth}) for name, spec in scenarios.items()
         }
@@ -1182,12 +1235,28 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 for name in ("graphql_breakdown_team", "graphql_breakdown_system")
             ]
         if args.peer is not None and args.peer_skip is None:
-            race = await race_peer(args.peer, url, base, auth, common, args.peer_rounds, server.pid)
-            for name in ("graphql_race50", f"{args.peer}_page50"):
+            race_port, race_cached_port = free_port(), free_port()
+            race_servers += [
+                start_server(url, secret, race_port),
+                start_server(url, secret, race_cached_port, answer_cache_mb=64),
+            ]
+            for race_url in (race_port, race_cached_port):
+                await wait_http(f"http://127.0.0.1:{race_url}/healthz")
+            race = await race_peer(
+                args.peer,
+                url,
+                f"http://127.0.0.1:{race_port}",
+                auth,
+                common,
+                args.peer_rounds,
+                race_servers[0].pid,
+                f"http://127.0.0.1:{race_cached_port}",
+            )
+            for name in ("graphql_race50", "graphql_race50_hit", f"{args.peer}_page50"):
                 measured[name] = race[name]
         rss = peak_rss_mb(server.pid)
     finally:
-        for process in (server, ceiling):
+        for process in (server, cached, ceiling, *race_servers):
             process.terminate()
             process.wait()
 
@@ -1196,6 +1265,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "db": args.db,
+        "workers": workers,
         "scale": scale.__dict__,
         "load_seconds": data.load_seconds,
         "rollup_refresh_seconds": data.rollup_seconds,
@@ -1252,8 +1322,12 @@ def table(result: dict[str, Any]) -> str:
             f"{row['rps'] / ceiling['rps']:9.2f} | {row['errors']:6d} |"
         )
     sync = result["sync"]
+    hit = m["graphql_page50_hit"]
     lines += [
         "",
+        f"worker processes (server and ceiling alike): {result.get('workers', 1)}",
+        f"answer cache hit, page of 50: p50 {hit['p50_ms'] / ceiling['p50_ms']:.2f}x the ceiling's (target <= 1.5)",
+        f"REST /summary at 32 connections: {m['rest_top10']['rps'] / ceiling['rps']:.2f} of the ceiling's requests/s (target >= 0.5)",
         f"GraphQL page50 p50 / REST top50 p50: {m['graphql_page50']['p50_ms'] / m['rest_top50']['p50_ms']:.2f}x",
         f"SQL statements per GraphQL page (size: count): {result['graphql_sql_statements_by_page_size']}",
         f"REST vs GraphQL team total: {result['rest_graphql_team_total']}",
@@ -1290,13 +1364,20 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "ceiling":
         import uvicorn
 
-        uvicorn.run(
-            ceiling_app(),
-            host="127.0.0.1",
-            port=int(sys.argv[2]),
-            log_config=None,
-            access_log=False,
-        )
+        workers = int(sys.argv[3]) if len(sys.argv) > 3 else 1
+        options: dict[str, Any] = {
+            "host": "127.0.0.1",
+            "port": int(sys.argv[2]),
+            "log_config": None,
+            "access_log": False,
+        }
+        if workers == 1:
+            uvicorn.run(ceiling_app(), **options)
+        else:  # the same worker processes as the server measured beside it
+            app_dir = str(Path(__file__).parent)
+            uvicorn.run(
+                "bench:ceiling_app", factory=True, workers=workers, app_dir=app_dir, **options
+            )
         return
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -1316,6 +1397,14 @@ def main() -> None:
     )
     parser.add_argument("--throughput-requests", type=int, default=DEFAULT.throughput_requests)
     parser.add_argument("--smoke", action="store_true", help="tiny scale, for CI")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="uvicorn worker processes of the measured server and of the ceiling alike "
+        "(default: the usable cores, like `finops-gql serve` on PostgreSQL; 1 with --smoke); "
+        "the peer race always runs one",
+    )
     parser.add_argument(
         "--db-name",
         default="finops_bench",
@@ -1342,9 +1431,17 @@ def main() -> None:
     parser.add_argument(
         "--reuse",
         action="store_true",
-        help=f"with --peer-only: race on the database the last run built ({PEER_DATABASE})",
+        help=f"with --peer-only: race on the database the last run built ({PEER_DATABASE}; "
+        "NAME_peer with --db-name NAME)",
     )
     args = parser.parse_args()
+    if args.workers is None:
+        from finops_gql.cli import default_workers
+
+        # --smoke checks consistency, not speed: one process each keeps CI light.
+        args.workers = 1 if args.smoke else default_workers()
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
     if args.reuse and not args.peer_only:
         parser.error("--reuse needs --peer-only")
     if args.peer_only and args.peer is None:

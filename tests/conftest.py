@@ -155,6 +155,9 @@ def settings(database_url: str, opencost: tuple[FakeOpenCost, str]) -> Settings:
         sync_retry_backoff_s=0.01,
         # Off: tests share one subject and one Redis; tests/test_ratelimit.py turns it on.
         rate_limit_points_per_minute=0,
+        # Off: factories write rows directly, without the data version a writer bumps;
+        # tests/test_answercache.py turns it on.
+        graphql_answer_cache_mb=0,
     )
 
 

@@ -81,6 +81,7 @@ class Served:
     base: str
     port: int
     stderr: str = ""  # the server's log, once it has stopped
+    returncode: int | None = None  # once it has stopped
 
 
 @contextlib.asynccontextmanager
@@ -88,6 +89,8 @@ async def serving(env: dict[str, str], *args: str) -> AsyncIterator[Served]:
     """`finops-gql serve [args]` on a free port with `env` over os.environ, healthy when
     yielded; stopped on exit, its stderr then in `.stderr`, which must hold no traceback."""
     port = free_port()
+    if "--workers" not in args:
+        args = (*args, "--workers", "1")  # one process unless a test asks for more: CI is small
     server = await asyncio.create_subprocess_exec(
         sys.executable,
         *("-m", "finops_gql.cli", "serve", *args, "--port", str(port)),
@@ -105,4 +108,5 @@ async def serving(env: dict[str, str], *args: str) -> AsyncIterator[Served]:
             server.terminate()
         _, err = await asyncio.wait_for(server.communicate(), timeout=15)
         served.stderr = err.decode()
+        served.returncode = server.returncode
     assert "Traceback" not in served.stderr, served.stderr

@@ -271,3 +271,40 @@ async def test_websockets_are_refused_before_any_route() -> None:
     await middleware({"type": "websocket", "path": "/graphql", "headers": []}, receive, send)
     assert reached == []
     assert sent == [{"type": "websocket.close", "code": 1008}]
+
+
+async def test_a_secret_signed_token_is_verified_once_until_it_expires(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [datetime.now(UTC).timestamp()]
+    verifier = TokenVerifier(SETTINGS, wall_clock=lambda: now[0])
+    minted = mint_token(SETTINGS, "alice", ["admin"], timedelta(minutes=5), teams=["payments"])
+    first = await verifier.verify(minted)
+
+    def never(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("verified again")
+
+    monkeypatch.setattr(jwt, "decode", never)
+    monkeypatch.setattr(jwt, "get_unverified_header", never)
+    assert await verifier.verify(minted) is first
+    assert (first.subject, first.roles, first.teams) == ("alice", {"admin"}, {"payments"})
+    # Past its exp (PyJWT's rule: exp <= now is expired), refused without being decoded again.
+    assert first.expires_at is not None
+    now[0] = first.expires_at.timestamp()
+    with pytest.raises(AuthError, match="token expired"):
+        await verifier.verify(minted)
+    with pytest.raises(AssertionError, match="verified again"):
+        await verifier.verify(minted)  # forgotten: the full checks run (and refuse it)
+
+
+async def test_a_tampered_copy_of_a_remembered_token_is_refused() -> None:
+    verifier = TokenVerifier(SETTINGS)
+    minted = mint_token(SETTINGS, "alice", [], timedelta(minutes=5))
+    await verifier.verify(minted)
+    header, payload, signature = minted.split(".")
+    forged_claims = json.loads(jwt.utils.base64url_decode(payload)) | {"roles": ["admin"]}
+    forged = ".".join(
+        [header, jwt.utils.base64url_encode(json.dumps(forged_claims).encode()).decode(), signature]
+    )
+    with pytest.raises(AuthError, match="invalid token"):
+        await verifier.verify(forged)

@@ -41,7 +41,7 @@ async def test_debug_log_level_shows_library_lines(tmp_path: Path) -> None:
     }
     code, _, err = await cli("migrate", env=env)
     assert code == 0, err
-    assert '"logger": "tortoise' in err
+    assert '"logger":"tortoise' in err
 
 
 async def test_dev_opencost_serves_the_stand_in() -> None:

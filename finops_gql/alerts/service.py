@@ -37,6 +37,7 @@ from finops_gql.alerts.conditions import (
 from finops_gql.auth import Principal
 from finops_gql.catalog import tree
 from finops_gql.catalog.service import Page, check_first
+from finops_gql.db import dataversion
 from finops_gql.db.models import SLUG_MAX, Alert, AlertEvent
 from finops_gql.db.setup import connection, placeholders, sql_value
 from finops_gql.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -280,6 +281,7 @@ class AlertService:
                     result.changed.append(alert)
             if events:
                 await AlertEvent.bulk_create(events)
+            await dataversion.bump()  # last_seen_at moved at least
         return result
 
     async def _announce(self, event: str, alert: Alert) -> bool:
@@ -368,6 +370,7 @@ class AlertService:
             if not updated:
                 raise Conflict(f"alert {alert_id} changed meanwhile; read it again")
             await event.save()
+            await dataversion.bump()
         await self._announce("changed", alert)
         return alert
 

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 import aiohttp
 
 from finops_gql.alerts.service import alert_payload
+from finops_gql.db import dataversion
 from finops_gql.db.models import Alert
 from finops_gql.jsonjs import dumps
 
@@ -87,6 +88,7 @@ async def deliver(
                 webhook_delivered_at=clock(),
                 webhook_error=None,
             )
+            await dataversion.bump()  # Alert.webhookStatus and its attempts are answers too
             log.info("alert %s webhook delivered (attempt %s)", alert_id, attempts)
             return "delivered"
         except (TimeoutError, aiohttp.ClientError, _Refused) as exc:
@@ -103,6 +105,7 @@ async def deliver(
             webhook_attempts=attempts,
             webhook_error=error,
         )
+        await dataversion.bump()
         if give_up:
             log.warning(
                 "alert %s webhook failed after %s attempt(s): %s", alert_id, attempts, error

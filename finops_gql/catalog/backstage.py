@@ -39,6 +39,7 @@ from finops_gql.costs.budgets import (
     parse_period,
     parse_thresholds,
 )
+from finops_gql.db import dataversion
 from finops_gql.db.models import DEFAULT_AGGREGATE, Budget, Component, Domain, System, Team
 from finops_gql.db.setup import placeholders, sql_value
 from finops_gql.errors import InvalidInput
@@ -847,6 +848,7 @@ async def _write(found: Catalog, source: str) -> ImportResult:
             # Same transaction: the teams' daily totals (and team x system) follow their
             # components.
             await explorer.refresh_daily_totals(team_ids=sorted(moved), platform=False)
+        await dataversion.bump()
     return result
 
 

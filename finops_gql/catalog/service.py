@@ -20,6 +20,7 @@ from tortoise.transactions import in_transaction
 from finops_gql.access import EVERYTHING, Mark, Scope
 from finops_gql.catalog import tree
 from finops_gql.costs import budgets, explorer
+from finops_gql.db import dataversion
 from finops_gql.db.models import (
     AGGREGATE_MAX,
     DEFAULT_AGGREGATE,
@@ -784,9 +785,11 @@ class CatalogService:
         if await Team.filter(slug=slug).exists():
             raise Conflict(f"a team with slug {slug!r} already exists")
         try:
-            return await Team.create(id=team_id or uuid.uuid4(), name=name, slug=slug)
+            team = await Team.create(id=team_id or uuid.uuid4(), name=name, slug=slug)
         except IntegrityError:
             raise await self._team_conflict(slug, team_id) from None
+        await dataversion.bump()  # after the write (no transaction): see db/dataversion.py
+        return team
 
     async def update_team(
         self, team_id: uuid.UUID, name: str | None = None, slug: str | None = None
@@ -806,6 +809,7 @@ class CatalogService:
             await team.save()
         except IntegrityError:
             raise await self._team_conflict(team.slug) from None
+        await dataversion.bump()
         return team
 
     async def set_team_parent(self, team_id: uuid.UUID, parent_id: uuid.UUID | None) -> Team:
@@ -827,6 +831,7 @@ class CatalogService:
                     )
             team.parent_id = str(parent_id) if parent_id is not None else None
             await team.save(update_fields=["parent_id", "updated_at"])
+            await dataversion.bump()
         return team
 
     async def delete_team(self, team_id: uuid.UUID) -> None:
@@ -839,6 +844,7 @@ class CatalogService:
                 if await _owns_components(team_id):
                     raise owns
                 await team.delete()
+                await dataversion.bump()
         except IntegrityError:
             # A component was added meanwhile: the foreign key (ON DELETE RESTRICT) refused.
             raise owns from None
@@ -889,6 +895,7 @@ class CatalogService:
                 )
                 if budget_usd is not None:
                     await budgets.write_component_budget(component_id, self._rolling(budget_usd))
+                await dataversion.bump()
                 return component
         except IntegrityError:
             raise await self._component_conflict(
@@ -933,6 +940,7 @@ class CatalogService:
                     await explorer.refresh_daily_totals(
                         team_ids=[moved_from, team_id], platform=False
                     )
+                await dataversion.bump()
         except IntegrityError:
             raise await self._component_conflict(
                 component.opencost_aggregate,
@@ -968,6 +976,7 @@ class CatalogService:
                 await budgets.write_component_budget(component_id, spec)
                 component.budget_usd = budget_usd
                 await component.save(update_fields=["budget_usd", "updated_at"])
+                await dataversion.bump()
         except IntegrityError:
             raise _retry() from None
         return component
@@ -989,6 +998,7 @@ class CatalogService:
                 await explorer.refresh_daily_totals(
                     first=_day(first), last=_day(last), team_ids=[uuid.UUID(str(found.team_id))]
                 )
+            await dataversion.bump()
 
 
 def _day(value: object) -> date:

@@ -35,6 +35,7 @@ from finops_gql.catalog import tree
 from finops_gql.costs import explorer
 from finops_gql.costs import forecast as forecasting
 from finops_gql.costs.windows import ROLLUP_DAYS, money
+from finops_gql.db import dataversion
 from finops_gql.db.models import Budget, Component, Team
 from finops_gql.errors import Conflict, InvalidInput, NotFound
 from finops_gql.validation import BUDGET_MAX_USD, check_money, shown
@@ -325,6 +326,7 @@ class BudgetService:
                 if not await Component.filter(id=component_id).exists():
                     raise NotFound("component", component_id)
                 await write_component_budget(component_id, spec)
+                await dataversion.bump()
         except IntegrityError:
             raise _raced() from None
         return await Component.get(id=component_id)
@@ -336,6 +338,7 @@ class BudgetService:
                 if team is None:
                     raise NotFound("team", team_id)
                 await write_team_budget(team_id, spec)
+                await dataversion.bump()
         except IntegrityError:
             raise _raced() from None
         return team
@@ -358,6 +361,7 @@ class BudgetService:
                     raise NotFound("team", team_id)
                 existed = await Budget.filter(team_id=team_id).exists()
                 await write_team_budget(team_id, None)
+            await dataversion.bump()
         return existed
 
     # -- statuses -------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from finops_gql.access import EVERYTHING, Scope
 from finops_gql.costs import coverage, explorer
 from finops_gql.costs.service import CostService, check_limit
 from finops_gql.costs.windows import day_window, days_to_sync, last_complete_day, money
+from finops_gql.db import dataversion
 from finops_gql.db.models import Component, CostRecord, SyncProgress, SyncRun
 from finops_gql.db.setup import dialect, placeholders, sql_value
 from finops_gql.events import BUDGET_CHANNEL, SYNC_FINISHED_CHANNEL, SyncFinishedMessage
@@ -269,6 +270,7 @@ class SyncService:
                 )
             except IntegrityError:
                 raise SyncAlreadyRunning(await self._holder(now)) from None
+            await dataversion.bump()  # syncRuns lists the running run
             heartbeat = asyncio.create_task(self._heartbeat(run.id))
             try:
                 await self._sync(run, now, backfill_days)
@@ -341,6 +343,7 @@ class SyncService:
                 status="failed", finished_at=now, error=ABANDONED
             )
             if taken:
+                await dataversion.bump()
                 log.warning(
                     "cost sync %s abandoned: heartbeat lost (last heartbeat %s, started %s, "
                     "lease %ss)",
@@ -370,6 +373,8 @@ class SyncService:
                 renewed = await SyncRun.filter(id=run_id, status="running").update(
                     heartbeat_at=self.costs.clock()
                 )
+                if renewed:
+                    await dataversion.bump()  # SyncRun.heartbeatAt
             except Exception as exc:  # a database blip: the next beat may succeed
                 log.warning("cost sync %s: heartbeat failed: %s", run_id, exc)
                 continue
@@ -390,6 +395,10 @@ class SyncService:
             opencost_requests=run.opencost_requests,
             failed_aggregates=run.failed_aggregates,
         )
+        if updated:
+            # Last statement of the sync's write transaction: PostgreSQL holds the version row's
+            # lock only from here to the commit (db/dataversion.py).
+            await dataversion.bump()
         return bool(updated)
 
     async def _plan(

@@ -441,3 +441,15 @@ class AlertEvent(Model):
     class Meta:
         table = "alert_event"
         indexes = [Index(fields=("alert_id", "id"), name="alert_event_alert_idx")]
+
+
+class DataVersion(Model):
+    """One row (id 1) whose `version` every write that can change an answer increments, in the
+    writer's own transaction (db/dataversion.py): the answer cache's invalidation, seen by every
+    API replica that reads the database."""
+
+    id = fields.IntField(primary_key=True)
+    version = fields.BigIntField(default=0)
+
+    class Meta:
+        table = "data_version"

@@ -145,6 +145,9 @@ async def check_database(
 
 
 async def close_db() -> None:
+    from finops_gql.db import dataversion  # it reads through this module's connection()
+
+    await dataversion.close()
     await Tortoise.close_connections()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from datetime import timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +23,17 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET, UnsetType
 
-from finops_gql.access import scope_for
+from finops_gql.access import scope_for, scope_key
+from finops_gql.answercache import Answer, AnswerCache, Key, bypassed, variables_key
 from finops_gql.auth import AuthError, AuthUnavailable, Principal, TokenVerifier
 from finops_gql.config import Settings, is_loopback
+from finops_gql.db import dataversion
 from finops_gql.graphql.context import Context, Loaders
 from finops_gql.graphql.cost import Cost
 from finops_gql.graphql.documents import DocumentGuard
 from finops_gql.graphql.formatting import formatted
 from finops_gql.graphql.ide import graphiql_page
-from finops_gql.graphql.limits import timed_out
+from finops_gql.graphql.limits import rate_limited, timed_out
 from finops_gql.graphql.live import (
     TRY_AGAIN_LATER,
     UNAUTHORIZED,
@@ -40,7 +42,8 @@ from finops_gql.graphql.live import (
     TransportWSHandler,
 )
 from finops_gql.jsonjs import dumps
-from finops_gql.metrics import WS_CONNECTIONS
+from finops_gql.metrics import RATE_LIMITED_REQUESTS, WS_CONNECTIONS
+from finops_gql.opencost.client import LIVE_READS, LiveReads
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,8 @@ HTTP_CODES = {
     413: "REQUEST_TOO_LARGE",
 }
 JSON_MAX_DEPTH = 1024  # orjson's fixed bound: deeper documents raise instead of recursing
+# The request scope's slot for the answer cache's key of a miss, stored after execution.
+PENDING_ANSWER = "finops_gql.answer"
 
 
 class RequestTooLarge(Exception):
@@ -156,6 +161,8 @@ class GraphQLView(GraphQL[Context, None]):
         self._ide_html = graphiql_page(offline) if offline else ""
         self._dev_ide_html = graphiql_page(offline, dev_token) if offline and dev_token else None
         self.documents = documents if documents is not None else DocumentGuard(settings)
+        mb = settings.graphql_answer_cache_mb
+        self.answers = AnswerCache(mb, self.documents) if mb > 0 else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
@@ -174,13 +181,80 @@ class GraphQLView(GraphQL[Context, None]):
                 response = _too_large(limit)  # refused before a byte of the body is read
             receive = _bounded(receive, limit)
         if response is None:
+            request = Request(scope, receive)
+            live = LIVE_READS.set(LiveReads())  # what this request reads of OpenCost live
             try:
-                response = await self.run(Request(scope, receive))
+                if self.answers is not None and scope["method"] == "POST":
+                    response = await self._cached(request, self.answers)
+                if response is None:
+                    response = await self.run(request)
             except HTTPException as exc:
                 response = http_error(exc.status_code, exc.reason)
             except RequestTooLarge:
                 response = _too_large(limit)
+            finally:
+                LIVE_READS.reset(live)
         await response(scope, receive, send)
+
+    async def _cached(self, request: Request, answers: AnswerCache) -> Response | None:
+        """The answer from the cache (answercache.py), or None to execute; on a miss the key is
+        left in the request's scope for execute_single to store the answer under."""
+        principal = request.scope.get("state", {}).get("principal")
+        content_type = request.headers.get("content-type", "").partition(";")[0].strip()
+        if principal is None or content_type.lower() != "application/json":
+            return None  # the normal path answers (or refuses) it
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(body, dict):
+            return None
+        query, name = body.get("query"), body.get("operationName")
+        variables = variables_key(body.get("variables"))
+        if not isinstance(query, str) or not isinstance(name, str | None) or variables is None:
+            return None
+        digest = answers.plan(query, name)
+        if digest is None:
+            bypassed()  # a mutation, a subscription, or a document the normal path refuses
+            return None
+        try:
+            version = await dataversion.read()
+        except Exception as exc:  # the database: executing will say what is wrong
+            log.warning("answer cache bypassed: data version unreadable: %s", exc)
+            bypassed()
+            return None
+        services = request.app.state.services
+        day = services.costs.clock().astimezone(UTC).date().isoformat()
+        key: Key = (version, day, scope_key(principal, self.settings), digest, name, variables)
+        answer = answers.get(key)
+        if answer is None:
+            request.scope[PENDING_ANSWER] = key
+            return None
+        return await self._hit(services, principal, answer)
+
+    async def _hit(self, services: Any, principal: Principal, answer: Answer) -> Response:
+        """A cached answer, charged and reported like the operation it stands for."""
+        cost = Cost(answer.cost, self.settings.graphql_max_cost)
+        extension: dict[str, object] = {**cost.as_extension()}
+        limiter = services.ratelimit
+        decision = await limiter.charge(principal.subject, cost.requested) if limiter else None
+        if decision is not None:
+            extension |= decision.as_cost_extension()
+            if not decision.allowed:
+                RATE_LIMITED_REQUESTS.labels("graphql").inc()
+                refused = {
+                    "data": None,
+                    "errors": [formatted(rate_limited(decision))],
+                    "extensions": {"cost": extension},
+                }
+                return Response(
+                    dumps(refused),
+                    media_type="application/json",
+                    headers={"Retry-After": decision.retry_after_header},
+                )
+        # The bytes the executed operation gives: {"data": ..., "extensions": {"cost": ...}}.
+        content = b'{"data":' + answer.data + b',"extensions":' + dumps({"cost": extension})
+        return Response(content + b"}", media_type="application/json")
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         """A graphql-transport-ws socket (middleware.py let only those through), counted against
@@ -320,4 +394,22 @@ class GraphQLView(GraphQL[Context, None]):
             if not context.rate.allowed:
                 sub_response.headers["Retry-After"] = context.rate.retry_after_header
         result.extensions = {**(result.extensions or {}), "cost": extension}
+        key = request.scope.get(PENDING_ANSWER)
+        if key is not None and self.answers is not None:
+            self._keep(key, result, context)
         return result
+
+    def _keep(self, key: Key, result: ExecutionResult, context: Context) -> None:
+        """Store a miss's answer unless it must not be served again (answercache.py)."""
+        reads = LIVE_READS.get()
+        if (
+            result.errors
+            or result.data is None
+            or context.cost is None
+            or context.connection is not None
+            or reads is None
+            or reads.seen
+        ):
+            return
+        assert self.answers is not None
+        self.answers.put(key, Answer(dumps(result.data), context.cost.requested))

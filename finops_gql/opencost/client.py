@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,27 @@ from finops_gql.opencost.parse import (
 )
 
 log = logging.getLogger(__name__)
+
+
+class LiveReads:
+    """Whether some work read OpenCost's live answers (figures or health): the GraphQL answer
+    cache never keeps such an answer (answercache.py). Set in LIVE_READS by the caller before the
+    work starts; tasks the work spawns share the same object."""
+
+    __slots__ = ("seen",)
+
+    def __init__(self) -> None:
+        self.seen = False
+
+
+LIVE_READS: ContextVar[LiveReads | None] = ContextVar("opencost_live_reads", default=None)
+
+
+def _read_live() -> None:
+    reads = LIVE_READS.get()
+    if reads is not None:
+        reads.seen = True
+
 
 # OpenCost's UI (port 9090) proxies the API under /model/; the API port (9003) serves it at the root.
 UI_API_PREFIX = "/model"
@@ -254,6 +276,7 @@ class OpenCostClient:
 
     async def health(self) -> Health:
         """Is OpenCost answering? A failure here never forgets the discovered API root."""
+        _read_live()
         try:
             root = self._api_root
             if root is None:
@@ -291,6 +314,7 @@ class OpenCostClient:
         OPENCOST_MAX_RESPONSE_MB. `synthetic` keeps OpenCost's `__idle__`, `__unallocated__`
         and `__unmounted__` entries (parse.SYNTHETIC_KEYS), which are dropped otherwise.
         """
+        _read_live()
         params: dict[str, str] = {"window": window, "aggregate": aggregate}
         if step is not None:
             params["step"] = step

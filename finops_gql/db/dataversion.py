@@ -1,0 +1,134 @@
+"""The data version: one number that every write able to change an answer increments.
+
+The GraphQL answer cache (answercache.py) keys its entries by it, so a write makes every answer
+cached before it unreachable, in every API replica at once.
+
+Why the database, not Redis: the version moves in the writer's own transaction, so it commits
+with the data it describes, or not at all. No window where the data changed and the version did
+not (a Redis INCR after the commit can be lost to a crash or a Redis blip between the two, and
+the replicas would then serve stale answers until the next write); the writers that run without
+Redis (`finops-gql sync` and `catalog import` from the CLI) bump it like the others; and a reader
+needs nothing beyond the database it reads the answer from. The read is one primary-key lookup of
+a one-row table.
+
+Rules for a writer (tests/test_answercache.py checks every Mutation field, the sync and the
+catalog import):
+- call `bump()` inside the write's transaction, as its last statement where the transaction is
+  long (the sync's): PostgreSQL holds the row's lock from the UPDATE to the commit, and other
+  writers wait for it;
+- without a transaction, call it after the write, never before: an answer computed between the
+  write and the bump is stored under the old version, which the bump then retires; a bump before
+  the write would let an answer of the old data be stored under the new version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+
+from finops_gql.db.setup import connection
+
+# An upsert: a database whose row went missing (emptied tables) starts again from 1.
+BUMP_SQL = (
+    'INSERT INTO "data_version" ("id", "version") VALUES (1, 1) '
+    'ON CONFLICT ("id") DO UPDATE SET "version" = "data_version"."version" + 1'
+)
+READ_SQL = 'SELECT "version" FROM "data_version" WHERE "id" = 1'
+
+
+async def bump(db: BaseDBAsyncClient | None = None) -> None:
+    """Increment the version, in the current transaction (Tortoise's in_transaction makes it the
+    default connection) or in `db`."""
+    await (db or connection()).execute_query(BUMP_SQL)
+
+
+# SQLite: one read-only connection per database file, read in the event loop's own thread.
+_SQLITE: dict[str, sqlite3.Connection] = {}
+
+
+def _sqlite_version(filename: str) -> int:
+    """A primary-key read of a one-row table, a few microseconds in SQLite's C code: cheaper
+    inline than the hop to aiosqlite's thread and back (about 100 us). Tortoise opens SQLite in
+    WAL mode, where a reader never waits for a writer; `timeout=0` makes the rare exception (a
+    checkpoint, a recovery) raise SQLITE_BUSY at once instead of blocking the loop."""
+    found = _SQLITE.get(filename)
+    if found is None:
+        uri = Path(filename).absolute().as_uri() + "?mode=ro"
+        found = sqlite3.connect(uri, uri=True, timeout=0, isolation_level=None)
+        _SQLITE[filename] = found
+    row = found.execute(READ_SQL).fetchone()
+    return int(row[0]) if row else 0
+
+
+async def read() -> int:
+    """The current version (committed writes only: each statement sees what was committed)."""
+    client: Any = connection()
+    filename = getattr(client, "filename", None)
+    if isinstance(filename, str) and filename != ":memory:":
+        try:
+            return _sqlite_version(filename)
+        except sqlite3.Error:
+            pass  # busy, or the file moved: the driver's own way below
+    pool = getattr(client, "_pool", None)
+    if pool is not None:  # asyncpg, outside any transaction: without Tortoise's layers
+        return await _pg_version(pool)
+    _, rows = await client.execute_query(READ_SQL)
+    return int(rows[0][0]) if rows else 0
+
+
+class _PgReader:
+    """A connection of its own for version reads, made like the pool's (asyncpg's
+    `_get_new_connection`: same parameters and connection class) but outside it, so the pool
+    keeps all its connections for queries; the statement prepared. About a third faster than a
+    pool acquire, query and release. Used when free; a request that finds it busy reads through
+    the pool (never waits for it)."""
+
+    def __init__(self, pool: Any, conn: Any, statement: Any) -> None:
+        self.pool, self.conn, self.statement = pool, conn, statement
+        self.lock = asyncio.Lock()
+
+
+_PG: list[_PgReader] = []
+
+
+async def _pg_version(pool: Any) -> int:
+    if _PG and _PG[0].pool is not pool:
+        _PG.clear()  # the database was opened again: that pool is closed
+    reader = _PG[0] if _PG else None
+    if reader is None:
+        conn = await pool._get_new_connection()
+        if _PG:  # another request made one meanwhile
+            await conn.close()
+        else:
+            try:
+                _PG.append(_PgReader(pool, conn, await conn.prepare(READ_SQL)))
+            except BaseException:
+                conn.terminate()
+                raise
+        reader = _PG[0]
+    if reader.lock.locked():
+        return int(await pool.fetchval(READ_SQL) or 0)
+    async with reader.lock:
+        try:
+            return int(await reader.statement.fetchval() or 0)
+        except Exception:
+            _PG.clear()  # a broken connection: a new one next time
+            reader.conn.terminate()
+            return int(await pool.fetchval(READ_SQL) or 0)
+
+
+async def close() -> None:
+    """Close the version readers (db.setup.close_db)."""
+    while _SQLITE:
+        _, reader = _SQLITE.popitem()
+        reader.close()
+    while _PG:
+        pg = _PG.pop()
+        try:
+            await asyncio.wait_for(pg.conn.close(), 5)
+        except Exception:
+            pg.conn.terminate()
