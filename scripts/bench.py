@@ -217,6 +217,47 @@ def record_rows(
     return rows
 
 
+UNMAPPED_KEYS = 50  # OpenCost keys no component matches, every day (platformCost.unmappedKeys)
+COVERAGE_COLS = [
+    "source",
+    "aggregate",
+    "day",
+    "mapped_cost",
+    "unmapped_cost",
+    "unallocated_cost",
+    "idle_cost",
+    "unmounted_cost",
+]
+UNMAPPED_COLS = ["source", "aggregate", "key", "day", *explorer.COLUMNS]
+
+
+def coverage_rows(
+    records: list[tuple[Any, ...]],
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """What the sync keeps beside the records (costs/coverage.py), for the coverage scenario: per
+    day one label:app view (mapped: the records' total; UNMAPPED_KEYS unmapped keys; fixed
+    unallocated, idle and unmounted cost) and the unmapped keys' rows."""
+    from finops_gql.dev.opencost_fake import daily_total
+
+    mapped: dict[date, float] = {}
+    for record in records:
+        mapped[record[1]] = mapped.get(record[1], 0.0) + record[10]
+    daily, unmapped = [], []
+    for day, total in sorted(mapped.items()):
+        keys = [
+            (f"legacy-{i:02d}", round(daily_total(f"legacy-{i:02d}", day), 5))
+            for i in range(UNMAPPED_KEYS)
+        ]
+        for key, cost in keys:
+            unmapped.append(
+                ("default", "label:app", key, day, cost, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, cost)
+            )
+        daily.append(
+            ("default", "label:app", day, total, sum(c for _, c in keys), 40.0, 500.0, 2.0)
+        )
+    return daily, unmapped
+
+
 COMPONENT_COLS = "id, name, team_id, budget_usd, opencost_aggregate, opencost_key, cost_30d, created_at, updated_at, system_id"
 # Column order of record_rows(): the sync's own upsert order.
 RECORD_COLS = RECORD_COLUMNS
@@ -281,6 +322,15 @@ async def load_data(
                 f"INSERT INTO cost_record ({', '.join(RECORD_COLS)}) VALUES ({','.join('?' * 13)})",
                 [(str(r[0]), r[1].isoformat(), *r[2:12], sqlite_ts(r[12])) for r in records],
             )
+            daily, unmapped = coverage_rows(records)
+            db.executemany(
+                f"INSERT INTO coverage_daily ({', '.join(COVERAGE_COLS)}) VALUES ({','.join('?' * 8)})",
+                [(*r[:2], r[2].isoformat(), *r[3:]) for r in daily],
+            )
+            db.executemany(
+                f"INSERT INTO unmapped_cost ({', '.join(UNMAPPED_COLS)}) VALUES ({','.join('?' * 13)})",
+                [(*r[:3], r[3].isoformat(), *r[4:]) for r in unmapped],
+            )
             db.execute("ANALYZE")
         return
     import asyncpg
@@ -311,6 +361,9 @@ async def load_data(
             columns=[c.strip() for c in COMPONENT_COLS.split(",")],
         )
         await conn.copy_records_to_table("cost_record", records=records, columns=RECORD_COLS)
+        daily, unmapped = coverage_rows(records)
+        await conn.copy_records_to_table("coverage_daily", records=daily, columns=COVERAGE_COLS)
+        await conn.copy_records_to_table("unmapped_cost", records=unmapped, columns=UNMAPPED_COLS)
         await conn.execute("ANALYZE")
     finally:
         await conn.close()
@@ -359,7 +412,10 @@ async def floor(url: str, queries: dict[str, tuple[str, list[Any]]], n: int) -> 
         return result
     import asyncpg
 
-    conn = await asyncpg.connect(url)
+    from finops_gql.db.setup import SERVER_SETTINGS
+
+    # The app's session settings (custom plans): the same driver, configured the same way.
+    conn = await asyncpg.connect(url, server_settings=SERVER_SETTINGS)
     try:
         for name, (sql, args) in queries.items():
             samples = []
@@ -505,6 +561,9 @@ PLATFORM_COST_QUERY = f"query PlatformCost {{ platformCost(range: {{preset: LAST
 BREAKDOWN_FIELDS = "total totalCount nodes { key label total share change { previousTotal ratio } }"
 TEAM_BREAKDOWN_QUERY = f"query ByTeam {{ costBreakdown(range: {{preset: LAST_30_DAYS}}, groupBy: TEAM) {{ {BREAKDOWN_FIELDS} }} }}"
 SYSTEM_BREAKDOWN_QUERY = f"query BySystem {{ costBreakdown(range: {{preset: LAST_30_DAYS}}, groupBy: SYSTEM) {{ {BREAKDOWN_FIELDS} }} }}"
+# The platform page's coverage (issue 9): the cluster's cost beside the catalog's, and the
+# largest unmapped keys with their share of it.
+COVERAGE_QUERY = "query Coverage { platformCost(range: {preset: LAST_30_DAYS}) { total coverage { catalogCost clusterCost unmappedCost unallocatedCost idleCost unmountedCost ratio reportedDays } unmappedKeys(first: 20) { aggregate key total share } } }"
 # Teams by 30-day cost (the team.cost_30d rollup and its index), a page of 50 with its total.
 TEAMS_BY_COST_QUERY = "query TeamsByCost { teams(first: 50, orderBy: COST_30D_DESC) { totalCount nodes { id slug cost30d } pageInfo { endCursor hasNextPage } } }"
 SERIES_COLUMNS = explorer.COLUMNS
@@ -535,9 +594,23 @@ def series_floors(big_team: Any, a_component: Any) -> dict[str, tuple[str, list[
     }
 
 
+def coverage_floor() -> dict[str, tuple[str, list[Any]]]:
+    """The floor of the coverage scenario: its largest part, the 20 largest unmapped keys of
+    30 days (one aggregate, so no view to choose), in one statement."""
+    last = datetime.now(UTC).date() - timedelta(days=1)
+    return {
+        "graphql_platform_coverage": (
+            "SELECT aggregate, key, SUM(total_cost) AS total FROM unmapped_cost "
+            "WHERE day >= $1 AND day <= $2 GROUP BY aggregate, key "
+            "ORDER BY total DESC, aggregate, key LIMIT 20",
+            [last - timedelta(days=29), last],
+        )
+    }
+
+
 def breakdown_floors() -> dict[str, tuple[str, list[Any]]]:
     """The floor of a 30-day breakdown: each group's total over the range and the one before
-    it, from the pre-aggregate, in one statement (team daily totals; the team x system cube)."""
+    it, from the pre-aggregate, in one statement (team daily totals; system daily totals)."""
     last = datetime.now(UTC).date() - timedelta(days=1)
     start, first = last - timedelta(days=29), last - timedelta(days=59)
     sums = (
@@ -551,7 +624,7 @@ def breakdown_floors() -> dict[str, tuple[str, list[Any]]]:
         )
         for name, key, table in (
             ("team", "team_id", "team_daily_cost"),
-            ("system", "system_id", "team_system_daily_cost"),
+            ("system", "system_id", "system_daily_cost"),
         )
     }
 
@@ -991,6 +1064,11 @@ async def prepare(kind: str, name: str, scale: Scale) -> Prepared:
         started = time.perf_counter()
         await refresh_daily_totals()
         daily_totals_seconds = time.perf_counter() - started
+        # Planner statistics of the pre-aggregates just filled (the load's ANALYZE saw them
+        # empty), as PostgreSQL's autovacuum would gather them.
+        from finops_gql.db.setup import connection
+
+        await connection().execute_script("ANALYZE")
     return Prepared(
         url, teams, components, secret, load_seconds, rollup_seconds, daily_totals_seconds
     )
@@ -1123,6 +1201,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             ),
             **series_floors(big_team, a_component),
             **breakdown_floors(),
+            **coverage_floor(),
             "graphql_teams_by_cost": (
                 "SELECT id, slug, cost_30d, (SELECT COUNT(*) FROM team) AS total FROM team "
                 "ORDER BY cost_30d DESC, slug LIMIT 51",
@@ -1210,6 +1289,11 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 "url": f"{base}/graphql",
                 "body": {"query": TEAMS_BY_COST_QUERY},
             },
+            "graphql_platform_coverage": {
+                "method": "POST",
+                "url": f"{base}/graphql",
+                "body": {"query": COVERAGE_QUERY},
+            },
         }
         # Answer cache hits: the same requests, repeated, on the server with the cache on.
         for name in HIT_SCENARIOS:
@@ -1230,6 +1314,9 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             filtered = (
                 await http.post("/graphql", json=scenarios["graphql_filtered50"]["body"])
             ).json()
+            covered = (
+                await http.post("/graphql", json=scenarios["graphql_platform_coverage"]["body"])
+            ).json()["data"]["platformCost"]
             by_team, by_system = [
                 (await http.post("/graphql", json=scenarios[name]["body"])).json()
                 for name in ("graphql_breakdown_team", "graphql_breakdown_system")
@@ -1282,6 +1369,11 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             by_team["data"]["costBreakdown"]["total"],
             by_system["data"]["costBreakdown"]["total"],
         ],
+        "coverage_catalog_total_keys": [
+            covered["coverage"]["catalogCost"],
+            covered["total"],
+            len(covered["unmappedKeys"]),
+        ],
         "server_peak_rss_mb": rss,
         "sync": sync,
         "race": race,
@@ -1333,6 +1425,7 @@ def table(result: dict[str, Any]) -> str:
         f"REST vs GraphQL team total: {result['rest_graphql_team_total']}",
         f"filtered page totalCount, GraphQL vs SQL: {result['filtered_total_count']}",
         f"30-day breakdown total by team vs by system: {result['breakdown_totals_team_system']}",
+        f"coverage catalogCost vs platform total, unmapped keys listed: {result['coverage_catalog_total_keys']}",
         f"rollup refresh (all components): {result['rollup_refresh_seconds']:.2f} s; data load {result['load_seconds']:.1f} s",
         f"team, team x system and platform daily totals, all {result['scale']['days']} days: {result['daily_totals_refresh_seconds']:.2f} s",
         *(

@@ -43,6 +43,9 @@ async def test_bench_smoke() -> None:
     assert result["measured"]["graphql_filtered50"]["errors"] == 0
     by_team, by_system = result["breakdown_totals_team_system"]
     assert by_team == by_system > 0
+    catalog, total, keys = result["coverage_catalog_total_keys"]
+    assert catalog == total > 0
+    assert keys == 20
     statements = result["graphql_sql_statements_by_page_size"]
     assert len(set(statements.values())) == 1, statements  # constant whatever the page size
     sync = result["sync"]
