@@ -217,6 +217,47 @@ def record_rows(
     return rows
 
 
+UNMAPPED_KEYS = 50  # OpenCost keys no component matches, every day (platformCost.unmappedKeys)
+COVERAGE_COLS = [
+    "source",
+    "aggregate",
+    "day",
+    "mapped_cost",
+    "unmapped_cost",
+    "unallocated_cost",
+    "idle_cost",
+    "unmounted_cost",
+]
+UNMAPPED_COLS = ["source", "aggregate", "key", "day", *explorer.COLUMNS]
+
+
+def coverage_rows(
+    records: list[tuple[Any, ...]],
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """What the sync keeps beside the records (costs/coverage.py), for the coverage scenario: per
+    day one label:app view (mapped: the records' total; UNMAPPED_KEYS unmapped keys; fixed
+    unallocated, idle and unmounted cost) and the unmapped keys' rows."""
+    from finops_gql.dev.opencost_fake import daily_total
+
+    mapped: dict[date, float] = {}
+    for record in records:
+        mapped[record[1]] = mapped.get(record[1], 0.0) + record[10]
+    daily, unmapped = [], []
+    for day, total in sorted(mapped.items()):
+        keys = [
+            (f"legacy-{i:02d}", round(daily_total(f"legacy-{i:02d}", day), 5))
+            for i in range(UNMAPPED_KEYS)
+        ]
+        for key, cost in keys:
+            unmapped.append(
+                ("default", "label:app", key, day, cost, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, cost)
+            )
+        daily.append(
+            ("default", "label:app", day, total, sum(c for _, c in keys), 40.0, 500.0, 2.0)
+        )
+    return daily, unmapped
+
+
 COMPONENT_COLS = "id, name, team_id, budget_usd, opencost_aggregate, opencost_key, cost_30d, created_at, updated_at, system_id"
 # Column order of record_rows(): the sync's own upsert order.
 RECORD_COLS = RECORD_COLUMNS
@@ -281,6 +322,15 @@ async def load_data(
                 f"INSERT INTO cost_record ({', '.join(RECORD_COLS)}) VALUES ({','.join('?' * 13)})",
                 [(str(r[0]), r[1].isoformat(), *r[2:12], sqlite_ts(r[12])) for r in records],
             )
+            daily, unmapped = coverage_rows(records)
+            db.executemany(
+                f"INSERT INTO coverage_daily ({', '.join(COVERAGE_COLS)}) VALUES ({','.join('?' * 8)})",
+                [(*r[:2], r[2].isoformat(), *r[3:]) for r in daily],
+            )
+            db.executemany(
+                f"INSERT INTO unmapped_cost ({', '.join(UNMAPPED_COLS)}) VALUES ({','.join('?' * 13)})",
+                [(*r[:3], r[3].isoformat(), *r[4:]) for r in unmapped],
+            )
             db.execute("ANALYZE")
         return
     import asyncpg
@@ -311,6 +361,9 @@ async def load_data(
             columns=[c.strip() for c in COMPONENT_COLS.split(",")],
         )
         await conn.copy_records_to_table("cost_record", records=records, columns=RECORD_COLS)
+        daily, unmapped = coverage_rows(records)
+        await conn.copy_records_to_table("coverage_daily", records=daily, columns=COVERAGE_COLS)
+        await conn.copy_records_to_table("unmapped_cost", records=unmapped, columns=UNMAPPED_COLS)
         await conn.execute("ANALYZE")
     finally:
         await conn.close()
@@ -359,7 +412,10 @@ async def floor(url: str, queries: dict[str, tuple[str, list[Any]]], n: int) -> 
         return result
     import asyncpg
 
-    conn = await asyncpg.connect(url)
+    from finops_gql.db.setup import SERVER_SETTINGS
+
+    # The app's session settings (custom plans): the same driver, configured the same way.
+    conn = await asyncpg.connect(url, server_settings=SERVER_SETTINGS)
     try:
         for name, (sql, args) in queries.items():
             samples = []
@@ -505,6 +561,9 @@ PLATFORM_COST_QUERY = f"query PlatformCost {{ platformCost(range: {{preset: LAST
 BREAKDOWN_FIELDS = "total totalCount nodes { key label total share change { previousTotal ratio } }"
 TEAM_BREAKDOWN_QUERY = f"query ByTeam {{ costBreakdown(range: {{preset: LAST_30_DAYS}}, groupBy: TEAM) {{ {BREAKDOWN_FIELDS} }} }}"
 SYSTEM_BREAKDOWN_QUERY = f"query BySystem {{ costBreakdown(range: {{preset: LAST_30_DAYS}}, groupBy: SYSTEM) {{ {BREAKDOWN_FIELDS} }} }}"
+# The platform page's coverage (issue 9): the cluster's cost beside the catalog's, and the
+# largest unmapped keys with their share of it.
+COVERAGE_QUERY = "query Coverage { platformCost(range: {preset: LAST_30_DAYS}) { total coverage { catalogCost clusterCost unmappedCost unallocatedCost idleCost unmountedCost ratio reportedDays } unmappedKeys(first: 20) { aggregate key total share } } }"
 # Teams by 30-day cost (the team.cost_30d rollup and its index), a page of 50 with its total.
 TEAMS_BY_COST_QUERY = "query TeamsByCost { teams(first: 50, orderBy: COST_30D_DESC) { totalCount nodes { id slug cost30d } pageInfo { endCursor hasNextPage } } }"
 SERIES_COLUMNS = explorer.COLUMNS
@@ -535,9 +594,23 @@ def series_floors(big_team: Any, a_component: Any) -> dict[str, tuple[str, list[
     }
 
 
+def coverage_floor() -> dict[str, tuple[str, list[Any]]]:
+    """The floor of the coverage scenario: its largest part, the 20 largest unmapped keys of
+    30 days (one aggregate, so no view to choose), in one statement."""
+    last = datetime.now(UTC).date() - timedelta(days=1)
+    return {
+        "graphql_platform_coverage": (
+            "SELECT aggregate, key, SUM(total_cost) AS total FROM unmapped_cost "
+            "WHERE day >= $1 AND day <= $2 GROUP BY aggregate, key "
+            "ORDER BY total DESC, aggregate, key LIMIT 20",
+            [last - timedelta(days=29), last],
+        )
+    }
+
+
 def breakdown_floors() -> dict[str, tuple[str, list[Any]]]:
     """The floor of a 30-day breakdown: each group's total over the range and the one before
-    it, from the pre-aggregate, in one statement (team daily totals; the team x system cube)."""
+    it, from the pre-aggregate, in one statement (team daily totals; system daily totals)."""
     last = datetime.now(UTC).date() - timedelta(days=1)
     start, first = last - timedelta(days=29), last - timedelta(days=59)
     sums = (
@@ -551,7 +624,7 @@ def breakdown_floors() -> dict[str, tuple[str, list[Any]]]:
         )
         for name, key, table in (
             ("team", "team_id", "team_daily_cost"),
-            ("system", "system_id", "team_system_daily_cost"),
+            ("system", "system_id", "system_daily_cost"),
         )
     }
 
@@ -562,9 +635,10 @@ def breakdown_floors() -> dict[str, tuple[str, list[Any]]]:
 async def bench_sync(
     kind: str, teams: list[Any], components: list[Any], smoke: bool, name: str = "finops_bench"
 ) -> dict[str, Any]:
-    from finops_gql.config import Settings
+    """The 30-day backfill, then a 1-day run, each in a process of its own (`sync-run`) so its
+    peak RSS is the sync's alone, against the stand-in (also a process of its own, peak RSS
+    read) generating the matching answer."""
     from finops_gql.db.setup import close_db, migrate
-    from finops_gql.services import open_services
 
     url = await fresh_database(kind, f"{name}_sync_smoke" if smoke else f"{name}_sync")
     await migrate(url)
@@ -592,28 +666,65 @@ async def bench_sync(
         )
         try:
             await wait_http(f"http://127.0.0.1:{port}/healthz")
-            settings = Settings(
-                database_url=url,
-                opencost_url=f"http://127.0.0.1:{port}",
-                opencost_timeout_s=600,
-                jwt_secret="x" * 32,
-            )
-            async with open_services(settings, publish_budgets=False) as services:
-                services.costs.clock = lambda at=at: at
-                started = time.perf_counter()
-                run = await services.sync.run("bench")
-                elapsed = time.perf_counter() - started
-            results[label] = {
-                "seconds": elapsed,
-                "opencost_requests": run.opencost_requests,
-                "days": run.days,
-                "records": run.records,
-                "components": run.components,
-            }
+            spec = {"url": url, "opencost": f"http://127.0.0.1:{port}", "at": at.isoformat()}
+            results[label] = run_sync_process(spec)
+            results[label]["standin_peak_rss_mb"] = peak_rss_mb(fake.pid)
         finally:
             fake.terminate()
             fake.wait()
     return results
+
+
+def run_sync_process(spec: dict[str, Any]) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, __file__, "sync-run", json.dumps(spec)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
+async def sync_run(spec: dict[str, Any]) -> dict[str, Any]:
+    """One sync in this process: its time, the part of it that is the alert evaluation run
+    after every sync (after_run), and this process's peak RSS."""
+    from finops_gql.config import Settings
+    from finops_gql.services import open_services
+
+    at = datetime.fromisoformat(spec["at"])
+    settings = Settings(
+        database_url=spec["url"],
+        opencost_url=spec["opencost"],
+        opencost_timeout_s=600,
+        jwt_secret="x" * 32,
+    )
+    async with open_services(settings, publish_budgets=False) as services:
+        services.costs.clock = lambda: at
+        evaluate = services.sync.after_run
+        after_run = 0.0
+
+        async def timed() -> None:
+            nonlocal after_run
+            started = time.perf_counter()
+            if evaluate is not None:
+                await evaluate()
+            after_run = time.perf_counter() - started
+
+        services.sync.after_run = timed
+        started = time.perf_counter()
+        run = await services.sync.run("bench")
+        elapsed = time.perf_counter() - started
+    return {
+        "seconds": elapsed,
+        "alert_evaluation_seconds": after_run,
+        "sync_seconds": elapsed - after_run,
+        "opencost_requests": run.opencost_requests,
+        "days": run.days,
+        "records": run.records,
+        "components": run.components,
+        "peak_rss_mb": peak_rss_mb(os.getpid()),
+    }
 
 
 # -- the peer race (issue 15): PostGraphile 4 over the same PostgreSQL database -----------------
@@ -953,6 +1064,11 @@ async def prepare(kind: str, name: str, scale: Scale) -> Prepared:
         started = time.perf_counter()
         await refresh_daily_totals()
         daily_totals_seconds = time.perf_counter() - started
+        # Planner statistics of the pre-aggregates just filled (the load's ANALYZE saw them
+        # empty), as PostgreSQL's autovacuum would gather them.
+        from finops_gql.db.setup import connection
+
+        await connection().execute_script("ANALYZE")
     return Prepared(
         url, teams, components, secret, load_seconds, rollup_seconds, daily_totals_seconds
     )
@@ -1085,6 +1201,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             ),
             **series_floors(big_team, a_component),
             **breakdown_floors(),
+            **coverage_floor(),
             "graphql_teams_by_cost": (
                 "SELECT id, slug, cost_30d, (SELECT COUNT(*) FROM team) AS total FROM team "
                 "ORDER BY cost_30d DESC, slug LIMIT 51",
@@ -1172,6 +1289,11 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 "url": f"{base}/graphql",
                 "body": {"query": TEAMS_BY_COST_QUERY},
             },
+            "graphql_platform_coverage": {
+                "method": "POST",
+                "url": f"{base}/graphql",
+                "body": {"query": COVERAGE_QUERY},
+            },
         }
         # Answer cache hits: the same requests, repeated, on the server with the cache on.
         for name in HIT_SCENARIOS:
@@ -1192,6 +1314,9 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             filtered = (
                 await http.post("/graphql", json=scenarios["graphql_filtered50"]["body"])
             ).json()
+            covered = (
+                await http.post("/graphql", json=scenarios["graphql_platform_coverage"]["body"])
+            ).json()["data"]["platformCost"]
             by_team, by_system = [
                 (await http.post("/graphql", json=scenarios[name]["body"])).json()
                 for name in ("graphql_breakdown_team", "graphql_breakdown_system")
@@ -1244,6 +1369,11 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             by_team["data"]["costBreakdown"]["total"],
             by_system["data"]["costBreakdown"]["total"],
         ],
+        "coverage_catalog_total_keys": [
+            covered["coverage"]["catalogCost"],
+            covered["total"],
+            len(covered["unmappedKeys"]),
+        ],
         "server_peak_rss_mb": rss,
         "sync": sync,
         "race": race,
@@ -1295,10 +1425,19 @@ def table(result: dict[str, Any]) -> str:
         f"REST vs GraphQL team total: {result['rest_graphql_team_total']}",
         f"filtered page totalCount, GraphQL vs SQL: {result['filtered_total_count']}",
         f"30-day breakdown total by team vs by system: {result['breakdown_totals_team_system']}",
+        f"coverage catalogCost vs platform total, unmapped keys listed: {result['coverage_catalog_total_keys']}",
         f"rollup refresh (all components): {result['rollup_refresh_seconds']:.2f} s; data load {result['load_seconds']:.1f} s",
         f"team, team x system and platform daily totals, all {result['scale']['days']} days: {result['daily_totals_refresh_seconds']:.2f} s",
-        f"sync 30-day backfill: {sync['backfill_30d']['seconds']:.2f} s, {sync['backfill_30d']['opencost_requests']} OpenCost requests, {sync['backfill_30d']['records']} records",
-        f"sync 1-day run:       {sync['one_day']['seconds']:.2f} s, {sync['one_day']['opencost_requests']} OpenCost requests, {sync['one_day']['records']} records",
+        *(
+            f"sync {what}: {run['seconds']:.2f} s (sync {run['sync_seconds']:.2f} s + alert "
+            f"evaluation {run['alert_evaluation_seconds']:.2f} s), {run['opencost_requests']} "
+            f"OpenCost requests, {run['records']} records, peak RSS {run['peak_rss_mb']:.0f} MB "
+            f"(stand-in {run['standin_peak_rss_mb']:.0f} MB)"
+            for what, run in (
+                ("30-day backfill", sync["backfill_30d"]),
+                ("1-day run", sync["one_day"]),
+            )
+        ),
         f"server peak RSS: {result['server_peak_rss_mb']:.0f} MB",
     ]
     if result.get("race"):
@@ -1311,6 +1450,9 @@ def table(result: dict[str, Any]) -> str:
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "load":
         print(json.dumps(asyncio.run(load(json.loads(sys.argv[2])))))
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "sync-run":
+        print(json.dumps(asyncio.run(sync_run(json.loads(sys.argv[2])))))
         return
     if len(sys.argv) > 1 and sys.argv[1] == "ceiling":
         import uvicorn
@@ -1335,7 +1477,13 @@ def main() -> None:
     )
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--teams", type=int, default=DEFAULT.teams)
-    parser.add_argument("--components", type=int, default=DEFAULT.components)
+    parser.add_argument(
+        "--components",
+        type=counts,
+        default=[DEFAULT.components],
+        help="components, or a comma-separated list (1000,10000,100000): one full run per scale, "
+        "then the scale curve (one row per scale)",
+    )
     parser.add_argument("--days", type=int, default=DEFAULT.days)
     parser.add_argument(
         "--requests", type=int, default=DEFAULT.requests, help="sequential requests per scenario"
@@ -1399,15 +1547,75 @@ def main() -> None:
         if args.peer_only:
             print(f"peer race skipped: {args.peer_skip}")
             return
-    result = asyncio.run(bench(args))
-    RESULTS.mkdir(exist_ok=True)
-    out = (
-        RESULTS
-        / f"bench-{args.db}-{'peer' if args.peer_only else 'smoke' if args.smoke else 'full'}-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
-    )
-    out.write_text(json.dumps(result, indent=2, default=str))
-    print(table(result))
-    print(f"\nJSON: {out.relative_to(ROOT)}")
+    scales = args.components
+    results = []
+    for components in scales:
+        args.components = components
+        result = asyncio.run(bench(args))
+        RESULTS.mkdir(exist_ok=True)
+        out = (
+            RESULTS
+            / f"bench-{args.db}-{'peer' if args.peer_only else 'smoke' if args.smoke else 'full'}-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
+        )
+        out.write_text(json.dumps(result, indent=2, default=str))
+        print(table(result))
+        print(f"\nJSON: {out.relative_to(ROOT)}")
+        results.append(result)
+    if len(results) > 1:
+        print()
+        print(curve(results))
+
+
+def counts(text: str) -> list[int]:
+    """--components: one count or a comma-separated list of them."""
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number or a list of numbers: {text!r}") from None
+    if not values or min(values) < 2:
+        raise argparse.ArgumentTypeError("each scale needs at least 2 components")
+    return values
+
+
+# The reads whose answer does not grow with the catalog (one component, one team of at most 500,
+# a page of 50): they must stay flat. The platform-wide aggregates are reported beside them.
+FLAT_READS = ("rest_top10", "rest_team_summary", "rest_history", "graphql_page50")
+PLATFORM_READS = ("graphql_platform_cost", "graphql_breakdown_team")
+
+
+def curve(results: list[dict[str, Any]]) -> str:
+    """One row per scale: read p50s, the backfill and peak RSS of server, sync and stand-in."""
+    names = [*FLAT_READS, *PLATFORM_READS]
+    lines = [
+        f"scale curve, {results[0]['db']}, {results[0]['scale']['days']} days of history "
+        "(p50 ms at concurrency 1; backfill = sync + alert evaluation)",
+        "",
+        "| components | "
+        + " | ".join(names)
+        + " | backfill 30 d s | sync s | alerts s | us/record | RSS server | RSS sync | RSS stand-in |",
+        "|---" * (len(names) + 8) + "|",
+    ]
+    for result in results:
+        m = result["measured"]
+        backfill = result["sync"]["backfill_30d"]
+        per_record = backfill["seconds"] / max(1, backfill["records"]) * 1e6
+        lines.append(
+            f"| {result['scale']['components']} | "
+            + " | ".join(f"{m[name]['p50_ms']:.2f}" for name in names)
+            + f" | {backfill['seconds']:.1f} | {backfill['sync_seconds']:.1f} | "
+            f"{backfill['alert_evaluation_seconds']:.1f} | {per_record:.0f} | "
+            f"{result['server_peak_rss_mb']:.0f} MB | {backfill['peak_rss_mb']:.0f} MB | "
+            f"{backfill['standin_peak_rss_mb']:.0f} MB |"
+        )
+    first, last = results[0], results[-1]
+    flat = [last["measured"][n]["p50_ms"] / first["measured"][n]["p50_ms"] for n in FLAT_READS]
+    lines += [
+        "",
+        f"reads {first['scale']['components']} -> {last['scale']['components']}: "
+        + ", ".join(f"{n} x{r:.2f}" for n, r in zip(FLAT_READS, flat, strict=True))
+        + f" (flat means <= x1.5; worst x{max(flat):.2f})",
+    ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

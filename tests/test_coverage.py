@@ -19,7 +19,7 @@ from finops_gql.dev.opencost_fake import FakeOpenCost
 from finops_gql.graphql.cost import document_cost
 from finops_gql.graphql.schema import schema as strawberry_schema
 from finops_gql.services import Services
-from tests.conftest import FIXTURES, gql, make_component, make_team
+from tests.conftest import FIXTURES, QueryCounter, gql, make_component, make_team
 from tests.sync_standin import StandIn, sync_service
 
 NOW = datetime(2026, 3, 15, 3, 0, tzinfo=UTC)
@@ -163,6 +163,21 @@ async def test_resync_replaces_its_days(
     assert await CoverageDaily.all().count() == 30
     assert await UnmappedCost.all().count() == 30 * len(UNMAPPED)
     assert await platform(client) == before
+
+
+async def test_coverage_and_unmapped_keys_read_the_sums_once(
+    services: Services, fake: FakeOpenCost, client: httpx.AsyncClient, sql_counter: QueryCounter
+) -> None:
+    await synced(services, fake)
+    alone = await platform(client)
+    sql_counter.statements.clear()
+    assert await platform(client) == alone
+    reads = [s for s in sql_counter.statements if "coverage_daily" in s]
+    # One for the figures (coverage, and unmappedKeys' shares), one for the keys.
+    assert len(reads) == 2, reads
+    assert sum("unmapped_cost u" in s for s in reads) == 1
+    assert alone["unmappedKeys"]
+    assert alone["unmappedKeys"][0]["share"] is not None
 
 
 async def test_empty_range_has_null_ratio(services: Services, client: httpx.AsyncClient) -> None:

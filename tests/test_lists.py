@@ -170,6 +170,16 @@ async def test_total_count_costs_no_statement_unless_asked(
     over = await sql_ids("budget_usd IS NOT NULL AND cost_30d > budget_usd", "NAME")
     assert body["data"]["components"]["totalCount"] == len(over) > 0
     assert sum("COUNT(" in s for s in sql_counter.statements) == 1, sql_counter.statements
+    # Asked through fragments (the count then starts beside the page): counted once, the same.
+    for query in (
+        "{ components(first: 5, overBudget: true) { ... on ComponentConnection { totalCount } } }",
+        "query { components(first: 5, overBudget: true) { ...n } } "
+        "fragment n on ComponentConnection { nodes { id } totalCount }",
+    ):
+        sql_counter.statements.clear()
+        body = await gql(client, query)
+        assert body["data"]["components"]["totalCount"] == len(over), body
+        assert sum("COUNT(" in s for s in sql_counter.statements) == 1, sql_counter.statements
 
 
 def cursor_parts(cursor: str) -> list[str]:

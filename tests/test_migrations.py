@@ -31,6 +31,7 @@ EXPECTED = {
     "team_system_daily_system_day_idx",
     "team_cost_desc_idx",  # 0013: teams(orderBy: COST_30D_*)
     "team_cost_asc_idx",
+    "system_daily_system_day_idx",  # 0015: the platform's SYSTEM / DOMAIN breakdowns
 }
 
 

@@ -208,6 +208,9 @@ async def refresh_daily_totals(
             team_values,
         )
         # The team x system cube of the SYSTEM and DOMAIN breakdowns: same teams, same days.
+        # The systems those teams' rows were in before and are in after: their system totals
+        # follow (all of them when every team is rewritten).
+        touched = None if not team_ids else await _cube_systems(team_ids, first, last)
         await db.execute_query(
             f"DELETE FROM team_system_daily_cost{where(*teams)}",  # noqa: S608 (placeholders only)
             team_values,
@@ -220,6 +223,9 @@ async def refresh_daily_totals(
             "GROUP BY c.team_id, c.system_id, r.day",
             team_values,
         )
+        if touched is not None and team_ids:
+            touched |= await _cube_systems(team_ids, first, last)
+        await _refresh_system_totals(first, last, touched)
         await refresh_team_costs(team_ids)
     if platform:
         await db.execute_query(f"DELETE FROM platform_daily_cost{where()}", values)  # noqa: S608
@@ -228,6 +234,48 @@ async def refresh_daily_totals(
             f"SELECT r.day, {sums} FROM cost_record r{where(day='r.day')} GROUP BY r.day",
             values,
         )
+
+
+async def _cube_systems(
+    team_ids: Sequence[uuid.UUID], first: date | None, last: date | None
+) -> set[uuid.UUID | None]:
+    """The systems (None: in no system) the cube rows of `team_ids` in first..last are in."""
+    p = SqlParams()
+    where = [f"team_id IN ({', '.join(p(t) for t in team_ids)})"]
+    where += [f"day {op} {p(d)}" for d, op in ((first, ">="), (last, "<=")) if d is not None]
+    rows = await connection().execute_query_dict(
+        f"SELECT DISTINCT system_id FROM team_system_daily_cost WHERE {' AND '.join(where)}",  # noqa: S608 (placeholders only)
+        p.values,
+    )
+    return {None if r["system_id"] is None else uuid.UUID(str(r["system_id"])) for r in rows}
+
+
+async def _refresh_system_totals(
+    first: date | None, last: date | None, systems: set[uuid.UUID | None] | None
+) -> None:
+    """Rewrite system_daily_cost from the cube (just rewritten) for first..last (all days when
+    omitted), of `systems` (None in it: the cost in no system; all systems when None)."""
+    if systems is not None and not systems:
+        return
+    p = SqlParams()
+    where = [f"day {op} {p(d)}" for d, op in ((first, ">="), (last, "<=")) if d is not None]
+    if systems is not None:
+        ids = sorted(s for s in systems if s is not None)
+        chosen = [f"system_id IN ({', '.join(p(i) for i in ids)})"] if ids else []
+        if None in systems:
+            chosen.append("system_id IS NULL")
+        where.append(f"({' OR '.join(chosen)})")
+    condition = f" WHERE {' AND '.join(where)}" if where else ""
+    columns = ", ".join(COLUMNS)
+    sums = ", ".join(f"SUM({c})" for c in COLUMNS)
+    db = connection()
+    await db.execute_query(f"DELETE FROM system_daily_cost{condition}", p.values)  # noqa: S608 (placeholders only)
+    await db.execute_query(
+        f"INSERT INTO system_daily_cost (system_id, day, {columns}) "  # noqa: S608 (placeholders only)
+        f"SELECT system_id, day, {sums} FROM team_system_daily_cost{condition} "
+        "GROUP BY system_id, day",
+        p.values,
+    )
 
 
 async def refresh_team_costs(team_ids: Sequence[uuid.UUID] | None = None) -> None:
@@ -255,6 +303,7 @@ async def drop_daily_totals_before(cutoff: date) -> None:
         "team_daily_cost",
         "platform_daily_cost",
         "team_system_daily_cost",
+        "system_daily_cost",
         "coverage_daily",
         "unmapped_cost",
     ):
@@ -398,8 +447,9 @@ async def group_totals(
     `chosen`, its total over `chosen.previous()`), in ONE statement, over every team (None) or
     `team_ids`.
 
-    Teams read the team daily totals, components their records, systems and domains the team x
-    system cube, resources the team or platform daily totals (with RESOURCE_TOTAL, the grand
+    Teams read the team daily totals, components their records, systems and domains the system
+    daily totals (the platform) or the team x system cube (teams), resources the team or
+    platform daily totals (with RESOURCE_TOTAL, the grand
     total); money is summed in SQL."""
     if team_ids is None:
         return (await _group_rows(dimension, None, chosen)).get(None, {})
@@ -435,10 +485,13 @@ def _group_source(dimension: Dimension, scoped: bool) -> tuple[str | None, str, 
     if dimension is Dimension.COMPONENT:
         join = " JOIN component c ON c.id = t.component_id" if scoped else ""
         return "t.component_id", f"cost_record t{join}", "c.team_id", total
+    # Systems and domains: the platform's read the system totals (one row per system and
+    # day); a team's (or a scoped principal's) the cube, whose rows carry the owning team.
+    cube = "team_system_daily_cost" if scoped else "system_daily_cost"
     if dimension is Dimension.SYSTEM:
-        return "t.system_id", "team_system_daily_cost t", "t.team_id", total
+        return "t.system_id", f"{cube} t", "t.team_id", total
     if dimension is Dimension.DOMAIN:
-        source = "team_system_daily_cost t LEFT JOIN system s ON s.id = t.system_id"
+        source = f"{cube} t LEFT JOIN system s ON s.id = t.system_id"
         return "s.domain_id", source, "t.team_id", total
     source = "team_daily_cost t" if scoped else "platform_daily_cost t"
     return None, source, "t.team_id", [*RESOURCES, "total_cost"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from typing import Any
@@ -239,6 +239,10 @@ class CostCoverage:
     unmounted_cost: float
     ratio: float | None  # catalog / cluster; None when the cluster cost is 0
     reported_days: int
+
+
+# Reads the coverage sums of a range: CostService.read_coverage, or a request's memo of it.
+CoverageReader = Callable[[DayRange], Awaitable[coverage_sums.CoverageSums]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -737,13 +741,23 @@ class CostService:
 
     # -- coverage: the cluster's cost beside the catalog's (costs/coverage.py) ---------------------
 
-    async def coverage(self, chosen: DayRange, scope: Scope = EVERYTHING) -> CostCoverage | None:
+    async def read_coverage(self, chosen: DayRange) -> coverage_sums.CoverageSums:
+        """The coverage sums over a range, unrounded, in one statement, whoever asks: only
+        `coverage` and `unmapped_keys` call it (directly, or through the `read` they are given,
+        a request's memo of it), after their scope check."""
+        return await coverage_sums.sums(chosen.start, chosen.end)
+
+    async def coverage(
+        self, chosen: DayRange, scope: Scope = EVERYTHING, read: CoverageReader | None = None
+    ) -> CostCoverage | None:
         """The catalog's cost, the cluster's, and what the catalog does not explain, over a
-        range: one statement. None for a scoped principal: no team owns the cluster's cost
-        beyond the catalog (access.py), and unmapped keys name other teams' workloads."""
+        range: one statement (`read`, when given, answers it: a request that also asks
+        unmapped_keys reads the sums once). None for a scoped principal: no team owns the
+        cluster's cost beyond the catalog (access.py), and unmapped keys name other teams'
+        workloads."""
         if not scope.everything:
             return None
-        found = await coverage_sums.sums(chosen.start, chosen.end)
+        found = await (read or self.read_coverage)(chosen)
         catalog, cluster = money(found.catalog), money(found.cluster)
         return CostCoverage(
             start=chosen.start,
@@ -760,18 +774,22 @@ class CostService:
         )
 
     async def unmapped_keys(
-        self, chosen: DayRange, first: int = UNMAPPED_KEYS_DEFAULT, scope: Scope = EVERYTHING
+        self,
+        chosen: DayRange,
+        first: int = UNMAPPED_KEYS_DEFAULT,
+        scope: Scope = EVERYTHING,
+        read: CoverageReader | None = None,
     ) -> list[UnmappedKey] | None:
         """The OpenCost keys no component matched, largest first (the first `first`), each with
-        its share of the cluster's cost: two statements. None for a scoped principal (see
-        `coverage`)."""
+        its share of the cluster's cost: two statements, the second the coverage sums (`read`,
+        as for `coverage`). None for a scoped principal (see `coverage`)."""
         check_limit(first, UNMAPPED_KEYS_MAX, "first")
         if not scope.everything:
             return None
         found = await coverage_sums.unmapped_keys(chosen.start, chosen.end, first)
         if not found:
             return []
-        cluster = money((await coverage_sums.sums(chosen.start, chosen.end)).cluster)
+        cluster = money((await (read or self.read_coverage)(chosen)).cluster)
         return [
             UnmappedKey(aggregate, key, money(total), money(total) / cluster if cluster else None)
             for aggregate, key, total in found

@@ -246,6 +246,28 @@ class TeamSystemDailyCost(DailyMoney):
         ]
 
 
+class SystemDailyCost(DailyMoney):
+    """Pre-aggregate of the platform's SYSTEM and DOMAIN breakdowns: every component's cost in
+    one system (system_id NULL: in none) on one day, whichever team owns it. It is
+    team_system_daily_cost summed over teams: one row per system and day instead of one per
+    (team, system) pair and day, so a 30-day breakdown with its previous 30 days reads systems x
+    60 rows. Rewritten from the cube for the same days and the systems it touched, in the same
+    transaction (explorer.refresh_daily_totals), so it is never stale. A scoped principal's
+    breakdown still reads the cube (its rows carry the owning team)."""
+
+    id = fields.BigIntField(primary_key=True)
+    system_id = fields.UUIDField(null=True)
+    day = fields.DateField()
+
+    class Meta:
+        table = "system_daily_cost"
+        indexes = [
+            # Covering, in system order: the breakdown groups as it reads, without the table
+            # (SQLite); a system's days in a range.
+            Index(fields=("system_id", "day", "total_cost"), name="system_daily_system_day_idx"),
+        ]
+
+
 class CoverageDaily(Model):
     """One OpenCost aggregate's view of the cluster on one day, beside the catalog: the sum of the
     keys a component of that aggregate matched (mapped), of those none matched (unmapped, listed

@@ -14,6 +14,7 @@ from finops_gql.alerts.conditions import AlertStatus
 from finops_gql.auth import Principal
 from finops_gql.catalog.service import ComponentFilter, ComponentOrder, Page
 from finops_gql.costs.budgets import BudgetStatus
+from finops_gql.costs.coverage import CoverageSums
 from finops_gql.costs.explorer import Dimension, Subject
 from finops_gql.costs.forecast import Forecast
 from finops_gql.costs.ranges import DayRange, Granularity
@@ -157,6 +158,9 @@ class Loaders:
     team_budget: DataLoader[uuid.UUID, BudgetStatus | None] = field(init=False)
     component_forecast: DataLoader[tuple[uuid.UUID, int], Forecast] = field(init=False)
     team_forecast: DataLoader[tuple[uuid.UUID, int, bool], Forecast] = field(init=False)
+    # platformCost's coverage sums by range: `coverage` and `unmappedKeys` both need them, and
+    # read them once (the service calls it after its scope check).
+    coverage_sums: DataLoader[DayRange, CoverageSums] = field(init=False)
 
     def __post_init__(self) -> None:
         catalog, costs, scope = self.services.catalog, self.services.costs, self.scope
@@ -235,6 +239,11 @@ class Loaders:
         self.domain_series = DataLoader(
             _series(lambda ids, r, g: costs.subject_series(Subject.DOMAIN, ids, r, g, scope))
         )
+
+        async def coverage_sums(ranges: list[DayRange]) -> list[CoverageSums]:
+            return [await costs.read_coverage(r) for r in ranges]
+
+        self.coverage_sums = DataLoader(coverage_sums)
         self.team_breakdown = DataLoader(team_breakdown)
         self.team_series = DataLoader(team_series)
         self.team = DataLoader(teams)

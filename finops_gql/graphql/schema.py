@@ -49,6 +49,7 @@ from finops_gql.graphql.types import (
     DateRange,
     Domain,
     DomainConnection,
+    EarlyCount,
     Forecast,
     PlatformCostSeries,
     SyncJob,
@@ -143,14 +144,19 @@ class Query:
             over_budget=over_budget,
             min_cost_30d=min_cost30d,
         ).checked()
-        page = await catalog.list_components(
-            first, after, order=order_by, filters=filters, scope=scope
-        )
+        count = EarlyCount(info, lambda: catalog.count_components(filters, scope))
+        try:
+            page = await catalog.list_components(
+                first, after, order=order_by, filters=filters, scope=scope
+            )
+        except BaseException:
+            count.cancel()
+            raise
         loaders = info.context.loaders
         # Later Component.team / cost loads reuse these rows; the page's statement read the teams.
         loaders.component.prime_many({c.id: c for c in page.items})
         loaders.team.prime_many({c.team.id: c.team for c in page.items})
-        return ComponentConnection.of(page, lambda: catalog.count_components(filters, scope))
+        return ComponentConnection.of(page, count)
 
     @strawberry.field(
         description="Top components by 30-day cost (limit 1..100), of those the principal may "

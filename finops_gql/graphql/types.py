@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import date, datetime
 from typing import Annotated, Any, Self
 
 import strawberry
 from strawberry.dataloader import DataLoader
 from strawberry.types import Info
+from strawberry.types.nodes import SelectedField, Selection
 
 from finops_gql.alerts import service as alerting
 from finops_gql.alerts.conditions import AlertKind, AlertStatus
@@ -243,7 +245,11 @@ class PlatformCostSeries(CostSeries):
     )
     async def coverage(self, info: CtxInfo) -> CostCoverage | None:
         costs = info.context.services.costs
-        found = await costs.coverage(DayRange(self.start, self.end), info.context.scope)
+        found = await costs.coverage(
+            DayRange(self.start, self.end),
+            info.context.scope,
+            info.context.loaders.coverage_sums.load,
+        )
         return None if found is None else CostCoverage.of(found)
 
     @strawberry.field(
@@ -255,7 +261,9 @@ class PlatformCostSeries(CostSeries):
     ) -> list[UnmappedKey] | None:
         costs = info.context.services.costs
         chosen = DayRange(self.start, self.end)
-        found = await costs.unmapped_keys(chosen, first, info.context.scope)
+        found = await costs.unmapped_keys(
+            chosen, first, info.context.scope, info.context.loaders.coverage_sums.load
+        )
         if found is None:
             return None
         return [
@@ -1095,6 +1103,38 @@ class DomainConnection:
             nodes=[Domain.of(d) for d in page.items],
             page_info=PageInfo.of(page),
         )
+
+
+def _asks(selections: Sequence[Selection], name: str) -> bool:
+    """Whether a selection set asks for field `name`, through fragments too."""
+    for selection in selections:
+        if isinstance(selection, SelectedField):
+            if selection.name == name:
+                return True
+        elif _asks(selection.selections, name):
+            return True
+    return False
+
+
+class EarlyCount:
+    """A connection's totalCount started beside its page when the query asks for it: the count
+    then runs while the page is read and shaped (on a second pooled connection on PostgreSQL)
+    instead of after it. Not asked, never counted. `cancel` when the page fails."""
+
+    def __init__(self, info: CtxInfo, count: Counter) -> None:
+        self._count = count
+        self._task: asyncio.Future[int] | None = None
+        if _asks([s for f in info.selected_fields for s in f.selections], "totalCount"):
+            self._task = asyncio.ensure_future(count())
+            # Retrieved even when no totalCount resolver awaits it (the request failed).
+            self._task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    def cancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    async def __call__(self) -> int:
+        return await (self._task if self._task is not None else self._count())
 
 
 @strawberry.type
