@@ -312,7 +312,7 @@ class Settings:
     budget_max_usd: float = BUDGET_MAX_USD
     opencost_max_concurrency: int = 4
     opencost_max_response_mb: int = 50
-    opencost_sync_max_response_mb: int = 1024
+    opencost_sync_max_response_mb: int = 4096
     catalog_max_bytes: int = 1_048_576
     sync_concurrency: int = 4
     sync_retries: int = 3
@@ -396,7 +396,7 @@ class Settings:
             opencost_max_concurrency=_int(env, "OPENCOST_MAX_CONCURRENCY", 4, minimum=1),
             opencost_max_response_mb=_int(env, "OPENCOST_MAX_RESPONSE_MB", 50, minimum=1),
             opencost_sync_max_response_mb=_int(
-                env, "OPENCOST_SYNC_MAX_RESPONSE_MB", 1024, minimum=1
+                env, "OPENCOST_SYNC_MAX_RESPONSE_MB", 4096, minimum=1
             ),
             catalog_max_bytes=_int(env, "CATALOG_MAX_BYTES", 1_048_576, minimum=1),
             **_sync_settings(env),

@@ -650,9 +650,10 @@ async def bench_sync(
     name: str = "finops_bench",
     sources: int = 1,
 ) -> dict[str, Any]:
-    from finops_gql.config import Settings
+    """The 30-day backfill, then a 1-day run, each in a process of its own (`sync-run`) so its
+    peak RSS is the sync's alone, against the stand-in (also a process of its own, peak RSS
+    read) generating the matching answer."""
     from finops_gql.db.setup import close_db, migrate
-    from finops_gql.services import open_services
 
     url = await fresh_database(kind, f"{name}_sync_smoke" if smoke else f"{name}_sync")
     await migrate(url)
@@ -690,30 +691,72 @@ async def bench_sync(
             for port in ports:
                 await wait_http(f"http://127.0.0.1:{port}/healthz")
             urls = [f"http://127.0.0.1:{port}" for port in ports]
-            settings = Settings(
-                database_url=url,
-                opencost_url=urls[0],
-                opencost_sources=() if sources == 1 else tuple(zip(names, urls, strict=True)),
-                opencost_timeout_s=600,
-                jwt_secret="x" * 32,
-            )
-            async with open_services(settings, publish_budgets=False) as services:
-                services.costs.clock = lambda at=at: at
-                started = time.perf_counter()
-                run = await services.sync.run("bench")
-                elapsed = time.perf_counter() - started
-            results[label] = {
-                "seconds": elapsed,
-                "opencost_requests": run.opencost_requests,
-                "days": run.days,
-                "records": run.records,
-                "components": run.components,
+            spec = {
+                "url": url,
+                "opencost": urls[0],
+                "sources": [] if sources == 1 else list(zip(names, urls, strict=True)),
+                "at": at.isoformat(),
             }
+            results[label] = run_sync_process(spec)
+            results[label]["standin_peak_rss_mb"] = max(peak_rss_mb(f.pid) for f in fakes)
         finally:
             for fake in fakes:
                 fake.terminate()
                 fake.wait()
     return results
+
+
+def run_sync_process(spec: dict[str, Any]) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, __file__, "sync-run", json.dumps(spec)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
+async def sync_run(spec: dict[str, Any]) -> dict[str, Any]:
+    """One sync in this process: its time, the part of it that is the alert evaluation run
+    after every sync (after_run), and this process's peak RSS."""
+    from finops_gql.config import Settings
+    from finops_gql.services import open_services
+
+    at = datetime.fromisoformat(spec["at"])
+    settings = Settings(
+        database_url=spec["url"],
+        opencost_url=spec["opencost"],
+        opencost_sources=tuple((name, url) for name, url in spec.get("sources", [])),
+        opencost_timeout_s=600,
+        jwt_secret="x" * 32,
+    )
+    async with open_services(settings, publish_budgets=False) as services:
+        services.costs.clock = lambda: at
+        evaluate = services.sync.after_run
+        after_run = 0.0
+
+        async def timed() -> None:
+            nonlocal after_run
+            started = time.perf_counter()
+            if evaluate is not None:
+                await evaluate()
+            after_run = time.perf_counter() - started
+
+        services.sync.after_run = timed
+        started = time.perf_counter()
+        run = await services.sync.run("bench")
+        elapsed = time.perf_counter() - started
+    return {
+        "seconds": elapsed,
+        "alert_evaluation_seconds": after_run,
+        "sync_seconds": elapsed - after_run,
+        "opencost_requests": run.opencost_requests,
+        "days": run.days,
+        "records": run.records,
+        "components": run.components,
+        "peak_rss_mb": peak_rss_mb(os.getpid()),
+    }
 
 
 # -- the peer race (issue 15): PostGraphile 4 over the same PostgreSQL database -----------------
@@ -1441,8 +1484,16 @@ def table(result: dict[str, Any]) -> str:
         f"coverage catalogCost vs platform total, unmapped keys listed: {result['coverage_catalog_total_keys']}",
         f"rollup refresh (all components): {result['rollup_refresh_seconds']:.2f} s; data load {result['load_seconds']:.1f} s",
         f"team, team x system and platform daily totals, all {result['scale']['days']} days: {result['daily_totals_refresh_seconds']:.2f} s",
-        f"sync 30-day backfill: {sync['backfill_30d']['seconds']:.2f} s, {sync['backfill_30d']['opencost_requests']} OpenCost requests, {sync['backfill_30d']['records']} records",
-        f"sync 1-day run:       {sync['one_day']['seconds']:.2f} s, {sync['one_day']['opencost_requests']} OpenCost requests, {sync['one_day']['records']} records",
+        *(
+            f"sync {what}: {run['seconds']:.2f} s (sync {run['sync_seconds']:.2f} s + alert "
+            f"evaluation {run['alert_evaluation_seconds']:.2f} s), {run['opencost_requests']} "
+            f"OpenCost requests, {run['records']} records, peak RSS {run['peak_rss_mb']:.0f} MB "
+            f"(stand-in {run['standin_peak_rss_mb']:.0f} MB)"
+            for what, run in (
+                ("30-day backfill", sync["backfill_30d"]),
+                ("1-day run", sync["one_day"]),
+            )
+        ),
         f"server peak RSS: {result['server_peak_rss_mb']:.0f} MB",
     ]
     if result.get("race"):
@@ -1455,6 +1506,9 @@ def table(result: dict[str, Any]) -> str:
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "load":
         print(json.dumps(asyncio.run(load(json.loads(sys.argv[2])))))
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "sync-run":
+        print(json.dumps(asyncio.run(sync_run(json.loads(sys.argv[2])))))
         return
     if len(sys.argv) > 1 and sys.argv[1] == "ceiling":
         import uvicorn
@@ -1479,7 +1533,13 @@ def main() -> None:
     )
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--teams", type=int, default=DEFAULT.teams)
-    parser.add_argument("--components", type=int, default=DEFAULT.components)
+    parser.add_argument(
+        "--components",
+        type=counts,
+        default=[DEFAULT.components],
+        help="components, or a comma-separated list (1000,10000,100000): one full run per scale, "
+        "then the scale curve (one row per scale)",
+    )
     parser.add_argument("--days", type=int, default=DEFAULT.days)
     parser.add_argument(
         "--requests", type=int, default=DEFAULT.requests, help="sequential requests per scenario"
@@ -1553,15 +1613,75 @@ def main() -> None:
         if args.peer_only:
             print(f"peer race skipped: {args.peer_skip}")
             return
-    result = asyncio.run(bench(args))
-    RESULTS.mkdir(exist_ok=True)
-    out = (
-        RESULTS
-        / f"bench-{args.db}-{'peer' if args.peer_only else 'smoke' if args.smoke else 'full'}-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
-    )
-    out.write_text(json.dumps(result, indent=2, default=str))
-    print(table(result))
-    print(f"\nJSON: {out.relative_to(ROOT)}")
+    scales = args.components
+    results = []
+    for components in scales:
+        args.components = components
+        result = asyncio.run(bench(args))
+        RESULTS.mkdir(exist_ok=True)
+        out = (
+            RESULTS
+            / f"bench-{args.db}-{'peer' if args.peer_only else 'smoke' if args.smoke else 'full'}-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
+        )
+        out.write_text(json.dumps(result, indent=2, default=str))
+        print(table(result))
+        print(f"\nJSON: {out.relative_to(ROOT)}")
+        results.append(result)
+    if len(results) > 1:
+        print()
+        print(curve(results))
+
+
+def counts(text: str) -> list[int]:
+    """--components: one count or a comma-separated list of them."""
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number or a list of numbers: {text!r}") from None
+    if not values or min(values) < 2:
+        raise argparse.ArgumentTypeError("each scale needs at least 2 components")
+    return values
+
+
+# The reads whose answer does not grow with the catalog (one component, one team of at most 500,
+# a page of 50): they must stay flat. The platform-wide aggregates are reported beside them.
+FLAT_READS = ("rest_top10", "rest_team_summary", "rest_history", "graphql_page50")
+PLATFORM_READS = ("graphql_platform_cost", "graphql_breakdown_team")
+
+
+def curve(results: list[dict[str, Any]]) -> str:
+    """One row per scale: read p50s, the backfill and peak RSS of server, sync and stand-in."""
+    names = [*FLAT_READS, *PLATFORM_READS]
+    lines = [
+        f"scale curve, {results[0]['db']}, {results[0]['scale']['days']} days of history "
+        "(p50 ms at concurrency 1; backfill = sync + alert evaluation)",
+        "",
+        "| components | "
+        + " | ".join(names)
+        + " | backfill 30 d s | sync s | alerts s | us/record | RSS server | RSS sync | RSS stand-in |",
+        "|---" * (len(names) + 8) + "|",
+    ]
+    for result in results:
+        m = result["measured"]
+        backfill = result["sync"]["backfill_30d"]
+        per_record = backfill["seconds"] / max(1, backfill["records"]) * 1e6
+        lines.append(
+            f"| {result['scale']['components']} | "
+            + " | ".join(f"{m[name]['p50_ms']:.2f}" for name in names)
+            + f" | {backfill['seconds']:.1f} | {backfill['sync_seconds']:.1f} | "
+            f"{backfill['alert_evaluation_seconds']:.1f} | {per_record:.0f} | "
+            f"{result['server_peak_rss_mb']:.0f} MB | {backfill['peak_rss_mb']:.0f} MB | "
+            f"{backfill['standin_peak_rss_mb']:.0f} MB |"
+        )
+    first, last = results[0], results[-1]
+    flat = [last["measured"][n]["p50_ms"] / first["measured"][n]["p50_ms"] for n in FLAT_READS]
+    lines += [
+        "",
+        f"reads {first['scale']['components']} -> {last['scale']['components']}: "
+        + ", ".join(f"{n} x{r:.2f}" for n, r in zip(FLAT_READS, flat, strict=True))
+        + f" (flat means <= x1.5; worst x{max(flat):.2f})",
+    ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -101,9 +101,48 @@ def test_peer_race_without_node_is_skipped_with_the_reason(tmp_path: Path) -> No
         (["--peer", "postgraphile", "--peer-rounds", "0"], "--peer-rounds must be at least 1"),
         (["--peer", "postgraphile", "--reuse"], "--reuse needs --peer-only"),
         (["--sources", "0"], "--sources must be between 1 and 50"),
+        (["--components", "1000,lots"], "not a number or a list of numbers"),
+        (["--components", "1000,1"], "each scale needs at least 2 components"),
     ],
 )
 def test_bad_peer_arguments_are_refused(args: list[str], message: str) -> None:
     done = bench_cli(*args)
     assert done.returncode == 2
     assert message in done.stderr
+
+
+def test_scale_curve_has_one_row_per_scale_and_names_the_flat_reads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_script", ROOT / "scripts" / "bench.py")
+    assert spec is not None
+    assert spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_script", bench)  # its dataclasses look it up
+    spec.loader.exec_module(bench)
+
+    def result(components: int, p50: float, seconds: float) -> dict[str, object]:
+        backfill = {
+            "seconds": seconds,
+            "sync_seconds": seconds - 1,
+            "alert_evaluation_seconds": 1.0,
+            "records": 30 * components,
+            "peak_rss_mb": 120.0,
+            "standin_peak_rss_mb": 90.0,
+        }
+        names = [*bench.FLAT_READS, *bench.PLATFORM_READS]
+        return {
+            "db": "sqlite",
+            "scale": {"components": components, "days": 90},
+            "measured": {name: {"p50_ms": p50} for name in names},
+            "sync": {"backfill_30d": backfill},
+            "server_peak_rss_mb": 100.0,
+        }
+
+    text = bench.curve([result(1000, 2.0, 3.0), result(10000, 3.0, 30.0)])
+    rows = [line for line in text.splitlines() if line.startswith("| 1")]
+    assert [row.split(" | ")[0] for row in rows] == ["| 1000", "| 10000"]
+    assert "| 100 |" in rows[0]  # microseconds per record: 3 s / 30,000 records
+    assert "worst x1.50" in text

@@ -16,7 +16,7 @@ import pytest
 import strawberry
 from strawberry.extensions import SchemaExtension
 
-from finops_gql.graphql.execution import FastExecutor, lean_resolvers
+from finops_gql.graphql.execution import PRELOADED, FastExecutor, lean_resolvers
 
 
 class Later:
@@ -36,6 +36,19 @@ class Row:
         self.score = score
         self.tags = more.get("tags", ["a", "b"])
         self.child = more.get("child")
+        self.held = more.get("held")  # Item.owner's value when set (PRELOADED)
+        self.kids = more.get("kids", [])
+
+
+class LaterRow:
+    """An awaitable list item."""
+
+    def __init__(self, row: Row) -> None:
+        self.row = row
+
+    def __await__(self) -> Any:
+        yield from asyncio.sleep(0).__await__()
+        return self.row
 
 
 @strawberry.type
@@ -60,17 +73,33 @@ class Item:
     def named(self, info: strawberry.Info) -> str:
         return self.name  # None for the row without one: a null in a non-null field
 
+    @strawberry.field(metadata={PRELOADED: "held"})
+    def owner(self, info: strawberry.Info) -> Item:
+        held = getattr(self, "held", None)
+        if held is not None:
+            return held  # type: ignore[no-any-return]
+        return Row(f"owner-of-{self.name}:{info.path.key}")  # type: ignore[return-value]
+
+    @strawberry.field
+    def kids(self) -> list[Item]:
+        return getattr(self, "kids", [])  # type: ignore[no-any-return]
+
 
 def rows() -> list[Row]:
     return [
-        Row("a", label="x", child=Row("a-child")),
-        Row(None),  # a null in a non-null field: the item becomes null
+        Row("a", label="x", child=Row("a-child"), held=Row("a-owner"), kids=[Row("k1")]),
+        Row(None, held=Row(None)),  # a null in a non-null field: the item becomes null
         Row("c", score=math.nan),  # Float refuses NaN
-        Row("d", label=ValueError("broken label")),  # an exception held in an attribute
-        Row("e", label=Later()),  # an awaitable held in an attribute
-        Row("f", score=3),
-        Row("g", label=123),  # String serializes an int
+        Row("d", label=ValueError("broken label"), held=Row("d-owner", score=math.inf)),
+        Row("e", label=Later(), held=Row("e-owner", label=Later())),  # awaitables held
+        Row("f", score=3, kids=[Row("k2", kids=[Row(None)]), Row("k3")]),
+        Row("g", label=123, held=Row("g-owner", label=ValueError("broken owner"))),
     ]
+
+
+def mixed() -> list[Any]:
+    """List items that are not plain rows: null, an exception, an awaitable."""
+    return [Row("m1"), None, ValueError("broken row"), LaterRow(Row("m4")), Row(None)]
 
 
 @strawberry.type
@@ -87,6 +116,14 @@ class Query:
     async def one(self) -> Item | None:
         return Row("async", child=Row(None))  # type: ignore[return-value]
 
+    @strawberry.field
+    def mixed(self) -> list[Item | None]:
+        return mixed()
+
+    @strawberry.field
+    def strict_mixed(self) -> list[Item] | None:
+        return mixed()
+
 
 DOCUMENTS = [
     "{ items { name label score tags upper } }",
@@ -101,13 +138,23 @@ DOCUMENTS = [
     "{ one { name child { name label } } }",
     "{ one { child { name } } items { name } }",
     "{ __typename items { __typename } }",
+    # object lists, row by row: null, exception and awaitable rows, nested lists
+    "{ mixed { name score } }",
+    "{ mixed { ...F } } fragment F on Item { n: name label }",
+    "{ strictMixed { name } }",
+    "{ items { kids { name kids { name } } } }",
+    # a field the source may hold (PRELOADED), held or resolved, nulls and errors inside it
+    "{ items { name owner { name label score } } }",
+    "{ items { o: owner { n: name } owner { __typename owner { name } } } }",
+    "query($s: Boolean!) { items { owner @skip(if: $s) { name } ... on Item { owner { label } } } }",
+    "{ strict { owner { name } } mixed { owner { name } } }",
 ]
 
 
 def _answer(executor: type[Any] | None, document: str) -> tuple[Any, Any]:
     schema = strawberry.Schema(query=Query, execution_context_class=executor)
     if executor is FastExecutor:  # as the app's schema is built
-        assert lean_resolvers(schema) == ["Item.where", "Item.named"]
+        assert lean_resolvers(schema) == ["Item.where", "Item.named", "Item.owner"]
 
     async def run() -> Any:
         return await schema.execute(document, variable_values={"s": False})
@@ -174,3 +221,22 @@ def test_the_apps_row_resolvers_are_lean() -> None:
     }
     assert getattr(fields["team"], "__qualname__", "").startswith("_lean.")
     assert not getattr(fields["system"], "__qualname__", "").startswith("_lean.")  # async
+
+
+def test_held_values_and_object_rows_skip_resolve_info(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The paths above are taken: a held owner costs no resolve info (only the two rows that
+    hold none call the resolver), and the rows of a list are not completed one by one."""
+    built: list[str] = []
+    original = FastExecutor.build_resolve_info
+
+    def counting(self: Any, field_def: Any, nodes: Any, parent: Any, path: Any) -> Any:
+        built.append(f"{parent.name}.{nodes[0].name.value}")
+        return original(self, field_def, nodes, parent, path)
+
+    monkeypatch.setattr(FastExecutor, "build_resolve_info", counting)
+    data, errors = _answer(FastExecutor, "{ items { owner { name } } }")
+    assert built == ["Query.items", "Item.owner", "Item.owner"]  # rows c and f hold no owner
+    assert data is not None
+    assert data["items"][0] == {"owner": {"name": "a-owner"}}
+    assert data["items"][2] == {"owner": {"name": "owner-of-c:owner"}}
+    assert [m for m, _, _ in errors] == ["Cannot return null for non-nullable field Item.name."]

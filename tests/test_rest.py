@@ -131,6 +131,10 @@ async def test_team_summary_largest_first(client: httpx.AsyncClient, services: S
             {"componentId": str(small.id), "totalCost": 71.4, "window": "30d"},
         ],
     }
+    # A team without components: its summary is empty, not a 404 (the statement's LEFT JOIN).
+    empty = await make_team("empty")
+    body = (await client.get(f"/api/v1/cost/teams/{empty.id}/summary")).json()
+    assert body == {"teamId": str(empty.id), "totalCost": 0, "currency": "USD", "components": []}
 
 
 async def test_summary_orders_numerically_and_limits(

@@ -80,7 +80,8 @@ def rows(
     the cost records): per day, one coverage_daily row (written even when every part is 0, so
     the day has a view) and one unmapped_cost row per unmapped key. A synthetic key is never
     mapped, even if a component were named like one. A repeated step replaces the earlier one's
-    keys, as for the records; keys past COVERAGE_KEY_MAX are cut, and keys cut alike summed."""
+    keys, as for the records; keys past COVERAGE_KEY_MAX are cut, and keys cut alike summed.
+    (The sync reduces its streamed answer as it comes, sync.Answer, and calls `add_day`.)"""
     first, last = span
     days: dict[date, dict[str, Allocation]] = {}
     for step in steps:
@@ -90,29 +91,50 @@ def rows(
                 days.setdefault(day, {})[key] = allocation
     result = Rows([], [])
     for day, keyed in days.items():
-        day_value = sql_value(day)
-        matched = 0.0
-        parts = dict.fromkeys(PARTS, 0.0)
-        unmapped: dict[str, list[float]] = {}
-        for key, allocation in keyed.items():
-            synthetic = SYNTHETIC_COLUMNS.get(key)
-            if synthetic is not None:
-                parts[synthetic] += allocation.total_cost
-            elif key in mapped:
-                matched += allocation.total_cost
-            else:
-                parts["unmapped_cost"] += allocation.total_cost
-                money = unmapped.get(key[:COVERAGE_KEY_MAX])
-                if money is None:
-                    unmapped[key[:COVERAGE_KEY_MAX]] = list(columns(allocation))
-                else:
-                    for i, value in enumerate(columns(allocation)):
-                        money[i] += value
-        result.daily.append([source, aggregate, day_value, matched, *parts.values()])
-        result.unmapped.extend(
-            [source, aggregate, key, day_value, *money] for key, money in unmapped.items()
+        matched = (
+            a.total_cost
+            for key, a in keyed.items()
+            if key not in SYNTHETIC_COLUMNS and key in mapped
         )
+        others = {
+            key: a for key, a in keyed.items() if key in SYNTHETIC_COLUMNS or key not in mapped
+        }
+        add_day(result, source, aggregate, day, matched, others)
     return result
+
+
+def add_day(
+    result: Rows,
+    source: str,
+    aggregate: str,
+    day: date,
+    matched: Iterable[float],
+    others: dict[str, Allocation],
+) -> None:
+    """One day's rows into `result`: `matched`, the totals of the keys a component matched, in
+    the order they came; `others`, every other key (synthetic or unmapped) with its allocation."""
+    day_value = sql_value(day)
+    mapped_cost = 0.0
+    for total in matched:  # in order, one by one: sums equal to the last bit, however computed
+        mapped_cost += total
+    parts = dict.fromkeys(PARTS, 0.0)
+    unmapped: dict[str, list[float]] = {}
+    for key, allocation in others.items():
+        synthetic = SYNTHETIC_COLUMNS.get(key)
+        if synthetic is not None:
+            parts[synthetic] += allocation.total_cost
+            continue
+        parts["unmapped_cost"] += allocation.total_cost
+        money = unmapped.get(key[:COVERAGE_KEY_MAX])
+        if money is None:
+            unmapped[key[:COVERAGE_KEY_MAX]] = list(columns(allocation))
+        else:
+            for i, value in enumerate(columns(allocation)):
+                money[i] += value
+    result.daily.append([source, aggregate, day_value, mapped_cost, *parts.values()])
+    result.unmapped.extend(
+        [source, aggregate, key, day_value, *money] for key, money in unmapped.items()
+    )
 
 
 def _insert(table: str, names: Sequence[str]) -> str:

@@ -486,8 +486,32 @@ class CostService:
         return [self._component_cost(row) for row in rows]
 
     async def team_summary(self, team_id: uuid.UUID, scope: Scope = EVERYTHING) -> TeamSummary:
-        await self.team(team_id, scope)
-        return (await self.team_summaries([team_id], scope))[team_id]
+        """One team's summary in one statement: the team (NotFound when missing or invisible)
+        LEFT JOIN its components, by 30-day cost (what team_summaries reads for many teams)."""
+        mark = SqlParams()
+        where = [f"t.id = {mark(team_id)}", *scope.teams_sql("t.id", mark)]
+        rows = await connection().execute_query_dict(
+            "SELECT c.id, c.name, c.team_id, c.cost_30d, c.cost_synced_at, c.budget_usd "  # noqa: S608 (placeholders only)
+            "FROM team t LEFT JOIN component c ON c.team_id = t.id "
+            f"WHERE {' AND '.join(where)} ORDER BY c.cost_30d DESC, c.name",
+            mark.values,
+        )
+        if not rows:
+            raise NotFound("team", team_id)
+        components = [self._component_cost(row) for row in rows if row["id"] is not None]
+        return self._summary(team_id, components)
+
+    def _summary(self, team_id: uuid.UUID, components: list[ComponentCost]) -> TeamSummary:
+        start, end = rollup_range(self.clock())
+        return TeamSummary(
+            team_id=team_id,
+            total_cost=money(sum(c.total_cost for c in components)),
+            currency=self.currency,
+            window="30d",
+            start=start,
+            end=end,
+            components=components,
+        )
 
     async def team_summaries(
         self, team_ids: Sequence[uuid.UUID], scope: Scope = EVERYTHING
@@ -505,20 +529,7 @@ class CostService:
             )
             for cost in costs:
                 by_team[cost.team_id].append(cost)
-        start, end = rollup_range(self.clock())
-        summaries = {}
-        for team_id in team_ids:
-            components = by_team[str(team_id)]
-            summaries[team_id] = TeamSummary(
-                team_id=team_id,
-                total_cost=money(sum(c.total_cost for c in components)),
-                currency=self.currency,
-                window="30d",
-                start=start,
-                end=end,
-                components=components,
-            )
-        return summaries
+        return {team_id: self._summary(team_id, by_team[str(team_id)]) for team_id in team_ids}
 
     async def top_components(
         self, limit: int = TOP_DEFAULT, scope: Scope = EVERYTHING

@@ -8,13 +8,14 @@ import sqlite3
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import date, datetime
-from functools import cache
+from functools import cache, partial
 from typing import Any, TypeVar
 
 import asyncpg
 from tortoise import Tortoise, connections
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.backends.base.config_generator import expand_db_url
+from tortoise.fields import DatetimeField
 from tortoise.migrations.api.migrate import migrate as tortoise_migrate
 from tortoise.migrations.executor import MigrationExecutor
 from tortoise.models import Model
@@ -245,9 +246,22 @@ def _row_plan(model: type[Model], keys: tuple[str, ...]) -> tuple[Step, ...]:
             plan.append((key, name, None, True))
         elif key in default:
             plan.append((key, name, field.field_type, True))
+        elif isinstance(field, DatetimeField):
+            plan.append((key, name, partial(_datetime, field.to_python_value), False))
         else:
             plan.append((key, name, field.to_python_value, False))
     return tuple(plan)
+
+
+def _datetime(to_python: Callable[[Any], Any], value: Any) -> Any:
+    """Tortoise's DatetimeField conversion, with an ISO-8601 string (SQLite's storage) parsed by
+    datetime.fromisoformat (C) rather than the iso8601 package (Python: half the cost of a
+    component row); Tortoise still applies its time zone handling to the parsed value, and a
+    string fromisoformat refuses goes to Tortoise as it is."""
+    if type(value) is str:
+        with contextlib.suppress(ValueError):
+            value = datetime.fromisoformat(value)
+    return to_python(value)
 
 
 def partial_from_db(model: type[M], row: Mapping[str, Any]) -> M:

@@ -24,15 +24,25 @@ lean one calls the method with the same Info object directly.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from functools import partial
+from math import isfinite
+from operator import attrgetter
 from typing import Any
 
 from graphql import (
+    GraphQLBoolean,
     GraphQLField,
+    GraphQLFloat,
+    GraphQLID,
     GraphQLLeafType,
+    GraphQLList,
     GraphQLObjectType,
     GraphQLOutputType,
+    GraphQLResolveInfo,
     GraphQLSchema,
+    GraphQLString,
     Undefined,
     get_nullable_type,
     is_leaf_type,
@@ -53,31 +63,96 @@ class _Leaf:
     leaf_type: GraphQLLeafType
     non_null: bool
     null_message: str
+    # The attribute read Strawberry's basic resolver does (its default resolver is getattr).
+    get: Any
+    # A value of exactly this type is its own coerced output (str for String and ID, a finite
+    # float for Float, ...): no coercion call. Any other value takes coerce_output_value.
+    exact: type | None
 
 
-def _plan(parent_type: GraphQLObjectType, name: str, field: GraphQLField | None) -> _Leaf | None:
-    resolve = field.resolve if field is not None else None
-    if field is None or field.args or not getattr(resolve, "_is_default", False):
+# A resolver field's Strawberry metadata key naming a source attribute that, when not None, is
+# the value the resolver returns (the resolver returns it first thing): the executor reads it
+# without building resolve info. Component.team: a page's statement reads its teams.
+PRELOADED = "finops_gql.preloaded"
+
+
+@dataclass(frozen=True, slots=True)
+class _Preloaded:
+    """An object field whose value the source may already hold (see PRELOADED)."""
+
+    attribute: str
+    return_type: GraphQLOutputType
+    object_type: GraphQLObjectType
+
+
+# Values graphql-core's built-in scalars give back unchanged (an int is not a Float's output:
+# coerce_output_value turns 3 into 3.0; bool is not an Int's).
+_EXACT: dict[GraphQLLeafType, type] = {
+    GraphQLString: str,
+    GraphQLID: str,
+    GraphQLFloat: float,
+    GraphQLBoolean: bool,
+}
+
+
+_Plan = _Leaf | _Preloaded | None
+
+
+def _call_basic(resolve: Any, source: Any) -> Any:
+    return resolve(source, None)
+
+
+def _preloaded(field: GraphQLField) -> _Preloaded | None:
+    definition = field.extensions.get("strawberry-definition")
+    attribute = (
+        definition.metadata.get(PRELOADED) if isinstance(definition, StrawberryField) else None
+    )
+    object_type = get_nullable_type(field.type)
+    if (
+        attribute is None
+        or field.args
+        or not isinstance(object_type, GraphQLObjectType)
+        or object_type.is_type_of is not None
+    ):
         return None
+    return _Preloaded(attribute, field.type, object_type)
+
+
+def _plan(parent_type: GraphQLObjectType, name: str, field: GraphQLField | None) -> _Plan:
+    if field is None:
+        return None
+    resolve = field.resolve
+    if field.args or not getattr(resolve, "_is_default", False):
+        return _preloaded(field)
     if getattr(resolve, "__name__", "") != "_get_basic_result":  # Strawberry's no-info getter
         return None
     nullable = get_nullable_type(field.type)
     if not is_leaf_type(nullable):
         return None
+    definition = field.extensions.get("strawberry-definition")
+    get: Any = partial(_call_basic, resolve)
+    if (
+        isinstance(definition, StrawberryField)
+        and definition.base_resolver is None
+        and definition.default_resolver is getattr
+    ):
+        get = attrgetter(definition.python_name)  # get_result's default_resolver(source, name)
     return _Leaf(
         resolve,
         field.type,
         nullable,
         is_non_null_type(field.type),
         f"Cannot return null for non-nullable field {parent_type.name}.{name}.",
+        get,
+        _EXACT.get(nullable),
     )
 
 
 # Per schema object: (parent type name, field name) -> plan (None: graphql-core's own path).
-_PLANS: dict[int, tuple[GraphQLSchema, dict[tuple[str, str], _Leaf | None]]] = {}
+_PLANS: dict[int, tuple[GraphQLSchema, dict[tuple[str, str], _Plan]]] = {}
 
 
-def _plans(schema: GraphQLSchema) -> dict[tuple[str, str], _Leaf | None]:
+def _plans(schema: GraphQLSchema) -> dict[tuple[str, str], _Plan]:
     entry = _PLANS.get(id(schema))
     if entry is None or entry[0] is not schema:
         entry = _PLANS[id(schema)] = (schema, {})
@@ -95,14 +170,22 @@ def _complete(leaf: _Leaf, value: Any) -> Any:
     return FastExecutor.complete_leaf_value(leaf.leaf_type, value)
 
 
+# One selection's steps: (response name, its field details, the field's plan).
+_Steps = tuple[tuple[str, FieldDetailsList, _Plan], ...]
+
+
 class FastExecutor(StrawberryGraphQLCoreExecutionContext):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         manager = self.middleware_manager
         self._fast = manager is None or getattr(manager, "_middleware_resolvers", None) is None
         self._plans = _plans(self.schema)
+        # Per (parent type, grouped field set) of this execution (graphql-core memoizes the
+        # sets per list field: one for every row of a page), its steps; the set is kept alive
+        # with them, so its id is not reused meanwhile.
+        self._steps: dict[tuple[str, int], tuple[GroupedFieldSet, _Steps]] = {}
 
-    def _leaf(self, parent_type: GraphQLObjectType, details: FieldDetailsList) -> _Leaf | None:
+    def _leaf(self, parent_type: GraphQLObjectType, details: FieldDetailsList) -> _Plan:
         name = details[0].node.name.value
         key = (parent_type.name, name)
         try:
@@ -110,6 +193,20 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
         except KeyError:
             plan = self._plans[key] = _plan(parent_type, name, parent_type.fields.get(name))
             return plan
+
+    def _steps_of(
+        self, parent_type: GraphQLObjectType, grouped_field_set: GroupedFieldSet
+    ) -> _Steps:
+        key = (parent_type.name, id(grouped_field_set))
+        entry = self._steps.get(key)
+        if entry is not None and entry[0] is grouped_field_set:
+            return entry[1]
+        steps = tuple(
+            (response_name, details, self._leaf(parent_type, details))
+            for response_name, details in grouped_field_set.items()
+        )
+        self._steps[key] = (grouped_field_set, steps)
+        return steps
 
     def execute_fields(
         self,
@@ -128,11 +225,24 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
         is_awaitable = self.is_awaitable
         awaitable_fields: list[str] = []
         try:
-            for response_name, details in grouped_field_set.items():
-                leaf = self._leaf(parent_type, details)
-                if leaf is not None:
+            for response_name, details, leaf in self._steps_of(parent_type, grouped_field_set):
+                if isinstance(leaf, _Preloaded):
+                    held = getattr(source_value, leaf.attribute, None)
+                    if held is not None and position_context is None:
+                        field_path = Path(path, response_name, parent_type.name)
+                        result = self._execute_held(leaf, details, field_path, held)
+                        if result is not Undefined:
+                            results[response_name] = result
+                            if is_awaitable(result):
+                                awaitable_fields.append(response_name)
+                            continue
+                elif leaf is not None:
                     try:
-                        value = leaf.resolve(source_value, None)
+                        value = leaf.get(source_value)
+                        exact = leaf.exact
+                        if type(value) is exact and (exact is not float or isfinite(value)):  # type: ignore[arg-type]
+                            results[response_name] = value  # its own coerced output
+                            continue
                         # An awaitable attribute takes graphql-core's own path below.
                         deferred = is_awaitable(value)
                         if not deferred:
@@ -169,6 +279,128 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
             return results
 
         return get_results()
+
+    def _execute_held(
+        self, plan: _Preloaded, details: FieldDetailsList, path: Path, held: Any
+    ) -> Any:
+        """execute_field for a field whose value the source held: complete_value of an object
+        (no is_type_of) is execute_fields on its subfields; errors are handled as execute_field
+        handles them. Undefined when the subfields need @defer's path."""
+        object_type = plan.object_type
+        grouped_field_set, new_defer_usages, _ = self.collect_subfields(object_type, details)
+        if new_defer_usages:
+            return Undefined
+        try:
+            completed = self.execute_fields(object_type, held, path, grouped_field_set, None)
+        except Exception as raw_error:
+            self.handle_field_error(raw_error, plan.return_type, details, path)
+            return None
+        if self.is_awaitable(completed):
+            return self._awaited_item(completed, plan.return_type, details, path)
+        return completed
+
+    def complete_list_value(
+        self,
+        return_type: GraphQLList[GraphQLOutputType],
+        field_details_list: FieldDetailsList,
+        info: GraphQLResolveInfo[Any],
+        path: Path,
+        result: Any,
+        position_context: Any,
+    ) -> AwaitableOrValue[list[Any]]:
+        """graphql-core's list completion, with the rows of an object list executed directly.
+
+        For an item of object type, complete_value goes complete_value (non-null), complete_value,
+        complete_object_value, collect_and_execute_subfields, execute_collected_subfields, then
+        execute_fields: the same subfields for every row. Here a list of objects (no is_type_of,
+        no @defer/@stream, a plain Python list) runs execute_fields for each row itself; a row
+        that is null, an exception or an awaitable takes graphql-core's own item path, and a
+        row's error is handled as complete_list_item_value handles it.
+        """
+        item_type = return_type.of_type
+        object_type = get_nullable_type(item_type)
+        if (
+            not self._fast
+            or position_context is not None
+            or type(result) is not list
+            or not isinstance(object_type, GraphQLObjectType)
+            or object_type.is_type_of is not None
+        ):
+            return super().complete_list_value(
+                return_type, field_details_list, info, path, result, position_context
+            )
+        grouped_field_set, new_defer_usages, _ = self.collect_subfields(
+            object_type, field_details_list
+        )
+        if new_defer_usages or self.get_stream_usage(field_details_list, path) is not None:
+            return super().complete_list_value(
+                return_type, field_details_list, info, path, result, position_context
+            )
+        is_awaitable = self.is_awaitable
+        execute_fields = self.execute_fields
+        completed: list[Any] = []
+        pending: list[int] = []
+        try:
+            for index, item in enumerate(result):
+                item_path = path.add_key(index, None)
+                if is_awaitable(item):
+                    completed.append(
+                        self.complete_awaitable_list_item_value(
+                            item, item_type, field_details_list, info, item_path, None
+                        )
+                    )
+                    pending.append(index)
+                    continue
+                if item is None or item is Undefined or isinstance(item, Exception):
+                    if self.complete_list_item_value(
+                        item, completed, item_type, field_details_list, info, item_path, None
+                    ):
+                        pending.append(index)
+                    continue
+                try:
+                    row = execute_fields(object_type, item, item_path, grouped_field_set, None)
+                except Exception as raw_error:
+                    self.handle_field_error(raw_error, item_type, field_details_list, item_path)
+                    completed.append(None)
+                    continue
+                if is_awaitable(row):
+                    completed.append(
+                        self._awaited_item(row, item_type, field_details_list, item_path)
+                    )
+                    pending.append(index)
+                else:
+                    completed.append(row)
+        except Exception:
+            if pending:
+                self.settle_in_background([completed[index] for index in pending])
+            raise
+        if not pending:
+            return completed
+
+        async def get_completed() -> list[Any]:
+            if len(pending) == 1:
+                completed[pending[0]] = await completed[pending[0]]
+            else:
+                awaited = await gather_with_cancel(*(completed[index] for index in pending))
+                for index, value in zip(pending, awaited, strict=True):
+                    completed[index] = value
+            return completed
+
+        return get_completed()
+
+    async def _awaited_item(
+        self,
+        row: Awaitable[Any],
+        item_type: GraphQLOutputType,
+        field_details_list: FieldDetailsList,
+        item_path: Path,
+    ) -> Any:
+        """complete_list_item_value's (and execute_field's) await_completed."""
+        try:
+            return await row
+        except Exception as raw_error:
+            self.handle_field_error(raw_error, item_type, field_details_list, item_path)
+            return None
 
 
 def _lean(field: StrawberryField, info_class: Any) -> Any | None:

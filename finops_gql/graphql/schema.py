@@ -160,9 +160,9 @@ class Query:
             count.cancel()
             raise
         loaders = info.context.loaders
-        for c in page.items:  # later Component.team / cost loads reuse these rows
-            loaders.component.prime(c.id, c)
-            loaders.team.prime(c.team.id, c.team)  # the page's statement read the teams
+        # Later Component.team / cost loads reuse these rows; the page's statement read the teams.
+        loaders.component.prime_many({c.id: c for c in page.items})
+        loaders.team.prime_many({c.team.id: c.team for c in page.items})
         return ComponentConnection.of(page, count)
 
     @strawberry.field(

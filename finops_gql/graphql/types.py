@@ -26,6 +26,7 @@ from finops_gql.costs.service import BREAKDOWN_DEFAULT, BREAKDOWN_MAX
 from finops_gql.costs.windows import money
 from finops_gql.db import models
 from finops_gql.graphql.context import Context, SeriesKey, loaded
+from finops_gql.graphql.execution import PRELOADED
 
 CtxInfo = Info[Context, Any]
 
@@ -786,8 +787,14 @@ class Team:
         )
 
 
+def _uuid(value: object) -> uuid.UUID:
+    """A model's UUID column as a UUID: it is one already (asyncpg's is a subclass), unless it
+    was set from text."""
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+
+
 def _uuid_or_none(value: object) -> uuid.UUID | None:
-    return uuid.UUID(str(value)) if value is not None else None
+    return _uuid(value) if value is not None else None
 
 
 @strawberry.type(description="Backstage kind: Domain, a group of systems.")
@@ -946,6 +953,9 @@ class Component:
     team_id: strawberry.Private[uuid.UUID]
     model: strawberry.Private[models.Component]
     system_id: strawberry.Private[uuid.UUID | None]
+    # The team when the component's statement read it (a page's), else None: what `team`
+    # answers first, and what the executor reads without calling it (execution.PRELOADED).
+    loaded_team: strawberry.Private[Team | None]
 
     @strawberry.field(description="The system the component belongs to (Backstage spec.system).")
     async def system(self, info: CtxInfo) -> System | None:
@@ -961,9 +971,11 @@ class Component:
     def over_budget(self) -> bool:
         return self.budget_usd is not None and self.model.cost_30d > self.budget_usd
 
-    @strawberry.field(graphql_type=Team)
+    @strawberry.field(graphql_type=Team, metadata={PRELOADED: "loaded_team"})
     def team(self, info: CtxInfo) -> Team | Awaitable[Team]:
-        # Synchronous when the team is already loaded (a page's statement reads its teams): an
+        if self.loaded_team is not None:
+            return self.loaded_team
+        # Synchronous when the team is already loaded (primed by an earlier statement): an
         # awaitable per row would cost the executor a task per row.
         loader = info.context.loaders.team
         found = loaded(loader, self.team_id)
@@ -1049,7 +1061,15 @@ class Component:
         return AlertConnection.of(page, lambda: service.count_alerts(only, scope))
 
     @classmethod
-    def of(cls, c: models.Component) -> Component:
+    def of(cls, c: models.Component, teams: dict[int, Team] | None = None) -> Component:
+        """`teams` shares one Team per team model among a page's rows."""
+        team_model = c.__dict__.get("_team")  # set when the statement read the team
+        loaded_team = None
+        if isinstance(team_model, models.Team):
+            if teams is None:
+                loaded_team = Team.of(team_model)
+            elif (loaded_team := teams.get(id(team_model))) is None:
+                loaded_team = teams[id(team_model)] = Team.of(team_model)
         return cls(
             id=strawberry.ID(str(c.id)),
             name=c.name,
@@ -1058,9 +1078,10 @@ class Component:
             opencost_key=c.selector_key,
             cost30d=money(c.cost_30d),
             cost_synced_at=c.cost_synced_at,
-            team_id=uuid.UUID(str(c.team_id)),
+            team_id=_uuid(c.team_id),
             model=c,
             system_id=_uuid_or_none(c.system_id),
+            loaded_team=loaded_team,
         )
 
 
@@ -1174,8 +1195,9 @@ class ComponentConnection:
 
     @classmethod
     def of(cls, page: catalog.Page[models.Component], counter: Counter) -> ComponentConnection:
+        teams: dict[int, Team] = {}
         return cls(
-            nodes=[Component.of(c) for c in page.items],
+            nodes=[Component.of(c, teams) for c in page.items],
             page_info=PageInfo.of(page),
             counter=counter,
         )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +24,12 @@ import orjson
 from finops_gql.config import redact_url
 from finops_gql.metrics import OPENCOST_ERRORS, OPENCOST_SECONDS
 from finops_gql.opencost.errors import OpenCostUnavailable
-from finops_gql.opencost.parse import Allocation, parse_allocation_response
+from finops_gql.opencost.parse import (
+    NOT_JSON,
+    Allocation,
+    parse_allocation_response,
+    stream_allocation_steps,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +60,10 @@ HEALTH_TIMEOUT_S = 5.0
 DEFAULT_MAX_CONCURRENCY = 4
 DEFAULT_MAX_RESPONSE_MB = 50
 # The sync's step=1d answers are legitimately large: about 1 KB per component per day, so 293 MB
-# for 10,000 components x 30 days and 880 MB for the 90-day catch-up. Bounded still, so a runaway
-# answer cannot take the worker's memory.
-DEFAULT_SYNC_MAX_RESPONSE_MB = 1024
+# for 10,000 components x 30 days and 880 MB for the 90-day catch-up. The sync parses them as they
+# arrive (its memory does not grow with the answer); bounded still, so a runaway answer cannot
+# keep the worker reading.
+DEFAULT_SYNC_MAX_RESPONSE_MB = 4096
 MB = 1024 * 1024
 READ_CHUNK = 256 * 1024
 # Of an error answer, only this much is read (and logged): enough for OpenCost's message.
@@ -90,6 +96,11 @@ class OpenCostClient:
         self._session = session
         self._base = base_url.rstrip("/")
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        # A streamed answer is read as fast as the sync parses it: the timeout bounds each wait
+        # for OpenCost (its first byte, every read after), not the whole answer.
+        self._stream_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=timeout_s, sock_read=timeout_s
+        )
         # /allocation over 30 days may take seconds; a health check that slow is itself an answer.
         health_s = min(
             timeout_s, HEALTH_TIMEOUT_S if health_timeout_s is None else health_timeout_s
@@ -333,6 +344,107 @@ class OpenCostClient:
             pending.add_done_callback(lambda done: self._fetched(key, done))
         return await asyncio.shield(pending)
 
+    async def allocation_steps(
+        self,
+        *,
+        window: str,
+        aggregate: str,
+        step: str,
+        share_idle: bool,
+        include_idle: bool,
+        synthetic: bool = True,
+    ) -> AsyncGenerator[dict[str, Allocation]]:
+        """The sync's GET /allocation: the answer parsed as it arrives, one step at a time, so
+        memory does not grow with its size (parse.stream_allocation_steps). One HTTP request
+        (one more if the API root moved, as `allocation`), never cached or shared. Errors are
+        `allocation`'s, and may come after steps were yielded (a truncated answer): callers keep
+        the steps aside until the iteration ends, and close it (contextlib.aclosing) if they
+        stop early. Answers are bounded by OPENCOST_SYNC_MAX_RESPONSE_MB."""
+        params = {
+            "window": window,
+            "aggregate": aggregate,
+            "step": step,
+            "shareIdle": "true" if share_idle else "false",
+            "includeIdle": "true" if include_idle else "false",
+        }
+        root = await self.api_root()
+        while True:
+            url = root + "/allocation"
+            self.requests_made += 1
+            status: int | None = None
+            started = time.perf_counter()
+            try:
+                async with (
+                    self._slots,
+                    self._session.get(url, params=params, timeout=self._stream_timeout) as response,
+                ):
+                    status = response.status
+                    if status == 200:
+                        chunks = self._bounded_chunks(response, "allocation", *self._sync_limit)
+                        async for parsed in stream_allocation_steps(
+                            chunks, aggregate, synthetic=synthetic
+                        ):
+                            yield parsed
+                        return
+                    body = await _read_prefix(response, ERROR_BODY_BYTES)
+            except TimeoutError:
+                raise self._failure(
+                    "allocation",
+                    f"OpenCost timed out after {self._timeout.total:g}s",
+                    redact_url(url),
+                    transient=True,
+                    kind=_TimedOut,
+                ) from None
+            except aiohttp.ClientError as exc:
+                raise self._failure(
+                    "allocation",
+                    "OpenCost is unreachable",
+                    f"{redact_url(url)}: {exc!r}",
+                    transient=True,
+                ) from None
+            except OpenCostUnavailable as exc:
+                if exc.reason.startswith("OpenCost answer exceeds"):
+                    raise  # counted and logged where the bound was hit
+                raise self._failure("allocation", exc.reason, exc.detail) from None
+            finally:
+                OPENCOST_SECONDS.labels("allocation").observe(time.perf_counter() - started)
+            OPENCOST_ERRORS.labels("allocation").inc()
+            if status == 404 and not self._fixed_root:
+                # As `allocation`: the root may be wrong; probe again, retry once if it moved.
+                new_root, _ = await self._discover(root)
+                if new_root != root:
+                    root = new_root
+                    continue
+            detail = bytes(body[:200]).decode("utf-8", "replace").strip()
+            raise self._failure(
+                "allocation",
+                f"OpenCost answered HTTP {status}",
+                detail,
+                counted=True,
+                transient=status is not None and status >= 500,
+            )
+
+    async def _bounded_chunks(
+        self, response: aiohttp.ClientResponse, endpoint: str, name: str, mb: int
+    ) -> AsyncIterator[bytes]:
+        """The body chunk by chunk; past the bound, drop the connection and refuse."""
+        bound = mb * MB
+        declared = response.content_length
+        if declared is not None and declared > bound:
+            response.close()
+            raise self._failure(
+                endpoint, f"OpenCost answer exceeds {name}={mb}", f"Content-Length {declared}"
+            )
+        read = 0
+        async for chunk in response.content.iter_chunked(READ_CHUNK):
+            read += len(chunk)
+            if read > bound:
+                response.close()  # the rest is never read
+                raise self._failure(
+                    endpoint, f"OpenCost answer exceeds {name}={mb}", f"over {read} bytes"
+                )
+            yield chunk
+
     def _fetched(
         self, key: tuple[tuple[str, str], ...], done: asyncio.Future[list[dict[str, Allocation]]]
     ) -> None:
@@ -385,9 +497,7 @@ class OpenCostClient:
             decoded: Any = orjson.loads(body)
         except orjson.JSONDecodeError:
             detail = bytes(body[:200]).decode("utf-8", "replace").strip()
-            raise self._failure(
-                "allocation", "OpenCost answered with a body that is not JSON", detail
-            ) from None
+            raise self._failure("allocation", NOT_JSON, detail) from None
         del body  # the parsed answer can be large enough without the raw bytes beside it
         try:
             return parse_allocation_response(decoded, aggregate, synthetic=synthetic)

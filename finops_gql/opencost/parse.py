@@ -7,11 +7,16 @@ step. Any float may be null (NaN/Inf on the server side).
 
 from __future__ import annotations
 
+import codecs
+import functools
+import json
+import json.scanner
 import logging
-from collections.abc import Mapping
+import re
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from finops_gql.opencost.errors import OpenCostUnavailable
 
@@ -19,6 +24,11 @@ log = logging.getLogger(__name__)
 
 # Synthetic entries OpenCost adds to every aggregation; never a catalog component.
 SYNTHETIC_KEYS = frozenset({"__idle__", "__unallocated__", "__unmounted__"})
+# The public reasons of a malformed answer (str(OpenCostUnavailable) reaches clients).
+NOT_JSON = "OpenCost answered with a body that is not JSON"
+NOT_AN_OBJECT = "OpenCost answered with something other than a JSON object"
+NOT_A_LIST = "OpenCost's allocation data is not a list of steps"
+STEP_NOT_AN_OBJECT = "an OpenCost allocation step is not an object"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,11 +65,17 @@ def _time(value: Any, what: str) -> datetime:
     if not isinstance(value, str):
         raise OpenCostUnavailable(f"OpenCost sent no {what} time")
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return _iso_time(value)
     except ValueError:
         raise OpenCostUnavailable(
             f"OpenCost sent an unreadable {what} time", f"{what}={value!r:.200}"
         ) from None
+
+
+@functools.lru_cache(maxsize=4096)
+def _iso_time(value: str) -> datetime:
+    """Cached: every allocation of a step has the same window, and a sync reads 300,000."""
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
@@ -69,13 +85,17 @@ def normalize_key(aggregate: str, key: str) -> str:
     With `aggregate=label:app`, OpenCost >= 1.100 answers with the bare label value and older
     releases with `app=<value>`: accept both.
     """
-    for part in aggregate.split(","):
-        part = part.strip()
-        if part.startswith("label:"):
-            prefix = part.removeprefix("label:") + "="
-            if key.startswith(prefix):
-                return key.removeprefix(prefix)
+    for prefix in _label_prefixes(aggregate):
+        if key.startswith(prefix):
+            return key.removeprefix(prefix)
     return key
+
+
+@functools.lru_cache(maxsize=256)
+def _label_prefixes(aggregate: str) -> tuple[str, ...]:
+    """The legacy key prefixes (`app=`) of an aggregate's labels, computed once per aggregate."""
+    parts = (part.strip() for part in aggregate.split(","))
+    return tuple(p.removeprefix("label:") + "=" for p in parts if p.startswith("label:"))
 
 
 def parse_allocation(raw: Mapping[str, Any], key: str, aggregate: str) -> Allocation:
@@ -128,19 +148,45 @@ def _parse_allocation_checked(raw: Mapping[str, Any], key: str, aggregate: str) 
     )
 
 
-def parse_allocation_response(
-    body: Any, aggregate: str, *, synthetic: bool = False
-) -> list[dict[str, Allocation]]:
-    """One dict per step, keyed by the normalized selector key, synthetic entries dropped
-    unless `synthetic` (the sync keeps them for the coverage figures, under their own keys).
+class StepBuilder:
+    """One step's allocations, keyed by the normalized selector key, built one entry at a time
+    (the whole-answer parser and the streaming one share it, so they agree by construction).
 
-    A key may come in both forms in one answer (`checkout` and `app=checkout`, e.g. while
+    A key may come in both forms in one step (`checkout` and `app=checkout`, e.g. while
     clusters on both sides of OpenCost 1.100 report together). They describe the same workload,
     so their costs are never summed: the bare form (OpenCost >= 1.100) wins, the legacy `app=`
-    form counts only when the bare one is absent, and the answer logs one warning.
-    """
-    if not isinstance(body, Mapping):
-        raise OpenCostUnavailable("OpenCost answered with something other than a JSON object")
+    form counts only when the bare one is absent; the keys ignored go to `ignored`."""
+
+    __slots__ = ("aggregate", "ignored", "parsed", "raw_keys", "synthetic")
+
+    def __init__(self, aggregate: str, synthetic: bool, ignored: set[str]) -> None:
+        self.aggregate = aggregate
+        self.synthetic = synthetic
+        self.ignored = ignored
+        self.parsed: dict[str, Allocation] = {}
+        self.raw_keys: dict[str, str] = {}  # normalized key -> the raw key its allocation came from
+
+    def add(self, key: str, raw: Any) -> None:
+        if key in SYNTHETIC_KEYS and not self.synthetic:
+            return
+        if not isinstance(raw, Mapping):
+            raise OpenCostUnavailable(
+                "an OpenCost allocation is not an object", f"key {key!r:.200}"
+            )
+        key = str(key)
+        allocation = parse_allocation(raw, key, self.aggregate)
+        kept = self.raw_keys.get(allocation.key)
+        if kept is not None:
+            if kept == allocation.key or key != allocation.key:
+                self.ignored.add(key)  # the bare form is kept (or the first of two legacy ones)
+                return
+            self.ignored.add(kept)  # this is the bare form: it replaces the legacy one
+        self.parsed[allocation.key] = allocation
+        self.raw_keys[allocation.key] = key
+
+
+def check_envelope(body: Mapping[str, Any]) -> None:
+    """OpenCost's `code` other than 200 is an error whatever the HTTP status said."""
     code = body.get("code")
     if code is not None and code != 200:
         message = body.get("message") or body.get("status") or "unknown error"
@@ -149,39 +195,9 @@ def parse_allocation_response(
         raise OpenCostUnavailable(
             f"OpenCost answered code {shown}", f"{code!r:.50}: {message!s:.500}"
         )
-    data = body.get("data")
-    if data is None:
-        return []
-    if not isinstance(data, list):
-        raise OpenCostUnavailable("OpenCost's allocation data is not a list of steps")
-    steps: list[dict[str, Allocation]] = []
-    ignored: set[str] = set()
-    for step in data:
-        if step is None:
-            steps.append({})
-            continue
-        if not isinstance(step, Mapping):
-            raise OpenCostUnavailable("an OpenCost allocation step is not an object")
-        parsed: dict[str, Allocation] = {}
-        raw_keys: dict[str, str] = {}  # normalized key -> the raw key its allocation came from
-        for key, raw in step.items():
-            if key in SYNTHETIC_KEYS and not synthetic:
-                continue
-            if not isinstance(raw, Mapping):
-                raise OpenCostUnavailable(
-                    "an OpenCost allocation is not an object", f"key {key!r:.200}"
-                )
-            key = str(key)
-            allocation = parse_allocation(raw, key, aggregate)
-            kept = raw_keys.get(allocation.key)
-            if kept is not None:
-                if kept == allocation.key or key != allocation.key:
-                    ignored.add(key)  # the bare form is kept (or the first of two legacy ones)
-                    continue
-                ignored.add(kept)  # this is the bare form: it replaces the legacy one
-            parsed[allocation.key] = allocation
-            raw_keys[allocation.key] = key
-        steps.append(parsed)
+
+
+def warn_ignored(ignored: set[str], aggregate: str) -> None:
     if ignored:
         ignored_keys = sorted(ignored)
         log.warning(
@@ -192,4 +208,246 @@ def parse_allocation_response(
             ", ".join(ignored_keys[:10]),
             " ..." if len(ignored_keys) > 10 else "",
         )
+
+
+def parse_allocation_response(
+    body: Any, aggregate: str, *, synthetic: bool = False
+) -> list[dict[str, Allocation]]:
+    """One dict per step, keyed by the normalized selector key, synthetic entries dropped
+    unless `synthetic` (the sync keeps them for the coverage figures, under their own keys).
+    The answer is decoded whole: the live reads' answers are small (the sync streams its own,
+    see `stream_allocation_steps`). Keys in both label forms: see StepBuilder."""
+    if not isinstance(body, Mapping):
+        raise OpenCostUnavailable("OpenCost answered with something other than a JSON object")
+    check_envelope(body)
+    data = body.get("data")
+    if data is None:
+        return []
+    if not isinstance(data, list):
+        raise OpenCostUnavailable(NOT_A_LIST)
+    steps: list[dict[str, Allocation]] = []
+    ignored: set[str] = set()
+    for step in data:
+        if step is None:
+            steps.append({})
+            continue
+        if not isinstance(step, Mapping):
+            raise OpenCostUnavailable(STEP_NOT_AN_OBJECT)
+        builder = StepBuilder(aggregate, synthetic, ignored)
+        for key, raw in step.items():
+            builder.add(key, raw)
+        steps.append(builder.parsed)
+    warn_ignored(ignored, aggregate)
     return steps
+
+
+# -- the streaming parser (the sync's answers: hundreds of MB) -------------------------------------
+
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+# A value still incomplete when this much text waits is malformed, not cut by a chunk boundary
+# (an allocation is about 1 KB): the parser's memory stays bounded whatever the answer.
+MAX_PENDING_CHARS = 8 * 1024 * 1024
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # NaN/Infinity: orjson refuses them too
+
+
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+# The standard library's C scanner (json.scanner.c_make_scanner, json.decoder.c_scanstring):
+# one value or string at an index, returning where it ended. Not in typeshed, hence the casts.
+_scan_value = cast(Callable[[str, int], tuple[Any, int]], json.scanner.make_scanner(_DECODER))  # type: ignore[arg-type]
+_scan_string = cast(Callable[[str, int], tuple[str, int]], getattr(json.decoder, "scanstring"))  # noqa: B009
+
+
+class NotJSON(OpenCostUnavailable):
+    """The body is not (complete) JSON: malformed or truncated."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(NOT_JSON, detail)
+
+
+class _Text:
+    """The answer's text, decoded chunk by chunk; `s[i:]` is what is not parsed yet. Only the
+    unparsed tail and one chunk are ever held."""
+
+    def __init__(self, chunks: AsyncIterable[bytes]) -> None:
+        self._chunks = chunks.__aiter__()
+        self._utf8 = codecs.getincrementaldecoder("utf-8")()
+        self.s = ""
+        self.i = 0
+        self.eof = False
+
+    async def more(self) -> bool:
+        """Read one more chunk; False at the end of the answer."""
+        while not self.eof:
+            try:
+                chunk = await anext(self._chunks)
+            except StopAsyncIteration:
+                self.eof = True
+                text = self._utf8.decode(b"", final=True)
+            else:
+                text = self._utf8.decode(chunk)
+            if text:
+                self.s = self.s[self.i :] + text
+                self.i = 0
+                return True
+        return False
+
+    async def peek(self) -> str:
+        """The next character after whitespace ("" at the end of the answer)."""
+        while True:
+            self.i = _WHITESPACE.match(self.s, self.i).end()  # type: ignore[union-attr]
+            if self.i < len(self.s):
+                return self.s[self.i]
+            if not await self.more():
+                return ""
+
+    async def expect(self, char: str) -> None:
+        found = await self.peek()
+        if found != char:
+            raise NotJSON(f"expected {char!r} at {found!r:.20}")
+        self.i += 1
+
+    async def value(self) -> Any:
+        """One JSON value, decoded by the standard library's C scanner."""
+        await self.peek()
+        while True:
+            try:
+                value, end = _scan_value(self.s, self.i)
+            except (StopIteration, ValueError) as exc:  # JSONDecodeError is a ValueError
+                if len(self.s) - self.i < MAX_PENDING_CHARS and await self.more():
+                    continue  # cut by the chunk's end: read on
+                raise NotJSON(f"{type(exc).__name__}: {exc}"[:200]) from None
+            # A number at the very end may go on in the next chunk.
+            if end == len(self.s) and not self.eof and await self.more():
+                continue
+            self.i = end
+            return value
+
+    async def key(self) -> str:
+        await self.expect('"')
+        while True:
+            try:
+                key, end = _scan_string(self.s, self.i)
+            except ValueError as exc:
+                if len(self.s) - self.i < MAX_PENDING_CHARS and await self.more():
+                    continue
+                raise NotJSON(f"{exc}"[:200]) from None
+            self.i = end
+            await self.expect(":")
+            return str(key)
+
+    async def next_member(self, close: str) -> bool:
+        """After a member: True if another follows (","), False at `close`."""
+        found = await self.peek()
+        self.i += 1
+        if found == ",":
+            return True
+        if found == close:
+            return False
+        raise NotJSON(f"expected ',' or {close!r} at {found!r:.20}")
+
+
+async def stream_allocation_steps(
+    chunks: AsyncIterable[bytes], aggregate: str, *, synthetic: bool = False
+) -> AsyncIterator[dict[str, Allocation]]:
+    """`parse_allocation_response` over an answer read chunk by chunk: the same steps, the
+    same errors, while only one step's parsed allocations and one chunk are held. An error
+    may come after steps were yielded (a truncated or malformed answer, a `code` after `data`):
+    consumers keep what they got aside until the iteration ends.
+
+    The outer structure (the envelope, `data`, each step's keys) is walked here; each
+    allocation is decoded by the standard library's C scanner, then parsed like any other."""
+    text = _Text(chunks)
+    first = await text.peek()
+    if first != "{":
+        await text.value()  # valid JSON of another type, or NotJSON
+        if await text.peek():
+            raise NotJSON("text after the JSON value")
+        raise OpenCostUnavailable(NOT_AN_OBJECT)
+    text.i += 1
+    envelope: dict[str, Any] = {}
+    ignored: set[str] = set()
+    if await text.peek() == "}":
+        text.i += 1
+    else:
+        more = True
+        while more:
+            name = await text.key()
+            if name != "data":
+                envelope[name] = await text.value()
+            else:
+                check_envelope(envelope)  # a code before the data fails before it is read
+                if await text.peek() != "[":
+                    data = await text.value()
+                    if data is not None:
+                        raise OpenCostUnavailable(NOT_A_LIST)
+                else:
+                    text.i += 1
+                    async for step in _steps(text, aggregate, synthetic, ignored):
+                        yield step
+            more = await text.next_member("}")
+    if await text.peek():
+        raise NotJSON("text after the JSON value")
+    check_envelope(envelope)
+    warn_ignored(ignored, aggregate)
+
+
+async def _steps(
+    text: _Text, aggregate: str, synthetic: bool, ignored: set[str]
+) -> AsyncIterator[dict[str, Allocation]]:
+    """The steps of `data`, its `[` read."""
+    if await text.peek() == "]":
+        text.i += 1
+        return
+    more = True
+    while more:
+        start = await text.peek()
+        if start == "{":
+            text.i += 1
+            builder = StepBuilder(aggregate, synthetic, ignored)
+            if await text.peek() == "}":
+                text.i += 1
+            else:
+                # The members in the text at hand, without a coroutine each; one at the
+                # chunk's edge (or a malformed one, to be named) the careful way.
+                while not _members_at_hand(text, builder):
+                    key = await text.key()
+                    builder.add(key, await text.value())
+                    if not await text.next_member("}"):
+                        break
+            yield builder.parsed
+        elif await text.value() is None:
+            yield {}
+        else:
+            raise OpenCostUnavailable(STEP_NOT_AN_OBJECT)
+        more = await text.next_member("]")
+
+
+def _members_at_hand(text: _Text, builder: StepBuilder) -> bool:
+    """Add the step's members whose key, value and following `,` or `}` are all in the text
+    read so far; True when the step's `}` was reached. Stops at the first member that is
+    incomplete or malformed, left to the careful path (which reads on or names the error)."""
+    s, i = text.s, text.i
+    n = len(s)
+    skip = _WHITESPACE.match
+    while True:
+        i = skip(s, i).end()  # type: ignore[union-attr]
+        if i >= n or s[i] != '"':
+            return False
+        try:
+            key, j = _scan_string(s, i + 1)
+            j = skip(s, j).end()  # type: ignore[union-attr]
+            if j >= n or s[j] != ":":
+                return False
+            value, j = _scan_value(s, skip(s, j + 1).end())  # type: ignore[union-attr]
+        except (StopIteration, ValueError):
+            return False
+        j = skip(s, j).end()  # type: ignore[union-attr]
+        if j >= n or s[j] not in ",}":
+            return False
+        builder.add(key, value)
+        text.i = i = j + 1
+        if s[j] == "}":
+            return True

@@ -1,0 +1,289 @@
+"""The sync's streamed answer: the streaming parser against the whole-answer one, chunk by chunk,
+and the streamed sync's rows against rows computed from the whole answer on both databases."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import aiohttp
+import orjson
+import pytest
+
+from finops_gql.costs import coverage
+from finops_gql.costs.explorer import COLUMNS
+from finops_gql.db.models import COVERAGE_KEY_MAX, Component
+from finops_gql.db.setup import connection
+from finops_gql.dev.opencost_fake import FakeOpenCost
+from finops_gql.opencost.errors import OpenCostUnavailable
+from finops_gql.opencost.parse import (
+    SYNTHETIC_KEYS,
+    Allocation,
+    parse_allocation_response,
+    stream_allocation_steps,
+)
+from finops_gql.services import Services
+from tests.conftest import make_component, make_team
+
+FIXTURES = Path(__file__).parent / "fixtures"
+NOW = datetime(2026, 3, 15, 3, 0, tzinfo=UTC)
+CHUNK_SIZES = [1, 7, 64, 1 << 20]
+
+
+async def chunked(body: bytes, size: int) -> AsyncIterator[bytes]:
+    for i in range(0, len(body), size):
+        yield body[i : i + size]
+
+
+async def streamed(
+    body: bytes, aggregate: str, size: int, synthetic: bool = True
+) -> list[dict[str, Allocation]]:
+    return [
+        step
+        async for step in stream_allocation_steps(
+            chunked(body, size), aggregate, synthetic=synthetic
+        )
+    ]
+
+
+def whole(body: bytes, aggregate: str, synthetic: bool = True) -> list[dict[str, Allocation]]:
+    return parse_allocation_response(orjson.loads(body), aggregate, synthetic=synthetic)
+
+
+def fake_answer(keys: list[str], **options: Any) -> bytes:
+    fake = FakeOpenCost(keys=keys, now=NOW, unmounted_cost=0.25, **options)
+    params = {
+        "window": "2026-03-10T00:00:00Z,2026-03-15T00:00:00Z",
+        "aggregate": "label:app",
+        "step": "1d",
+        "includeIdle": "true",
+    }
+    return orjson.dumps({"code": 200, "status": "success", "data": fake.allocations(params)})
+
+
+@pytest.mark.parametrize("size", CHUNK_SIZES)
+@pytest.mark.parametrize(
+    ("name", "aggregate"),
+    [
+        ("allocation-aggregate-label-app-legacy-keys.json", "label:app"),
+        ("allocation-aggregate-namespace-window-2d.json", "namespace"),
+    ],
+)
+async def test_real_answers_parse_alike_in_any_chunks(name: str, aggregate: str, size: int) -> None:
+    body = (FIXTURES / name).read_bytes()
+    for synthetic in (True, False):
+        expected = whole(body, aggregate, synthetic)
+        assert any(expected)
+        assert await streamed(body, aggregate, size, synthetic) == expected
+
+
+@pytest.mark.parametrize("size", CHUNK_SIZES)
+async def test_stand_in_answer_with_both_key_forms_parses_alike(size: int) -> None:
+    # Both label forms of one key in a step (the bare form wins), a legacy-only key, unicode
+    # split across chunks, whitespace between tokens, a null step, a null value (NaN upstream).
+    data = orjson.loads(fake_answer(["checkout", "søk-ünïcode"]))["data"]
+    step = data[0]
+    step["app=checkout"] = {**step["checkout"], "totalCost": 99.0}
+    step["app=legacy-only"] = {**step["checkout"], "name": "app=legacy-only", "cpuCost": None}
+    data.insert(1, None)
+    body = json.dumps({"code": 200, "status": "success", "data": data}, indent=1).encode()
+    expected = whole(body, "label:app")
+    assert expected[0]["checkout"].total_cost != 99.0
+    assert "legacy-only" in expected[0]
+    assert expected[1] == {}
+    assert await streamed(body, "label:app", size) == expected
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"code":200,"data":null}',
+        b'{"data":[]}',
+        b"{}",
+        b'{"status":"success","data":[{},null],"warning":"x"}',
+    ],
+)
+async def test_empty_answers_parse_alike(body: bytes) -> None:
+    assert await streamed(body, "label:app", 3) == whole(body, "label:app")
+
+
+GOOD = fake_answer(["checkout"])
+ERRORS = [
+    (GOOD[: len(GOOD) // 2], "OpenCost answered with a body that is not JSON"),
+    (GOOD[:-1], "OpenCost answered with a body that is not JSON"),
+    (GOOD + b"x", "OpenCost answered with a body that is not JSON"),
+    (b"", "OpenCost answered with a body that is not JSON"),
+    (b"<html>not json</html>", "OpenCost answered with a body that is not JSON"),
+    (GOOD.replace(b'"cpuCost":', b'"cpuCost":NaN,"x":', 1), "not JSON"),
+    (b'["data"]', "OpenCost answered with something other than a JSON object"),
+    (b'{"code":500,"message":"Error: boom","data":[{}]}', "OpenCost answered code 500"),
+    (b'{"data":[{}],"code":503}', "OpenCost answered code 503"),
+    (b'{"code":"bad"}', "OpenCost answered code other than 200"),
+    (b'{"data":{"checkout":{}}}', "OpenCost's allocation data is not a list of steps"),
+    (b'{"data":[{}, 3]}', "an OpenCost allocation step is not an object"),
+    (b'{"data":[{"checkout":[1]}]}', "an OpenCost allocation is not an object"),
+    (
+        GOOD.replace(b'"cpuCost":', b'"cpuCost":"12","x":', 1),
+        "OpenCost sent a non-numeric cpuCost",
+    ),
+    (GOOD.replace(b"2026-03-10T00:00:00Z", b"yesterday", 1), "unreadable start time"),
+]
+
+
+@pytest.mark.parametrize(("body", "reason"), ERRORS)
+async def test_malformed_answers_fail_alike(body: bytes, reason: str) -> None:
+    try:
+        whole(body, "label:app")
+    except orjson.JSONDecodeError:
+        expected = "OpenCost answered with a body that is not JSON"  # as the client says
+    except OpenCostUnavailable as exc:
+        expected = exc.reason
+    else:
+        pytest.fail("the whole-answer parser accepted it")
+    assert reason in expected
+    for size in (1, 5, 4096):
+        with pytest.raises(OpenCostUnavailable) as raised:
+            await streamed(body, "label:app", size)
+        assert raised.value.reason == expected
+
+
+async def test_a_value_past_the_pending_bound_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from finops_gql.opencost import parse
+
+    monkeypatch.setattr(parse, "MAX_PENDING_CHARS", 100)
+    body = b'{"data":[{"checkout":{"name":"' + b"x" * 1000
+    with pytest.raises(OpenCostUnavailable, match="not JSON"):
+        await streamed(body + b'"}}]}', "label:app", 10)
+
+
+# -- the streamed sync writes what the whole answer says -----------------------------------------
+
+
+async def rows(sql: str) -> list[tuple[Any, ...]]:
+    found = await connection().execute_query_dict(sql)
+    return sorted(
+        tuple(str(v) if isinstance(v, date | UUID) else v for v in r.values()) for r in found
+    )
+
+
+async def test_streamed_sync_writes_what_the_whole_answer_says(
+    services: Services, fake: FakeOpenCost
+) -> None:
+    services.costs.clock = lambda: NOW
+    fake.now = NOW
+    fake.unmounted_cost = 0.25
+    # Mapped keys, unmapped keys (one cut past COVERAGE_KEY_MAX
+    # like another), a component OpenCost does not know, and a second aggregate.
+    long_key = "u" * (COVERAGE_KEY_MAX + 20)
+    fake.keys = ["checkout", "search", "orphan", long_key, long_key + "-other", "payments"]
+    team = await make_team()
+    await make_component(team, "checkout")
+    await make_component(team, "search")
+    await make_component(team, "ghost")
+    await make_component(team, "payments", opencost_aggregate="namespace")
+
+    run = await services.sync.run("cli")
+    assert run.status == "succeeded"
+    assert len(fake.requests) == 2
+
+    # The reference: the same answers decoded whole, rows computed independently of the sync.
+    components = await Component.all()
+    expected_records: dict[tuple[str, str], tuple[Any, ...]] = {}
+    expected_daily: list[list[Any]] = []
+    expected_unmapped: list[list[Any]] = []
+    async with aiohttp.ClientSession() as session:
+        for params in list(fake.requests):  # the reference requests are counted too
+            async with session.get(
+                services.settings.opencost_url + "/allocation", params=params
+            ) as response:
+                body = await response.read()
+            aggregate = params["aggregate"]
+            steps = whole(body, aggregate)
+            keyed: dict[str, list[Component]] = {}
+            for c in components:
+                if c.opencost_aggregate == aggregate:
+                    keyed.setdefault(c.selector_key, []).append(c)
+            span = (run.first_day, run.last_day)
+            assert None not in span
+            for step in steps:
+                for key, a in step.items():
+                    if key in SYNTHETIC_KEYS:
+                        continue
+                    for c in keyed.get(key, ()):
+                        expected_records[(str(c.id), str(a.start.date()))] = tuple(
+                            getattr(a, column) for column in COLUMNS
+                        )
+            found = coverage.rows("default", aggregate, steps, span, keyed)
+            expected_daily += found.daily
+            expected_unmapped += found.unmapped
+
+    columns = ", ".join(COLUMNS)
+    records = await rows(f"SELECT component_id, day, {columns} FROM cost_record")  # noqa: S608
+    assert len(records) == run.records == 30 * 3  # checkout, search; payments
+    assert records == sorted(
+        (component, day, *money) for (component, day), money in expected_records.items()
+    )
+    daily = await rows(
+        f"SELECT {', '.join(coverage.DAILY_ROW)} FROM coverage_daily"  # noqa: S608
+    )
+    assert daily == sorted(
+        tuple(str(v) if isinstance(v, date) else v for v in r) for r in expected_daily
+    )
+    unmapped = await rows(
+        f"SELECT {', '.join(coverage.UNMAPPED_ROW)} FROM unmapped_cost"  # noqa: S608
+    )
+    assert unmapped == sorted(
+        tuple(str(v) if isinstance(v, date) else v for v in r) for r in expected_unmapped
+    )
+    # The two long keys cut alike are one row per aggregate and day.
+    cut = [r for r in unmapped if r[2].startswith("uuu")]
+    assert len(cut) == len({(r[1], r[3]) for r in cut}) == 2 * 30
+    assert {r[2] for r in cut} == {long_key[:COVERAGE_KEY_MAX]}
+    assert sum(r[2] == "orphan" for r in unmapped) == 2 * 30
+
+
+async def test_a_truncated_answer_fails_its_aggregate_and_writes_none_of_it(
+    services: Services,
+) -> None:
+    """A stream cut mid-answer (after whole steps were parsed) fails that aggregate, naming it;
+    none of its rows are written, while the other aggregate's are."""
+    from aiohttp import web
+
+    from tests.conftest import served
+    from tests.sync_standin import sync_service
+
+    shape = FakeOpenCost(keys=["checkout", "payments"], now=NOW)
+
+    async def allocation(request: web.Request) -> web.StreamResponse:
+        params = dict(request.query)
+        body = orjson.dumps({"code": 200, "status": "success", "data": shape.allocations(params)})
+        if params["aggregate"] == "label:app":
+            body = body[: len(body) * 2 // 3]  # whole steps, then a cut
+        return web.Response(body=body, content_type="application/json")
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="OK")
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/allocation", allocation)
+    team = await make_team()
+    cut = await make_component(team, "checkout")
+    kept = await make_component(team, "payments", opencost_aggregate="namespace")
+    async with served(app) as url:
+        run = await sync_service(services, url, NOW).run("cli")
+    assert run.status == "partial"
+    assert run.failed_aggregates is not None
+    assert [f["aggregate"] for f in run.failed_aggregates] == ["label:app"]
+    assert "OpenCost answered with a body that is not JSON" in (run.error or "")
+    assert "label:app" in (run.error or "")
+    counted = await connection().execute_query_dict(
+        "SELECT component_id, COUNT(*) AS n FROM cost_record GROUP BY component_id"
+    )
+    assert {str(r["component_id"]): r["n"] for r in counted} == {str(kept.id): 30}
+    assert str(cut.id) not in {str(r["component_id"]) for r in counted}
+    assert run.records == 30
