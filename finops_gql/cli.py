@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from finops_gql.config import ConfigError, Settings, redact_url
+from finops_gql.config import DEFAULT_SOURCE, ConfigError, Settings, redact_url
 from finops_gql.errors import MigrationRefused
 from finops_gql.logs import configure_logging
 
@@ -166,7 +166,10 @@ async def _sync(settings: Settings, args: argparse.Namespace) -> int:
         # Written, but not everything: say which aggregates the next run will fetch again.
         print(f"warning: sync {run.id} was partial: {run.error}", file=sys.stderr)
         for failure in run.failed_aggregates or []:
-            print(f"  {failure['aggregate']}: {failure['error']}", file=sys.stderr)
+            # Named by source with OPENCOST_SOURCES (prod-eu/label:app), as in SyncRun.error.
+            source = failure.get("source", DEFAULT_SOURCE)
+            where = "" if source == DEFAULT_SOURCE else f"{source}/"
+            print(f"  {where}{failure['aggregate']}: {failure['error']}", file=sys.stderr)
         return 1
     return 0
 

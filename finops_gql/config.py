@@ -27,6 +27,7 @@ CHANNEL_PREFIX = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 ENV_VARS = (
     "DATABASE_URL",
     "OPENCOST_URL",
+    "OPENCOST_SOURCES",
     "OPENCOST_TIMEOUT_SECONDS",
     "OPENCOST_CACHE_SECONDS",
     "COST_SYNC_CRON",
@@ -197,6 +198,71 @@ def _redis_url(url: str) -> str:
     return url
 
 
+# OPENCOST_SOURCES: `name=url[,name=url...]`. A name is a cluster's name in every figure and
+# filter (cost_record.cluster, the CLUSTER dimension): short, lower-case, URL- and label-safe.
+DEFAULT_SOURCE = "default"
+SOURCE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+SOURCES_FORMAT = "name=url[,name=url...], e.g. prod-eu=http://opencost.eu:9003"
+# Each source is asked once per aggregate per sync and per live window: a bound on the fan-out
+# (and on GraphQL's Availability.sources, which the query cost needs).
+MAX_SOURCES = 50
+
+
+def _source_url(name: str, url: str) -> str:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises on a non-numeric or out-of-range port)
+    except ValueError as exc:
+        raise ConfigError(f"OPENCOST_SOURCES: the URL of {name!r} is malformed: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"OPENCOST_SOURCES: the URL of {name!r} must be http:// or https:// with a host, "
+            f"got {redact_url(url)}"
+        )
+    return url.rstrip("/")
+
+
+def parse_sources(raw: str) -> tuple[tuple[str, str], ...]:
+    """OPENCOST_SOURCES as ((name, url), ...) in the order given; refused whole when any entry
+    is empty, unnamed, badly named, repeated or not an http(s) URL with a host."""
+    sources: list[tuple[str, str]] = []
+    entries = raw.split(",")
+    if len(entries) > MAX_SOURCES:
+        raise ConfigError(f"OPENCOST_SOURCES: at most {MAX_SOURCES} sources, got {len(entries)}")
+    for position, entry in enumerate(entries, start=1):
+        entry = entry.strip()
+        if not entry:
+            raise ConfigError(
+                f"OPENCOST_SOURCES: entry {position} is empty (expected {SOURCES_FORMAT})"
+            )
+        name, sep, url = entry.partition("=")
+        name, url = name.strip(), url.strip()
+        if not sep or not url:
+            raise ConfigError(
+                f"OPENCOST_SOURCES: entry {position} is not name=url (expected {SOURCES_FORMAT})"
+            )
+        if not SOURCE_NAME.fullmatch(name):
+            raise ConfigError(
+                f"OPENCOST_SOURCES: source name {name[:70]!r} must be 1-63 characters of a-z, 0-9 "
+                "and -, starting with a letter or digit"
+            )
+        if any(name == known for known, _ in sources):
+            raise ConfigError(f"OPENCOST_SOURCES: source name {name!r} is given twice")
+        sources.append((name, _source_url(name, url)))
+    return tuple(sources)
+
+
+def _opencost_sources(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    raw = _opt(env, "OPENCOST_SOURCES")
+    if raw is None:
+        return ()
+    if _opt(env, "OPENCOST_URL") is not None:
+        raise ConfigError(
+            "set OPENCOST_URL (one source, named default) or OPENCOST_SOURCES (several), not both"
+        )
+    return parse_sources(raw)
+
+
 def _channel_prefix(env: Mapping[str, str]) -> str:
     prefix = _opt(env, "REDIS_CHANNEL_PREFIX") or "finops_gql"
     if not CHANNEL_PREFIX.fullmatch(prefix):
@@ -210,6 +276,8 @@ def _channel_prefix(env: Mapping[str, str]) -> str:
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     opencost_url: str = "http://localhost:9090"
+    # OPENCOST_SOURCES parsed; empty: OPENCOST_URL is the one source, named `default`.
+    opencost_sources: tuple[tuple[str, str], ...] = ()
     opencost_timeout_s: float = 30.0
     opencost_cache_ttl_s: float = 30.0
     cost_sync_cron: str = "0 3 * * *"
@@ -290,6 +358,7 @@ class Settings:
         return cls(
             database_url=_database_url(_opt(env, "DATABASE_URL") or DEFAULT_DATABASE_URL),
             opencost_url=(_opt(env, "OPENCOST_URL") or "http://localhost:9090").rstrip("/"),
+            opencost_sources=_opencost_sources(env),
             opencost_timeout_s=_float(env, "OPENCOST_TIMEOUT_SECONDS", 30.0),
             opencost_cache_ttl_s=_float(env, "OPENCOST_CACHE_SECONDS", 30.0),
             cost_sync_cron=_opt(env, "COST_SYNC_CRON") or "0 3 * * *",
@@ -345,6 +414,10 @@ class Settings:
             rate_limit_points_per_minute=_int(env, "RATE_LIMIT_POINTS_PER_MINUTE", 5000),
             rate_limit_timeout_s=_rate_limit_timeout(env),
         )
+
+    def sources(self) -> tuple[tuple[str, str], ...]:
+        """The OpenCost sources as (name, url): OPENCOST_SOURCES, or OPENCOST_URL as `default`."""
+        return self.opencost_sources or ((DEFAULT_SOURCE, self.opencost_url),)
 
     def with_(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]

@@ -43,6 +43,8 @@ WEBHOOK_JOB_PREFIX = "finops_gql:alert-webhook:"
 class Services:
     settings: Settings
     session: aiohttp.ClientSession
+    # The first OpenCost source's client (the only one with OPENCOST_URL); every source's
+    # client, by name, is costs.sources.
     opencost: OpenCostClient
     costs: CostService
     catalog: CatalogService
@@ -149,17 +151,25 @@ async def open_services(
     await init_db(settings.database_url, settings.database_connect_timeout_s)
     session = aiohttp.ClientSession(headers={"User-Agent": "finops_gql"})
     try:
-        opencost = OpenCostClient(
-            session,
-            settings.opencost_url,
-            timeout_s=settings.opencost_timeout_s,
-            cache_ttl_s=settings.opencost_cache_ttl_s,
-            max_concurrency=settings.opencost_max_concurrency,
-            max_response_mb=settings.opencost_max_response_mb,
-            sync_max_response_mb=settings.opencost_sync_max_response_mb,
-        )
+        # One client per source: each finds its own URL style and keeps its own live cache
+        # and concurrency slots; all share the session and the OPENCOST_* bounds.
+        sources = {
+            name: OpenCostClient(
+                session,
+                url,
+                timeout_s=settings.opencost_timeout_s,
+                cache_ttl_s=settings.opencost_cache_ttl_s,
+                max_concurrency=settings.opencost_max_concurrency,
+                max_response_mb=settings.opencost_max_response_mb,
+                sync_max_response_mb=settings.opencost_sync_max_response_mb,
+            )
+            for name, url in settings.sources()
+        }
+        opencost = next(iter(sources.values()))
         costs = CostService(
             opencost,
+            sources=sources,
+            list_sources=bool(settings.opencost_sources),
             currency=settings.cost_currency,
             retention_days=settings.cost_retention_days,
         )

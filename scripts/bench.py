@@ -187,13 +187,22 @@ def catalog_rollups(
     return domains, systems, placed
 
 
+def source_names(sources: int) -> list[str]:
+    """The stand-in sources' names: OPENCOST_URL's `default` alone, else c0, c1, ..."""
+    return ["default"] if sources == 1 else [f"c{i}" for i in range(sources)]
+
+
 def record_rows(
-    components: list[tuple[Any, ...]], days: int, end: date, synced: datetime
+    components: list[tuple[Any, ...]], days: int, end: date, synced: datetime, sources: int = 1
 ) -> list[tuple[Any, ...]]:
+    """Each component's days, its records in one cluster: component i runs in source i mod N,
+    so N sources hold the same components and rows as one."""
     from finops_gql.dev.opencost_fake import daily_total
 
+    names = source_names(sources)
     rows = []
-    for cid, name, _, _ in components:
+    for i, (cid, name, _, _) in enumerate(components):
+        cluster = names[i % sources]
         for offset in range(days):
             day = end - timedelta(days=offset)
             total = round(daily_total(name, day), 5)
@@ -201,6 +210,7 @@ def record_rows(
                 (
                     cid,
                     day,
+                    cluster,
                     round(total * 0.55, 5),
                     round(total * 0.3, 5),
                     round(total * 0.1, 5),
@@ -319,8 +329,8 @@ async def load_data(
                 ],
             )
             db.executemany(
-                f"INSERT INTO cost_record ({', '.join(RECORD_COLS)}) VALUES ({','.join('?' * 13)})",
-                [(str(r[0]), r[1].isoformat(), *r[2:12], sqlite_ts(r[12])) for r in records],
+                f"INSERT INTO cost_record ({', '.join(RECORD_COLS)}) VALUES ({','.join('?' * 14)})",
+                [(str(r[0]), r[1].isoformat(), *r[2:13], sqlite_ts(r[13])) for r in records],
             )
             daily, unmapped = coverage_rows(records)
             db.executemany(
@@ -633,7 +643,12 @@ def breakdown_floors() -> dict[str, tuple[str, list[Any]]]:
 
 
 async def bench_sync(
-    kind: str, teams: list[Any], components: list[Any], smoke: bool, name: str = "finops_bench"
+    kind: str,
+    teams: list[Any],
+    components: list[Any],
+    smoke: bool,
+    name: str = "finops_bench",
+    sources: int = 1,
 ) -> dict[str, Any]:
     """The 30-day backfill, then a 1-day run, each in a process of its own (`sync-run`) so its
     peak RSS is the sync's alone, against the stand-in (also a process of its own, peak RSS
@@ -644,34 +659,50 @@ async def bench_sync(
     await migrate(url)
     await close_db()
     await load_data(url, teams, components, [])
-    keys = RESULTS / "keys.txt"
-    keys.write_text("\n".join(c[1] for c in components) + "\n")
+    # One stand-in per source, each answering for its share of the components (i mod N).
+    names = source_names(sources)
+    key_files = []
+    for n, source in enumerate(names):
+        keys = RESULTS / f"keys-{source}.txt"
+        keys.write_text("\n".join(c[1] for c in components[n::sources]) + "\n")
+        key_files.append(keys)
     results: dict[str, Any] = {}
     now = datetime.now(UTC)
     for label, at in (("backfill_30d", now), ("one_day", now + timedelta(days=1))):
-        port = free_port()
-        fake = start(
-            [
-                sys.executable,
-                "-m",
-                "finops_gql.dev.opencost_fake",
-                "--port",
-                str(port),
-                "--keys-file",
-                str(keys),
-                "--now",
-                at.isoformat(),
-            ],
-            {},
-        )
+        ports = [free_port() for _ in names]
+        fakes = [
+            start(
+                [
+                    sys.executable,
+                    "-m",
+                    "finops_gql.dev.opencost_fake",
+                    "--port",
+                    str(port),
+                    "--keys-file",
+                    str(keys),
+                    "--now",
+                    at.isoformat(),
+                ],
+                {},
+            )
+            for port, keys in zip(ports, key_files, strict=True)
+        ]
         try:
-            await wait_http(f"http://127.0.0.1:{port}/healthz")
-            spec = {"url": url, "opencost": f"http://127.0.0.1:{port}", "at": at.isoformat()}
+            for port in ports:
+                await wait_http(f"http://127.0.0.1:{port}/healthz")
+            urls = [f"http://127.0.0.1:{port}" for port in ports]
+            spec = {
+                "url": url,
+                "opencost": urls[0],
+                "sources": [] if sources == 1 else list(zip(names, urls, strict=True)),
+                "at": at.isoformat(),
+            }
             results[label] = run_sync_process(spec)
-            results[label]["standin_peak_rss_mb"] = peak_rss_mb(fake.pid)
+            results[label]["standin_peak_rss_mb"] = max(peak_rss_mb(f.pid) for f in fakes)
         finally:
-            fake.terminate()
-            fake.wait()
+            for fake in fakes:
+                fake.terminate()
+                fake.wait()
     return results
 
 
@@ -696,6 +727,7 @@ async def sync_run(spec: dict[str, Any]) -> dict[str, Any]:
     settings = Settings(
         database_url=spec["url"],
         opencost_url=spec["opencost"],
+        opencost_sources=tuple((name, url) for name, url in spec.get("sources", [])),
         opencost_timeout_s=600,
         jwt_secret="x" * 32,
     )
@@ -1027,7 +1059,7 @@ class Prepared:
     daily_totals_seconds: float
 
 
-async def prepare(kind: str, name: str, scale: Scale) -> Prepared:
+async def prepare(kind: str, name: str, scale: Scale, sources: int = 1) -> Prepared:
     """A fresh database with the generated catalog and history, rollups and daily totals kept."""
     from finops_gql.db.setup import close_db, migrate
 
@@ -1044,7 +1076,7 @@ async def prepare(kind: str, name: str, scale: Scale) -> Prepared:
     synced = datetime.now(UTC).replace(microsecond=0)
     started = time.perf_counter()
     await load_data(
-        url, teams, components, record_rows(components, scale.days, end, synced), rollups
+        url, teams, components, record_rows(components, scale.days, end, synced, sources), rollups
     )
     load_seconds = time.perf_counter() - started
 
@@ -1075,15 +1107,26 @@ async def prepare(kind: str, name: str, scale: Scale) -> Prepared:
 
 
 def start_server(
-    url: str, secret: str, port: int, workers: int = 1, answer_cache_mb: int = 0
+    url: str,
+    secret: str,
+    port: int,
+    workers: int = 1,
+    answer_cache_mb: int = 0,
+    sources: int = 1,
 ) -> subprocess.Popen[bytes]:
     """`finops-gql serve`: `workers` uvicorn processes, production settings; the answer cache off
-    unless `answer_cache_mb` says otherwise (the miss rows measure execution)."""
+    unless `answer_cache_mb` says otherwise (the miss rows measure execution); `sources` OpenCost
+    sources named (nothing listens on the discard port: the reads measured never ask OpenCost)."""
+    where = {"OPENCOST_URL": "http://127.0.0.1:9"}
+    if sources > 1:
+        where = {
+            "OPENCOST_SOURCES": ",".join(f"{n}=http://127.0.0.1:9" for n in source_names(sources))
+        }
     env = {
         "GRAPHQL_ANSWER_CACHE_MB": str(answer_cache_mb),
         "DATABASE_URL": url,
         "JWT_SECRET": secret,
-        "OPENCOST_URL": "http://127.0.0.1:9",
+        **where,
         "LOG_LEVEL": "INFO",
         # The load comes from one token: measure the server, not that principal's budget.
         "RATE_LIMIT_POINTS_PER_MINUTE": "0",
@@ -1160,6 +1203,7 @@ async def peer_only(args: argparse.Namespace) -> dict[str, Any]:
             process.wait()
     return {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "sources": args.sources,
         "db": args.db,
         "scale": scale.__dict__,
         "race": race,
@@ -1171,7 +1215,9 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     if args.peer_only:
         return await peer_only(args)
     scale = scale_of(args)
-    data = await prepare(args.db, f"{args.db_name}_smoke" if args.smoke else args.db_name, scale)
+    data = await prepare(
+        args.db, f"{args.db_name}_smoke" if args.smoke else args.db_name, scale, args.sources
+    )
     url, teams, components, secret = data.url, data.teams, data.components, data.secret
     page_queries = await count_page_queries(url, secret, [10, 50, 100])
 
@@ -1188,7 +1234,12 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 [big_team],
             ),
             "rest_history": (
-                "SELECT * FROM cost_record WHERE component_id = $1 ORDER BY day DESC LIMIT 30",
+                # One row per day over every cluster, as the service reads it.
+                "SELECT component_id, day, MAX(currency), MAX(synced_at), SUM(cpu_cost), "
+                "SUM(ram_cost), SUM(pv_cost), SUM(network_cost), SUM(gpu_cost), "
+                "SUM(load_balancer_cost), SUM(shared_cost), SUM(external_cost), SUM(total_cost) "
+                "FROM cost_record WHERE component_id = $1 GROUP BY component_id, day "
+                "ORDER BY component_id DESC, day DESC LIMIT 30",
                 [a_component],
             ),
             "graphql_page50": (
@@ -1219,8 +1270,10 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
 
     port, ceiling_port, cached_port = free_port(), free_port(), free_port()
     workers = args.workers
-    server = start_server(url, secret, port, workers)
-    cached = start_server(url, secret, cached_port, workers, answer_cache_mb=64)
+    server = start_server(url, secret, port, workers, sources=args.sources)
+    cached = start_server(
+        url, secret, cached_port, workers, answer_cache_mb=64, sources=args.sources
+    )
     ceiling = start([sys.executable, __file__, "ceiling", str(ceiling_port), str(workers)], {})
     # The race: one process each side (PostGraphile is one node process), with and without cache.
     race_servers: list[subprocess.Popen[bytes]] = []
@@ -1347,10 +1400,11 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             process.terminate()
             process.wait()
 
-    sync = await bench_sync(args.db, teams, components, args.smoke, args.db_name)
+    sync = await bench_sync(args.db, teams, components, args.smoke, args.db_name, args.sources)
     gql_total = gql_team["data"]["team"]["costSummary"]["totalCost"]
     return {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "sources": args.sources,
         "db": args.db,
         "workers": workers,
         "scale": scale.__dict__,
@@ -1385,7 +1439,8 @@ def peer_table(result: dict[str, Any]) -> str:
     return "\n".join(
         [
             f"finops_gql against a peer, {result['db']}, {result['scale']['components']} components, "
-            f"{result['scale']['components'] * result['scale']['days']} records, {result['when']}",
+            f"{result['scale']['components'] * result['scale']['days']} records, "
+            f"{result.get('sources', 1)} OpenCost source(s), {result['when']}",
             "",
             *race_lines(result["race"]),
         ]
@@ -1399,7 +1454,8 @@ def table(result: dict[str, Any]) -> str:
     ceiling = m["ceiling"]
     lines = [
         f"finops_gql benchmark, {result['db']}, {result['scale']['components']} components, "
-        f"{result['scale']['components'] * result['scale']['days']} records, {result['when']}",
+        f"{result['scale']['components'] * result['scale']['days']} records, "
+        f"{result.get('sources', 1)} OpenCost source(s), {result['when']}",
         "",
         f"| {'scenario':<24} | p50 ms | p95 ms | p99 ms | floor p50 | x floor | rps c=32 | x ceiling | errors |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -1491,6 +1547,14 @@ def main() -> None:
     parser.add_argument("--throughput-requests", type=int, default=DEFAULT.throughput_requests)
     parser.add_argument("--smoke", action="store_true", help="tiny scale, for CI")
     parser.add_argument(
+        "--sources",
+        type=int,
+        default=1,
+        help="OpenCost sources (clusters) the same components are spread over (component i in "
+        "source i mod N): records, stand-ins for the sync and OPENCOST_SOURCES; default 1 "
+        "(OPENCOST_URL alone)",
+    )
+    parser.add_argument(
         "--workers",
         type=int,
         default=None,
@@ -1541,6 +1605,8 @@ def main() -> None:
         parser.error("--peer-only needs --peer")
     if args.peer_rounds < 1:
         parser.error("--peer-rounds must be at least 1")
+    if not 1 <= args.sources <= 50:
+        parser.error("--sources must be between 1 and 50")
     args.peer_skip = peer_skip_reason(args.peer, args.db)
     if args.peer_skip is not None:
         print(f"peer race skipped: {args.peer_skip}", file=sys.stderr)

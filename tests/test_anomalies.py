@@ -158,7 +158,7 @@ async def test_find_anomalies_reads_every_component_in_bounded_statements(
     sql_counter.statements.clear()
     found = await find_anomalies(LAST, DEFAULTS, batch=2)
     reads = [s for s in sql_counter.statements if "cost_record" in s]
-    totals = [s for s in reads if "t.day AS day, t.total_cost AS total_cost FROM" in s]
+    totals = [s for s in reads if "t.day AS day, SUM(t.total_cost) AS total_cost FROM" in s]
     assert len(totals) == 3  # 5 components, 2 per statement, their totals only
     assert len(reads) - len(totals) == 1  # the breakdown of the one with an anomaly
     assert [(f.name, f.anomaly.day) for f in found] == [("checkout", LAST - timedelta(days=1))]

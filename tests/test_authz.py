@@ -420,6 +420,8 @@ COMPONENT_DEEP = f"""
   system {{ slug }}
   history(limit: 10) {{ totalCost }}
   cost(range: {LAST_30}) {{ total }}
+  clusters
+  inDefault: cost(range: {LAST_30}, clusters: ["default"]) {{ total }}
   actualCost {{ sevenDay {{ totalCost }} }}
   budgetStatus {{ spent }}
   forecast(days: 1) {{ historyDays points {{ expected }} }}
@@ -438,6 +440,9 @@ async def check_component_deep(world: World, found: dict[str, Any] | None, name:
     assert found["system"] == ({"slug": system} if system else None)
     assert [h["totalCost"] for h in found["history"]] == list(reversed(totals))
     assert found["cost"]["total"] == sum(totals) == found["cost30d"]
+    # The seeded records are the `default` cluster's (OPENCOST_URL's).
+    assert found["clusters"] == ["default"]
+    assert found["inDefault"] == found["cost"]
     assert found["forecast"] == {"historyDays": 2, "points": [{"expected": sum(totals) / 2}]}
     assert found["budgetStatus"] is None
 
@@ -549,7 +554,9 @@ query($by: CostDimension!) {{
   }}
 }}
 """
-DIMENSIONS = {"TEAM", "COMPONENT", "RESOURCE", "SYSTEM", "DOMAIN"}  # every CostDimension, checked
+# every CostDimension, checked
+DIMENSIONS = {"TEAM", "COMPONENT", "RESOURCE", "SYSTEM", "DOMAIN", "CLUSTER"}
+FILTERED_BREAKDOWN = BREAKDOWN.replace("first: 100)", 'first: 100, clusters: ["default"])')
 
 
 @query("costBreakdown")
@@ -580,12 +587,29 @@ async def _breakdown(world: World) -> None:
     check_groups(world, by_system, visible, system_of, world.systems, "System")
     by_domain = (await world.gql(BREAKDOWN, by="DOMAIN"))["costBreakdown"]
     check_groups(world, by_domain, visible, domain_of, world.domains, "Domain")
+    # CLUSTER (and any clusters filter) read the records: the visible components' only.
+    by_cluster = (await world.gql(BREAKDOWN, by="CLUSTER"))["costBreakdown"]
+    assert by_cluster["total"] == expected
+    assert by_cluster["totalCount"] == (1 if visible else 0)
+    assert [(n["key"], n["entity"]) for n in by_cluster["nodes"]] == (
+        [("default", None)] if visible else []
+    )
+    for by in ("TEAM", "COMPONENT", "SYSTEM", "DOMAIN", "RESOURCE"):
+        filtered = (await world.gql(FILTERED_BREAKDOWN, by=by))["costBreakdown"]
+        unfiltered = (await world.gql(BREAKDOWN, by=by))["costBreakdown"]
+        assert filtered["total"] == pytest.approx(unfiltered["total"]), by
+        assert {n["key"]: n["total"] for n in filtered["nodes"]} == pytest.approx(
+            {n["key"]: n["total"] for n in unfiltered["nodes"]}
+        ), by
 
 
 @query("opencostAvailability")
 async def _availability(world: World) -> None:
-    data = await world.gql("{ opencostAvailability { available } }")
-    assert data["opencostAvailability"] == {"available": True}
+    data = await world.gql("{ opencostAvailability { available sources { name available } } }")
+    assert data["opencostAvailability"] == {
+        "available": True,
+        "sources": [{"name": "default", "available": True}],
+    }
 
 
 @query("syncRuns")

@@ -22,6 +22,8 @@ async def test_bench_smoke() -> None:
         "--smoke",
         "--peer",  # SQLite: the race is skipped, and the report says why
         "postgraphile",
+        "--sources",  # the components spread over two OpenCost sources (clusters)
+        "2",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         cwd=ROOT,
@@ -50,9 +52,11 @@ async def test_bench_smoke() -> None:
     assert len(set(statements.values())) == 1, statements  # constant whatever the page size
     sync = result["sync"]
     components = result["scale"]["components"]
-    assert sync["backfill_30d"]["opencost_requests"] == 1
+    assert result["sources"] == 2
+    # One request per source, each answering for its share of the components.
+    assert sync["backfill_30d"]["opencost_requests"] == 2
     assert sync["backfill_30d"]["records"] == 30 * components
-    assert sync["one_day"]["opencost_requests"] == 1
+    assert sync["one_day"]["opencost_requests"] == 2
     assert sync["one_day"]["records"] == components
     assert result["server_peak_rss_mb"] > 0
     assert result["race"] is None
@@ -96,6 +100,7 @@ def test_peer_race_without_node_is_skipped_with_the_reason(tmp_path: Path) -> No
         (["--peer", "hasura"], "invalid choice: 'hasura'"),
         (["--peer", "postgraphile", "--peer-rounds", "0"], "--peer-rounds must be at least 1"),
         (["--peer", "postgraphile", "--reuse"], "--reuse needs --peer-only"),
+        (["--sources", "0"], "--sources must be between 1 and 50"),
         (["--components", "1000,lots"], "not a number or a list of numbers"),
         (["--components", "1000,1"], "each scale needs at least 2 components"),
     ],

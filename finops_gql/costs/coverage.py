@@ -142,12 +142,12 @@ def _insert(table: str, names: Sequence[str]) -> str:
     return f"INSERT INTO {table} ({', '.join(names)}) VALUES ({marks})"  # noqa: S608 (constants)
 
 
-async def replace(source: str, spans: dict[str, tuple[date, date]], new: Rows) -> None:
-    """Replace each aggregate's days `spans` with `new`, in the caller's transaction (the sync's
-    write), so a re-sync never double counts and a failed aggregate keeps what it had."""
+async def replace(spans: dict[tuple[str, str], tuple[date, date]], new: Rows) -> None:
+    """Replace each (source, aggregate)'s days `spans` with `new`, in the caller's transaction
+    (the sync's write), so a re-sync never double counts and a failed pair keeps what it had."""
     db = connection()
     marks = placeholders(4)
-    for aggregate, (first, last) in spans.items():
+    for (source, aggregate), (first, last) in spans.items():
         for table in ("coverage_daily", "unmapped_cost"):
             await db.execute_query(
                 f"DELETE FROM {table} WHERE source = {marks[0]} AND aggregate = {marks[1]} "  # noqa: S608 (placeholders only)

@@ -56,10 +56,11 @@ class Subject(enum.Enum):
 
 
 # Where each subject's daily sums are read: (subject key, source as `t`, GROUP BY needed).
-# Components, teams and the platform have one row per subject and day already; a system's days
-# are summed over the teams of team_system_daily_cost, a domain's over its systems too.
+# Teams and the platform have one row per subject and day already; a component has one per
+# cluster and day (summed); a system's days are summed over the teams of
+# team_system_daily_cost, a domain's over its systems too.
 _SUBJECT_SOURCES = {
-    Subject.COMPONENT: ("t.component_id", "cost_record t", False),
+    Subject.COMPONENT: ("t.component_id", "cost_record t", True),
     Subject.TEAM: ("t.team_id", "team_daily_cost t", False),
     Subject.PLATFORM: (None, "platform_daily_cost t", False),
     Subject.SYSTEM: ("t.system_id", "team_system_daily_cost t", True),
@@ -69,6 +70,21 @@ _SUBJECT_SOURCES = {
         True,
     ),
 }
+
+
+# With a cluster filter the all-cluster pre-aggregates cannot answer: every subject is summed
+# from cost_record (its rows of those clusters), through the component's current team and
+# system. (subject key, source as `t`, the owning team's column).
+_RECORDS = "cost_record t JOIN component c ON c.id = t.component_id"
+_CLUSTER_SOURCES = {
+    Subject.COMPONENT: ("t.component_id", "cost_record t", None),
+    Subject.TEAM: ("c.team_id", _RECORDS, "c.team_id"),
+    Subject.PLATFORM: (None, "cost_record t", None),
+    Subject.SYSTEM: ("c.system_id", _RECORDS, "c.team_id"),
+    Subject.DOMAIN: ("s.domain_id", f"{_RECORDS} JOIN system s ON s.id = c.system_id", "c.team_id"),
+}
+
+Clusters = tuple[str, ...] | None  # a cluster filter: these clusters' cost only; None: all
 
 
 PLATFORM_KEY = "platform"
@@ -117,6 +133,7 @@ async def daily_sums(
     scope: Scope = EVERYTHING,
     summed: bool = False,
     columns: Sequence[str] = COLUMNS,
+    clusters: Clusters = None,
 ) -> dict[str, dict[date, tuple[float, ...]]]:
     """Per subject key (canonical UUID text, or PLATFORM_KEY) and day, each column's sum over
     first..last, in ONE statement. Days without records are absent (the caller fills zeros).
@@ -127,20 +144,27 @@ async def daily_sums(
     domains and the platform read the daily pre-aggregates, which hold exactly these sums
     (refresh_daily_totals keeps them true). Team callers pass only visible teams (access.py);
     systems and domains are summed over the visible teams' rows of the team x system cube, so a
-    scoped principal's system is its visible components' cost."""
+    scoped principal's system is its visible components' cost. `clusters`: only those clusters'
+    records, summed from cost_record for every subject (_CLUSTER_SOURCES)."""
     if not set(columns) <= set(COLUMNS):
         raise ValueError(f"not cost columns: {sorted(set(columns) - set(COLUMNS))}")
     key, table, grouped = _SUBJECT_SOURCES[subject]
+    team_column: str | None = "t.team_id"
+    if clusters is not None:
+        key, table, team_column = _CLUSTER_SOURCES[subject]
+        grouped = True
     p = SqlParams()
     where = [f"t.day >= {p(first)}", f"t.day <= {p(last)}"]
+    if clusters is not None:
+        where.append(f"t.cluster IN ({', '.join(p(c) for c in clusters)})")
     if key is not None:
         if not ids:
             return {}
         where.append(f"{key} IN ({', '.join(p(i) for i in ids)})")
         if subject is Subject.COMPONENT:
             where.extend(scope.components_sql(key, p))
-        elif grouped:
-            where.extend(scope.teams_sql("t.team_id", p))
+        elif grouped and team_column is not None:
+            where.extend(scope.teams_sql(team_column, p))
     if summed and key:
         key, grouped = None, True
     selected = ", ".join(f"SUM(t.{c}) AS {c}" if grouped else f"t.{c} AS {c}" for c in columns)
@@ -345,15 +369,16 @@ async def series(
     chosen: DayRange,
     granularity: Granularity,
     visible: Scope = EVERYTHING,
+    clusters: Clusters = None,
 ) -> dict[uuid.UUID, Series]:
     """The series of each requested subject, in one statement for all of them.
 
     `scopes` maps each requested id to the ids its cost is made of (a component: itself; a team:
     itself and, when asked, its sub-teams). PLATFORM takes `{uuid.UUID(int=0): []}`. `visible`
-    filters components (teams come filtered by their caller).
+    filters components (teams come filtered by their caller). `clusters`: those clusters only.
     """
     span = chosen.previous()
-    found = await scoped_daily_sums(subject, scopes, span.start, chosen.end, visible)
+    found = await scoped_daily_sums(subject, scopes, span.start, chosen.end, visible, clusters)
     return {requested: fold(days, chosen, granularity) for requested, days in found.items()}
 
 
@@ -363,19 +388,22 @@ async def scoped_daily_sums(
     first: date,
     last: date,
     visible: Scope = EVERYTHING,
+    clusters: Clusters = None,
 ) -> dict[uuid.UUID, dict[date, tuple[float, ...]]]:
     """Each requested subject's column sums per day over first..last, its scope's ids added up
     (a team and its sub-teams), in ONE statement for all of them; days without records absent.
-    `scopes` and `visible` are as for `series`."""
+    `scopes`, `visible` and `clusters` are as for `series`."""
     if subject is not Subject.PLATFORM and len(scopes) == 1:
         ((requested, ids),) = scopes.items()
         if len(ids) > 1:
             # One subject made of many (a team with its sub-teams, the teams a principal sees):
             # the database adds their days up.
-            found = await daily_sums(subject, ids, first, last, visible, summed=True)
+            found = await daily_sums(
+                subject, ids, first, last, visible, summed=True, clusters=clusters
+            )
             return {requested: found.get(PLATFORM_KEY, {})}
     wanted = list(dict.fromkeys(i for ids in scopes.values() for i in ids))
-    found = await daily_sums(subject, wanted, first, last, visible)
+    found = await daily_sums(subject, wanted, first, last, visible, clusters=clusters)
     result: dict[uuid.UUID, dict[date, tuple[float, ...]]] = {}
     for requested, ids in scopes.items():
         if subject is Subject.PLATFORM:
@@ -415,6 +443,7 @@ class Dimension(enum.Enum):
     RESOURCE = "RESOURCE"
     SYSTEM = "SYSTEM"
     DOMAIN = "DOMAIN"
+    CLUSTER = "CLUSTER"
 
 
 # The SYSTEM / DOMAIN group of cost in no system (or in a system of no domain). Not a UUID, so
@@ -441,7 +470,10 @@ Totals = dict[str, tuple[float, float]]
 
 
 async def group_totals(
-    dimension: Dimension, team_ids: Sequence[uuid.UUID] | None, chosen: DayRange
+    dimension: Dimension,
+    team_ids: Sequence[uuid.UUID] | None,
+    chosen: DayRange,
+    clusters: Clusters = None,
 ) -> Totals:
     """Per group key (canonical UUID text, UNASSIGNED, or a RESOURCES name): (its total over
     `chosen`, its total over `chosen.previous()`), in ONE statement, over every team (None) or
@@ -449,21 +481,24 @@ async def group_totals(
 
     Teams read the team daily totals, components their records, systems and domains the system
     daily totals (the platform) or the team x system cube (teams), resources the team or
-    platform daily totals (with RESOURCE_TOTAL, the grand
-    total); money is summed in SQL."""
+    platform daily totals (with RESOURCE_TOTAL, the grand total); clusters (CLUSTER) and any
+    cluster filter read cost_record; money is summed in SQL."""
     if team_ids is None:
-        return (await _group_rows(dimension, None, chosen)).get(None, {})
-    return merge_totals((await team_group_totals(dimension, team_ids, chosen)).values())
+        return (await _group_rows(dimension, None, chosen, clusters)).get(None, {})
+    return merge_totals((await team_group_totals(dimension, team_ids, chosen, clusters)).values())
 
 
 async def team_group_totals(
-    dimension: Dimension, team_ids: Sequence[uuid.UUID], chosen: DayRange
+    dimension: Dimension,
+    team_ids: Sequence[uuid.UUID],
+    chosen: DayRange,
+    clusters: Clusters = None,
 ) -> dict[str, Totals]:
     """group_totals of each team of `team_ids` on its own (its components only; a caller sums a
     subtree with merge_totals), in ONE statement for all of them: a page of teams' breakdowns."""
     if not team_ids:
         return {}
-    found = await _group_rows(dimension, team_ids, chosen)
+    found = await _group_rows(dimension, team_ids, chosen, clusters)
     return {str(owner): totals for owner, totals in found.items()}
 
 
@@ -477,9 +512,15 @@ def merge_totals(parts: Iterable[Totals]) -> Totals:
     return {key: (current, previous) for key, (current, previous) in merged.items()}
 
 
-def _group_source(dimension: Dimension, scoped: bool) -> tuple[str | None, str, str, list[str]]:
-    """(group key, source as `t`, the owning team's column, the money columns summed)."""
+def _group_source(
+    dimension: Dimension, scoped: bool, filtered: bool = False
+) -> tuple[str | None, str, str, list[str]]:
+    """(group key, source as `t`, the owning team's column, the money columns summed).
+    `filtered` (a cluster filter) and CLUSTER read cost_record: the pre-aggregates hold the
+    all-cluster sums only."""
     total = ["total_cost"]
+    if filtered or dimension is Dimension.CLUSTER:
+        return _cluster_group_source(dimension, scoped)
     if dimension is Dimension.TEAM:
         return "t.team_id", "team_daily_cost t", "t.team_id", total
     if dimension is Dimension.COMPONENT:
@@ -497,14 +538,40 @@ def _group_source(dimension: Dimension, scoped: bool) -> tuple[str | None, str, 
     return None, source, "t.team_id", [*RESOURCES, "total_cost"]
 
 
+def _cluster_group_source(
+    dimension: Dimension, scoped: bool
+) -> tuple[str | None, str, str, list[str]]:
+    """_group_source from cost_record: the component joined for its team (and system)."""
+    total = ["total_cost"]
+    keys = {
+        Dimension.TEAM: "c.team_id",
+        Dimension.COMPONENT: "t.component_id",
+        Dimension.SYSTEM: "c.system_id",
+        Dimension.DOMAIN: "s.domain_id",
+        Dimension.CLUSTER: "t.cluster",
+        Dimension.RESOURCE: None,
+    }
+    key = keys[dimension]
+    joined = scoped or dimension in (Dimension.TEAM, Dimension.SYSTEM, Dimension.DOMAIN)
+    source = _RECORDS if joined else "cost_record t"
+    if dimension is Dimension.DOMAIN:
+        source += " LEFT JOIN system s ON s.id = c.system_id"
+    columns = [*RESOURCES, "total_cost"] if key is None else total
+    return key, source, "c.team_id", columns
+
+
 async def _group_rows(
-    dimension: Dimension, team_ids: Sequence[uuid.UUID] | None, chosen: DayRange
+    dimension: Dimension,
+    team_ids: Sequence[uuid.UUID] | None,
+    chosen: DayRange,
+    clusters: Clusters = None,
 ) -> dict[str | None, Totals]:
     """Per owning team (canonical UUID text; None when `team_ids` is None, the platform), per
     group key: (current, previous) totals, in one statement."""
     span = chosen.previous()
     mark = SqlParams()
-    key, source, owner, columns = _group_source(dimension, team_ids is not None)
+    filtered = clusters is not None
+    key, source, owner, columns = _group_source(dimension, team_ids is not None, filtered)
     picked = [f"{key} AS k"] if key else []
     if team_ids is not None:
         picked.append(f"{owner} AS o")
@@ -518,6 +585,8 @@ async def _group_rows(
     )
     if team_ids is not None:
         inner += f" AND {owner} IN ({', '.join(mark(t) for t in team_ids)})"
+    if clusters is not None:
+        inner += f" AND t.cluster IN ({', '.join(mark(c) for c in clusters)})"
     sums = ", ".join(
         f"SUM(CASE WHEN cur = 1 THEN {c} ELSE 0 END) AS {c}, "
         f"SUM(CASE WHEN cur = 0 THEN {c} ELSE 0 END) AS prev_{c}"
@@ -541,6 +610,9 @@ async def _group_rows(
             for c, name in {**RESOURCES, "total_cost": RESOURCE_TOTAL}.items():
                 totals[name] = (float(row[c] or 0.0), float(row[f"prev_{c}"] or 0.0))
         else:
-            group = UNASSIGNED if row["k"] is None else str(uuid.UUID(str(row["k"])))
+            if dimension is Dimension.CLUSTER:
+                group = str(row["k"])  # the source's name
+            else:
+                group = UNASSIGNED if row["k"] is None else str(uuid.UUID(str(row["k"])))
             totals[group] = (float(row["total_cost"] or 0.0), float(row["prev_total_cost"] or 0.0))
     return found

@@ -145,7 +145,7 @@ async def _batch(
     sums = ", ".join(f"COALESCE(SUM(r.{c}), 0) AS {c}" for c in COLUMNS)
     sql = (
         f"SELECT c.id AS id, c.name AS name, t.slug AS team, s.slug AS system, "  # noqa: S608 (placeholders only)
-        f"COUNT(r.day) AS days, MAX(r.currency) AS currency, {sums} FROM ({page}) c "
+        f"COUNT(DISTINCT r.day) AS days, MAX(r.currency) AS currency, {sums} FROM ({page}) c "
         "JOIN team t ON t.id = c.team_id LEFT JOIN system s ON s.id = c.system_id "
         f"LEFT JOIN cost_record r ON r.component_id = c.id AND r.day >= {p(first)} "
         f"AND r.day <= {p(last)} "

@@ -16,6 +16,7 @@ from typing import Any
 
 from finops_gql.access import EVERYTHING, Scope
 from finops_gql.catalog import tree
+from finops_gql.config import DEFAULT_SOURCE, SOURCE_NAME
 from finops_gql.costs import coverage as coverage_sums
 from finops_gql.costs import explorer, export
 from finops_gql.costs import forecast as forecasting
@@ -261,6 +262,48 @@ def _change(total: float, previous: float) -> CostChange:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class SourceHealth:
+    """One OpenCost source's health check."""
+
+    name: str
+    available: bool
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Availability:
+    """Every source's health: available only when every source answers. `listed`: the sources
+    came from OPENCOST_SOURCES, so REST lists them (OPENCOST_URL alone keeps the legacy body)."""
+
+    available: bool
+    reason: str | None
+    sources: list[SourceHealth]
+    listed: bool = False
+
+
+CLUSTERS_MAX = 50
+
+
+def check_clusters(clusters: Sequence[str] | None) -> explorer.Clusters:
+    """A `clusters` filter as the range engine takes it: None (every cluster), or the names,
+    deduplicated and sorted (so equal filters batch together). A name is an OPENCOST_SOURCES
+    name; one no source has (any more) is allowed and simply has no cost."""
+    if clusters is None:
+        return None
+    if not clusters:
+        raise InvalidInput("clusters: give at least one cluster name, or omit the filter")
+    if len(clusters) > CLUSTERS_MAX:
+        raise InvalidInput(f"clusters: at most {CLUSTERS_MAX} names, got {len(clusters)}")
+    for name in clusters:
+        if not SOURCE_NAME.fullmatch(name):
+            raise InvalidInput(
+                f"clusters: {name[:70]!r} is not a cluster name (1-63 characters of a-z, 0-9 "
+                "and -, starting with a letter or digit)"
+            )
+    return tuple(sorted(set(clusters)))
+
+
 def check_limit(limit: int, maximum: int, what: str = "limit") -> int:
     if not 1 <= limit <= maximum:
         raise InvalidInput(f"{what} must be between 1 and {maximum}, got {limit}")
@@ -275,8 +318,13 @@ class CostService:
         currency: str = "USD",
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         retention_days: int = 400,
+        sources: Mapping[str, OpenCostClient] | None = None,
+        list_sources: bool = False,
     ) -> None:
         self.opencost = opencost
+        # Every OpenCost source (cluster) by name; the one client is `default` without them.
+        self.sources: dict[str, OpenCostClient] = dict(sources or {DEFAULT_SOURCE: opencost})
+        self.list_sources = list_sources
         self.currency = currency
         self.clock = clock
         self.retention_days = retention_days
@@ -300,20 +348,23 @@ class CostService:
     # -- live figures from OpenCost --------------------------------------------------------------
 
     async def live_window(self, component: Component, window: str) -> CostWindow | None:
-        """One component's cost over a live window. The OpenCost query is per (aggregate, window)
-        and shared, so asking for many components costs OpenCost one request per window."""
-        steps = await self.opencost.allocation(
-            window=window, aggregate=component.opencost_aggregate, accumulate=True
+        """One component's cost over a live window, summed over every source (cluster). The
+        OpenCost query is per (source, aggregate, window) and shared, so asking for many
+        components costs each source one request per window. Any source failing fails the
+        figure (OpenCostUnavailable): a sum missing a cluster would be a wrong total."""
+        answers = await asyncio.gather(
+            *(
+                client.allocation(
+                    window=window, aggregate=component.opencost_aggregate, accumulate=True
+                )
+                for client in self.sources.values()
+            )
         )
-        found: Allocation | None = None
-        for step in steps:
-            allocation = step.get(component.selector_key)
-            if allocation is not None:
-                found = allocation
-                break
-        if found is None:
+        found = [a for steps in answers if (a := _first_match(steps, component.selector_key))]
+        if not found:
             return None
-        return CostWindow(window, found.start, found.end, self.currency, CostBreakdown.of(found))
+        total = found[0] if len(found) == 1 else _summed(found)
+        return CostWindow(window, total.start, total.end, self.currency, CostBreakdown.of(total))
 
     async def actual_cost(self, component: Component) -> ActualCost:
         seven, thirty = await asyncio.gather(
@@ -321,8 +372,23 @@ class CostService:
         )
         return ActualCost(component.id, seven, thirty)
 
-    async def availability(self) -> Health:
-        return await self.opencost.health()
+    async def availability(self) -> Availability:
+        """Every source's health check, concurrently; available only when all answer."""
+        names = list(self.sources)
+        checks: list[Health] = await asyncio.gather(
+            *(self.sources[name].health() for name in names)
+        )
+        sources = [
+            SourceHealth(n, h.available, h.reason) for n, h in zip(names, checks, strict=True)
+        ]
+        down = [s for s in sources if not s.available]
+        if not down:
+            reason = None
+        elif len(sources) == 1:
+            reason = down[0].reason
+        else:
+            reason = "; ".join(f"{s.name}: {s.reason}" for s in down)
+        return Availability(not down, reason, sources, self.list_sources)
 
     # -- persisted figures ----------------------------------------------------------------------
 
@@ -334,8 +400,11 @@ class CostService:
             await self.component(component_id, scope)  # invisible: the same NotFound as missing
         marks = placeholders(2)
         rows = await connection().execute_query_dict(
-            "SELECT * FROM cost_record WHERE component_id = "  # noqa: S608 (placeholders only)
-            f"{marks[0]} ORDER BY day DESC LIMIT {marks[1]}",
+            f"SELECT {_DAY_SUMS} FROM cost_record r WHERE r.component_id = "  # noqa: S608 (placeholders only)
+            # Ordered like the grouping (component_id is fixed): both databases then read the
+            # (component, day, cluster) index backwards and stop after `limit` days, no sort.
+            f"{marks[0]} GROUP BY r.component_id, r.day "
+            f"ORDER BY r.component_id DESC, r.day DESC LIMIT {marks[1]}",
             [sql_value(component_id), limit],
         )
         # Records imply the component exists; only an empty answer needs the extra lookup.
@@ -361,14 +430,36 @@ class CostService:
         ]
         # ROW_NUMBER keeps it one statement for any number of components (SQLite >= 3.25, PG).
         sql = (
-            "SELECT * FROM (SELECT r.*, ROW_NUMBER() OVER "  # noqa: S608 (placeholders only)
-            "(PARTITION BY r.component_id ORDER BY r.day DESC) AS rn FROM cost_record r "
-            f"WHERE {' AND '.join(where)}) ranked "
+            "SELECT * FROM (SELECT d.*, ROW_NUMBER() OVER "  # noqa: S608 (placeholders only)
+            "(PARTITION BY d.component_id ORDER BY d.day DESC) AS rn FROM "
+            f"(SELECT {_DAY_SUMS} FROM cost_record r WHERE {' AND '.join(where)} "
+            "GROUP BY r.component_id, r.day) d) ranked "
             f"WHERE rn <= {mark(limit)} ORDER BY component_id, day DESC"
         )
         for row in await connection().execute_query_dict(sql, mark.values):
             daily = _daily_cost(row)
             result[daily.component_id].append(daily)
+        return result
+
+    async def component_clusters(
+        self, component_ids: Sequence[uuid.UUID], scope: Scope = EVERYTHING
+    ) -> dict[uuid.UUID, list[str]]:
+        """The clusters where each component has cost records, by name, in one statement (for
+        DataLoaders); an invisible component has none."""
+        result: dict[uuid.UUID, list[str]] = {cid: [] for cid in component_ids}
+        if not component_ids:
+            return result
+        mark = SqlParams()
+        where = [
+            f"r.component_id IN ({', '.join(mark(cid) for cid in component_ids)})",
+            *scope.components_sql("r.component_id", mark),
+        ]
+        sql = (
+            "SELECT DISTINCT r.component_id AS component_id, r.cluster AS cluster "  # noqa: S608 (placeholders only)
+            f"FROM cost_record r WHERE {' AND '.join(where)} ORDER BY r.component_id, r.cluster"
+        )
+        for row in await connection().execute_query_dict(sql, mark.values):
+            result[uuid.UUID(str(row["component_id"]))].append(row["cluster"])
         return result
 
     def _component_cost(self, row: dict[str, Any]) -> ComponentCost:
@@ -520,10 +611,11 @@ class CostService:
         chosen: DayRange,
         granularity: Granularity,
         scope: Scope = EVERYTHING,
+        clusters: explorer.Clusters = None,
     ) -> dict[uuid.UUID, CostSeries]:
         """Each component's series, one statement for all of them (an invisible one: zeros)."""
         return await self.subject_series(
-            explorer.Subject.COMPONENT, component_ids, chosen, granularity, scope
+            explorer.Subject.COMPONENT, component_ids, chosen, granularity, scope, clusters
         )
 
     async def team_series(
@@ -533,27 +625,35 @@ class CostService:
         granularity: Granularity,
         include_sub_teams: bool = True,
         scope: Scope = EVERYTHING,
+        clusters: explorer.Clusters = None,
     ) -> dict[uuid.UUID, CostSeries]:
         """Each team's series over its scope (team_scopes) as far as `scope` sees it, one
         statement for all of them."""
         scopes = await self.team_scopes(team_ids, include_sub_teams)
         visible = {t: scope.visible_teams(ids) for t, ids in scopes.items()}
-        found = await explorer.series(explorer.Subject.TEAM, visible, chosen, granularity)
+        found = await explorer.series(
+            explorer.Subject.TEAM, visible, chosen, granularity, clusters=clusters
+        )
         return {t: CostSeries.of(s, self.currency) for t, s in found.items()}
 
     async def platform_series(
-        self, chosen: DayRange, granularity: Granularity, scope: Scope = EVERYTHING
+        self,
+        chosen: DayRange,
+        granularity: Granularity,
+        scope: Scope = EVERYTHING,
+        clusters: explorer.Clusters = None,
     ) -> CostSeries:
         """Every component's cost together: the platform's daily totals, or for a scoped
         principal the sum of its visible teams' daily totals."""
         everything = uuid.UUID(int=0)
         if scope.team_ids is None:
             found = await explorer.series(
-                explorer.Subject.PLATFORM, {everything: []}, chosen, granularity
+                explorer.Subject.PLATFORM, {everything: []}, chosen, granularity, clusters=clusters
             )
         else:
+            teams = {everything: sorted(scope.team_ids)}
             found = await explorer.series(
-                explorer.Subject.TEAM, {everything: sorted(scope.team_ids)}, chosen, granularity
+                explorer.Subject.TEAM, teams, chosen, granularity, clusters=clusters
             )
         return CostSeries.of(found[everything], self.currency)
 
@@ -614,19 +714,20 @@ class CostService:
         team_id: uuid.UUID | None = None,
         include_sub_teams: bool = True,
         scope: Scope = EVERYTHING,
+        clusters: explorer.Clusters = None,
     ) -> CostGroups:
         """The groups of a dimension by total, largest first (the first `first`), with the
         grand total, the number of groups, each one's share and change: the whole platform, or
-        one team's scope (team_scopes), as far as `scope` sees them."""
+        one team's scope (team_scopes), as far as `scope` sees them; `clusters`: theirs only."""
         if team_id is not None:
             found = await self.cost_breakdowns(
-                chosen, dimension, [team_id], first, include_sub_teams, scope
+                chosen, dimension, [team_id], first, include_sub_teams, scope, clusters
             )
             return found[team_id]
         check_limit(first, BREAKDOWN_MAX, "first")
         # The platform, or for a scoped principal the sum over its visible teams (access.py).
         teams = None if scope.team_ids is None else sorted(scope.team_ids)
-        totals = await explorer.group_totals(dimension, teams, chosen)
+        totals = await explorer.group_totals(dimension, teams, chosen, clusters)
         ranked = self._ranked(chosen, dimension, first, totals)
         labels = await self._labels(dimension, [g.key for g in ranked.groups])
         return ranked.labelled(labels)
@@ -639,6 +740,7 @@ class CostService:
         first: int = BREAKDOWN_DEFAULT,
         include_sub_teams: bool = True,
         scope: Scope = EVERYTHING,
+        clusters: explorer.Clusters = None,
     ) -> dict[uuid.UUID, CostGroups]:
         """cost_breakdown of each team's scope as far as `scope` sees it, in three statements
         whatever the number of teams (their subtrees, every visible scope team's groups, the
@@ -649,7 +751,7 @@ class CostService:
             for t, ids in (await self.team_scopes(team_ids, include_sub_teams)).items()
         }
         wanted = list(dict.fromkeys(t for ids in scopes.values() for t in ids))
-        per_team = await explorer.team_group_totals(dimension, wanted, chosen)
+        per_team = await explorer.team_group_totals(dimension, wanted, chosen, clusters)
         ranked = {
             team_id: self._ranked(
                 chosen,
@@ -731,12 +833,15 @@ class CostService:
         chosen: DayRange,
         granularity: Granularity,
         scope: Scope = EVERYTHING,
+        clusters: explorer.Clusters = None,
     ) -> dict[uuid.UUID, CostSeries]:
         """Each system's or domain's (or component's) series, one statement for all of them: a
         system's cost is its components', whichever team owns them; a domain's its systems'.
         As far as `scope` sees: a scoped principal's system or domain is the cost of its visible
         components in it (their teams' rows of the team x system cube)."""
-        found = await explorer.series(subject, {i: [i] for i in ids}, chosen, granularity, scope)
+        found = await explorer.series(
+            subject, {i: [i] for i in ids}, chosen, granularity, scope, clusters
+        )
         return {i: CostSeries.of(s, self.currency) for i, s in found.items()}
 
     # -- coverage: the cluster's cost beside the catalog's (costs/coverage.py) ---------------------
@@ -808,6 +913,34 @@ UNASSIGNED_LABELS = {
     explorer.Dimension.SYSTEM: "(no system)",
     explorer.Dimension.DOMAIN: "(no domain)",
 }
+
+
+def _first_match(steps: list[dict[str, Allocation]], key: str) -> Allocation | None:
+    for step in steps:
+        allocation = step.get(key)
+        if allocation is not None:
+            return allocation
+    return None
+
+
+def _summed(found: Sequence[Allocation]) -> Allocation:
+    """One allocation per source for the same key and window, added up: the window spans them
+    all."""
+    money_fields = explorer.COLUMNS
+    sums = {f: sum(getattr(a, f) for a in found) for f in money_fields}
+    return Allocation(
+        key=found[0].key,
+        start=min(a.start for a in found),
+        end=max(a.end for a in found),
+        **sums,
+    )
+
+
+# A component's day over every cluster: its records summed (one per cluster), the latest sync.
+_DAY_SUMS = (
+    "r.component_id AS component_id, r.day AS day, MAX(r.currency) AS currency, "
+    "MAX(r.synced_at) AS synced_at, " + ", ".join(f"SUM(r.{c}) AS {c}" for c in explorer.COLUMNS)
+)
 
 
 def _daily_cost(row: dict[str, Any]) -> DailyCost:

@@ -30,6 +30,7 @@ from tortoise.expressions import F, Q
 from tortoise.transactions import in_transaction
 
 from finops_gql.access import EVERYTHING, Scope
+from finops_gql.config import DEFAULT_SOURCE
 from finops_gql.costs import coverage, explorer
 from finops_gql.costs.service import CostService, check_limit
 from finops_gql.costs.windows import day_window, days_to_sync, last_complete_day, money
@@ -43,7 +44,6 @@ from finops_gql.opencost.parse import SYNTHETIC_KEYS, Allocation
 log = logging.getLogger(__name__)
 
 ABANDONED = "abandoned: heartbeat lost"
-DEFAULT_SOURCE = "default"
 # One backoff sleep never exceeds this, whatever SYNC_RETRY_BACKOFF_SECONDS and the attempt.
 MAX_BACKOFF_S = 60.0
 # Failures named in SyncRun.error (all of them stay in failed_aggregates).
@@ -58,15 +58,15 @@ BATCH_SIZE = 2000
 WIDTH = len(explorer.COLUMNS)
 RECORD_FIELDS = [*explorer.COLUMNS, "currency", "synced_at"]
 
-# Upsert on (component, day): running twice never double-counts. Same text on SQLite (>= 3.24) and
+# Upsert on (component, day, cluster): running twice never double-counts. Same text on SQLite (>= 3.24) and
 # PostgreSQL, but for the parameter markers.
-RECORD_COLUMNS = ["component_id", "day", *RECORD_FIELDS]
+RECORD_COLUMNS = ["component_id", "day", "cluster", *RECORD_FIELDS]
 _PROGRESS_UPSERT = (
     "INSERT INTO sync_progress (source, aggregate, last_day, updated_at) VALUES ({marks}) "
     "ON CONFLICT (source, aggregate) DO UPDATE SET "
     "last_day = excluded.last_day, updated_at = excluded.updated_at"
 )
-_ON_CONFLICT = "ON CONFLICT (component_id, day) DO UPDATE SET " + ", ".join(
+_ON_CONFLICT = "ON CONFLICT (component_id, day, cluster) DO UPDATE SET " + ", ".join(
     f"{c} = excluded.{c}" for c in RECORD_FIELDS
 )
 _UPSERT = f"INSERT INTO cost_record ({', '.join(RECORD_COLUMNS)}) VALUES ({{marks}}) {_ON_CONFLICT}"  # noqa: S608 (constants)
@@ -139,15 +139,18 @@ class Answer:
                 found.order.append(slot)
             found.money[slot * WIDTH : (slot + 1) * WIDTH] = array("d", coverage.columns(a))
 
-    def records(self, ids: dict[Any, object], tail: Sequence[object]) -> Iterator[list[Any]]:
-        """cost_record rows (RECORD_COLUMNS), one per component and day, `tail` after the money."""
+    def records(
+        self, ids: dict[Any, object], cluster: str, tail: Sequence[object]
+    ) -> Iterator[list[Any]]:
+        """cost_record rows (RECORD_COLUMNS), one per component and day of `cluster`, `tail`
+        after the money."""
         for day, found in self.days.items():
             day_value = sql_value(day)
             money = found.money
             for slot in found.order:
                 values = money[slot * WIDTH : (slot + 1) * WIDTH].tolist()
                 for component in self.keyed[self.keys[slot]]:
-                    yield [ids[component.id], day_value, *values, *tail]
+                    yield [ids[component.id], day_value, cluster, *values, *tail]
 
     def counts(self) -> tuple[int, set[object]]:
         """How many records, and which components got one."""
@@ -171,8 +174,9 @@ class Answer:
 
 @dataclass(frozen=True)
 class Fetched:
-    """One aggregate's answer, or why it failed after its retries."""
+    """One (source, aggregate)'s answer, or why it failed after its retries."""
 
+    source: str
     aggregate: str
     span: tuple[date, date]
     attempts: int
@@ -210,7 +214,6 @@ class SyncService:
         retry_backoff_s: float = 1.0,
         heartbeat_s: float = 15.0,
         lease_s: float = 60.0,
-        source: str = DEFAULT_SOURCE,
         after_run: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self.costs = costs
@@ -221,7 +224,6 @@ class SyncService:
         self.retry_backoff_s = retry_backoff_s
         self.heartbeat_s = heartbeat_s
         self.lease = timedelta(seconds=lease_s)
-        self.source = source
         # Runs after every run that recorded an outcome (the alert evaluation): its own
         # transaction, after the run's; it must not raise (a failure there is its own to log).
         self.after_run = after_run
@@ -403,22 +405,24 @@ class SyncService:
 
     async def _plan(
         self, aggregates: list[str], now: datetime, backfill_days: int | None
-    ) -> dict[str, tuple[date, date]]:
-        """Each aggregate's days to fetch: since its own last stored day (first time: 30 days, at
-        most 90 back); a backfill re-fetches the last N days too."""
+    ) -> dict[tuple[str, str], tuple[date, date]]:
+        """Each (source, aggregate)'s days to fetch: since its own last stored day (first time:
+        30 days, at most 90 back); a backfill re-fetches the last N days too."""
+        sources = list(self.costs.sources)
         progress = {
-            p.aggregate: p.last_day
-            for p in await SyncProgress.filter(source=self.source, aggregate__in=aggregates)
+            (p.source, p.aggregate): p.last_day
+            for p in await SyncProgress.filter(source__in=sources, aggregate__in=aggregates)
         }
         end = last_complete_day(now)
-        plans: dict[str, tuple[date, date]] = {}
-        for aggregate in aggregates:
-            span = days_to_sync(progress.get(aggregate), now)
-            if backfill_days is not None:
-                start = end - timedelta(days=backfill_days - 1)
-                span = (min(start, span[0]) if span else start, end)
-            if span is not None:
-                plans[aggregate] = span
+        plans: dict[tuple[str, str], tuple[date, date]] = {}
+        for source in sources:
+            for aggregate in aggregates:
+                span = days_to_sync(progress.get((source, aggregate)), now)
+                if backfill_days is not None:
+                    start = end - timedelta(days=backfill_days - 1)
+                    span = (min(start, span[0]) if span else start, end)
+                if span is not None:
+                    plans[(source, aggregate)] = span
         return plans
 
     def _backoff(self, attempt: int) -> float:
@@ -430,6 +434,7 @@ class SyncService:
     async def _fetch(
         self,
         limit: asyncio.Semaphore,
+        source: str,
         aggregate: str,
         span: tuple[date, date],
         keyed: dict[str, list[Component]],
@@ -445,7 +450,7 @@ class SyncService:
                     # Idle asked for (it is cluster cost the coverage reports) and never shared
                     # into the keys (shareIdle=false, also OpenCost's default): the components'
                     # figures stay what they use. The synthetic keys are kept for coverage.
-                    steps = self.costs.opencost.allocation_steps(
+                    steps = self.costs.sources[source].allocation_steps(
                         window=window,
                         aggregate=aggregate,
                         step="1d",
@@ -456,12 +461,14 @@ class SyncService:
                     async with contextlib.aclosing(steps):
                         async for step in steps:
                             answer.add(step)
-                return Fetched(aggregate, span, attempts, answer=answer)
+                return Fetched(source, aggregate, span, attempts, answer=answer)
             except OpenCostUnavailable as exc:
                 if exc.transient and attempts <= self.retries:
                     delay = self._backoff(attempts)
                     log.info(
-                        "cost sync: aggregate %s failed (attempt %s of %s), retrying in %.2fs: %s",
+                        "cost sync: source %s aggregate %s failed (attempt %s of %s), "
+                        "retrying in %.2fs: %s",
+                        source,
                         aggregate,
                         attempts,
                         self.retries + 1,
@@ -472,9 +479,9 @@ class SyncService:
                     continue
                 error = str(exc)
             except Exception as exc:  # one aggregate's bad answer must not cost the others theirs
-                log.exception("cost sync: aggregate %s failed", aggregate)
+                log.exception("cost sync: source %s aggregate %s failed", source, aggregate)
                 error = _error_text(exc)
-            return Fetched(aggregate, span, attempts, error=error[:MAX_ERROR_CHARS])
+            return Fetched(source, aggregate, span, attempts, error=error[:MAX_ERROR_CHARS])
 
     async def _sync(self, run: SyncRun, now: datetime, backfill_days: int | None) -> None:
         components = await Component.all().only("id", "name", "opencost_aggregate", "opencost_key")
@@ -484,12 +491,13 @@ class SyncService:
         plans = await self._plan(sorted(by_aggregate), now, backfill_days)
 
         limit = asyncio.Semaphore(self.concurrency)
-        # One request per aggregate that has days to fetch, `concurrency` at a time: OpenCost's
-        # load does not grow with the catalog, nor spike with the number of aggregates.
+        # One request per (source, aggregate) that has days to fetch, `concurrency` at a time:
+        # OpenCost's load does not grow with the catalog, nor spike with the number of aggregates
+        # or sources; a slow source holds only its own requests' slots.
         fetched = await asyncio.gather(
             *(
-                self._fetch(limit, aggregate, span, by_aggregate[aggregate])
-                for aggregate, span in plans.items()
+                self._fetch(limit, source, aggregate, span, by_aggregate[aggregate])
+                for (source, aggregate), span in plans.items()
             )
         )
         if plans:
@@ -501,6 +509,7 @@ class SyncService:
         if failed:
             run.failed_aggregates = [
                 {
+                    "source": f.source,
                     "aggregate": f.aggregate,
                     "error": f.error,
                     "attempts": f.attempts,
@@ -525,17 +534,17 @@ class SyncService:
             run.records += records
             written |= matched
             # What the catalog does not explain, replaced in the same transaction.
-            found = answer.coverage(self.source, f.aggregate)
+            found = answer.coverage(f.source, f.aggregate)
             uncovered.daily.extend(found.daily)
             uncovered.unmapped.extend(found.unmapped)
         run.components = len(written)
         run.status = "partial" if failed else "succeeded"
-        progress = [[self.source, f.aggregate, sql_value(f.span[1]), synced_at] for f, _ in answers]
-        spans = {f.aggregate: f.span for f, _ in answers}
+        progress = [[f.source, f.aggregate, sql_value(f.span[1]), synced_at] for f, _ in answers]
+        spans = {(f.source, f.aggregate): f.span for f, _ in answers}
         days = [day for _, answer in answers for day in answer.days]
         # Plain rows, not models, made as they are written: a 30-day backfill of 10,000
         # components is 300,000 rows.
-        rows = (row for _, answer in answers for row in answer.records(ids, tail))
+        rows = (row for f, answer in answers for row in answer.records(ids, f.source, tail))
         await self._write(
             run,
             now,
@@ -551,7 +560,7 @@ class SyncService:
         now: datetime,
         rows: Iterable[list[Any]],
         progress: list[list[Any]],
-        uncovered: tuple[dict[str, tuple[date, date]], coverage.Rows] | None = None,
+        uncovered: tuple[dict[tuple[str, str], tuple[date, date]], coverage.Rows] | None = None,
         days: tuple[date, date] | None = None,
     ) -> None:
         """Rows of the aggregates that answered, their progress, retention, rollups and the run's
@@ -578,7 +587,7 @@ class SyncService:
             if progress:
                 await db.execute_many(upsert_progress, progress)
             if uncovered is not None:
-                await coverage.replace(self.source, *uncovered)
+                await coverage.replace(*uncovered)
             await CostRecord.filter(day__lt=cutoff).delete()
             await explorer.drop_daily_totals_before(cutoff)
             if days is not None:
@@ -642,8 +651,17 @@ def _error_text(exc: BaseException) -> str:
 
 
 def _summary(failed: list[Fetched], total: int) -> str:
-    """SyncRun.error of a run with failed aggregates: how many, and the first few with why."""
-    named = "; ".join(f"{f.aggregate}: {f.error}" for f in failed[:ERRORS_IN_SUMMARY])
+    """SyncRun.error of a run with failed aggregates: how many, and the first few with their
+    source and why."""
+    named = "; ".join(
+        f"{_where(f.source)}{f.aggregate}: {f.error}" for f in failed[:ERRORS_IN_SUMMARY]
+    )
     more = len(failed) - ERRORS_IN_SUMMARY
     suffix = f"; and {more} more (see failedAggregates)" if more > 0 else ""
     return f"{len(failed)} of {total} aggregates failed: {named}{suffix}"[:2000]
+
+
+def _where(source: str) -> str:
+    """The source named in the summary: `prod-eu/label:app: ...`; the one source of
+    OPENCOST_URL (`default`) unnamed, as before several sources existed."""
+    return "" if source == DEFAULT_SOURCE else f"{source}/"

@@ -17,6 +17,7 @@ SLUG_MAX = 100
 AGGREGATE_MAX = 200
 KEY_MAX = 253
 COVERAGE_KEY_MAX = 1000
+CLUSTER_MAX = 63  # an OPENCOST_SOURCES name (config.SOURCE_NAME)
 
 
 class Team(Model):
@@ -142,13 +143,18 @@ class System(Model):
 
 
 class CostRecord(Model):
-    """One component's cost for one complete UTC day."""
+    """One component's cost in one cluster (OpenCost source) for one complete UTC day. Every
+    figure sums the clusters unless a cluster filter or dimension asks otherwise; the daily
+    pre-aggregates below hold the all-cluster sums."""
 
     id = fields.BigIntField(primary_key=True)
     component: fields.ForeignKeyRelation[Component] = fields.ForeignKeyField(
         "models.Component", related_name="cost_records", on_delete=fields.CASCADE
     )
     component_id: str
+    # The OpenCost source's name (OPENCOST_SOURCES; `default` for OPENCOST_URL and for the
+    # records of before several sources, migration 0016).
+    cluster = fields.CharField(max_length=CLUSTER_MAX, default="default", db_default="default")
     day = fields.DateField()
     cpu_cost = fields.FloatField(default=0.0)
     ram_cost = fields.FloatField(default=0.0)
@@ -164,8 +170,10 @@ class CostRecord(Model):
 
     class Meta:
         table = "cost_record"
-        # The unique index also serves "last N days of one component" and 30-day sums.
-        unique_together = (("component", "day"),)
+        # Unique per (component, cluster, day), in (component, day, cluster) order: the index
+        # still serves "last N days of one component" and a component's range in day order
+        # (a cluster's rows of a day sit together, summed as they are read).
+        unique_together = (("component", "day", "cluster"),)
         indexes = [Index(fields=("day",), name="cost_record_day_idx")]
 
 

@@ -15,7 +15,7 @@ from finops_gql.auth import Principal
 from finops_gql.catalog.service import ComponentFilter, ComponentOrder, Page
 from finops_gql.costs.budgets import BudgetStatus
 from finops_gql.costs.coverage import CoverageSums
-from finops_gql.costs.explorer import Dimension, Subject
+from finops_gql.costs.explorer import Clusters, Dimension, Subject
 from finops_gql.costs.forecast import Forecast
 from finops_gql.costs.ranges import DayRange, Granularity
 from finops_gql.costs.service import CostGroups, CostSeries, DailyCost, TeamSummary
@@ -60,25 +60,29 @@ def _pages(
     return load
 
 
-SeriesKey = tuple[uuid.UUID, DayRange, Granularity]
-# (team id, range, groupBy, first, includeSubTeams)
-BreakdownKey = tuple[uuid.UUID, DayRange, Dimension, int, bool]
+# (team id, range, granularity, includeSubTeams, clusters filter)
+TeamSeriesKey = tuple[uuid.UUID, DayRange, Granularity, bool, Clusters]
+# (subject id, range, granularity, clusters filter)
+SeriesKey = tuple[uuid.UUID, DayRange, Granularity, Clusters]
+# (team id, range, groupBy, first, includeSubTeams, clusters filter)
+BreakdownKey = tuple[uuid.UUID, DayRange, Dimension, int, bool, Clusters]
 
 
 def _series(
     fetch: Callable[
-        [list[uuid.UUID], DayRange, Granularity], Awaitable[dict[uuid.UUID, CostSeries]]
+        [list[uuid.UUID], DayRange, Granularity, Clusters],
+        Awaitable[dict[uuid.UUID, CostSeries]],
     ],
 ) -> Callable[[list[SeriesKey]], Awaitable[list[CostSeries]]]:
     """A batch function for series of many subjects: one statement per distinct (range,
-    granularity), so one for a page in practice."""
+    granularity, clusters), so one for a page in practice."""
 
     async def load(keys: list[SeriesKey]) -> list[CostSeries]:
         found: dict[SeriesKey, CostSeries] = {}
-        for chosen, granularity in dict.fromkeys((r, g) for _, r, g in keys):
-            ids = [i for i, r, g in keys if (r, g) == (chosen, granularity)]
-            for i, s in (await fetch(ids, chosen, granularity)).items():
-                found[i, chosen, granularity] = s
+        for args in dict.fromkeys(k[1:] for k in keys):
+            ids = [k[0] for k in keys if k[1:] == args]
+            for i, s in (await fetch(ids, *args)).items():
+                found[(i, *args)] = s
         return [found[k] for k in keys]
 
     return load
@@ -143,10 +147,8 @@ class Loaders:
     domain_series: DataLoader[SeriesKey, CostSeries] = field(init=False)
     # Team.costBreakdown: three statements per distinct (range, groupBy, first, includeSubTeams).
     team_breakdown: DataLoader[BreakdownKey, CostGroups] = field(init=False)
-    # Keyed by (team id, range, granularity, includeSubTeams).
-    team_series: DataLoader[tuple[uuid.UUID, DayRange, Granularity, bool], CostSeries] = field(
-        init=False
-    )
+    component_clusters: DataLoader[uuid.UUID, list[str]] = field(init=False)
+    team_series: DataLoader[TeamSeriesKey, CostSeries] = field(init=False)
     component_alerts: DataLoader[ComponentAlertsKey, Page[Alert]] = field(init=False)
     team_alerts: DataLoader[TeamAlertsKey, Page[Alert]] = field(init=False)
     # Keyed by (alert id, first): the newest events of each alert.
@@ -215,30 +217,34 @@ class Loaders:
             return await _grouped(
                 keys,
                 lambda ids, args: costs.cost_breakdowns(
-                    args[0], args[1], ids, args[2], args[3], scope
+                    args[0], args[1], ids, args[2], args[3], scope, args[4]
                 ),
             )
 
-        async def team_series(
-            keys: list[tuple[uuid.UUID, DayRange, Granularity, bool]],
-        ) -> list[CostSeries]:
-            found: dict[tuple[uuid.UUID, DayRange, Granularity, bool], CostSeries] = {}
-            for chosen, granularity, sub in dict.fromkeys((r, g, i) for _, r, g, i in keys):
-                ids = [t for t, r, g, i in keys if (r, g, i) == (chosen, granularity, sub)]
-                answers = await costs.team_series(ids, chosen, granularity, sub, scope)
+        async def team_series(keys: list[TeamSeriesKey]) -> list[CostSeries]:
+            found: dict[TeamSeriesKey, CostSeries] = {}
+            for chosen, granularity, sub, only in dict.fromkeys(k[1:] for k in keys):
+                args = (chosen, granularity, sub, only)
+                ids = [k[0] for k in keys if k[1:] == args]
+                answers = await costs.team_series(ids, chosen, granularity, sub, scope, only)
                 for t, s in answers.items():
-                    found[t, chosen, granularity, sub] = s
+                    found[(t, *args)] = s
             return [found[k] for k in keys]
 
+        async def component_clusters(ids: list[uuid.UUID]) -> list[list[str]]:
+            found = await costs.component_clusters(ids, scope)
+            return [found[i] for i in ids]
+
         self.component_series = DataLoader(
-            _series(lambda ids, r, g: costs.component_series(ids, r, g, scope))
+            _series(lambda ids, r, g, c: costs.component_series(ids, r, g, scope, c))
         )
         self.system_series = DataLoader(
-            _series(lambda ids, r, g: costs.subject_series(Subject.SYSTEM, ids, r, g, scope))
+            _series(lambda ids, r, g, c: costs.subject_series(Subject.SYSTEM, ids, r, g, scope, c))
         )
         self.domain_series = DataLoader(
-            _series(lambda ids, r, g: costs.subject_series(Subject.DOMAIN, ids, r, g, scope))
+            _series(lambda ids, r, g, c: costs.subject_series(Subject.DOMAIN, ids, r, g, scope, c))
         )
+        self.component_clusters = DataLoader(component_clusters)
 
         async def coverage_sums(ranges: list[DayRange]) -> list[CoverageSums]:
             return [await costs.read_coverage(r) for r in ranges]

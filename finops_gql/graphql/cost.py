@@ -60,6 +60,7 @@ from graphql.execution.values import (
 )
 from graphql.type.introspection import SchemaMetaFieldDef, TypeMetaFieldDef
 
+from finops_gql.config import MAX_SOURCES
 from finops_gql.costs.explorer import MAX_RANGE_DAYS
 from finops_gql.costs.forecast import MAX_DAYS as MAX_FORECAST_DAYS
 
@@ -126,6 +127,8 @@ def static_caps(schema: GraphQLSchema) -> Mapping[tuple[str, str], int]:
         ("PlatformCostSeries", "points"): MAX_RANGE_DAYS,
         # A forecast has one point per day asked for, at most forecast.MAX_DAYS.
         ("Forecast", "points"): MAX_FORECAST_DAYS,
+        # One per OpenCost source, at most config.MAX_SOURCES.
+        ("Availability", "sources"): MAX_SOURCES,
     }
 
 

@@ -22,7 +22,13 @@ from finops_gql.catalog.service import TeamOrder as ServiceTeamOrder
 from finops_gql.costs.explorer import Dimension
 from finops_gql.costs.forecast import check_days
 from finops_gql.costs.ranges import Granularity
-from finops_gql.costs.service import BREAKDOWN_DEFAULT, BREAKDOWN_MAX, TOP_DEFAULT, parse_uuid
+from finops_gql.costs.service import (
+    BREAKDOWN_DEFAULT,
+    BREAKDOWN_MAX,
+    TOP_DEFAULT,
+    check_clusters,
+    parse_uuid,
+)
 from finops_gql.errors import InvalidInput
 from finops_gql.graphql.context import Context
 from finops_gql.graphql.documents import DocumentLimits, stable_rules
@@ -40,6 +46,7 @@ from finops_gql.graphql.types import (
     AlertFilter,
     Availability,
     BudgetInput,
+    ClustersArg,
     Component,
     ComponentConnection,
     ComponentCost,
@@ -172,10 +179,15 @@ class Query:
         "principals that see everything)."
     )
     async def platform_cost(
-        self, info: CtxInfo, range: DateRange, granularity: Granularity = Granularity.DAY
+        self,
+        info: CtxInfo,
+        range: DateRange,
+        granularity: Granularity = Granularity.DAY,
+        clusters: ClustersArg = None,
     ) -> PlatformCostSeries:
         costs = info.context.services.costs
-        found = await costs.platform_series(range.resolve(info), granularity, info.context.scope)
+        chosen, only = range.resolve(info), check_clusters(clusters)
+        found = await costs.platform_series(chosen, granularity, info.context.scope, only)
         return PlatformCostSeries.of(found)
 
     @strawberry.field(description="Daily cost forecast of every component together.")
@@ -191,11 +203,20 @@ class Query:
         f"largest first (first: 1..{BREAKDOWN_MAX})."
     )
     async def cost_breakdown(
-        self, info: CtxInfo, range: DateRange, group_by: Dimension, first: int = BREAKDOWN_DEFAULT
+        self,
+        info: CtxInfo,
+        range: DateRange,
+        group_by: Dimension,
+        first: int = BREAKDOWN_DEFAULT,
+        clusters: ClustersArg = None,
     ) -> CostGroupConnection:
         costs = info.context.services.costs
         found = await costs.cost_breakdown(
-            range.resolve(info), group_by, first, scope=info.context.scope
+            range.resolve(info),
+            group_by,
+            first,
+            scope=info.context.scope,
+            clusters=check_clusters(clusters),
         )
         return CostGroupConnection.of(found)
 
@@ -222,10 +243,13 @@ class Query:
         found = await info.context.services.alerts.alerts_by_ids([alert_id], info.context.scope)
         return Alert.of(found[alert_id]) if alert_id in found else None
 
-    @strawberry.field(description="Whether OpenCost answers its health check.")
+    @strawberry.field(
+        description="Whether OpenCost answers its health check: true only when every source "
+        "(OPENCOST_SOURCES) does."
+    )
     async def opencost_availability(self, info: CtxInfo) -> Availability:
         health = await info.context.services.costs.availability()
-        return Availability(available=health.available, reason=health.reason)
+        return Availability.of(health)
 
     @strawberry.field(
         description="The latest cost sync runs, newest first (limit 1..100); empty unless "

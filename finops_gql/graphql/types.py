@@ -16,6 +16,7 @@ from strawberry.types.nodes import SelectedField, Selection
 from finops_gql.alerts import service as alerting
 from finops_gql.alerts.conditions import AlertKind, AlertStatus
 from finops_gql.catalog import service as catalog
+from finops_gql.config import DEFAULT_SOURCE
 from finops_gql.costs import budgets
 from finops_gql.costs import forecast as forecasting
 from finops_gql.costs import service as cost
@@ -272,11 +273,21 @@ class PlatformCostSeries(CostSeries):
         ]
 
 
+# The `clusters` filter of the cost fields (explorer.Clusters once checked).
+ClustersArg = Annotated[
+    list[str] | None,
+    strawberry.argument(
+        description="Only these clusters' cost (OpenCost source names, 1..50); all when omitted."
+    ),
+]
+
+
 strawberry.enum(
     Dimension,
     name="CostDimension",
-    description="TEAM, COMPONENT, SYSTEM, DOMAIN or RESOURCE (cpu, memory, pv, network, gpu, "
-    "loadBalancer, shared, external). SYSTEM and DOMAIN have one more group for the cost in no "
+    description="TEAM, COMPONENT, SYSTEM, DOMAIN, RESOURCE (cpu, memory, pv, network, gpu, "
+    "loadBalancer, shared, external) or CLUSTER (the OpenCost source's name, key and label, "
+    "entity null). SYSTEM and DOMAIN have one more group for the cost in no "
     f"system (no domain): key {UNASSIGNED!r}, label '(no system)' ('(no domain)'), entity null.",
 )
 
@@ -289,7 +300,7 @@ def _change(c: cost.CostChange) -> CostChange:
 class CostGroup:
     key: str = strawberry.field(
         description=f"The team, component, system or domain id, {UNASSIGNED!r} (cost in no "
-        "system / domain), or the resource name."
+        "system / domain), the resource name or the cluster name."
     )
     label: str = strawberry.field(
         description="The team, component, system or domain name, '(no system)' / '(no domain)', "
@@ -303,11 +314,11 @@ class CostGroup:
     dimension: strawberry.Private[Dimension]
 
     @strawberry.field(
-        description="The group's Team, Component, System or Domain; null for a resource, for "
-        "the unassigned group, and for one deleted since."
+        description="The group's Team, Component, System or Domain; null for a resource, a "
+        "cluster, the unassigned group, and for one deleted since."
     )
     async def entity(self, info: CtxInfo) -> CostEntity | None:
-        if self.dimension is Dimension.RESOURCE or self.key == UNASSIGNED:
+        if self.dimension in (Dimension.RESOURCE, Dimension.CLUSTER) or self.key == UNASSIGNED:
             return None
         loaders = info.context.loaders
         entity_id = uuid.UUID(self.key)
@@ -685,8 +696,15 @@ class Team:
         range: DateRange,
         granularity: Granularity = Granularity.DAY,
         include_sub_teams: bool = True,
+        clusters: ClustersArg = None,
     ) -> CostSeries:
-        key = (uuid.UUID(self.id), range.resolve(info), granularity, include_sub_teams)
+        key = (
+            uuid.UUID(self.id),
+            range.resolve(info),
+            granularity,
+            include_sub_teams,
+            cost.check_clusters(clusters),
+        )
         return CostSeries.of(await info.context.loaders.team_series.load(key))
 
     @strawberry.field(
@@ -699,8 +717,16 @@ class Team:
         group_by: Dimension,
         first: int = BREAKDOWN_DEFAULT,
         include_sub_teams: bool = True,
+        clusters: ClustersArg = None,
     ) -> CostGroupConnection:
-        key = (uuid.UUID(self.id), range.resolve(info), group_by, first, include_sub_teams)
+        key = (
+            uuid.UUID(self.id),
+            range.resolve(info),
+            group_by,
+            first,
+            include_sub_teams,
+            cost.check_clusters(clusters),
+        )
         return CostGroupConnection.of(await info.context.loaders.team_breakdown.load(key))
 
     @strawberry.field(
@@ -802,9 +828,14 @@ class Domain:
         "by granularity."
     )
     async def cost(
-        self, info: CtxInfo, range: DateRange, granularity: Granularity = Granularity.DAY
+        self,
+        info: CtxInfo,
+        range: DateRange,
+        granularity: Granularity = Granularity.DAY,
+        clusters: ClustersArg = None,
     ) -> CostSeries:
-        return await _series(info.context.loaders.domain_series, self.id, info, range, granularity)
+        loader = info.context.loaders.domain_series
+        return await _series(loader, self.id, info, range, granularity, clusters)
 
     @classmethod
     def of(cls, d: models.Domain) -> Domain:
@@ -859,9 +890,14 @@ class System:
         "them (under AUTHZ_MODE=team, those the principal sees), bucketed by granularity."
     )
     async def cost(
-        self, info: CtxInfo, range: DateRange, granularity: Granularity = Granularity.DAY
+        self,
+        info: CtxInfo,
+        range: DateRange,
+        granularity: Granularity = Granularity.DAY,
+        clusters: ClustersArg = None,
     ) -> CostSeries:
-        return await _series(info.context.loaders.system_series, self.id, info, range, granularity)
+        loader = info.context.loaders.system_series
+        return await _series(loader, self.id, info, range, granularity, clusters)
 
     @classmethod
     def of(cls, s: models.System) -> System:
@@ -880,11 +916,11 @@ async def _series(
     info: CtxInfo,
     range: DateRange,
     granularity: Granularity,
+    clusters: list[str] | None = None,
 ) -> CostSeries:
     """A component's, system's or domain's series through its DataLoader."""
-    return CostSeries.of(
-        await loader.load((uuid.UUID(subject_id), range.resolve(info), granularity))
-    )
+    key = (uuid.UUID(subject_id), range.resolve(info), granularity, cost.check_clusters(clusters))
+    return CostSeries.of(await loader.load(key))
 
 
 async def _team(info: CtxInfo, team_id: uuid.UUID | None) -> Team | None:
@@ -974,11 +1010,21 @@ class Component:
 
     @strawberry.field(description="Persisted cost over a range, bucketed by granularity.")
     async def cost(
-        self, info: CtxInfo, range: DateRange, granularity: Granularity = Granularity.DAY
+        self,
+        info: CtxInfo,
+        range: DateRange,
+        granularity: Granularity = Granularity.DAY,
+        clusters: ClustersArg = None,
     ) -> CostSeries:
-        return await _series(
-            info.context.loaders.component_series, self.id, info, range, granularity
-        )
+        loader = info.context.loaders.component_series
+        return await _series(loader, self.id, info, range, granularity, clusters)
+
+    @strawberry.field(
+        description="The clusters (OpenCost sources) where the component has persisted cost, "
+        "by name."
+    )
+    async def clusters(self, info: CtxInfo) -> list[str]:
+        return await info.context.loaders.component_clusters.load(uuid.UUID(self.id))
 
     @strawberry.field(description="The component's budget and where it stands; null without one.")
     async def budget_status(self, info: CtxInfo) -> BudgetStatus | None:
@@ -1157,14 +1203,40 @@ class ComponentConnection:
         )
 
 
+@strawberry.type(description="One OpenCost source's (cluster's) health check.")
+class SourceAvailability:
+    name: str
+    available: bool
+    error: str | None
+
+
 @strawberry.type
 class Availability:
     available: bool
     reason: str | None
+    sources: list[SourceAvailability] = strawberry.field(
+        description="Each OpenCost source (OPENCOST_SOURCES; `default` for OPENCOST_URL)."
+    )
+
+    @classmethod
+    def of(cls, health: cost.Availability) -> Availability:
+        return cls(
+            available=health.available,
+            reason=health.reason,
+            sources=[
+                SourceAvailability(name=s.name, available=s.available, error=s.reason)
+                for s in health.sources
+            ],
+        )
 
 
-@strawberry.type(description="An aggregate whose OpenCost request failed after its retries.")
+@strawberry.type(
+    description="An aggregate whose request to one OpenCost source failed after its retries."
+)
 class SyncFailure:
+    source: str = strawberry.field(
+        description="The OpenCost source (cluster) asked; `default` for OPENCOST_URL."
+    )
     aggregate: str
     error: str
     attempts: int = strawberry.field(description="Requests made, retries included.")
@@ -1177,6 +1249,8 @@ class SyncFailure:
     def of(cls, raw: dict[str, Any]) -> SyncFailure:
         first, last = raw.get("firstDay"), raw.get("lastDay")
         return cls(
+            # Runs recorded before several sources existed asked the one source, `default`.
+            source=str(raw.get("source", DEFAULT_SOURCE)),
             aggregate=str(raw.get("aggregate", "")),
             error=str(raw.get("error", "")),
             attempts=int(raw.get("attempts", 0)),

@@ -147,9 +147,16 @@ async def platform_summary(request: Request) -> Response:
 
 async def available(request: Request) -> Response:
     health = await _service(request).availability()
-    if health.available:
-        return json_response({"available": True})
-    return json_response({"available": False, "reason": health.reason})
+    body: dict[str, object] = {"available": True}
+    if not health.available:
+        body = {"available": False, "reason": health.reason}
+    if health.listed:
+        # OPENCOST_SOURCES: each source's state after the legacy keys (which legacy clients
+        # read alone); with OPENCOST_URL the body stays the NestJS one, byte for byte.
+        body["sources"] = [
+            {"name": s.name, "available": s.available, "error": s.reason} for s in health.sources
+        ]
+    return json_response(body)
 
 
 async def export_csv(request: Request) -> Response:
