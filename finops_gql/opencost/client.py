@@ -144,6 +144,16 @@ class OpenCostClient:
         log.warning("OpenCost %s failed: %s (%s)", endpoint, reason, detail or "no detail")
         return kind(reason, detail, transient=transient)
 
+    def _transport_failure(
+        self, endpoint: str, url: str, exc: BaseException, timeout_s: float | None
+    ) -> OpenCostUnavailable:
+        """A timeout or a connection error as the (transient: retried) failure callers see."""
+        if isinstance(exc, TimeoutError):
+            reason = f"OpenCost timed out after {timeout_s:g}s"
+            return self._failure(endpoint, reason, redact_url(url), transient=True, kind=_TimedOut)
+        detail = f"{redact_url(url)}: {exc!r}"
+        return self._failure(endpoint, "OpenCost is unreachable", detail, transient=True)
+
     async def _get(
         self,
         url: str,
@@ -164,21 +174,8 @@ class OpenCostClient:
                         return await self._send(url, params, endpoint, timeout, None)
             async with self._slots:
                 return await self._send(url, params, endpoint, timeout, limit)
-        except TimeoutError:
-            raise self._failure(
-                endpoint,
-                f"OpenCost timed out after {timeout.total:g}s",
-                redact_url(url),
-                transient=True,
-                kind=_TimedOut,
-            ) from None
-        except aiohttp.ClientError as exc:
-            raise self._failure(
-                endpoint,
-                "OpenCost is unreachable",
-                f"{redact_url(url)}: {exc!r}",
-                transient=True,
-            ) from None
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise self._transport_failure(endpoint, url, exc, timeout.total) from None
 
     async def _send(
         self,
@@ -387,21 +384,8 @@ class OpenCostClient:
                             yield parsed
                         return
                     body = await _read_prefix(response, ERROR_BODY_BYTES)
-            except TimeoutError:
-                raise self._failure(
-                    "allocation",
-                    f"OpenCost timed out after {self._timeout.total:g}s",
-                    redact_url(url),
-                    transient=True,
-                    kind=_TimedOut,
-                ) from None
-            except aiohttp.ClientError as exc:
-                raise self._failure(
-                    "allocation",
-                    "OpenCost is unreachable",
-                    f"{redact_url(url)}: {exc!r}",
-                    transient=True,
-                ) from None
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                raise self._transport_failure("allocation", url, exc, self._timeout.total) from None
             except OpenCostUnavailable as exc:
                 if exc.reason.startswith("OpenCost answer exceeds"):
                     raise  # counted and logged where the bound was hit
