@@ -33,6 +33,10 @@ async def _sync_runs(http: httpx.AsyncClient) -> list[dict[str, str]]:
     return runs
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 async def _drain(stream: asyncio.StreamReader, into: list[str]) -> None:
     while line := await stream.readline():
         into.append(line.decode())
@@ -55,6 +59,9 @@ async def test_scripts_dev_runs_server_worker_and_stand_in(tmp_path: Path) -> No
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         start_new_session=True,
+        # A test run started in the background of a shell inherits SIGINT ignored, and a shell
+        # cannot trap a signal ignored on entry: give scripts/dev the Ctrl-C a terminal would.
+        preexec_fn=_default_sigint,
     )
     assert process.stdout is not None
     output: list[str] = []
@@ -125,7 +132,14 @@ async def test_scripts_dev_runs_server_worker_and_stand_in(tmp_path: Path) -> No
         try:
             await asyncio.wait_for(process.wait(), timeout=60)
         except TimeoutError:
-            raise AssertionError("scripts/dev did not stop:\n" + "".join(output)) from None
+            ps = await asyncio.create_subprocess_exec(
+                "ps", "-o", "pid,stat,args", "-s", str(process.pid), stdout=asyncio.subprocess.PIPE
+            )
+            running = (await ps.communicate())[0].decode()
+            os.killpg(process.pid, signal.SIGKILL)
+            raise AssertionError(
+                f"scripts/dev did not stop; still running:\n{running}\noutput:\n" + "".join(output)
+            ) from None
         if drain is not None:  # ends when every process holding the pipe has exited
             with contextlib.suppress(TimeoutError):  # one left running is reported below
                 await asyncio.wait_for(drain, timeout=10)
