@@ -154,6 +154,17 @@ class OpenCostClient:
         detail = f"{redact_url(url)}: {exc!r}"
         return self._failure(endpoint, "OpenCost is unreachable", detail, transient=True)
 
+    def _status_failure(self, status: int | None, body: bytes | bytearray) -> OpenCostUnavailable:
+        """An `allocation` answer other than 200 (counted when it arrived); 5xx is transient."""
+        detail = bytes(body[:200]).decode("utf-8", "replace").strip()
+        return self._failure(
+            "allocation",
+            f"OpenCost answered HTTP {status}",
+            detail,
+            counted=True,
+            transient=status is not None and status >= 500,
+        )
+
     async def _get(
         self,
         url: str,
@@ -399,14 +410,7 @@ class OpenCostClient:
                 if new_root != root:
                     root = new_root
                     continue
-            detail = bytes(body[:200]).decode("utf-8", "replace").strip()
-            raise self._failure(
-                "allocation",
-                f"OpenCost answered HTTP {status}",
-                detail,
-                counted=True,
-                transient=status is not None and status >= 500,
-            )
+            raise self._status_failure(status, body)
 
     async def _bounded_chunks(
         self, response: aiohttp.ClientResponse, endpoint: str, name: str, mb: int
@@ -469,14 +473,7 @@ class OpenCostClient:
                 self.requests_made += 1
                 status, body = await self._get(new_root + "/allocation", params, limit=limit)
         if status != 200:
-            detail = bytes(body[:200]).decode("utf-8", "replace").strip()
-            raise self._failure(
-                "allocation",
-                f"OpenCost answered HTTP {status}",
-                detail,
-                counted=True,
-                transient=status >= 500,
-            )
+            raise self._status_failure(status, body)
         try:
             decoded: Any = orjson.loads(body)
         except orjson.JSONDecodeError:
