@@ -114,15 +114,20 @@ async def load(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_load(spec: dict[str, Any]) -> dict[str, Any]:
+def run_subcommand(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """This script's `name` subcommand in a process of its own; its JSON answer."""
     out = subprocess.run(
-        [sys.executable, __file__, "load", json.dumps(spec)],
+        [sys.executable, __file__, name, json.dumps(spec)],
         check=True,
         capture_output=True,
         text=True,
     )
     result: dict[str, Any] = json.loads(out.stdout)
     return result
+
+
+def run_load(spec: dict[str, Any]) -> dict[str, Any]:
+    return run_subcommand("load", spec)
 
 
 # -- data generation -----------------------------------------------------------------------------
@@ -707,14 +712,7 @@ async def bench_sync(
 
 
 def run_sync_process(spec: dict[str, Any]) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, __file__, "sync-run", json.dumps(spec)],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    result: dict[str, Any] = json.loads(out.stdout)
-    return result
+    return run_subcommand("sync-run", spec)
 
 
 async def sync_run(spec: dict[str, Any]) -> dict[str, Any]:
