@@ -148,6 +148,13 @@ DOCUMENTS = [
     "{ items { o: owner { n: name } owner { __typename owner { name } } } }",
     "query($s: Boolean!) { items { owner @skip(if: $s) { name } ... on Item { owner { label } } } }",
     "{ strict { owner { name } } mixed { owner { name } } }",
+    # selections of basic fields and held objects only: run by a projector row by row, and by
+    # the general path for a row whose values it cannot complete (null, NaN/inf, an exception,
+    # an awaitable, an int for a Float, a number for a String, no held owner)
+    "{ items { name score owner { name score label } } }",
+    "{ strict { n: name l: label owner { s: score } } }",
+    "{ mixed { name label owner { name } } strictMixed { score } }",
+    "{ one { name label score } }",
 ]
 
 
@@ -240,3 +247,40 @@ def test_held_values_and_object_rows_skip_resolve_info(monkeypatch: pytest.Monke
     assert data["items"][0] == {"owner": {"name": "a-owner"}}
     assert data["items"][2] == {"owner": {"name": "owner-of-c:owner"}}
     assert [m for m, _, _ in errors] == ["Cannot return null for non-nullable field Item.name."]
+
+
+def test_plain_selections_are_projected(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A selection of basic fields and held objects is answered by one projector call per
+    object. Rows it cannot complete go the general way: b (a null name), c (NaN), d (an inf in
+    its owner) and f (no held owner: the resolver makes one, which is projected in turn); an
+    int for a Float is completed in the projector itself."""
+    from finops_gql.graphql import execution
+
+    answered: list[str] = []
+    original = execution._Projector.__call__
+
+    def counting(self: Any, source: Any) -> Any:
+        result = original(self, source)
+        answered.append(str(getattr(source, "name", "?")))
+        return result
+
+    monkeypatch.setattr(execution._Projector, "__call__", counting)
+    data, errors = _answer(FastExecutor, "{ items { name score owner { name score } } }")
+    assert answered == ["a-owner", "a", "e-owner", "e", "owner-of-f:owner", "g-owner", "g"]
+    assert data is not None
+    assert data["items"][5] == {
+        "name": "f",
+        "score": 3.0,
+        "owner": {"name": "owner-of-f:owner", "score": 1.5},
+    }
+    assert sorted(m for m, _, _ in errors) == [
+        "Cannot return null for non-nullable field Item.name.",
+        "Float cannot represent non numeric value: inf",
+        "Float cannot represent non numeric value: nan",
+    ]
+    answered.clear()
+    data, _ = _answer(FastExecutor, "{ one { name score } items { s: score } }")
+    assert data is not None
+    assert data["one"] == {"name": "async", "score": 1.5}
+    assert data["items"][5] == {"s": 3.0}  # the int completed by the projector
+    assert "f" in answered
