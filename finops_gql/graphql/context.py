@@ -371,7 +371,7 @@ class Context:
         every service call; never filter in a resolver."""
         return self.loaders.scope
 
-    # The app's limit (GRAPHQL_MAX_COST), and the operation's cost, set by the QueryCost
+    # The app's limit (GRAPHQL_MAX_COST), and the operation's cost, set by the OperationGuard
     # extension before execution and reported in every answer's extensions.
     max_cost: int = 50_000
     cost: Cost | None = None
@@ -380,6 +380,6 @@ class Context:
     # are set for it (graphql/live.py), and stay None over HTTP.
     connection: Connection | None = None
     connection_params: dict[str, object] | None = None  # the connection_init payload
-    # The principal's budget after this operation was charged (QueryCost); None when the limiter
-    # is off or Redis did not answer.
+    # The principal's budget after this operation was charged (OperationGuard); None when the
+    # limiter is off or Redis did not answer.
     rate: RateDecision | None = None

@@ -32,7 +32,6 @@ lean one calls the method with the same Info object directly.
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from contextlib import suppress
 from dataclasses import dataclass
 from functools import partial
 from math import isfinite
@@ -311,8 +310,10 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
         if position_context is None:
             project = self._projector_of(parent_type, grouped_field_set)
             if project is not None:
-                with suppress(Exception):  # the general path below makes the error
+                try:
                     return project(source_value)
+                except Exception:  # noqa: S110 (the general path below makes the error)
+                    pass
         results: dict[str, Any] = {}
         is_awaitable = self.is_awaitable
         awaitable_fields: list[str] = []
@@ -430,10 +431,21 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
             )
         is_awaitable = self.is_awaitable
         execute_fields = self.execute_fields
+        project = self._projector_of(object_type, grouped_field_set)
         completed: list[Any] = []
         pending: list[int] = []
         try:
             for index, item in enumerate(result):
+                if (
+                    project is not None
+                    and not isinstance(item, Exception)
+                    and not is_awaitable(item)
+                ):
+                    try:
+                        completed.append(project(item))
+                        continue
+                    except Exception:  # noqa: S110 (the row's general path makes the error)
+                        pass
                 item_path = path.add_key(index, None)
                 if is_awaitable(item):
                     completed.append(
