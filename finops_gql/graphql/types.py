@@ -129,17 +129,15 @@ class CostPoint:
         description="False when the range cuts this bucket (a partial week or month)."
     )
     total_cost: float
-    breakdown: CostBreakdown
+    point: strawberry.Private[cost.CostPoint]
+
+    @strawberry.field
+    def breakdown(self) -> CostBreakdown:
+        return CostBreakdown.of(self.point.breakdown)  # rounded only when asked for
 
     @classmethod
     def of(cls, p: cost.CostPoint) -> CostPoint:
-        return cls(
-            start=p.start,
-            end=p.end,
-            complete=p.complete,
-            total_cost=p.breakdown.total_cost,
-            breakdown=CostBreakdown.of(p.breakdown),
-        )
+        return cls(start=p.start, end=p.end, complete=p.complete, total_cost=p.total_cost, point=p)
 
 
 @strawberry.type(description="Against the range of the same length just before this one.")
