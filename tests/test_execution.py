@@ -284,3 +284,31 @@ def test_plain_selections_are_projected(monkeypatch: pytest.MonkeyPatch) -> None
     assert data["one"] == {"name": "async", "score": 1.5}
     assert data["items"][5] == {"s": 3.0}  # the int completed by the projector
     assert "f" in answered
+
+
+def test_a_known_row_is_loaded_without_asking_the_batch() -> None:
+    """KnownLoader (the component and team loaders): rows a page's statement read answer later
+    loads of the same key without a batch, and `loaded` sees them; other keys are batched."""
+    from finops_gql.graphql.context import KnownLoader, loaded
+
+    asked: list[list[int]] = []
+
+    async def batch(keys: list[int]) -> list[str | None]:
+        asked.append(keys)
+        return [f"loaded-{k}" for k in keys]
+
+    async def run() -> tuple[Any, ...]:
+        loader: KnownLoader[int, str | None] = KnownLoader(batch)
+        loader.know({1: "known-1", 2: "known-2"})
+        before = (loaded(loader, 1), loaded(loader, 3))
+        answers = await asyncio.gather(loader.load(1), loader.load(3), loader.load(1))
+        loader.know({1: "later"})  # a key already loaded keeps the value it was loaded with
+        again = (await loader.load(1), loaded(loader, 1))
+        return before, answers, again, loaded(loader, 3)
+
+    before, answers, again, after = asyncio.run(run())
+    assert before == ("known-1", None)
+    assert answers == ["known-1", "loaded-3", "known-1"]
+    assert again == ("known-1", "known-1")
+    assert after == "loaded-3"
+    assert asked == [[3]]

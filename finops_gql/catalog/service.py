@@ -82,15 +82,18 @@ COMPONENT_FIELDS = (
 TEAM_COLUMNS = ", ".join(f"t.{f} AS team__{f}" for f in TEAM_FIELDS)
 
 
+_TEAM_KEYS = tuple((f"team__{f}", f) for f in TEAM_FIELDS)
+
+
 def _with_teams(rows: list[dict[str, object]]) -> list[Component]:
-    """Components from rows that carry their team's TEAM_COLUMNS (one Team per team)."""
+    """Components from rows that carry their team's TEAM_COLUMNS (one Team per team; the
+    component's model ignores the team's keys)."""
     teams: dict[object, Team] = {}
     components = []
     for row in rows:
-        team_row = {f: row.pop(f"team__{f}") for f in TEAM_FIELDS}
-        team = teams.get(team_row["id"])
+        team = teams.get(team_id := row["team__id"])
         if team is None:
-            team = teams[team_row["id"]] = partial_from_db(Team, team_row)
+            team = teams[team_id] = partial_from_db(Team, {f: row[k] for k, f in _TEAM_KEYS})
         component = partial_from_db(Component, row)
         # Where Tortoise keeps a fetched relation (as its select_related does): `component.team`
         # is then this Team, without Model.__setattr__'s per-call relation check.

@@ -159,8 +159,8 @@ class Query:
             raise
         loaders = info.context.loaders
         # Later Component.team / cost loads reuse these rows; the page's statement read the teams.
-        loaders.component.prime_many({c.id: c for c in page.items})
-        loaders.team.prime_many({c.team.id: c.team for c in page.items})
+        loaders.component.know({c.id: c for c in page.items})
+        loaders.team.know({c.team.id: c.team for c in page.items})
         return ComponentConnection.of(page, count)
 
     @strawberry.field(
