@@ -7,8 +7,12 @@ import uuid
 import httpx
 import pytest
 
+from finops_gql.access import Scope
 from finops_gql.costs.service import CostService
+from finops_gql.db.models import Component
 from finops_gql.dev.opencost_fake import FakeOpenCost
+from finops_gql.errors import NotFound
+from finops_gql.jsonjs import dumps
 from finops_gql.services import Services
 from tests.conftest import make_component, make_records, make_team
 
@@ -135,6 +139,78 @@ async def test_team_summary_largest_first(client: httpx.AsyncClient, services: S
     empty = await make_team("empty")
     body = (await client.get(f"/api/v1/cost/teams/{empty.id}/summary")).json()
     assert body == {"teamId": str(empty.id), "totalCost": 0, "currency": "USD", "components": []}
+
+
+# 30-day totals as the rollup may hold them: float noise, integral values, ties (broken by name,
+# unicode included), tiny values around JavaScript's switch to exponents, huge ones, negatives.
+AWKWARD_TOTALS = {
+    "checkout": 71.30000000000001,
+    "search": 3000.0,
+    "zéro": 0.0,
+    "Ärger": 119.949564,
+    "ärger": 119.949564,
+    "日本": 119.949564,
+    "tiny": 0.000014,
+    "tinier": 0.0000051,
+    "tiniest": 1e-7,
+    "minus-tiny": -0.000001,
+    "refund": -2.5,
+    "huge": 1.5e21,
+    "big": 1e16,
+    "long": 123456.789012345,
+}
+
+
+async def test_team_summary_bytes_equal_the_object_path(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    """The summary written from the service's columns has the bytes of the former writer: one
+    ComponentCost per row (team_summaries, GraphQL's read) and dumps' walk over every value."""
+    team = await make_team()
+    await make_component(await make_team("other"), "elsewhere", cost_30d=5.0)
+    for name, total in AWKWARD_TOTALS.items():
+        await make_component(team, name, cost_30d=total)
+    response = await client.get(f"/api/v1/cost/teams/{team.id}/summary")
+    assert response.status_code == 200
+    summary = (await services.costs.team_summaries([team.id]))[team.id]
+    assert len(summary.components) == len(AWKWARD_TOTALS)
+    old = dumps(
+        {
+            "teamId": str(summary.team_id),
+            "totalCost": summary.total_cost,
+            "currency": summary.currency,
+            "components": [
+                {"componentId": c.component_id, "totalCost": c.total_cost, "window": "30d"}
+                for c in summary.components
+            ],
+        }
+    )
+    assert response.content == old
+    # The awkward values are really there, written as JavaScript writes them.
+    for text in (b'"totalCost":3000,', b'"totalCost":0.00001,', b'"totalCost":1.5e+21,'):
+        assert text in response.content
+    assert b'"totalCost":10000000000000000,' in response.content
+    assert b'"totalCost":-2.5,' in response.content
+
+
+async def test_team_cost_columns_scope(services: Services) -> None:
+    """Invisible is missing, with components or without; visible and empty is an empty summary."""
+    costs = services.costs
+    seen, hidden, hidden_empty = (
+        await make_team("seen"),
+        await make_team("hidden"),
+        await make_team(),
+    )
+    await make_component(hidden, "secret", cost_30d=9.0)
+    scope = Scope(frozenset({seen.id}))
+    empty = await costs.team_cost_columns(seen.id, scope)
+    assert (empty.total_cost, empty.component_ids, empty.totals) == (0, [], [])
+    for team in (hidden, hidden_empty):
+        with pytest.raises(NotFound):
+            await costs.team_cost_columns(team.id, scope)
+    visible = await costs.team_cost_columns(hidden.id)
+    secret = await Component.get(name="secret")
+    assert (visible.component_ids, visible.totals) == ([str(secret.id)], [9.0])
 
 
 async def test_summary_orders_numerically_and_limits(
