@@ -29,6 +29,7 @@ from finops_gql.costs.ranges import (
     preset_range,
 )
 from finops_gql.costs.windows import as_date, money, rollup_range
+from finops_gql.db import inline
 from finops_gql.db.models import Component, Team
 from finops_gql.db.setup import SqlParams, connection, placeholders, sql_value
 from finops_gql.errors import InvalidInput, NotFound
@@ -474,7 +475,7 @@ class CostService:
             result[uuid.UUID(str(row["component_id"]))].append(row["cluster"])
         return result
 
-    def _component_cost(self, row: dict[str, Any]) -> ComponentCost:
+    def _component_cost(self, row: Mapping[str, Any]) -> ComponentCost:
         synced = row["cost_synced_at"]
         return ComponentCost(
             component_id=str(row["id"]),
@@ -486,15 +487,21 @@ class CostService:
             budget_usd=row["budget_usd"],
         )
 
-    async def _component_costs(self, where: str, values: list[object]) -> list[ComponentCost]:
+    async def _component_costs(
+        self, where: str, values: list[object], *, short: bool = False
+    ) -> list[ComponentCost]:
         # Hand-written SQL, no model objects: building Tortoise models (and parsing their
         # datetimes with iso8601) cost 15 ms for a 500-component team; this reads the indexed
-        # rollup columns and converts only what the answer needs.
-        rows = await connection().execute_query_dict(
+        # rollup columns and converts only what the answer needs. A `short` read (bounded by a
+        # LIMIT) runs in the loop's thread on SQLite (db/inline.py).
+        sql = (
             "SELECT id, name, team_id, cost_30d, cost_synced_at, budget_usd FROM component "  # noqa: S608 (placeholders only)
-            f"{where}",
-            values,
+            f"{where}"
         )
+        if short:
+            rows: Sequence[Any] = await inline.fetch_rows(sql, values, named=True)
+        else:
+            rows = await connection().execute_query_dict(sql, values)
         return [self._component_cost(row) for row in rows]
 
     async def team_cost_columns(
@@ -509,7 +516,7 @@ class CostService:
         """
         mark = SqlParams()
         where = [f"team_id = {mark(team_id)}", *scope.teams_sql("team_id", mark)]
-        _, rows = await connection().execute_query(
+        rows = await inline.fetch_rows(
             f"SELECT id, cost_30d FROM component WHERE {' AND '.join(where)} "  # noqa: S608 (placeholders only)
             "ORDER BY cost_30d DESC, name",
             mark.values,
@@ -566,6 +573,7 @@ class CostService:
             f"{'WHERE ' + where + ' ' if where else ''}ORDER BY cost_30d DESC, name "
             f"LIMIT {mark(limit)}",
             mark.values,
+            short=True,
         )
 
     async def refresh_rollups(self, component_ids: Iterable[uuid.UUID] | None = None) -> None:
