@@ -28,7 +28,7 @@ from finops_gql.costs.ranges import (
     explicit_range,
     preset_range,
 )
-from finops_gql.costs.windows import as_date, money, rollup_range
+from finops_gql.costs.windows import as_date, money, money_column, rollup_range
 from finops_gql.db import inline
 from finops_gql.db.models import Component, Team
 from finops_gql.db.setup import SqlParams, connection, placeholders, sql_value
@@ -523,7 +523,7 @@ class CostService:
         )
         if not rows:
             await self.team(team_id, scope)  # missing or invisible: NotFound; else no components
-        totals = [money(row[1]) for row in rows]
+        totals = money_column([row[1] for row in rows])
         return TeamCostColumns(
             team_id=team_id,
             # Summed in the same order as team_summaries sums its ComponentCost objects.
