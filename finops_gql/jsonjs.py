@@ -73,6 +73,11 @@ def js_floats(values: Iterable[float]) -> list[Any]:
     return [v if not (v.is_integer() or -1e-5 < v < 1e-5) else _float(v) for v in values]
 
 
+def js_ready(value: Any) -> Any:
+    """One value as `dumps` would write it, ready for `dumps_ready`."""
+    return _prepare(value)
+
+
 def dumps_ready(value: Any) -> bytes:
     """`dumps` without its walk over the value, for values that hold nothing it would change:
     str, int, bool, None, lists and dicts of them, floats from `js_floats`, and `raw` parts."""

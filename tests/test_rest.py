@@ -249,6 +249,40 @@ async def test_summary_is_byte_compatible(client: httpx.AsyncClient, services: S
     )
 
 
+async def test_summary_bytes_equal_the_object_path(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    """The top-N written from the service's columns has the bytes of the former writer: one
+    ComponentCost per row (top_components, GraphQL's read) and dumps' walk over every value."""
+    team = await make_team()
+    budgets = [None, 120.0, 33.333, 1e-6, 2.0**60]
+    for i, (name, total) in enumerate(AWKWARD_TOTALS.items()):
+        await make_component(team, name, budget_usd=budgets[i % len(budgets)], cost_30d=total)
+    synced = await make_component(team, "synced", budget_usd=50.0)
+    await make_records(synced, [2.38] * 30)  # cost_synced_at set, the others' NULL
+    await services.costs.refresh_rollups([synced.id])
+    response = await client.get("/api/v1/cost/summary", params={"limit": 100})
+    assert response.status_code == 200
+    top = await services.costs.top_components(100)
+    assert len(top) == len(AWKWARD_TOTALS) + 1
+    old = dumps(
+        [
+            {
+                "componentId": cost.component_id,
+                "totalCost": cost.total_cost,
+                "currency": cost.currency,
+                "syncedAt": cost.synced_at,
+                "budgetUsd": cost.budget_usd,
+            }
+            for cost in top
+        ]
+    )
+    assert response.content == old
+    assert b'"syncedAt":null' in response.content
+    assert b'"budgetUsd":1152921504606847000}' in response.content
+    assert b'"budgetUsd":0.000001}' in response.content
+
+
 @pytest.mark.parametrize("limit", ["0", "101", "-1", "abc", "1.5", ""])
 async def test_summary_bad_limit_is_400(client: httpx.AsyncClient, limit: str) -> None:
     response = await client.get("/api/v1/cost/summary", params={"limit": limit})
@@ -305,7 +339,7 @@ async def test_unexpected_error_is_500_without_trace(
     async def boom(self: CostService, limit: int = 10) -> None:
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(CostService, "top_components", boom)
+    monkeypatch.setattr(CostService, "top_component_columns", boom)
     response = await client.get("/api/v1/cost/summary")
     body = assert_nest_error(response, 500, "Internal Server Error")
     assert "secret" not in response.text
