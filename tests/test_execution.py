@@ -257,14 +257,20 @@ def test_plain_selections_are_projected(monkeypatch: pytest.MonkeyPatch) -> None
     from finops_gql.graphql import execution
 
     answered: list[str] = []
-    original = execution._Projector.__call__
+    original = execution.compile_projector
 
-    def counting(self: Any, source: Any) -> Any:
-        result = original(self, source)
-        answered.append(str(getattr(source, "name", "?")))
-        return result
+    def counting(steps: Any, is_awaitable: Any) -> Any:
+        project = original(steps, is_awaitable)
 
-    monkeypatch.setattr(execution._Projector, "__call__", counting)
+        def counted(source: Any) -> Any:
+            result = project(source)
+            answered.append(str(getattr(source, "name", "?")))
+            return result
+
+        return counted
+
+    monkeypatch.setattr(execution, "compile_projector", counting)
+    monkeypatch.setattr(execution, "_COMPILED", {})
     data, errors = _answer(FastExecutor, "{ items { name score owner { name score } } }")
     assert answered == ["a-owner", "a", "e-owner", "e", "owner-of-f:owner", "g-owner", "g"]
     assert data is not None
@@ -312,3 +318,34 @@ def test_a_known_row_is_loaded_without_asking_the_batch() -> None:
     assert again == ("known-1", "known-1")
     assert after == "loaded-3"
     assert asked == [[3]]
+
+
+def test_projectors_are_compiled_once_per_selection(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A selection's projector is generated once and shared by later executions (the same
+    document, or another with the same selection); the shared set is bounded."""
+    from finops_gql.graphql import execution
+
+    compiled: list[tuple[str, ...]] = []
+    original = execution.compile_projector
+
+    def counting(steps: Any, is_awaitable: Any) -> Any:
+        compiled.append(tuple(step[0] for step in steps))
+        return original(steps, is_awaitable)
+
+    monkeypatch.setattr(execution, "compile_projector", counting)
+    monkeypatch.setattr(execution, "_COMPILED", {})
+    schema = strawberry.Schema(query=Query, execution_context_class=FastExecutor)
+
+    def data(document: str) -> Any:
+        return asyncio.run(schema.execute(document)).data
+
+    first = data("{ items { name score owner { name score } } }")
+    assert compiled == [("name", "score"), ("name", "score", "owner")]
+    again = data("query Again { items { name score owner { name score } } }")
+    assert again == first
+    assert len(compiled) == 2
+    data("{ items { n: name } }")
+    assert compiled[2:] == [("n",)]
+    monkeypatch.setattr(execution, "_COMPILED_MAX", 3)
+    data("{ items { s: score } }")  # the fourth: the set starts again
+    assert len(execution._COMPILED) == 1

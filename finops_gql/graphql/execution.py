@@ -17,11 +17,11 @@ Strawberry extension with a per-field `resolve` hook) turns the fast path off, s
 every field.
 
 A selection made only of such fields and of held objects (PRELOADED) whose own selections are
-too (a page's rows: `name budgetUsd cost30d team { slug }`) is run by a `_Projector`: one loop
-per object that builds its dict, with no Path and no per-field call into the executor. It
-answers only when every value completes without an error; otherwise the object runs the general
-way above, which makes graphql-core's error at its path (reading plain attributes twice is
-harmless).
+too (a page's rows: `name budgetUsd cost30d team { slug }`) is run by a projector: a function
+generated once per selection that builds the object's dict, with no Path and no per-field call
+into the executor. It answers only when every value completes without an error; otherwise the
+object runs the general way above, which makes graphql-core's error at its path (reading plain
+attributes twice is harmless).
 
 `lean_resolvers` does the same for a plain synchronous method resolver that takes only `self` and
 `info` (`Component.team`: one call per row): Strawberry's generic wrapper converts arguments
@@ -31,12 +31,12 @@ lean one calls the method with the same Info object directly.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from math import isfinite
 from operator import attrgetter
-from typing import Any
+from typing import Any, NoReturn
 
 from graphql import (
     GraphQLBoolean,
@@ -181,57 +181,93 @@ def _complete(leaf: _Leaf, value: Any) -> Any:
 _Steps = tuple[tuple[str, FieldDetailsList, _Plan], ...]
 
 
-class _Projector:
-    """A selection whose every field is a basic scalar (_Leaf) or a held object (_Preloaded)
-    whose own selection is one too, run as one loop per object: no Path, no per-field call into
-    the executor. It answers only when every value is complete without an error; it raises
-    otherwise (a null for a non-null field, a value its scalar refuses, a source without the
-    attribute, ...), and the caller then runs the object's fields the general way, which makes
-    graphql-core's exact error at the exact path. Reading a basic field or a held object has no
-    side effect, so running the object twice is harmless."""
-
-    __slots__ = ("is_awaitable", "steps")
-
-    def __init__(
-        self,
-        steps: tuple[tuple[str, _Leaf | None, str, _Projector | None], ...],
-        is_awaitable: Any,
-    ) -> None:
-        self.steps = steps
-        self.is_awaitable = is_awaitable
-
-    def __call__(self, source: Any) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for name, leaf, attribute, nested in self.steps:
-            if leaf is None:
-                held = getattr(source, attribute)
-                if held is None:
-                    raise _NOT_PROJECTED  # the resolver's own path (it may load the object)
-                out[name] = nested(held)  # type: ignore[misc]
-                continue
-            value = leaf.get(source)
-            exact = leaf.exact
-            if type(value) is exact and (exact is not float or isfinite(value)):  # type: ignore[arg-type]
-                out[name] = value
-            elif value is None and not leaf.non_null:
-                out[name] = None
-            elif (
-                value is None
-                or value is Undefined
-                or isinstance(value, Exception)
-                or self.is_awaitable(value)
-            ):
-                raise _NOT_PROJECTED
-            else:
-                out[name] = FastExecutor.complete_leaf_value(leaf.leaf_type, value)
-        return out
-
-
 class _NotProjected(Exception):
-    """Raised by a _Projector for an object the general path must run."""
+    """Raised by a projector for an object the general path must run."""
 
 
 _NOT_PROJECTED = _NotProjected()
+
+# A selection's projector: the object's answer dict, or _NotProjected.
+Projector = Callable[[Any], dict[str, Any]]
+# One step of a projector: (response name, a basic field, or the attribute holding an object and
+# that object's projector).
+_Step = tuple[str, "_Leaf | None", str, "Projector | None"]
+
+
+def _completed(leaf: _Leaf, is_awaitable: Any, value: Any) -> Any:
+    """A value that is not its own coerced output: null where the field is nullable, else the
+    scalar's completion; whatever needs graphql-core's path (a null for a non-null field, an
+    exception, an awaitable, a value the scalar refuses) raises."""
+    if value is None and not leaf.non_null:
+        return None
+    if value is None or value is Undefined or isinstance(value, Exception) or is_awaitable(value):
+        raise _NOT_PROJECTED
+    return FastExecutor.complete_leaf_value(leaf.leaf_type, value)
+
+
+def _raise_not_projected() -> NoReturn:
+    raise _NOT_PROJECTED
+
+
+# Projectors by their steps, shared by every execution (a selection's steps are made of the
+# schema's cached plans, so the same selection gives equal steps); cleared past _COMPILED_MAX.
+_COMPILED: dict[tuple[tuple[_Step, ...], Any], Projector] = {}
+_COMPILED_MAX = 1024
+
+
+def projector_for(steps: tuple[_Step, ...], is_awaitable: Any) -> Projector:
+    key = (steps, is_awaitable)
+    found = _COMPILED.get(key)
+    if found is None:
+        if len(_COMPILED) >= _COMPILED_MAX:
+            _COMPILED.clear()
+        found = _COMPILED[key] = compile_projector(steps, is_awaitable)
+    return found
+
+
+def compile_projector(steps: tuple[_Step, ...], is_awaitable: Any) -> Projector:
+    """A selection whose every field is a basic scalar (_Leaf) or a held object (_Preloaded)
+    whose own selection is one too, as one generated function: read each value, keep it when it
+    is its own coerced output (the exact type; a finite float), complete it otherwise, and build
+    the dict in one literal: no Path, no per-field call into the executor, no loop. It answers
+    only when every value completes without an error, and raises otherwise; the caller then runs
+    the object's fields the general way, which makes graphql-core's exact error at the exact
+    path. Reading a basic field or a held object has no side effect, so running the object twice
+    is harmless. The generated text holds only local names; the response names (GraphQL names,
+    checked by the parser) are written with repr."""
+    namespace: dict[str, Any] = {
+        "isfinite": isfinite,
+        "NOT": _raise_not_projected,
+    }
+    lines = ["def project(source):"]
+    keys = []
+    for i, (name, leaf, attribute, nested) in enumerate(steps):
+        keys.append(f"{name!r}: v{i}")
+        if leaf is None:
+            namespace[f"nested{i}"] = nested
+            namespace[f"attribute{i}"] = attribute
+            lines += [
+                f"    v{i} = getattr(source, attribute{i})",
+                f"    if v{i} is None: NOT()",  # the resolver's own path (it may load it)
+                f"    v{i} = nested{i}(v{i})",
+            ]
+            continue
+        namespace[f"get{i}"] = leaf.get
+        namespace[f"complete{i}"] = partial(_completed, leaf, is_awaitable)
+        namespace[f"exact{i}"] = leaf.exact
+        lines.append(f"    v{i} = get{i}(source)")
+        if leaf.exact is None:
+            lines.append(f"    v{i} = complete{i}(v{i})")
+        elif leaf.exact is float:
+            lines.append(f"    if type(v{i}) is not float or not isfinite(v{i}):")
+            lines.append(f"        v{i} = complete{i}(v{i})")
+        else:
+            lines.append(f"    if type(v{i}) is not exact{i}:")
+            lines.append(f"        v{i} = complete{i}(v{i})")
+    lines.append(f"    return {{{', '.join(keys)}}}")
+    exec("\n".join(lines), namespace)  # noqa: S102 (text made above from local names only)
+    project: Projector = namespace["project"]
+    return project
 
 
 class FastExecutor(StrawberryGraphQLCoreExecutionContext):
@@ -244,7 +280,7 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
         # sets per list field: one for every row of a page), its steps and its projector (None:
         # not projectable); the set is kept alive with them, so its id is not reused meanwhile.
         self._steps: dict[tuple[str, int], tuple[GroupedFieldSet, _Steps]] = {}
-        self._projectors: dict[tuple[str, int], tuple[GroupedFieldSet, _Projector | None]] = {}
+        self._projectors: dict[tuple[str, int], tuple[GroupedFieldSet, Projector | None]] = {}
 
     def _leaf(self, parent_type: GraphQLObjectType, details: FieldDetailsList) -> _Plan:
         name = details[0].node.name.value
@@ -271,12 +307,12 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
 
     def _projector_of(
         self, parent_type: GraphQLObjectType, grouped_field_set: GroupedFieldSet
-    ) -> _Projector | None:
+    ) -> Projector | None:
         key = (parent_type.name, id(grouped_field_set))
         entry = self._projectors.get(key)
         if entry is not None and entry[0] is grouped_field_set:
             return entry[1]
-        steps: list[tuple[str, _Leaf | None, str, _Projector | None]] = []
+        steps: list[_Step] = []
         for response_name, details, plan in self._steps_of(parent_type, grouped_field_set):
             if isinstance(plan, _Leaf):
                 steps.append((response_name, plan, "", None))
@@ -290,7 +326,7 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
                 steps = []
                 break
             steps.append((response_name, None, plan.attribute, nested))
-        projector = _Projector(tuple(steps), self.is_awaitable) if steps else None
+        projector = projector_for(tuple(steps), self.is_awaitable) if steps else None
         self._projectors[key] = (grouped_field_set, projector)
         return projector
 
