@@ -287,3 +287,88 @@ async def test_a_truncated_answer_fails_its_aggregate_and_writes_none_of_it(
     assert {str(r["component_id"]): r["n"] for r in counted} == {str(kept.id): 30}
     assert str(cut.id) not in {str(r["component_id"]) for r in counted}
     assert run.records == 30
+
+
+# -- batches: runs of whole members decoded by orjson at once --------------------------------------
+
+
+def big_answer(keys: int = 300) -> bytes:
+    """More than parse.BATCH_CHARS of members per step: the batched path runs."""
+    return fake_answer([f"svc-{i:04d}" for i in range(keys)])
+
+
+@pytest.mark.parametrize("size", [4096, 65536, 1 << 20, 1 << 24])
+async def test_batched_members_parse_alike(size: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    from finops_gql.opencost import parse
+
+    body = big_answer()
+    calls: list[int] = []
+    loads = orjson.loads
+
+    def counted(text: str) -> Any:
+        calls.append(len(text))
+        return loads(text)
+
+    monkeypatch.setattr(parse.orjson, "loads", counted)
+    got = await streamed(body, "label:app", size)
+    monkeypatch.undo()
+    assert got == whole(body, "label:app")
+    # 300 keys, idle, unallocated, unmounted per day
+    assert len(got) == 5
+    assert all(len(step) == 303 for step in got)
+    assert calls, "no batch was decoded by orjson"
+    # Most members came in batches, not one at a time.
+    assert sum(calls) > len(body) // 2
+
+
+async def test_batches_refused_by_orjson_are_read_member_by_member() -> None:
+    """A value orjson refuses and the standard library reads (a lone surrogate) makes its batch
+    read one member at a time: the answer reads as the standard library reads it whole."""
+    data = orjson.loads(big_answer())["data"]
+    middle = data[2]["svc-0150"]
+    middle["properties"]["node"] = "\ud800"
+    body = json.dumps({"code": 200, "status": "success", "data": data}).encode()
+    with pytest.raises(orjson.JSONDecodeError):
+        orjson.loads(body)
+    expected = parse_allocation_response(json.loads(body), "label:app", synthetic=True)
+    for size in (4096, 1 << 20):
+        assert await streamed(body, "label:app", size) == expected
+
+
+async def test_lookalike_boundaries_inside_allocations_parse_alike() -> None:
+    """Text inside allocations that looks like a boundary between members (a nested object
+    that begins like an allocation, `},"` and `":{"name":` inside strings, keys with escaped
+    quotes) never splits a member: a wrong batch is refused, never misread."""
+    data = orjson.loads(big_answer())["data"]
+    for n, step in enumerate(data):
+        for i, (key, allocation) in enumerate(list(step.items())):
+            if i % 7 == 0:
+                allocation["properties"] = {"name": "x", "labels": {"name": key}}
+            if i % 11 == 0:
+                allocation["properties"]["note"] = '},"svc-0001":{"name":'
+            if i % 13 == 0 and n % 2 == 0:
+                step[key + '\\"},"q'] = step.pop(key)
+    body = orjson.dumps({"code": 200, "status": "success", "data": data})
+    expected = whole(body, "label:app")
+    assert any('\\"},"q' in key for key in expected[0])
+    for size in (997, 65536, 1 << 24):
+        assert await streamed(body, "label:app", size) == expected
+
+
+async def test_a_repeated_key_in_a_step_keeps_its_last_value_as_json_does(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    data = orjson.loads(big_answer())["data"]
+    members = [orjson.dumps(k) + b":" + orjson.dumps(v) for k, v in data[0].items()]
+    again = data[0]["svc-0010"]
+    # Early in the step (inside one batch), then once more after its last member.
+    members.insert(20, b'"svc-0010":' + orjson.dumps({**again, "totalCost": 123.0}))
+    members.append(b'"svc-0010":' + orjson.dumps({**again, "totalCost": 456.0}))
+    steps = [b"{" + b",".join(members) + b"}", *(orjson.dumps(step) for step in data[1:])]
+    body = b'{"code":200,"data":[' + b",".join(steps) + b"]}"
+    expected = whole(body, "label:app")
+    assert expected[0]["svc-0010"].total_cost == 456.0
+    for size in (7, 4096, 1 << 24):
+        with caplog.at_level("WARNING"):
+            assert await streamed(body, "label:app", size) == expected
+    assert "never summed both" not in caplog.text  # the same key twice is not two forms
