@@ -372,3 +372,50 @@ async def test_a_repeated_key_in_a_step_keeps_its_last_value_as_json_does(
         with caplog.at_level("WARNING"):
             assert await streamed(body, "label:app", size) == expected
     assert "never summed both" not in caplog.text  # the same key twice is not two forms
+
+
+# -- the benchmark's stand-in: steps encoded ahead ------------------------------------------------
+
+
+def test_pregenerated_steps_are_the_bytes_the_stand_in_would_make(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from finops_gql.dev.opencost_fake import SYNC_PARAMS
+
+    fake = FakeOpenCost(keys=["checkout", "search"], now=NOW)
+    params = {**SYNC_PARAMS, "window": "2026-03-12T00:00:00Z,2026-03-15T00:00:00Z", "step": "1d"}
+    made = list(fake.encoded_steps(params))
+    assert made == [orjson.dumps(step) for step in fake.steps(params)]
+    fake.pregenerate(3, SYNC_PARAMS)
+    assert len(fake.encoded) == 3
+
+    def refuse(*args: Any) -> Any:
+        raise AssertionError("a pregenerated step was made again")
+
+    monkeypatch.setattr(fake, "_step", refuse)
+    assert list(fake.encoded_steps(params)) == made
+    # Another shape of step (idle shared) is not served from the steps made ahead.
+    with pytest.raises(AssertionError, match="made again"):
+        list(fake.encoded_steps({**params, "shareIdle": "true"}))
+
+
+async def test_the_sync_reads_the_pregenerated_steps(
+    services: Services, fake: FakeOpenCost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The benchmark's stand-in encodes the sync's steps ahead (--pregenerate-days): the sync's
+    request must be the one it encoded them for, or the benchmark would time the stand-in."""
+    from finops_gql.dev.opencost_fake import SYNC_PARAMS
+
+    services.costs.clock = lambda: NOW
+    fake.now = NOW
+    fake.keys = ["checkout"]
+    await make_component(await make_team(), "checkout")
+    fake.pregenerate(30, SYNC_PARAMS)
+
+    def refuse(*args: Any) -> Any:
+        raise AssertionError("the sync asked for a step that was not pregenerated")
+
+    monkeypatch.setattr(fake, "_step", refuse)
+    run = await services.sync.run("cli")
+    assert run.status == "succeeded", run.error
+    assert run.records == 30
