@@ -155,13 +155,11 @@ class Answer:
     def counts(self) -> tuple[int, set[object]]:
         """How many records, and which components got one."""
         records = 0
-        components: set[object] = set()
+        slots: set[int] = set()
         for found in self.days.values():
-            for slot in found.order:
-                matched = self.keyed[self.keys[slot]]
-                records += len(matched)
-                components.update(c.id for c in matched)
-        return records, components
+            slots.update(found.order)
+            records += sum(len(self.keyed[self.keys[slot]]) for slot in found.order)
+        return records, {c.id for slot in slots for c in self.keyed[self.keys[slot]]}
 
     def coverage(self, source: str, aggregate: str) -> coverage.Rows:
         result = coverage.Rows([], [])
