@@ -31,7 +31,6 @@ import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
 
-import orjson
 from graphql import GraphQLError, OperationType, get_operation_ast, print_ast
 
 from finops_gql.graphql.documents import DocumentGuard
@@ -50,19 +49,6 @@ Key = tuple[int, str, str, str, str | None, bytes]
 class Answer:
     data: bytes  # the answer's `data`, serialized as the view serializes it
     cost: int  # the operation's computed cost, charged again on every hit
-
-
-def variables_key(variables: object) -> bytes | None:
-    """The variables, normalized (keys sorted); None when they cannot be (the view refuses them
-    on the normal path)."""
-    if variables is None:
-        return b""
-    if not isinstance(variables, dict):
-        return None
-    try:
-        return orjson.dumps(variables, option=orjson.OPT_SORT_KEYS)
-    except TypeError:  # pragma: no cover - values parsed from JSON always serialize
-        return None
 
 
 class AnswerCache:

@@ -11,9 +11,12 @@ from starlette.applications import Starlette
 
 from finops_gql.app import create_app
 from finops_gql.config import Settings
+from finops_gql.httpserver import settle_heap
 from finops_gql.logs import configure_logging
 
 
 def app() -> Starlette:
     configure_logging()  # a spawned process starts without the parent's logging setup
-    return create_app(Settings.from_env())
+    built = create_app(Settings.from_env())
+    settle_heap()
+    return built

@@ -74,7 +74,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from finops_gql.app import create_app
-    from finops_gql.httpserver import uvicorn_options
+    from finops_gql.httpserver import settle_heap, uvicorn_options
 
     workers = args.workers
     if workers is None:
@@ -98,6 +98,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     if workers == 1:
         app = create_app(settings)
         _check_database(settings)
+        settle_heap()
         uvicorn.run(app, **options)
         return 0
     create_app(settings)  # refuses a bad JWT setup here, once, not in every worker

@@ -9,6 +9,7 @@ read from the same uvicorn option, and answers 431 as RFC 6585 asks.
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -16,6 +17,11 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from finops_gql.config import Settings
 
 REFUSAL = b"request header fields too large"
+
+# The cyclic GC's first generation threshold in a server process (Python's default: 700). A
+# GraphQL answer allocates thousands of short-lived objects; at 700 a series of 90 points ran
+# several collections per request, about 7% of its time (measured in process, collector off).
+GC_FIRST_GENERATION = 10_000
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
@@ -32,6 +38,17 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "http": BoundedHttpToolsProtocol,
     }
     return options
+
+
+def settle_heap() -> None:
+    """Called once per server process, after the app is built (its schema, models and routes
+    live as long as the process): those objects are frozen out of the collector's scans
+    (gc.freeze), and the first generation collects every GC_FIRST_GENERATION allocations
+    instead of 700, so a request's garbage is collected a few times per request at most."""
+    gc.collect()
+    gc.freeze()
+    _, second, third = gc.get_threshold()
+    gc.set_threshold(GC_FIRST_GENERATION, second, third)
 
 
 class HeadTooLarge(Exception):

@@ -6,7 +6,6 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Iterator
 from http import HTTPStatus
 
 from prometheus_client import generate_latest
@@ -14,7 +13,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from strawberry.extensions import SchemaExtension
+from strawberry.types import ExecutionContext
 
 from finops_gql.jsonjs import dumps
 from finops_gql.logs import request_id
@@ -158,26 +157,23 @@ class RequestContextMiddleware:
             request_id.reset(token)
 
 
-class GraphQLMetrics(SchemaExtension):
-    def on_operation(self) -> Iterator[None]:
-        started = time.perf_counter()
-        yield
-        context = self.execution_context
-        # Only documents that parsed and validated name a real operation; the others are
-        # labelled `other` whatever name they claim.
-        valid = context.graphql_document is not None and not context.pre_execution_errors
-        try:
-            kind = context.operation_type.value if valid else "unknown"
-        except Exception:  # e.g. several operations and no operationName
-            kind, valid = "unknown", False
-        services = getattr(context.context, "services", None)
-        limit = getattr(getattr(services, "settings", None), "metrics_max_operations", None)
-        name = OPERATION_LABELS.label(
-            context.operation_name,
-            valid=valid,
-            limit=DEFAULT_MAX_OPERATIONS if limit is None else limit,
-        )
-        GRAPHQL_SECONDS.labels(name, kind).observe(time.perf_counter() - started)
+def observe_operation(execution: ExecutionContext, seconds: float) -> None:
+    """GRAPHQL_SECONDS for one operation (OperationGuard.on_operation), labelled by its name and
+    kind: only documents that parsed and validated name a real operation; the others are
+    labelled `other` whatever name they claim."""
+    valid = execution.graphql_document is not None and not execution.pre_execution_errors
+    try:
+        kind = execution.operation_type.value if valid else "unknown"
+    except Exception:  # e.g. several operations and no operationName
+        kind, valid = "unknown", False
+    services = getattr(execution.context, "services", None)
+    limit = getattr(getattr(services, "settings", None), "metrics_max_operations", None)
+    name = OPERATION_LABELS.label(
+        execution.operation_name,
+        valid=valid,
+        limit=DEFAULT_MAX_OPERATIONS if limit is None else limit,
+    )
+    GRAPHQL_SECONDS.labels(name, kind).observe(seconds)
 
 
 async def metrics(request: Request) -> Response:

@@ -148,6 +148,13 @@ DOCUMENTS = [
     "{ items { o: owner { n: name } owner { __typename owner { name } } } }",
     "query($s: Boolean!) { items { owner @skip(if: $s) { name } ... on Item { owner { label } } } }",
     "{ strict { owner { name } } mixed { owner { name } } }",
+    # selections of basic fields and held objects only: run by a projector row by row, and by
+    # the general path for a row whose values it cannot complete (null, NaN/inf, an exception,
+    # an awaitable, an int for a Float, a number for a String, no held owner)
+    "{ items { name score owner { name score label } } }",
+    "{ strict { n: name l: label owner { s: score } } }",
+    "{ mixed { name label owner { name } } strictMixed { score } }",
+    "{ one { name label score } }",
 ]
 
 
@@ -240,3 +247,68 @@ def test_held_values_and_object_rows_skip_resolve_info(monkeypatch: pytest.Monke
     assert data["items"][0] == {"owner": {"name": "a-owner"}}
     assert data["items"][2] == {"owner": {"name": "owner-of-c:owner"}}
     assert [m for m, _, _ in errors] == ["Cannot return null for non-nullable field Item.name."]
+
+
+def test_plain_selections_are_projected(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A selection of basic fields and held objects is answered by one projector call per
+    object. Rows it cannot complete go the general way: b (a null name), c (NaN), d (an inf in
+    its owner) and f (no held owner: the resolver makes one, which is projected in turn); an
+    int for a Float is completed in the projector itself."""
+    from finops_gql.graphql import execution
+
+    answered: list[str] = []
+    original = execution._Projector.__call__
+
+    def counting(self: Any, source: Any) -> Any:
+        result = original(self, source)
+        answered.append(str(getattr(source, "name", "?")))
+        return result
+
+    monkeypatch.setattr(execution._Projector, "__call__", counting)
+    data, errors = _answer(FastExecutor, "{ items { name score owner { name score } } }")
+    assert answered == ["a-owner", "a", "e-owner", "e", "owner-of-f:owner", "g-owner", "g"]
+    assert data is not None
+    assert data["items"][5] == {
+        "name": "f",
+        "score": 3.0,
+        "owner": {"name": "owner-of-f:owner", "score": 1.5},
+    }
+    assert sorted(m for m, _, _ in errors) == [
+        "Cannot return null for non-nullable field Item.name.",
+        "Float cannot represent non numeric value: inf",
+        "Float cannot represent non numeric value: nan",
+    ]
+    answered.clear()
+    data, _ = _answer(FastExecutor, "{ one { name score } items { s: score } }")
+    assert data is not None
+    assert data["one"] == {"name": "async", "score": 1.5}
+    assert data["items"][5] == {"s": 3.0}  # the int completed by the projector
+    assert "f" in answered
+
+
+def test_a_known_row_is_loaded_without_asking_the_batch() -> None:
+    """KnownLoader (the component and team loaders): rows a page's statement read answer later
+    loads of the same key without a batch, and `loaded` sees them; other keys are batched."""
+    from finops_gql.graphql.context import KnownLoader, loaded
+
+    asked: list[list[int]] = []
+
+    async def batch(keys: list[int]) -> list[str | None]:
+        asked.append(keys)
+        return [f"loaded-{k}" for k in keys]
+
+    async def run() -> tuple[Any, ...]:
+        loader: KnownLoader[int, str | None] = KnownLoader(batch)
+        loader.know({1: "known-1", 2: "known-2"})
+        before = (loaded(loader, 1), loaded(loader, 3))
+        answers = await asyncio.gather(loader.load(1), loader.load(3), loader.load(1))
+        loader.know({1: "later"})  # a key already loaded keeps the value it was loaded with
+        again = (await loader.load(1), loaded(loader, 1))
+        return before, answers, again, loaded(loader, 3)
+
+    before, answers, again, after = asyncio.run(run())
+    assert before == ("known-1", None)
+    assert answers == ["known-1", "loaded-3", "known-1"]
+    assert again == ("known-1", "known-1")
+    assert after == "loaded-3"
+    assert asked == [[3]]

@@ -232,3 +232,35 @@ def test_limit_settings_are_read() -> None:
     assert Settings.from_env({}).graphql_timeout_s == 10.0
     changed = Settings.from_env({"GRAPHQL_MAX_COST": "1000", "GRAPHQL_TIMEOUT_SECONDS": "2.5"})
     assert (changed.graphql_max_cost, changed.graphql_timeout_s) == (1000, 2.5)
+
+
+def test_the_cost_is_remembered_per_document_variables_and_operation() -> None:
+    """DocumentGuard.cost answers document_cost's figure, remembered with the parsed document per
+    (operation name, variables), at most COSTS_PER_DOCUMENT of them; a document it did not parse
+    (or one too large to keep) is costed afresh."""
+    from finops_gql.graphql.documents import COSTS_PER_DOCUMENT, DocumentGuard
+
+    guard = DocumentGuard(Settings())
+    query = (
+        "query A($n: Int!) { components(first: $n) { nodes { team { name } } } } "
+        "query B { topComponents(limit: 5) { totalCost } }"
+    )
+    document = guard.parse(query)
+    for n in (20, 30, 20):
+        assert guard.cost(SCHEMA, query, document, {"n": n}, "A") == 1 + 2 * n
+    assert guard.cost(SCHEMA, query, document, None, "B") == 5
+    assert guard.cost(SCHEMA, query, document, {"n": "x"}, "A") == 0  # bad variables: nothing runs
+    (entry,) = guard._cache.values()
+    assert set(entry.costs) == {
+        ("A", b'{"n":20}'),
+        ("A", b'{"n":30}'),
+        ("B", b""),
+        ("A", b'{"n":"x"}'),
+    }
+    for n in range(100):
+        assert guard.cost(SCHEMA, query, document, {"n": n}, "A") == 1 + 2 * n
+    assert len(entry.costs) == COSTS_PER_DOCUMENT
+    assert ("A", b'{"n":99}') in entry.costs and ("A", b'{"n":20}') not in entry.costs
+    other = parse("{ components(first: 3) { nodes { name } } }")  # not the guard's own copy
+    assert guard.cost(SCHEMA, query, other, None, None) == 4
+    assert len(entry.costs) == COSTS_PER_DOCUMENT

@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 
 from finops_gql.auth import mint_token
 from finops_gql.cli import default_workers
@@ -53,3 +54,24 @@ async def test_serve_with_two_workers_answers_and_stops_on_sigterm(tmp_path: Pat
 
 def test_the_default_is_the_usable_cores() -> None:
     assert 1 <= default_workers() <= len(os.sched_getaffinity(0))
+
+
+def test_a_server_process_settles_its_heap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each worker's app factory freezes what it built out of the collector's scans and raises
+    the first generation's threshold; the later generations keep theirs."""
+    import gc
+
+    from finops_gql import asgi
+    from finops_gql.httpserver import GC_FIRST_GENERATION
+
+    monkeypatch.setenv("JWT_SECRET", TEST_SECRET)
+    monkeypatch.setenv("DATABASE_URL", "sqlite://:memory:")
+    before = gc.get_threshold()
+    try:
+        built = asgi.app()
+        assert built.routes
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == (GC_FIRST_GENERATION, *before[1:])
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

@@ -148,7 +148,14 @@ class CostPoint:
     start: date
     end: date
     complete: bool
-    breakdown: CostBreakdown
+    total_cost: float
+    # The bucket's sums in explorer.COLUMNS order: its breakdown is rounded when asked for (a
+    # chart asks for the total alone, and rounding 9 figures was a third of a point's cost).
+    sums: tuple[float, ...]
+
+    @property
+    def breakdown(self) -> CostBreakdown:
+        return CostBreakdown.from_sums(self.sums)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +192,11 @@ class CostSeries:
             breakdown=CostBreakdown.from_sums(s.sums),
             points=[
                 CostPoint(
-                    p.bucket.start, p.bucket.end, p.bucket.complete, CostBreakdown.from_sums(p.sums)
+                    p.bucket.start,
+                    p.bucket.end,
+                    p.bucket.complete,
+                    money(p.sums[explorer.TOTAL]),
+                    p.sums,
                 )
                 for p in s.points
             ],

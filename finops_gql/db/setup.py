@@ -266,17 +266,25 @@ def _datetime(to_python: Callable[[Any], Any], value: Any) -> Any:
 
 def partial_from_db(model: type[M], row: Mapping[str, Any]) -> M:
     """`model._init_from_db(**row)` for a row of some of the model's columns (a read path's
-    SELECT list): the same instance, without re-deriving the conversions for every row."""
+    SELECT list; other keys are ignored): the same instance, without re-deriving the
+    conversions for every row, its attributes written in one `__dict__` update."""
     instance = model.__new__(model)
-    setattr_ = object.__setattr__
-    meta = model._meta
-    setattr_(instance, "_partial", True)
-    setattr_(instance, "_saved_in_db", True)
-    setattr_(instance, "_custom_generated_pk", meta.db_pk_column not in meta.generated_db_fields)
-    setattr_(instance, "_await_when_save", {})
+    values: dict[str, Any] = {
+        "_partial": True,
+        "_saved_in_db": True,
+        "_custom_generated_pk": _custom_generated_pk(model),
+        "_await_when_save": {},
+    }
     for key, name, converter, none_as_is in _row_plan(model, tuple(row)):
         value = row[key]
         if converter is not None and not (none_as_is and value is None):
             value = converter(value)
-        setattr_(instance, name, value)
+        values[name] = value
+    instance.__dict__.update(values)
     return instance
+
+
+@cache
+def _custom_generated_pk(model: type[Model]) -> bool:
+    meta = model._meta
+    return meta.db_pk_column not in meta.generated_db_fields

@@ -110,11 +110,35 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 
+class KnownLoader(DataLoader[K, V]):
+    """A DataLoader that also answers from rows a statement of this request already read
+    (`know`): a page's components and teams. Priming made a future per row whether or not a
+    later field asked for it (about 2 us a row, a page of 50 primed 100); a known row becomes a
+    primed one only when it is loaded, so the answers are the same and unasked rows cost a dict
+    entry."""
+
+    def __init__(self, load_fn: Callable[[list[K]], Awaitable[Sequence[V | BaseException]]]):
+        super().__init__(load_fn)
+        self.known: dict[K, V] = {}
+
+    def know(self, values: Mapping[K, V]) -> None:
+        self.known.update(values)
+
+    def load(self, key: K) -> Awaitable[V]:
+        known = self.known
+        if known and key in known and self.cache_map.get(key) is None:
+            self.prime(key, known[key])
+        return super().load(key)
+
+
 def loaded(loader: DataLoader[K, V], key: K) -> V | None:
-    """The value `loader` already holds for `key` (primed or loaded), else None: a resolver can
-    then answer without an await, which costs the executor a task per list item."""
+    """The value `loader` already holds for `key` (known, primed or loaded), else None: a
+    resolver can then answer without an await, which costs the executor a task per list item."""
     future = loader.cache_map.get(key) if loader.cache else None
-    if future is None or not future.done() or future.cancelled() or future.exception():
+    if future is None:
+        known: dict[K, V] | None = getattr(loader, "known", None)
+        return known.get(key) if known is not None else None
+    if not future.done() or future.cancelled() or future.exception():
         return None
     return future.result()
 
@@ -126,8 +150,8 @@ class Loaders:
 
     services: Services
     scope: Scope
-    team: DataLoader[uuid.UUID, Team | None] = field(init=False)
-    component: DataLoader[uuid.UUID, Component | None] = field(init=False)
+    team: KnownLoader[uuid.UUID, Team | None] = field(init=False)
+    component: KnownLoader[uuid.UUID, Component | None] = field(init=False)
     # Keyed by (team id, first, after, order, filters): one page of each team's components.
     team_components: DataLoader[TeamPageKey, Page[Component]] = field(init=False)
     # Keyed by (team id, filters): how many of each team's components match (totalCount).
@@ -252,8 +276,8 @@ class Loaders:
         self.coverage_sums = DataLoader(coverage_sums)
         self.team_breakdown = DataLoader(team_breakdown)
         self.team_series = DataLoader(team_series)
-        self.team = DataLoader(teams)
-        self.component = DataLoader(components)
+        self.team = KnownLoader(teams)
+        self.component = KnownLoader(components)
         self.team_components = DataLoader(team_components)
         self.team_component_count = DataLoader(team_component_count)
         self.team_summary = DataLoader(summaries)
@@ -371,7 +395,7 @@ class Context:
         every service call; never filter in a resolver."""
         return self.loaders.scope
 
-    # The app's limit (GRAPHQL_MAX_COST), and the operation's cost, set by the QueryCost
+    # The app's limit (GRAPHQL_MAX_COST), and the operation's cost, set by the OperationGuard
     # extension before execution and reported in every answer's extensions.
     max_cost: int = 50_000
     cost: Cost | None = None
@@ -380,6 +404,6 @@ class Context:
     # are set for it (graphql/live.py), and stay None over HTTP.
     connection: Connection | None = None
     connection_params: dict[str, object] | None = None  # the connection_init payload
-    # The principal's budget after this operation was charged (QueryCost); None when the limiter
-    # is off or Redis did not answer.
+    # The principal's budget after this operation was charged (OperationGuard); None when the
+    # limiter is off or Redis did not answer.
     rate: RateDecision | None = None

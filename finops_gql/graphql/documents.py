@@ -16,9 +16,11 @@ it: 300 distinct 1 MB documents kept 540 MB alive in Strawberry's ParserCache/Va
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
+import orjson
 from graphql import ASTValidationRule, GraphQLError, GraphQLSchema, parse, validate
 from graphql.language import (
     DocumentNode,
@@ -27,10 +29,11 @@ from graphql.language import (
     OperationDefinitionNode,
     SelectionSetNode,
 )
-from strawberry.extensions import SchemaExtension
 from strawberry.schema.schema import validate_document
+from strawberry.types import ExecutionContext
 
 from finops_gql.config import Settings
+from finops_gql.graphql.cost import document_cost
 
 DOCUMENT_TOO_LARGE = "DOCUMENT_TOO_LARGE"
 MULTIPLE_OPERATIONS = "Must provide operation name if query contains multiple operations."
@@ -77,6 +80,12 @@ class _Entry:
     validated: dict[tuple[type[ASTValidationRule], ...], list[GraphQLError]] = field(
         default_factory=dict
     )
+    # The query cost by (operation name, variables as normalized JSON): a frontend sends the
+    # same few variable sets; at most COSTS_PER_DOCUMENT are kept, the oldest dropped first.
+    costs: dict[tuple[str | None, bytes], int] = field(default_factory=dict)
+
+
+COSTS_PER_DOCUMENT = 32
 
 
 class DocumentGuard:
@@ -132,6 +141,28 @@ class DocumentGuard:
                 self._cache.popitem(last=False)
         return document
 
+    def cost(
+        self,
+        schema: GraphQLSchema,
+        query: str | None,
+        document: DocumentNode,
+        variables: Mapping[str, Any] | None,
+        operation_name: str | None,
+    ) -> int:
+        """document_cost, remembered with the cached document: it is a function of the document,
+        the variables and the operation name alone."""
+        entry = self._cache.get(query) if query is not None else None
+        variables_json = variables_key(variables) if entry is not None else None
+        if entry is None or entry.document is not document or variables_json is None:
+            return document_cost(schema, document, variables, operation_name)
+        key = (operation_name, variables_json)
+        found = entry.costs.get(key)
+        if found is None:
+            found = entry.costs[key] = document_cost(schema, document, variables, operation_name)
+            while len(entry.costs) > COSTS_PER_DOCUMENT:
+                del entry.costs[next(iter(entry.costs))]
+        return found
+
     def validate(
         self,
         schema: GraphQLSchema,
@@ -158,6 +189,19 @@ class DocumentGuard:
         return list(errors)
 
 
+def variables_key(variables: object) -> bytes | None:
+    """The variables, normalized (keys sorted); None when they cannot be (the view refuses them
+    on the normal path)."""
+    if variables is None:
+        return b""
+    if not isinstance(variables, dict):
+        return None
+    try:
+        return orjson.dumps(variables, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # pragma: no cover - values parsed from JSON always serialize
+        return None
+
+
 def check_operation_name(document: DocumentNode, operation_name: str | None) -> None:
     """The spec's GetOperation: several operations and no name is an error, not "the first one"."""
     if operation_name is not None:
@@ -170,7 +214,7 @@ def check_operation_name(document: DocumentNode, operation_name: str | None) -> 
 _DEFAULT_GUARD: DocumentGuard | None = None
 
 
-def _default_guard() -> DocumentGuard:
+def default_guard() -> DocumentGuard:
     """For a schema executed without the app's context (scripts, direct schema.execute)."""
     global _DEFAULT_GUARD
     if _DEFAULT_GUARD is None:
@@ -178,28 +222,27 @@ def _default_guard() -> DocumentGuard:
     return _DEFAULT_GUARD
 
 
-class DocumentLimits(SchemaExtension):
-    """Parses and validates through the app's DocumentGuard (replaces ParserCache/ValidationCache)."""
+def _guard_of(execution: ExecutionContext) -> DocumentGuard:
+    guard = getattr(execution.context, "documents", None)
+    return guard if isinstance(guard, DocumentGuard) else default_guard()
 
-    def _guard(self) -> DocumentGuard:
-        guard = getattr(self.execution_context.context, "documents", None)
-        return guard if isinstance(guard, DocumentGuard) else _default_guard()
 
-    def on_parse(self) -> Iterator[None]:
-        context = self.execution_context
-        if context.query and context.graphql_document is None:
-            context.graphql_document = self._guard().parse(context.query)
-        if context.graphql_document is not None:
-            check_operation_name(context.graphql_document, context._provided_operation_name)
-        yield
+def parse_bounded(execution: ExecutionContext) -> None:
+    """The parse step (OperationGuard.on_parse): through the app's DocumentGuard, which bounds
+    the document and caches it (instead of Strawberry's ParserCache)."""
+    if execution.query and execution.graphql_document is None:
+        execution.graphql_document = _guard_of(execution).parse(execution.query)
+    if execution.graphql_document is not None:
+        check_operation_name(execution.graphql_document, execution._provided_operation_name)
 
-    def on_validate(self) -> Iterator[None]:
-        context = self.execution_context
-        if context.graphql_document is not None and context.pre_execution_errors is None:
-            context.pre_execution_errors = self._guard().validate(
-                context.schema._schema,
-                context.query,
-                context.graphql_document,
-                context.validation_rules,
-            )
-        yield
+
+def validate_cached(execution: ExecutionContext) -> None:
+    """The validation step (OperationGuard.on_validate): the DocumentGuard's cached verdict; as
+    it sets pre_execution_errors, Strawberry's own validation does not run again."""
+    if execution.graphql_document is not None and execution.pre_execution_errors is None:
+        execution.pre_execution_errors = _guard_of(execution).validate(
+            execution.schema._schema,
+            execution.query,
+            execution.graphql_document,
+            execution.validation_rules,
+        )

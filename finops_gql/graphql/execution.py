@@ -16,6 +16,13 @@ own field collection before this runs, and @skip/@include with it. A resolver mi
 Strawberry extension with a per-field `resolve` hook) turns the fast path off, since it must see
 every field.
 
+A selection made only of such fields and of held objects (PRELOADED) whose own selections are
+too (a page's rows: `name budgetUsd cost30d team { slug }`) is run by a `_Projector`: one loop
+per object that builds its dict, with no Path and no per-field call into the executor. It
+answers only when every value completes without an error; otherwise the object runs the general
+way above, which makes graphql-core's error at its path (reading plain attributes twice is
+harmless).
+
 `lean_resolvers` does the same for a plain synchronous method resolver that takes only `self` and
 `info` (`Component.team`: one call per row): Strawberry's generic wrapper converts arguments
 (none), chains field extensions (none) and re-reads the resolver's signature on every call; the
@@ -174,6 +181,59 @@ def _complete(leaf: _Leaf, value: Any) -> Any:
 _Steps = tuple[tuple[str, FieldDetailsList, _Plan], ...]
 
 
+class _Projector:
+    """A selection whose every field is a basic scalar (_Leaf) or a held object (_Preloaded)
+    whose own selection is one too, run as one loop per object: no Path, no per-field call into
+    the executor. It answers only when every value is complete without an error; it raises
+    otherwise (a null for a non-null field, a value its scalar refuses, a source without the
+    attribute, ...), and the caller then runs the object's fields the general way, which makes
+    graphql-core's exact error at the exact path. Reading a basic field or a held object has no
+    side effect, so running the object twice is harmless."""
+
+    __slots__ = ("is_awaitable", "steps")
+
+    def __init__(
+        self,
+        steps: tuple[tuple[str, _Leaf | None, str, _Projector | None], ...],
+        is_awaitable: Any,
+    ) -> None:
+        self.steps = steps
+        self.is_awaitable = is_awaitable
+
+    def __call__(self, source: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, leaf, attribute, nested in self.steps:
+            if leaf is None:
+                held = getattr(source, attribute)
+                if held is None:
+                    raise _NOT_PROJECTED  # the resolver's own path (it may load the object)
+                out[name] = nested(held)  # type: ignore[misc]
+                continue
+            value = leaf.get(source)
+            exact = leaf.exact
+            if type(value) is exact and (exact is not float or isfinite(value)):  # type: ignore[arg-type]
+                out[name] = value
+            elif value is None and not leaf.non_null:
+                out[name] = None
+            elif (
+                value is None
+                or value is Undefined
+                or isinstance(value, Exception)
+                or self.is_awaitable(value)
+            ):
+                raise _NOT_PROJECTED
+            else:
+                out[name] = FastExecutor.complete_leaf_value(leaf.leaf_type, value)
+        return out
+
+
+class _NotProjected(Exception):
+    """Raised by a _Projector for an object the general path must run."""
+
+
+_NOT_PROJECTED = _NotProjected()
+
+
 class FastExecutor(StrawberryGraphQLCoreExecutionContext):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -181,9 +241,10 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
         self._fast = manager is None or getattr(manager, "_middleware_resolvers", None) is None
         self._plans = _plans(self.schema)
         # Per (parent type, grouped field set) of this execution (graphql-core memoizes the
-        # sets per list field: one for every row of a page), its steps; the set is kept alive
-        # with them, so its id is not reused meanwhile.
+        # sets per list field: one for every row of a page), its steps and its projector (None:
+        # not projectable); the set is kept alive with them, so its id is not reused meanwhile.
         self._steps: dict[tuple[str, int], tuple[GroupedFieldSet, _Steps]] = {}
+        self._projectors: dict[tuple[str, int], tuple[GroupedFieldSet, _Projector | None]] = {}
 
     def _leaf(self, parent_type: GraphQLObjectType, details: FieldDetailsList) -> _Plan:
         name = details[0].node.name.value
@@ -208,6 +269,31 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
         self._steps[key] = (grouped_field_set, steps)
         return steps
 
+    def _projector_of(
+        self, parent_type: GraphQLObjectType, grouped_field_set: GroupedFieldSet
+    ) -> _Projector | None:
+        key = (parent_type.name, id(grouped_field_set))
+        entry = self._projectors.get(key)
+        if entry is not None and entry[0] is grouped_field_set:
+            return entry[1]
+        steps: list[tuple[str, _Leaf | None, str, _Projector | None]] = []
+        for response_name, details, plan in self._steps_of(parent_type, grouped_field_set):
+            if isinstance(plan, _Leaf):
+                steps.append((response_name, plan, "", None))
+                continue
+            if not isinstance(plan, _Preloaded):
+                steps = []
+                break
+            subfields, new_defer_usages, _ = self.collect_subfields(plan.object_type, details)
+            nested = None if new_defer_usages else self._projector_of(plan.object_type, subfields)
+            if nested is None:
+                steps = []
+                break
+            steps.append((response_name, None, plan.attribute, nested))
+        projector = _Projector(tuple(steps), self.is_awaitable) if steps else None
+        self._projectors[key] = (grouped_field_set, projector)
+        return projector
+
     def execute_fields(
         self,
         parent_type: GraphQLObjectType,
@@ -221,6 +307,13 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
             return super().execute_fields(
                 parent_type, source_value, path, grouped_field_set, position_context
             )
+        if position_context is None:
+            project = self._projector_of(parent_type, grouped_field_set)
+            if project is not None:
+                try:
+                    return project(source_value)
+                except Exception:  # noqa: S110 (the general path below makes the error)
+                    pass
         results: dict[str, Any] = {}
         is_awaitable = self.is_awaitable
         awaitable_fields: list[str] = []
@@ -338,10 +431,21 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
             )
         is_awaitable = self.is_awaitable
         execute_fields = self.execute_fields
+        project = self._projector_of(object_type, grouped_field_set)
         completed: list[Any] = []
         pending: list[int] = []
         try:
             for index, item in enumerate(result):
+                if (
+                    project is not None
+                    and not isinstance(item, Exception)
+                    and not is_awaitable(item)
+                ):
+                    try:
+                        completed.append(project(item))
+                        continue
+                    except Exception:  # noqa: S110 (the row's general path makes the error)
+                        pass
                 item_path = path.add_key(index, None)
                 if is_awaitable(item):
                     completed.append(

@@ -1,4 +1,5 @@
-"""Per-operation limits enforced around execution: the query cost, and the execution deadline.
+"""Per-operation limits enforced around execution (OperationGuard): the query cost, and the
+execution deadline.
 
 The cost is computed once per operation from the document and the variables (cost.py), before any
 resolver runs, and stored on the context: the view reports it in every answer's
@@ -10,18 +11,21 @@ reaches execution (unparsable, invalid): every operation costs at least one.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterator
 
+from graphql import ASTValidationRule, GraphQLError
 from graphql import ExecutionResult as GraphQLExecutionResult
-from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType
 
 from finops_gql.graphql.context import Context
-from finops_gql.graphql.cost import Cost, document_cost
+from finops_gql.graphql.cost import Cost
+from finops_gql.graphql.documents import default_guard, parse_bounded, validate_cached
 from finops_gql.jsonjs import js_date
 from finops_gql.metrics import RATE_LIMITED_REQUESTS
+from finops_gql.observability import observe_operation
 from finops_gql.ratelimit import RATE_LIMITED, RateDecision
 
 log = logging.getLogger(__name__)
@@ -73,9 +77,17 @@ def only_subscriptions() -> GraphQLError:
     )
 
 
-class QueryCost(SchemaExtension):
-    """Cost the operation after validation, charge it to the principal's budget, and refuse it
-    (over the limit, or over budget) before any resolver runs.
+class OperationGuard(SchemaExtension):
+    """The app's one schema extension, around every operation (HTTP and WebSocket alike): one
+    set of hooks per operation costs less than one per concern, and the order of the steps is
+    written here once.
+
+    - operation: adds the schema's fixed validation rules (depth, aliases: `rules`), times the
+      operation for GRAPHQL_SECONDS, and charges 1 point to an operation that never reached its
+      cost (unparsable, invalid): every operation costs at least one;
+    - parse and validate: bounded and cached by the app's DocumentGuard (documents.py);
+    - the query cost: computed after validation, charged to the principal's budget, and the
+      operation refused (over the limit, or over budget) before any resolver runs.
 
     Queries and mutations are refused in on_execute (a result set there skips execution).
     Subscriptions are costed and charged once, when they start, and refused in on_validate
@@ -84,15 +96,27 @@ class QueryCost(SchemaExtension):
 
     _charged = False  # per operation: Strawberry makes a new extension for each
 
+    def __init__(self, rules: tuple[type[ASTValidationRule], ...] = ()) -> None:
+        self.rules = rules
+
     async def on_operation(self) -> AsyncIterator[None]:
+        execution = self.execution_context
+        if self.rules:
+            execution.validation_rules = execution.validation_rules + self.rules
+        started = time.perf_counter()
         yield
-        context = self.execution_context.context
+        context = execution.context
         if not self._charged and isinstance(context, Context):
             await self._charge(context, 1)  # never executed: unparsable or invalid
+        observe_operation(execution, time.perf_counter() - started)
+
+    def on_parse(self) -> Iterator[None]:
+        parse_bounded(self.execution_context)
+        yield
 
     async def on_validate(self) -> AsyncIterator[None]:
-        # After DocumentLimits (earlier in the list) validated the document.
         execution = self.execution_context
+        validate_cached(execution)
         context = execution.context
         if (
             isinstance(context, Context)
@@ -127,8 +151,9 @@ class QueryCost(SchemaExtension):
         """Cost the operation, charge it, and say why it may not run (None: it may)."""
         assert execution.graphql_document is not None
         cost = Cost(
-            document_cost(
+            (context.documents or default_guard()).cost(
                 execution.schema._schema,
+                execution.query,
                 execution.graphql_document,
                 execution.variables,
                 execution.operation_name,

@@ -8,7 +8,6 @@ from typing import Annotated
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import AddValidationRules
 from strawberry.extensions.max_aliases import create_validator as max_aliases_rule
 from strawberry.extensions.query_depth_limiter import create_validator as max_depth_rule
 from strawberry.permission import BasePermission
@@ -31,10 +30,10 @@ from finops_gql.costs.service import (
 )
 from finops_gql.errors import InvalidInput
 from finops_gql.graphql.context import Context
-from finops_gql.graphql.documents import DocumentLimits, stable_rules
+from finops_gql.graphql.documents import stable_rules
 from finops_gql.graphql.execution import FastExecutor, lean_resolvers
 from finops_gql.graphql.formatting import formatted
-from finops_gql.graphql.limits import QueryCost
+from finops_gql.graphql.limits import OperationGuard
 from finops_gql.graphql.live import Subscription
 from finops_gql.graphql.permissions import IsAdmin
 from finops_gql.graphql.scalars import DateTime
@@ -76,7 +75,6 @@ from finops_gql.graphql.types import (
 from finops_gql.graphql.types import (
     SEARCH_DESCRIPTION as SEARCH,
 )
-from finops_gql.observability import GraphQLMetrics
 
 PAGE_DEFAULT = 50
 MAX_DEPTH = 10
@@ -161,8 +159,8 @@ class Query:
             raise
         loaders = info.context.loaders
         # Later Component.team / cost loads reuse these rows; the page's statement read the teams.
-        loaders.component.prime_many({c.id: c for c in page.items})
-        loaders.team.prime_many({c.team.id: c.team for c in page.items})
+        loaders.component.know({c.id: c for c in page.items})
+        loaders.team.know({c.team.id: c.team for c in page.items})
         return ComponentConnection.of(page, count)
 
     @strawberry.field(
@@ -496,7 +494,7 @@ class Mutation:
         return Alert.of(await service.resolve(parse_alert_id(id), context.principal, context.scope))
 
 
-LIMIT_RULES = stable_rules(max_depth_rule(MAX_DEPTH, None), max_aliases_rule(MAX_ALIASES))
+LIMIT_RULES = tuple(stable_rules(max_depth_rule(MAX_DEPTH, None), max_aliases_rule(MAX_ALIASES)))
 
 
 class GatewaySchema(strawberry.Schema):
@@ -522,16 +520,12 @@ schema = GatewaySchema(
     config=StrawberryConfig(scalar_map={datetime: DateTime}),
     execution_context_class=FastExecutor,
     extensions=[
-        # Bound the work one document can ask for (team -> components -> team -> ... nests):
-        # Strawberry's QueryDepthLimiter and MaxAliasesLimiter rules, made once so that their
-        # verdict is cached with the document's (DocumentGuard.validate).
-        lambda: AddValidationRules(LIMIT_RULES),
-        # Document size, tokens and fields bounded before parsing and validation; frontends send
-        # the same few documents over and over, so small ones are parsed and validated once.
-        DocumentLimits,
-        GraphQLMetrics,
-        # Last, so the cost is computed on a validated document, just before execution.
-        QueryCost,
+        # Document size, tokens and fields bounded before parsing and validation (frontends
+        # send the same few documents over and over, so small ones are parsed and validated
+        # once), with Strawberry's QueryDepthLimiter and MaxAliasesLimiter rules made once so
+        # that their verdict is cached with the document's; the cost computed on the validated
+        # document just before execution; the operation timed (limits.OperationGuard).
+        lambda: OperationGuard(LIMIT_RULES),
     ],
 )
 lean_resolvers(schema)

@@ -129,17 +129,15 @@ class CostPoint:
         description="False when the range cuts this bucket (a partial week or month)."
     )
     total_cost: float
-    breakdown: CostBreakdown
+    point: strawberry.Private[cost.CostPoint]
+
+    @strawberry.field
+    def breakdown(self) -> CostBreakdown:
+        return CostBreakdown.of(self.point.breakdown)  # rounded only when asked for
 
     @classmethod
     def of(cls, p: cost.CostPoint) -> CostPoint:
-        return cls(
-            start=p.start,
-            end=p.end,
-            complete=p.complete,
-            total_cost=p.breakdown.total_cost,
-            breakdown=CostBreakdown.of(p.breakdown),
-        )
+        return cls(start=p.start, end=p.end, complete=p.complete, total_cost=p.total_cost, point=p)
 
 
 @strawberry.type(description="Against the range of the same length just before this one.")
@@ -646,8 +644,7 @@ class Team:
     ) -> TeamConnection:
         team_id = uuid.UUID(self.id)
         page = await info.context.loaders.team_children.load((team_id, first, after))
-        for t in page.items:
-            info.context.loaders.team.prime(t.id, t)
+        info.context.loaders.team.know({t.id: t for t in page.items})
         catalog_service, scope = info.context.services.catalog, info.context.scope
         return TeamConnection.of(page, lambda: catalog_service.count_children(team_id, scope))
 
@@ -676,8 +673,7 @@ class Team:
             search=search, over_budget=over_budget, min_cost_30d=min_cost30d
         ).checked()
         page = await loaders.team_components.load((team_id, first, after, order_by, filters))
-        for c in page.items:  # later Component loads reuse these rows
-            loaders.component.prime(c.id, c)
+        loaders.component.know({c.id: c for c in page.items})  # later loads reuse these rows
         return ComponentConnection.of(
             page, lambda: loaders.team_component_count.load((team_id, filters))
         )
@@ -877,8 +873,7 @@ class System:
     ) -> ComponentConnection:
         system_id = uuid.UUID(self.id)
         page = await info.context.loaders.system_components.load((system_id, first, after))
-        for c in page.items:
-            info.context.loaders.component.prime(c.id, c)
+        info.context.loaders.component.know({c.id: c for c in page.items})
         catalog_service, scope = info.context.services.catalog, info.context.scope
         only_system = catalog.ComponentFilter(system_id=system_id)
         return ComponentConnection.of(

@@ -24,13 +24,13 @@ from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET, UnsetType
 
 from finops_gql.access import scope_for, scope_key
-from finops_gql.answercache import Answer, AnswerCache, Key, bypassed, variables_key
+from finops_gql.answercache import Answer, AnswerCache, Key, bypassed
 from finops_gql.auth import AuthError, AuthUnavailable, Principal, TokenVerifier
 from finops_gql.config import Settings, is_loopback
 from finops_gql.db import dataversion
 from finops_gql.graphql.context import Context, Loaders
 from finops_gql.graphql.cost import Cost
-from finops_gql.graphql.documents import DocumentGuard
+from finops_gql.graphql.documents import DocumentGuard, variables_key
 from finops_gql.graphql.formatting import formatted
 from finops_gql.graphql.ide import graphiql_page
 from finops_gql.graphql.limits import rate_limited, timed_out
