@@ -419,3 +419,50 @@ async def test_the_sync_reads_the_pregenerated_steps(
     run = await services.sync.run("cli")
     assert run.status == "succeeded", run.error
     assert run.records == 30
+
+
+async def test_a_first_run_copies_straight_in_and_a_backfill_upserts_over_it(
+    services: Services, fake: FakeOpenCost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL a run whose clusters hold no record in its days COPYs into cost_record
+    itself; one over stored days goes through the stage and its upsert. Both leave one record
+    per component and day, with the newest figures."""
+    from finops_gql.costs import sync
+    from finops_gql.db.setup import dialect
+    from finops_gql.dev import opencost_fake
+
+    paths: list[bool] = []
+    copy_upsert = sync._copy_upsert
+
+    async def spied(db: Any, rows: Any, *, fresh: bool = False) -> None:
+        paths.append(fresh)
+        await copy_upsert(db, rows, fresh=fresh)
+
+    monkeypatch.setattr(sync, "_copy_upsert", spied)
+    services.costs.clock = lambda: NOW
+    fake.now = NOW
+    fake.keys = ["checkout", "search"]
+    team = await make_team()
+    await make_component(team, "checkout")
+    await make_component(team, "search")
+    columns = ", ".join(COLUMNS)
+    sql = f"SELECT component_id, day, cluster, {columns} FROM cost_record"  # noqa: S608
+
+    first = await services.sync.run("cli")
+    assert first.records == 60
+    before = await rows(sql)
+    assert len(before) == 60
+
+    daily = opencost_fake.daily_total
+    monkeypatch.setattr(opencost_fake, "daily_total", lambda key, day: 2 * daily(key, day))
+    again = await services.sync.run("cli", backfill_days=30)
+    assert again.records == 60
+    after = await rows(sql)
+    assert len(after) == 60  # upserted, not added
+    assert [r[:3] for r in after] == [r[:3] for r in before]
+    total = COLUMNS.index("total_cost") + 3
+    assert all(
+        a[total] == pytest.approx(2 * b[total], abs=1e-4)
+        for a, b in zip(after, before, strict=True)
+    )
+    assert paths == ([True, False] if dialect() == "postgres" else [])
