@@ -7,6 +7,7 @@ import re
 import time
 import uuid
 from http import HTTPStatus
+from typing import Any
 
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -100,8 +101,14 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        rid = incoming if REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex
+        incoming = b""
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                incoming = value  # the last one, as a dict of the headers would keep
+        rid = incoming.decode("latin-1")
+        if not REQUEST_ID_RE.match(rid):
+            rid = uuid.uuid4().hex
+        rid_header = (b"x-request-id", rid.encode())
         token = request_id.set(rid)
         status = 500
         started_response = False
@@ -112,7 +119,7 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 started_response = True
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+                message["headers"] = [*message.get("headers", ()), rid_header]
             await send(message)
 
         try:
@@ -144,17 +151,40 @@ class RequestContextMiddleware:
             # Label by route template, never by raw path: ids would explode the cardinality.
             label = getattr(route, "path", None) or "unmatched"
             method = scope["method"] if scope["method"] in METHODS else OTHER
-            HTTP_REQUESTS.labels(label, method, str(status)).inc()
-            HTTP_SECONDS.labels(label, method).observe(elapsed)
-            log.info(
-                "%s %s %s %.1fms",
-                scope["method"],
-                scope["path"],
-                status,
-                elapsed * 1000,
-                extra={"status": status, "durationMs": round(elapsed * 1000, 2), "route": label},
-            )
+            requests, seconds = _http_metrics(label, method, status)
+            requests.inc()
+            seconds.observe(elapsed)
+            if log.isEnabledFor(logging.INFO):
+                log.info(
+                    "%s %s %s %.1fms",
+                    scope["method"],
+                    scope["path"],
+                    status,
+                    elapsed * 1000,
+                    extra={
+                        "status": status,
+                        "durationMs": round(elapsed * 1000, 2),
+                        "route": label,
+                    },
+                )
             request_id.reset(token)
+
+
+# The labelled children of the HTTP metrics, by (route, method, status): `labels()` takes a lock
+# and builds a key on every call. Bounded like the labels themselves (route templates, the
+# standard methods, the statuses the app answers with).
+_HTTP_CHILDREN: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
+def _http_metrics(label: str, method: str, status: int) -> tuple[Any, Any]:
+    found = _HTTP_CHILDREN.get((label, method, status))
+    if found is None:
+        found = (
+            HTTP_REQUESTS.labels(label, method, str(status)),
+            HTTP_SECONDS.labels(label, method),
+        )
+        _HTTP_CHILDREN[(label, method, status)] = found
+    return found
 
 
 def observe_operation(execution: ExecutionContext, seconds: float) -> None:

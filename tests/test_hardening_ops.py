@@ -200,7 +200,7 @@ async def test_rest_500_has_request_id_and_one_log_record(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setattr(CostService, "top_components", _boom)
+    monkeypatch.setattr(CostService, "top_component_columns", _boom)
     # raise_app_exceptions: nothing may escape the app, or the server logs the traceback again.
     async with app_client(settings, services, raise_app_exceptions=True) as http:
         with caplog.at_level(logging.INFO):

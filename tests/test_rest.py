@@ -7,8 +7,12 @@ import uuid
 import httpx
 import pytest
 
+from finops_gql.access import Scope
 from finops_gql.costs.service import CostService
+from finops_gql.db.models import Component
 from finops_gql.dev.opencost_fake import FakeOpenCost
+from finops_gql.errors import NotFound
+from finops_gql.jsonjs import dumps
 from finops_gql.services import Services
 from tests.conftest import make_component, make_records, make_team
 
@@ -137,6 +141,78 @@ async def test_team_summary_largest_first(client: httpx.AsyncClient, services: S
     assert body == {"teamId": str(empty.id), "totalCost": 0, "currency": "USD", "components": []}
 
 
+# 30-day totals as the rollup may hold them: float noise, integral values, ties (broken by name,
+# unicode included), tiny values around JavaScript's switch to exponents, huge ones, negatives.
+AWKWARD_TOTALS = {
+    "checkout": 71.30000000000001,
+    "search": 3000.0,
+    "zéro": 0.0,
+    "Ärger": 119.949564,
+    "ärger": 119.949564,
+    "日本": 119.949564,
+    "tiny": 0.000014,
+    "tinier": 0.0000051,
+    "tiniest": 1e-7,
+    "minus-tiny": -0.000001,
+    "refund": -2.5,
+    "huge": 1.5e21,
+    "big": 1e16,
+    "long": 123456.789012345,
+}
+
+
+async def test_team_summary_bytes_equal_the_object_path(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    """The summary written from the service's columns has the bytes of the former writer: one
+    ComponentCost per row (team_summaries, GraphQL's read) and dumps' walk over every value."""
+    team = await make_team()
+    await make_component(await make_team("other"), "elsewhere", cost_30d=5.0)
+    for name, total in AWKWARD_TOTALS.items():
+        await make_component(team, name, cost_30d=total)
+    response = await client.get(f"/api/v1/cost/teams/{team.id}/summary")
+    assert response.status_code == 200
+    summary = (await services.costs.team_summaries([team.id]))[team.id]
+    assert len(summary.components) == len(AWKWARD_TOTALS)
+    old = dumps(
+        {
+            "teamId": str(summary.team_id),
+            "totalCost": summary.total_cost,
+            "currency": summary.currency,
+            "components": [
+                {"componentId": c.component_id, "totalCost": c.total_cost, "window": "30d"}
+                for c in summary.components
+            ],
+        }
+    )
+    assert response.content == old
+    # The awkward values are really there, written as JavaScript writes them.
+    for text in (b'"totalCost":3000,', b'"totalCost":0.00001,', b'"totalCost":1.5e+21,'):
+        assert text in response.content
+    assert b'"totalCost":10000000000000000,' in response.content
+    assert b'"totalCost":-2.5,' in response.content
+
+
+async def test_team_cost_columns_scope(services: Services) -> None:
+    """Invisible is missing, with components or without; visible and empty is an empty summary."""
+    costs = services.costs
+    seen, hidden, hidden_empty = (
+        await make_team("seen"),
+        await make_team("hidden"),
+        await make_team(),
+    )
+    await make_component(hidden, "secret", cost_30d=9.0)
+    scope = Scope(frozenset({seen.id}))
+    empty = await costs.team_cost_columns(seen.id, scope)
+    assert (empty.total_cost, empty.component_ids, empty.totals) == (0, [], [])
+    for team in (hidden, hidden_empty):
+        with pytest.raises(NotFound):
+            await costs.team_cost_columns(team.id, scope)
+    visible = await costs.team_cost_columns(hidden.id)
+    secret = await Component.get(name="secret")
+    assert (visible.component_ids, visible.totals) == ([str(secret.id)], [9.0])
+
+
 async def test_summary_orders_numerically_and_limits(
     client: httpx.AsyncClient, services: Services
 ) -> None:
@@ -171,6 +247,40 @@ async def test_summary_is_byte_compatible(client: httpx.AsyncClient, services: S
             f'"syncedAt":"{synced}","budgetUsd":120}}]'
         ).encode()
     )
+
+
+async def test_summary_bytes_equal_the_object_path(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    """The top-N written from the service's columns has the bytes of the former writer: one
+    ComponentCost per row (top_components, GraphQL's read) and dumps' walk over every value."""
+    team = await make_team()
+    budgets = [None, 120.0, 33.333, 1e-6, 2.0**60]
+    for i, (name, total) in enumerate(AWKWARD_TOTALS.items()):
+        await make_component(team, name, budget_usd=budgets[i % len(budgets)], cost_30d=total)
+    synced = await make_component(team, "synced", budget_usd=50.0)
+    await make_records(synced, [2.38] * 30)  # cost_synced_at set, the others' NULL
+    await services.costs.refresh_rollups([synced.id])
+    response = await client.get("/api/v1/cost/summary", params={"limit": 100})
+    assert response.status_code == 200
+    top = await services.costs.top_components(100)
+    assert len(top) == len(AWKWARD_TOTALS) + 1
+    old = dumps(
+        [
+            {
+                "componentId": cost.component_id,
+                "totalCost": cost.total_cost,
+                "currency": cost.currency,
+                "syncedAt": cost.synced_at,
+                "budgetUsd": cost.budget_usd,
+            }
+            for cost in top
+        ]
+    )
+    assert response.content == old
+    assert b'"syncedAt":null' in response.content
+    assert b'"budgetUsd":1152921504606847000}' in response.content
+    assert b'"budgetUsd":0.000001}' in response.content
 
 
 @pytest.mark.parametrize("limit", ["0", "101", "-1", "abc", "1.5", ""])
@@ -229,7 +339,7 @@ async def test_unexpected_error_is_500_without_trace(
     async def boom(self: CostService, limit: int = 10) -> None:
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(CostService, "top_components", boom)
+    monkeypatch.setattr(CostService, "top_component_columns", boom)
     response = await client.get("/api/v1/cost/summary")
     body = assert_nest_error(response, 500, "Internal Server Error")
     assert "secret" not in response.text

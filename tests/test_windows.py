@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import random
 from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
@@ -11,6 +13,7 @@ from finops_gql.costs.windows import (
     days_to_sync,
     last_complete_day,
     money,
+    money_column,
     rollup_range,
 )
 
@@ -64,3 +67,18 @@ def test_day_window_covers_whole_utc_days() -> None:
 )
 def test_money_rounds_to_opencost_precision(value: float, expected: float) -> None:
     assert money(value) == expected
+
+
+def test_money_column_is_money_of_each_value() -> None:
+    """The fast path gives the very doubles round(x, 5) gives (repr compares -0.0 and NaN too):
+    random magnitudes, products on and near half-integers, both sides of its bound, specials."""
+    rng = random.Random(3)
+    values = [0.0, -0.0, -1e-9, 1e-9, 5e-324, math.nan, math.inf, -math.inf, 1e300, -1e300]
+    values += [2.0**46 / 1e5, -(2.0**46) / 1e5, 7.03687441776639e8, 71.30000000000001]
+    for _ in range(50_000):
+        values.append(rng.uniform(-1, 1) * 10.0 ** rng.randint(-12, 22))
+        k = rng.randint(-(10**12), 10**12)
+        values.append((k + 0.5) / 1e5)
+        values.append(k / 1e5 + rng.choice([-1, 1]) * 5e-6 * (1 + rng.uniform(-1e-9, 1e-9)))
+        values.append(round(rng.uniform(0, 300), rng.randint(0, 12)))
+    assert [repr(v) for v in money_column(values)] == [repr(money(v)) for v in values]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 
 ROLLUP_DAYS = 30
@@ -61,3 +62,30 @@ def as_date(value: object) -> date:
 def money(value: float) -> float:
     """OpenCost's own precision; also hides float noise from sums."""
     return round(value, 5)
+
+
+# money_column's fast path: below this |value * 1e5| a double's error is at most 2**-7, so a
+# product at least 0.01 away from a half-integer has the exact value's nearest integer.
+_FAST_SCALED_MAX = 2.0**46
+
+
+def money_column(values: Iterable[float]) -> list[float]:
+    """money() of each value, the same doubles, in about two thirds of the time: for columns of
+    hundreds of rows (a team summary), where round(x, 5) at 0.35 us a value was the largest cost.
+
+    round(x, 5) is the double nearest to n / 10**5, n the integer nearest to the exact x * 10**5
+    (CPython rounds correctly). When the double product y = x * 1e5 (error at most 2**-7 below
+    2**46) lies more than 0.01 from a half-integer, round(y) is that n, and n / 1e5 (both exact
+    doubles, IEEE division rounds correctly) is that nearest double. Otherwise (near a tie, huge,
+    NaN or infinite, or 0, whose sign round() keeps) round() itself.
+    """
+    rounded = []
+    for x in values:
+        y = x * 100000.0
+        if -_FAST_SCALED_MAX < y < _FAST_SCALED_MAX:
+            n = round(y)
+            if n and abs(y - n) < 0.49:
+                rounded.append(n / 100000.0)
+                continue
+        rounded.append(round(x, 5))
+    return rounded

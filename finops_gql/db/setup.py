@@ -161,9 +161,10 @@ async def check_database(
 
 
 async def close_db() -> None:
-    from finops_gql.db import dataversion  # it reads through this module's connection()
+    from finops_gql.db import dataversion, inline  # they read through connection()
 
     await dataversion.close()
+    inline.close()
     await Tortoise.close_connections()
 
 
