@@ -481,11 +481,11 @@ def start(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     )
 
 
-async def wait_http(url: str) -> None:
+async def wait_http(url: str, seconds: float = 30) -> None:
     import aiohttp
 
     async with aiohttp.ClientSession() as session:
-        for _ in range(600):  # 30 s: a loaded machine starts a server slowly
+        for _ in range(int(seconds / 0.05)):  # 30 s: a loaded machine starts a server slowly
             try:
                 async with session.get(url) as response:
                     if response.status < 500:
@@ -657,7 +657,7 @@ async def bench_sync(
 ) -> dict[str, Any]:
     """The 30-day backfill, then a 1-day run, each in a process of its own (`sync-run`) so its
     peak RSS is the sync's alone, against the stand-in (also a process of its own, peak RSS
-    read) generating the matching answer."""
+    read) serving the matching answer, encoded before the timer starts."""
     from finops_gql.db.setup import close_db, migrate
 
     url = await fresh_database(kind, f"{name}_sync_smoke" if smoke else f"{name}_sync")
@@ -673,7 +673,7 @@ async def bench_sync(
         key_files.append(keys)
     results: dict[str, Any] = {}
     now = datetime.now(UTC)
-    for label, at in (("backfill_30d", now), ("one_day", now + timedelta(days=1))):
+    for label, at, days in (("backfill_30d", now, 30), ("one_day", now + timedelta(days=1), 1)):
         ports = [free_port() for _ in names]
         fakes = [
             start(
@@ -687,6 +687,10 @@ async def bench_sync(
                     str(keys),
                     "--now",
                     at.isoformat(),
+                    # The answer is encoded before the stand-in serves: the timer measures
+                    # the sync, not the stand-in making 300 MB of JSON on the same cores.
+                    "--pregenerate-days",
+                    str(days),
                 ],
                 {},
             )
@@ -694,7 +698,7 @@ async def bench_sync(
         ]
         try:
             for port in ports:
-                await wait_http(f"http://127.0.0.1:{port}/healthz")
+                await wait_http(f"http://127.0.0.1:{port}/healthz", seconds=300)
             urls = [f"http://127.0.0.1:{port}" for port in ports]
             spec = {
                 "url": url,
@@ -1209,9 +1213,26 @@ async def peer_only(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+async def sync_only(args: argparse.Namespace) -> dict[str, Any]:
+    """Only the sync's measurements (the backfill and the 1-day run), on the generated catalog
+    without its read scenarios: what work on the sync compares."""
+    scale = scale_of(args)
+    teams, components = generate(scale)
+    sync = await bench_sync(args.db, teams, components, args.smoke, args.db_name, args.sources)
+    return {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "sources": args.sources,
+        "db": args.db,
+        "scale": scale.__dict__,
+        "sync": sync,
+    }
+
+
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
     if args.peer_only:
         return await peer_only(args)
+    if args.sync_only:
+        return await sync_only(args)
     scale = scale_of(args)
     data = await prepare(
         args.db, f"{args.db_name}_smoke" if args.smoke else args.db_name, scale, args.sources
@@ -1445,7 +1466,33 @@ def peer_table(result: dict[str, Any]) -> str:
     )
 
 
+def sync_lines(sync: dict[str, Any]) -> list[str]:
+    return [
+        f"sync {what}: {run['seconds']:.2f} s (sync {run['sync_seconds']:.2f} s + alert "
+        f"evaluation {run['alert_evaluation_seconds']:.2f} s), {run['opencost_requests']} "
+        f"OpenCost requests, {run['records']} records, peak RSS {run['peak_rss_mb']:.0f} MB "
+        f"(stand-in {run['standin_peak_rss_mb']:.0f} MB)"
+        for what, run in (
+            ("30-day backfill", sync["backfill_30d"]),
+            ("1-day run", sync["one_day"]),
+        )
+    ]
+
+
+def sync_table(result: dict[str, Any]) -> str:
+    return "\n".join(
+        [
+            f"finops_gql sync, {result['db']}, {result['scale']['components']} components, "
+            f"{result.get('sources', 1)} OpenCost source(s), {result['when']}",
+            "",
+            *sync_lines(result["sync"]),
+        ]
+    )
+
+
 def table(result: dict[str, Any]) -> str:
+    if "race" not in result:
+        return sync_table(result)
     if "measured" not in result:
         return peer_table(result)
     m, f = result["measured"], result["floor_p50_ms"]
@@ -1482,16 +1529,7 @@ def table(result: dict[str, Any]) -> str:
         f"coverage catalogCost vs platform total, unmapped keys listed: {result['coverage_catalog_total_keys']}",
         f"rollup refresh (all components): {result['rollup_refresh_seconds']:.2f} s; data load {result['load_seconds']:.1f} s",
         f"team, team x system and platform daily totals, all {result['scale']['days']} days: {result['daily_totals_refresh_seconds']:.2f} s",
-        *(
-            f"sync {what}: {run['seconds']:.2f} s (sync {run['sync_seconds']:.2f} s + alert "
-            f"evaluation {run['alert_evaluation_seconds']:.2f} s), {run['opencost_requests']} "
-            f"OpenCost requests, {run['records']} records, peak RSS {run['peak_rss_mb']:.0f} MB "
-            f"(stand-in {run['standin_peak_rss_mb']:.0f} MB)"
-            for what, run in (
-                ("30-day backfill", sync["backfill_30d"]),
-                ("1-day run", sync["one_day"]),
-            )
-        ),
+        *sync_lines(sync),
         f"server peak RSS: {result['server_peak_rss_mb']:.0f} MB",
     ]
     if result.get("race"):
@@ -1584,6 +1622,11 @@ def main() -> None:
         help="alternate ours and the peer's this many times and report the medians",
     )
     parser.add_argument(
+        "--sync-only",
+        action="store_true",
+        help="measure only the sync (the 30-day backfill and the 1-day run), no read scenario",
+    )
+    parser.add_argument(
         "--reuse",
         action="store_true",
         help=f"with --peer-only: race on the database the last run built ({PEER_DATABASE}; "
@@ -1599,6 +1642,8 @@ def main() -> None:
         parser.error("--workers must be at least 1")
     if args.reuse and not args.peer_only:
         parser.error("--reuse needs --peer-only")
+    if args.sync_only and args.peer_only:
+        parser.error("--sync-only and --peer-only exclude each other")
     if args.peer_only and args.peer is None:
         parser.error("--peer-only needs --peer")
     if args.peer_rounds < 1:
@@ -1619,13 +1664,13 @@ def main() -> None:
         RESULTS.mkdir(exist_ok=True)
         out = (
             RESULTS
-            / f"bench-{args.db}-{'peer' if args.peer_only else 'smoke' if args.smoke else 'full'}-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
+            / f"bench-{args.db}-{'peer' if args.peer_only else 'sync' if args.sync_only else 'smoke' if args.smoke else 'full'}-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
         )
         out.write_text(json.dumps(result, indent=2, default=str))
         print(table(result))
         print(f"\nJSON: {out.relative_to(ROOT)}")
         results.append(result)
-    if len(results) > 1:
+    if len(results) > 1 and not args.sync_only:
         print()
         print(curve(results))
 

@@ -11,7 +11,7 @@ import pytest
 
 from finops_gql.alerts.anomalies import AnomalySettings, detect, find_anomalies
 from finops_gql.costs.explorer import COLUMNS
-from finops_gql.db.models import CostRecord
+from finops_gql.db.models import Component, CostRecord
 from finops_gql.services import Services
 from tests.conftest import QueryCounter, make_component, make_team
 
@@ -160,8 +160,89 @@ async def test_find_anomalies_reads_every_component_in_bounded_statements(
     reads = [s for s in sql_counter.statements if "cost_record" in s]
     totals = [s for s in reads if "t.day AS day, SUM(t.total_cost) AS total_cost FROM" in s]
     assert len(totals) == 3  # 5 components, 2 per statement, their totals only
-    assert len(reads) - len(totals) == 1  # the breakdown of the one with an anomaly
+    # The spread of every component's days (the prefilter), and the breakdown of the one with
+    # an anomaly.
+    assert len(reads) - len(totals) == 2
     assert [(f.name, f.anomaly.day) for f in found] == [("checkout", LAST - timedelta(days=1))]
     assert found[0].team_id == team.id
     # Only the newest check_days days are judged: an older spike is not reported again.
     assert await find_anomalies(LAST + timedelta(days=3), DEFAULTS) == []
+
+
+async def _cluster_records(
+    component_id: uuid.UUID, days: dict[date, tuple[float, ...]], cluster: str
+) -> None:
+    await CostRecord.bulk_create(
+        [
+            CostRecord(
+                component_id=component_id,
+                day=day,
+                cluster=cluster,
+                currency="USD",
+                synced_at="2026-03-16T03:00:00+00:00",
+                **dict(zip(COLUMNS, sums, strict=True)),
+            )
+            for day, sums in days.items()
+        ]
+    )
+
+
+def flat(days: int, level: float) -> dict[date, tuple[float, ...]]:
+    return {LAST - timedelta(days=offset): row(level) for offset in range(days)}
+
+
+@pytest.mark.usefixtures("services")
+async def test_the_prefilter_finds_the_same_anomalies_and_reads_fewer_components() -> None:
+    """Components whose days cannot change by min_cost are left out before their days are read;
+    the anomalies found are the same as judging every component, at the gate's edge too."""
+    team = await make_team()
+    spike = series(35, 100.0)
+    spike[LAST] = row(260.0)
+    drop = series(35, 100.0, seed=3)
+    drop[LAST - timedelta(days=2)] = row(20.0)
+    at_the_edge = flat(35, 100.0)
+    at_the_edge[LAST] = row(105.0)  # a change of exactly min_cost
+    under_the_edge = flat(35, 100.0)
+    under_the_edge[LAST] = row(104.99)
+    old_spike = flat(35, 10.0)
+    old_spike[LAST - timedelta(days=20)] = row(400.0)  # in a baseline, never judged itself
+    for name, days in [
+        ("spike", spike),
+        ("drop", drop),
+        ("edge", at_the_edge),
+        ("under-edge", under_the_edge),
+        ("old-spike", old_spike),
+        ("quiet", flat(35, 3.0)),
+        ("noisy-cents", series(35, 2.0, noise=0.5)),
+    ]:
+        await _records((await make_component(team, name)).id, days)
+    # Two clusters: each one's days are flat, their sum spikes.
+    split = await make_component(team, "split")
+    left = flat(35, 50.0)
+    left[LAST - timedelta(days=1)] = row(53.0)
+    right = flat(35, 50.0)
+    right[LAST - timedelta(days=1)] = row(54.0)
+    await _cluster_records(split.id, left, "left")
+    await _cluster_records(split.id, right, "right")
+
+    loose = AnomalySettings(min_change=0.0, min_score=0.0)  # min_cost decides alone
+    for settings in (DEFAULTS, loose):
+        every = await find_anomalies(LAST, settings, batch=3, prefilter=False)
+        assert every  # the comparison means something
+        assert await find_anomalies(LAST, settings, batch=3) == every
+    names = {f.name for f in await find_anomalies(LAST, loose)}
+    assert {"spike", "drop", "edge", "split"} <= names
+    assert not {"under-edge", "quiet", "noisy-cents"} & names
+
+    from finops_gql.alerts.anomalies import _may_change_enough
+
+    first = LAST - timedelta(days=DEFAULTS.check_days - 1 + DEFAULTS.window_days)
+    judged = await _may_change_enough(first, LAST, DEFAULTS.min_cost)
+    components = {str(c.id): c.name for c in await Component.all()}
+    assert sorted(components[c] for c in judged) == [
+        "drop",
+        "edge",
+        "old-spike",
+        "spike",
+        "split",
+    ]

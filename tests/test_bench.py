@@ -64,6 +64,35 @@ async def test_bench_smoke() -> None:
     assert f"peer race skipped: {result['peer_skipped']}" in report
 
 
+async def test_bench_sync_only_measures_the_sync_alone() -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(ROOT / "scripts" / "bench.py"),
+        "--smoke",
+        "--sync-only",
+        "--db-name",
+        "finops_bench_sync_only",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=300)
+    assert process.returncode == 0, err.decode()[-3000:]
+    report = out.decode()
+    assert "| rest_top10" not in report  # no read scenario ran
+    assert "generating" not in err.decode()  # nor was the read scenarios' history built
+    json_path = ROOT / report.rsplit("JSON: ", 1)[1].strip()
+    result = json.loads(json_path.read_text())
+    json_path.unlink()
+    assert "measured" not in result
+    components = result["scale"]["components"]
+    backfill, one_day = result["sync"]["backfill_30d"], result["sync"]["one_day"]
+    assert backfill["records"] == 30 * components
+    assert one_day["records"] == components
+    assert backfill["opencost_requests"] == one_day["opencost_requests"] == 1
+    assert f"sync 30-day backfill: {backfill['seconds']:.2f} s" in report
+
+
 def bench_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(  # noqa: S603 (this repository's own script)
         [sys.executable, str(ROOT / "scripts" / "bench.py"), *args],
@@ -103,6 +132,10 @@ def test_peer_race_without_node_is_skipped_with_the_reason(tmp_path: Path) -> No
         (["--sources", "0"], "--sources must be between 1 and 50"),
         (["--components", "1000,lots"], "not a number or a list of numbers"),
         (["--components", "1000,1"], "each scale needs at least 2 components"),
+        (
+            ["--sync-only", "--peer", "postgraphile", "--peer-only"],
+            "--sync-only and --peer-only exclude each other",
+        ),
     ],
 )
 def test_bad_peer_arguments_are_refused(args: list[str], message: str) -> None:

@@ -287,3 +287,182 @@ async def test_a_truncated_answer_fails_its_aggregate_and_writes_none_of_it(
     assert {str(r["component_id"]): r["n"] for r in counted} == {str(kept.id): 30}
     assert str(cut.id) not in {str(r["component_id"]) for r in counted}
     assert run.records == 30
+
+
+# -- batches: runs of whole members decoded by orjson at once --------------------------------------
+
+
+def big_answer(keys: int = 300) -> bytes:
+    """More than parse.BATCH_CHARS of members per step: the batched path runs."""
+    return fake_answer([f"svc-{i:04d}" for i in range(keys)])
+
+
+@pytest.mark.parametrize("size", [4096, 65536, 1 << 20, 1 << 24])
+async def test_batched_members_parse_alike(size: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    from finops_gql.opencost import parse
+
+    body = big_answer()
+    calls: list[int] = []
+    loads = orjson.loads
+
+    def counted(text: str) -> Any:
+        calls.append(len(text))
+        return loads(text)
+
+    monkeypatch.setattr(parse.orjson, "loads", counted)
+    got = await streamed(body, "label:app", size)
+    monkeypatch.undo()
+    assert got == whole(body, "label:app")
+    # 300 keys, idle, unallocated, unmounted per day
+    assert len(got) == 5
+    assert all(len(step) == 303 for step in got)
+    assert calls, "no batch was decoded by orjson"
+    # Most members came in batches, not one at a time.
+    assert sum(calls) > len(body) // 2
+
+
+async def test_batches_refused_by_orjson_are_read_member_by_member() -> None:
+    """A value orjson refuses and the standard library reads (a lone surrogate) makes its batch
+    read one member at a time: the answer reads as the standard library reads it whole."""
+    data = orjson.loads(big_answer())["data"]
+    middle = data[2]["svc-0150"]
+    middle["properties"]["node"] = "\ud800"
+    body = json.dumps({"code": 200, "status": "success", "data": data}).encode()
+    with pytest.raises(orjson.JSONDecodeError):
+        orjson.loads(body)
+    expected = parse_allocation_response(json.loads(body), "label:app", synthetic=True)
+    for size in (4096, 1 << 20):
+        assert await streamed(body, "label:app", size) == expected
+
+
+async def test_lookalike_boundaries_inside_allocations_parse_alike() -> None:
+    """Text inside allocations that looks like a boundary between members (a nested object
+    that begins like an allocation, `},"` and `":{"name":` inside strings, keys with escaped
+    quotes) never splits a member: a wrong batch is refused, never misread."""
+    data = orjson.loads(big_answer())["data"]
+    for n, step in enumerate(data):
+        for i, (key, allocation) in enumerate(list(step.items())):
+            if i % 7 == 0:
+                allocation["properties"] = {"name": "x", "labels": {"name": key}}
+            if i % 11 == 0:
+                allocation["properties"]["note"] = '},"svc-0001":{"name":'
+            if i % 13 == 0 and n % 2 == 0:
+                step[key + '\\"},"q'] = step.pop(key)
+    body = orjson.dumps({"code": 200, "status": "success", "data": data})
+    expected = whole(body, "label:app")
+    assert any('\\"},"q' in key for key in expected[0])
+    for size in (997, 65536, 1 << 24):
+        assert await streamed(body, "label:app", size) == expected
+
+
+async def test_a_repeated_key_in_a_step_keeps_its_last_value_as_json_does(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    data = orjson.loads(big_answer())["data"]
+    members = [orjson.dumps(k) + b":" + orjson.dumps(v) for k, v in data[0].items()]
+    again = data[0]["svc-0010"]
+    # Early in the step (inside one batch), then once more after its last member.
+    members.insert(20, b'"svc-0010":' + orjson.dumps({**again, "totalCost": 123.0}))
+    members.append(b'"svc-0010":' + orjson.dumps({**again, "totalCost": 456.0}))
+    steps = [b"{" + b",".join(members) + b"}", *(orjson.dumps(step) for step in data[1:])]
+    body = b'{"code":200,"data":[' + b",".join(steps) + b"]}"
+    expected = whole(body, "label:app")
+    assert expected[0]["svc-0010"].total_cost == 456.0
+    for size in (7, 4096, 1 << 24):
+        with caplog.at_level("WARNING"):
+            assert await streamed(body, "label:app", size) == expected
+    assert "never summed both" not in caplog.text  # the same key twice is not two forms
+
+
+# -- the benchmark's stand-in: steps encoded ahead ------------------------------------------------
+
+
+def test_pregenerated_steps_are_the_bytes_the_stand_in_would_make(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from finops_gql.dev.opencost_fake import SYNC_PARAMS
+
+    fake = FakeOpenCost(keys=["checkout", "search"], now=NOW)
+    params = {**SYNC_PARAMS, "window": "2026-03-12T00:00:00Z,2026-03-15T00:00:00Z", "step": "1d"}
+    made = list(fake.encoded_steps(params))
+    assert made == [orjson.dumps(step) for step in fake.steps(params)]
+    fake.pregenerate(3, SYNC_PARAMS)
+    assert len(fake.encoded) == 3
+
+    def refuse(*args: Any) -> Any:
+        raise AssertionError("a pregenerated step was made again")
+
+    monkeypatch.setattr(fake, "_step", refuse)
+    assert list(fake.encoded_steps(params)) == made
+    # Another shape of step (idle shared) is not served from the steps made ahead.
+    with pytest.raises(AssertionError, match="made again"):
+        list(fake.encoded_steps({**params, "shareIdle": "true"}))
+
+
+async def test_the_sync_reads_the_pregenerated_steps(
+    services: Services, fake: FakeOpenCost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The benchmark's stand-in encodes the sync's steps ahead (--pregenerate-days): the sync's
+    request must be the one it encoded them for, or the benchmark would time the stand-in."""
+    from finops_gql.dev.opencost_fake import SYNC_PARAMS
+
+    services.costs.clock = lambda: NOW
+    fake.now = NOW
+    fake.keys = ["checkout"]
+    await make_component(await make_team(), "checkout")
+    fake.pregenerate(30, SYNC_PARAMS)
+
+    def refuse(*args: Any) -> Any:
+        raise AssertionError("the sync asked for a step that was not pregenerated")
+
+    monkeypatch.setattr(fake, "_step", refuse)
+    run = await services.sync.run("cli")
+    assert run.status == "succeeded", run.error
+    assert run.records == 30
+
+
+async def test_a_first_run_copies_straight_in_and_a_backfill_upserts_over_it(
+    services: Services, fake: FakeOpenCost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL a run whose clusters hold no record in its days COPYs into cost_record
+    itself; one over stored days goes through the stage and its upsert. Both leave one record
+    per component and day, with the newest figures."""
+    from finops_gql.costs import sync
+    from finops_gql.db.setup import dialect
+    from finops_gql.dev import opencost_fake
+
+    paths: list[bool] = []
+    copy_upsert = sync._copy_upsert
+
+    async def spied(db: Any, rows: Any, *, fresh: bool = False) -> None:
+        paths.append(fresh)
+        await copy_upsert(db, rows, fresh=fresh)
+
+    monkeypatch.setattr(sync, "_copy_upsert", spied)
+    services.costs.clock = lambda: NOW
+    fake.now = NOW
+    fake.keys = ["checkout", "search"]
+    team = await make_team()
+    await make_component(team, "checkout")
+    await make_component(team, "search")
+    columns = ", ".join(COLUMNS)
+    sql = f"SELECT component_id, day, cluster, {columns} FROM cost_record"  # noqa: S608
+
+    first = await services.sync.run("cli")
+    assert first.records == 60
+    before = await rows(sql)
+    assert len(before) == 60
+
+    daily = opencost_fake.daily_total
+    monkeypatch.setattr(opencost_fake, "daily_total", lambda key, day: 2 * daily(key, day))
+    again = await services.sync.run("cli", backfill_days=30)
+    assert again.records == 60
+    after = await rows(sql)
+    assert len(after) == 60  # upserted, not added
+    assert [r[:3] for r in after] == [r[:3] for r in before]
+    total = COLUMNS.index("total_cost") + 3
+    assert all(
+        a[total] == pytest.approx(2 * b[total], abs=1e-4)
+        for a, b in zip(after, before, strict=True)
+    )
+    assert paths == ([True, False] if dialect() == "postgres" else [])

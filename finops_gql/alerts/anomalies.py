@@ -31,6 +31,7 @@ from finops_gql.costs import explorer
 from finops_gql.costs.explorer import COLUMNS, RESOURCES, TOTAL, Subject
 from finops_gql.costs.windows import money
 from finops_gql.db.models import Component
+from finops_gql.db.setup import SqlParams, connection
 
 MAD_SCALE = 1.4826  # MAD -> standard deviation under normal noise
 # Components per statement: 500 components x 31 days is 15,500 rows, each statement bounded.
@@ -187,16 +188,51 @@ class ComponentAnomaly:
     anomaly: Anomaly
 
 
+# A component's daily totals over the days judged and their baselines: the largest change any
+# of its days can show against any baseline's median is their spread (max - min). The slack
+# (relative to the totals' size) keeps rounding differences between SQL's sums and the
+# range engine's on the side of judging a component.
+_SPREAD = (
+    "SELECT component_id FROM (SELECT component_id, day, SUM(total_cost) AS total "
+    "FROM cost_record WHERE day >= {first} AND day <= {last} GROUP BY component_id, day) AS d "
+    "GROUP BY component_id HAVING MAX(total) - MIN(total) "
+    "+ 1e-9 * (ABS(MAX(total)) + ABS(MIN(total)) + 1) >= {min_cost}"
+)
+
+
+async def _may_change_enough(first: date, last: date, min_cost: float) -> set[str]:
+    """The components whose daily totals over first..last spread at least `min_cost`: the
+    only ones that can have an anomaly (`min_cost` is a gate of score_day, and a day's expected
+    cost is a median of days in the same range). One statement, one row per such component."""
+    p = SqlParams()
+    sql = _SPREAD.format(first=p(first), last=p(last), min_cost=p(min_cost))
+    return {
+        str(uuid.UUID(str(row["component_id"])))
+        for row in await connection().execute_query_dict(sql, p.values)
+    }
+
+
 async def find_anomalies(
-    last_day: date, settings: AnomalySettings, batch: int = BATCH_COMPONENTS
+    last_day: date,
+    settings: AnomalySettings,
+    batch: int = BATCH_COMPONENTS,
+    *,
+    prefilter: bool = True,
 ) -> list[ComponentAnomaly]:
     """Anomalies on the `check_days` days ending `last_day` (the newest complete day), for
     every component: per `batch` components, one range-engine statement for their daily
-    totals, and one for the breakdowns of those with an anomaly (usually none)."""
+    totals, and one for the breakdowns of those with an anomaly (usually none).
+
+    `prefilter` (the default) first leaves out, in one statement, the components whose days
+    cannot change by `min_cost` (_may_change_enough): most of a catalog on a quiet day, whose
+    days are then neither read into Python nor scored. The anomalies are the same."""
     first_checked = last_day - timedelta(days=settings.check_days - 1)
     first = first_checked - timedelta(days=settings.window_days)
     checked = [first_checked + timedelta(days=i) for i in range(settings.check_days)]
     components = await Component.all().order_by("id").values_list("id", "name", "team_id")
+    if prefilter:
+        judged = await _may_change_enough(first, last_day, settings.min_cost)
+        components = [c for c in components if str(uuid.UUID(str(c[0]))) in judged]
     found: list[ComponentAnomaly] = []
     for start in range(0, len(components), batch):
         chunk = {uuid.UUID(str(c[0])): c for c in components[start : start + batch]}

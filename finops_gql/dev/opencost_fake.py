@@ -134,6 +134,8 @@ def _template() -> dict[str, Any]:
 
 
 _TEMPLATE = _template()
+# The parameters of the sync's request (costs/sync.py: SyncService._fetch) that shape a step.
+SYNC_PARAMS = {"aggregate": "label:app", "includeIdle": "true", "shareIdle": "false"}
 
 
 @dataclass
@@ -158,6 +160,10 @@ class FakeOpenCost:
     idle_cost: float = 5.0
     unallocated_cost: float = 0.5
     unmounted_cost: float = 0.0
+    # Steps encoded ahead of time (pregenerate), by what shapes a step: its bounds, aggregate,
+    # includeIdle and shareIdle. Only pregenerate fills it: tests that change the other fields
+    # between requests never read a stale step.
+    encoded: dict[tuple[str, ...], bytes] = field(default_factory=dict)
 
     def clock(self) -> datetime:
         return self.now or datetime.now(UTC)
@@ -180,10 +186,8 @@ class FakeOpenCost:
     def allocations(self, params: dict[str, str]) -> list[dict[str, Any]]:
         return list(self.steps(params))
 
-    def steps(self, params: dict[str, str]) -> Iterator[dict[str, Any]]:
-        """The answer's steps, one at a time (a 30-day answer for 100,000 keys is 3 GB)."""
+    def _bounds(self, params: dict[str, str]) -> list[tuple[datetime, datetime]]:
         start, end = parse_window(params["window"], self.clock())
-        aggregate = params.get("aggregate", "namespace")
         if params.get("step") and params.get("accumulate", "false") != "true":
             if params["step"] != "1d":
                 raise ValueError("only step=1d is simulated")
@@ -192,16 +196,51 @@ class FakeOpenCost:
             while s < end:
                 bounds.append((s, min(s + DAY, end)))
                 s += DAY
-        else:
-            bounds = [(start, end)]
-        for s, e in bounds:
-            step: dict[str, Any] = {}
-            iso = (_iso(s), _iso(e))
-            for value in self.keys:
-                name = self._key(aggregate, value)
-                step[name] = _allocation(name, s, e, self._cost(value, s, e), iso)
-            self._synthetic(step, params, s, e, iso)
-            yield step
+            return bounds
+        return [(start, end)]
+
+    def steps(self, params: dict[str, str]) -> Iterator[dict[str, Any]]:
+        """The answer's steps, one at a time (a 30-day answer for 100,000 keys is 3 GB)."""
+        for s, e in self._bounds(params):
+            yield self._step(params, s, e)
+
+    def _step(self, params: dict[str, str], s: datetime, e: datetime) -> dict[str, Any]:
+        aggregate = params.get("aggregate", "namespace")
+        step: dict[str, Any] = {}
+        iso = (_iso(s), _iso(e))
+        for value in self.keys:
+            name = self._key(aggregate, value)
+            step[name] = _allocation(name, s, e, self._cost(value, s, e), iso)
+        self._synthetic(step, params, s, e, iso)
+        return step
+
+    @staticmethod
+    def _shape(params: dict[str, str], s: datetime, e: datetime) -> tuple[str, ...]:
+        return (
+            _iso(s),
+            _iso(e),
+            params.get("aggregate", "namespace"),
+            params.get("includeIdle", "false"),
+            params.get("shareIdle", "false"),
+        )
+
+    def encoded_steps(self, params: dict[str, str]) -> Iterator[bytes]:
+        """The answer's steps as JSON, those pregenerated as they were encoded then."""
+        for s, e in self._bounds(params):
+            found = self.encoded.get(self._shape(params, s, e))
+            yield found if found is not None else orjson.dumps(self._step(params, s, e))
+
+    def pregenerate(self, days: int, params: dict[str, str]) -> None:
+        """Encode ahead the daily steps of the `days` complete days before now, as a sync
+        asks for them with `params` (the benchmark: its timer then measures the sync reading
+        the answer, not this stand-in making it)."""
+        now = self.clock()
+        today = datetime(now.year, now.month, now.day, tzinfo=UTC)
+        for n in range(days, 0, -1):
+            s = today - n * DAY
+            self.encoded[self._shape(params, s, s + DAY)] = orjson.dumps(
+                self._step(params, s, s + DAY)
+            )
 
     def _synthetic(
         self,
@@ -270,7 +309,7 @@ class FakeOpenCost:
             if self.fail == "after_first" and len(self.requests) > 1:
                 return web.json_response({"code": 500, "message": "Error: boom"}, status=500)
             try:
-                steps = self.steps(params)
+                steps = self.encoded_steps(params)
                 first = next(steps, None)
             except (KeyError, ValueError) as exc:
                 return web.Response(status=400, text=f"Bad Request: {exc}")
@@ -280,9 +319,10 @@ class FakeOpenCost:
             await response.prepare(request)
             await response.write(b'{"code":200,"status":"success","data":[')
             if first is not None:
-                await response.write(orjson.dumps(first))
+                await response.write(first)
                 for step in steps:
-                    await response.write(b"," + orjson.dumps(step))
+                    await response.write(b",")
+                    await response.write(step)
             await response.write(b"]}")
             await response.write_eof()
             return response
@@ -319,6 +359,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ui", action="store_true", help="serve under /model/ like port 9090")
     parser.add_argument("--keys-file", help="also cost these keys (one per line)")
     parser.add_argument("--now", help="pretend it is this UTC time (ISO 8601)")
+    parser.add_argument(
+        "--pregenerate-days",
+        type=int,
+        default=0,
+        help="encode the daily steps of the last N complete days, as the sync asks for them "
+        "(aggregate label:app, idle included, not shared), before serving: the benchmark "
+        "then times the sync, not this stand-in",
+    )
     args = parser.parse_args(argv)
     keys = keys_from_catalog(args.catalog)
     if args.keys_file:
@@ -326,6 +374,7 @@ def main(argv: list[str] | None = None) -> None:
             keys.extend(line.strip() for line in handle if line.strip())
     now = datetime.fromisoformat(args.now).astimezone(UTC) if args.now else None
     fake = FakeOpenCost(keys, ui=args.ui, now=now)
+    fake.pregenerate(args.pregenerate_days, SYNC_PARAMS)
     web.run_app(fake.app(), host=args.host, port=args.port, print=None)
 
 
