@@ -423,3 +423,46 @@ def test_redact_url_hides_only_the_password() -> None:
 def test_database_url_syntax_is_checked_with_settings(url: str) -> None:
     with pytest.raises(ConfigError, match="DATABASE_URL"):
         Settings.from_env({"DATABASE_URL": url})
+
+
+def test_a_fresh_sqlite_file_locked_by_another_opener_is_waited_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Processes started together on a new SQLite file (server and worker) race to switch it to
+    WAL; the loser was told "database is locked" at once and exited. The switch is retried until
+    the connect timeout, and then the file is in WAL mode; other errors are not retried."""
+    import sqlite3
+
+    from finops_gql.db import setup
+
+    path = tmp_path / "fresh.sqlite3"
+    real_connect = sqlite3.connect
+    refusals = {"left": 3}
+
+    class Racing:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            self.inner = real_connect(*args, **kwargs)  # type: ignore[call-overload]
+
+        def execute(self, sql: str) -> object:
+            if refusals["left"] > 0:
+                refusals["left"] -= 1
+                raise sqlite3.OperationalError("database is locked")
+            return self.inner.execute(sql)
+
+        def close(self) -> None:
+            self.inner.close()
+
+    monkeypatch.setattr(setup.sqlite3, "connect", Racing)
+    monkeypatch.setattr(setup, "SQLITE_OPEN_RETRY_S", 0.01)
+    setup._open_sqlite(f"sqlite://{path}", timeout_s=5)
+    assert refusals["left"] == 0
+    monkeypatch.setattr(setup.sqlite3, "connect", real_connect)
+    with contextlib.closing(sqlite3.connect(path)) as opened:
+        assert opened.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+    refusals["left"] = 1_000  # locked for longer than the timeout: the error stands
+    monkeypatch.setattr(setup.sqlite3, "connect", Racing)
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        setup._open_sqlite(f"sqlite://{tmp_path / 'other.sqlite3'}", timeout_s=0.05)
+    with pytest.raises(sqlite3.OperationalError, match="unable to open"):
+        setup._open_sqlite(f"sqlite://{tmp_path / 'missing' / 'x.sqlite3'}", timeout_s=5)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import date, datetime
@@ -80,6 +81,7 @@ def tortoise_config(database_url: str) -> dict[str, Any]:
 
 
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
+SQLITE_OPEN_RETRY_S = 0.05
 
 
 class DatabaseUnavailable(Exception):
@@ -95,11 +97,26 @@ def _reason(exc: BaseException) -> str:
     return text[:200]
 
 
-def _open_sqlite(database_url: str) -> None:
-    # Before aiosqlite's thread is involved: when it fails to open a file it may still call back
-    # into an event loop that asyncio.run has closed ("Event loop is closed" in a thread).
+def _open_sqlite(database_url: str, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> None:
+    """Open the file before aiosqlite's thread is involved (when it fails to open a file it may
+    still call back into an event loop that asyncio.run has closed: "Event loop is closed" in a
+    thread), and put it in WAL mode, Tortoise's, here: a new file's first switch to WAL needs
+    the file alone, and a second process switching at the same moment (the server and the
+    worker started together on a fresh file) got "database is locked" at once, not after the
+    busy timeout. Retried until `timeout_s`; once the file is in WAL mode the switch is a no-op."""
     path = expand_db_url(database_url)["credentials"]["file_path"]
-    sqlite3.connect(path).close()
+    deadline = time.monotonic() + timeout_s
+    while True:
+        opened = sqlite3.connect(path, timeout=timeout_s)
+        try:
+            opened.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        finally:
+            opened.close()
+        time.sleep(SQLITE_OPEN_RETRY_S)
 
 
 async def init_db(database_url: str, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> None:
@@ -112,7 +129,7 @@ async def init_db(database_url: str, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_
     try:
         async with asyncio.timeout(timeout_s):
             if database_url.startswith("sqlite:"):
-                await asyncio.to_thread(_open_sqlite, database_url)
+                await asyncio.to_thread(_open_sqlite, database_url, timeout_s)
             # Global fallback: uvicorn runs the lifespan and each request in different tasks,
             # and Tortoise's context is a contextvar a request task would not inherit otherwise.
             opened = True
