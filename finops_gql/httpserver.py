@@ -19,10 +19,12 @@ from finops_gql.config import Settings
 REFUSAL = b"request header fields too large"
 
 # The cyclic GC's first generation threshold in a server process (Python's default: 700). A
-# GraphQL answer allocates thousands of short-lived objects: at 700 the page of 50 ran several
-# collections per request, 3% of its instructions (callgrind, in process; with settle_heap, as
-# few as with the collector off).
-GC_FIRST_GENERATION = 10_000
+# GraphQL answer allocates thousands of short-lived objects: at 700 a team of 500 components ran
+# a dozen collections per request. Higher thresholds save CPU and cost memory, since garbage in
+# cycles waits longer: in process, 32 concurrent team answers (500 components each) peaked at
+# 93 MB with 700, 121 MB with 2,000 and 168 MB with 10,000, for about 6% and 16% less CPU per
+# answer. 2,000 is the middle; the page of 50 spent 3% of its instructions in collections.
+GC_FIRST_GENERATION = 2_000
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
