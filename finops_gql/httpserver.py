@@ -19,8 +19,8 @@ from finops_gql.config import Settings
 REFUSAL = b"request header fields too large"
 
 # The cyclic GC's first generation threshold in a server process (Python's default: 700). A
-# GraphQL answer allocates thousands of short-lived objects: at 700 a team of 500 components ran
-# a dozen collections per request. Higher thresholds save CPU and cost memory, since garbage in
+# GraphQL answer allocates thousands of short-lived objects, so at 700 the collector runs several
+# times per answer. Higher thresholds save CPU and cost memory, since garbage in
 # cycles waits longer: in process, 32 concurrent team answers (500 components each) peaked at
 # 93 MB with 700, 121 MB with 2,000 and 168 MB with 10,000, for about 6% and 16% less CPU per
 # answer. 2,000 is the middle; the page of 50 spent 3% of its instructions in collections.
@@ -47,7 +47,7 @@ def settle_heap() -> None:
     """Called once per server process, after the app is built (its schema, models and routes
     live as long as the process): those objects are frozen out of the collector's scans
     (gc.freeze), and the first generation collects every GC_FIRST_GENERATION allocations
-    instead of 700, so a request's garbage is collected a few times per request at most."""
+    instead of 700 (see there for the memory this costs)."""
     gc.collect()
     gc.freeze()
     _, second, third = gc.get_threshold()
