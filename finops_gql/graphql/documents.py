@@ -80,9 +80,9 @@ class _Entry:
     validated: dict[tuple[type[ASTValidationRule], ...], list[GraphQLError]] = field(
         default_factory=dict
     )
-    # The query cost by (operation name, variables as normalized JSON): a frontend sends the
-    # same few variable sets; at most COSTS_PER_DOCUMENT are kept, the oldest dropped first.
-    costs: dict[tuple[str | None, bytes], int] = field(default_factory=dict)
+    # The query cost by (schema, operation name, variables as normalized JSON): a frontend sends
+    # the same few variable sets; at most COSTS_PER_DOCUMENT are kept, the oldest dropped first.
+    costs: dict[tuple[GraphQLSchema, str | None, bytes], int] = field(default_factory=dict)
 
 
 COSTS_PER_DOCUMENT = 32
@@ -149,13 +149,13 @@ class DocumentGuard:
         variables: Mapping[str, Any] | None,
         operation_name: str | None,
     ) -> int:
-        """document_cost, remembered with the cached document: it is a function of the document,
-        the variables and the operation name alone."""
+        """document_cost, remembered with the cached document: it is a function of the schema,
+        the document, the variables and the operation name alone."""
         entry = self._cache.get(query) if query is not None else None
         variables_json = variables_key(variables) if entry is not None else None
         if entry is None or entry.document is not document or variables_json is None:
             return document_cost(schema, document, variables, operation_name)
-        key = (operation_name, variables_json)
+        key = (schema, operation_name, variables_json)
         found = entry.costs.get(key)
         if found is None:
             found = entry.costs[key] = document_cost(schema, document, variables, operation_name)
