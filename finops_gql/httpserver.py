@@ -20,11 +20,12 @@ REFUSAL = b"request header fields too large"
 
 # The cyclic GC's first generation threshold in a server process (Python's default: 700). A
 # GraphQL answer allocates thousands of short-lived objects, so at 700 the collector runs several
-# times per answer. Higher thresholds save CPU and cost memory, since garbage in
-# cycles waits longer: in process, 32 concurrent team answers (500 components each) peaked at
-# 93 MB with 700, 121 MB with 2,000 and 168 MB with 10,000, for about 6% and 16% less CPU per
-# answer. 2,000 is the middle; the page of 50 spent 3% of its instructions in collections.
-GC_FIRST_GENERATION = 2_000
+# times per answer. Higher thresholds save CPU and cost memory, since garbage in cycles waits
+# longer. In process, 32 concurrent team answers (500 components each) peaked at 93 MB with 700,
+# 121 MB with 2,000 and 168 MB with 10,000, for about 6% and 16% less CPU per answer; in the
+# benchmark (README, Performance) 2,000 against 10,000 gave a server peak of 138 against 148 MB
+# and p50s 10% slower (page of 50 2.92 against 2.66 ms, component series 3.96 against 3.47 ms).
+GC_FIRST_GENERATION = 10_000
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
