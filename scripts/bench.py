@@ -1174,6 +1174,16 @@ async def reused(name: str) -> Prepared:
     return Prepared(url, [], [], secrets.token_urlsafe(48), 0.0, 0.0, 0.0)
 
 
+def run_header(args: argparse.Namespace, scale: Scale) -> dict[str, Any]:
+    """The first keys of a narrowed run's JSON (--peer-only, --sync-only): when, where, how big."""
+    return {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "sources": args.sources,
+        "db": args.db,
+        "scale": scale.__dict__,
+    }
+
+
 async def peer_only(args: argparse.Namespace) -> dict[str, Any]:
     """Only the race: our page of 50 and the peer's on the same data, nothing else measured."""
     scale = scale_of(args)
@@ -1204,10 +1214,7 @@ async def peer_only(args: argparse.Namespace) -> dict[str, Any]:
             process.terminate()
             process.wait()
     return {
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "sources": args.sources,
-        "db": args.db,
-        "scale": scale.__dict__,
+        **run_header(args, scale),
         "race": race,
         "server_peak_rss_mb": rss,
     }
@@ -1220,10 +1227,7 @@ async def sync_only(args: argparse.Namespace) -> dict[str, Any]:
     teams, components = generate(scale)
     sync = await bench_sync(args.db, teams, components, args.smoke, args.db_name, args.sources)
     return {
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "sources": args.sources,
-        "db": args.db,
-        "scale": scale.__dict__,
+        **run_header(args, scale),
         "sync": sync,
     }
 
