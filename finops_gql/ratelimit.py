@@ -239,7 +239,7 @@ class RateLimiter:
 
 
 class RateLimitMiddleware:
-    """Charges every authenticated REST request 1 point; /graphql is charged by the QueryCost
+    """Charges every authenticated REST request 1 point; /graphql is charged by the OperationGuard
     extension (by the operation's cost), and routes without a principal (health checks, /metrics,
     the GraphiQL page and its assets) are never charged."""
 
