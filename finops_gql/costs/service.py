@@ -346,6 +346,14 @@ def check_limit(limit: int, maximum: int, what: str = "limit") -> int:
     return limit
 
 
+def _records_of(component_ids: Sequence[uuid.UUID], scope: Scope, mark: SqlParams) -> list[str]:
+    """The conditions on `cost_record r` for these components, of those the scope lets through."""
+    return [
+        f"r.component_id IN ({', '.join(mark(cid) for cid in component_ids)})",
+        *scope.components_sql("r.component_id", mark),
+    ]
+
+
 class CostService:
     def __init__(
         self,
@@ -460,10 +468,7 @@ class CostService:
         if not component_ids:
             return result
         mark = SqlParams()
-        where = [
-            f"r.component_id IN ({', '.join(mark(cid) for cid in component_ids)})",
-            *scope.components_sql("r.component_id", mark),
-        ]
+        where = _records_of(component_ids, scope, mark)
         # ROW_NUMBER keeps it one statement for any number of components (SQLite >= 3.25, PG).
         sql = (
             "SELECT * FROM (SELECT d.*, ROW_NUMBER() OVER "  # noqa: S608 (placeholders only)
@@ -486,10 +491,7 @@ class CostService:
         if not component_ids:
             return result
         mark = SqlParams()
-        where = [
-            f"r.component_id IN ({', '.join(mark(cid) for cid in component_ids)})",
-            *scope.components_sql("r.component_id", mark),
-        ]
+        where = _records_of(component_ids, scope, mark)
         sql = (
             "SELECT DISTINCT r.component_id AS component_id, r.cluster AS cluster "  # noqa: S608 (placeholders only)
             f"FROM cost_record r WHERE {' AND '.join(where)} ORDER BY r.component_id, r.cluster"
