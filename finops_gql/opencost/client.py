@@ -215,22 +215,10 @@ class OpenCostClient:
     async def _read_bounded(
         self, response: aiohttp.ClientResponse, endpoint: str, name: str, mb: int
     ) -> bytearray:
-        """Read the body chunk by chunk; past the bound, drop the connection and refuse."""
-        bound = mb * MB
-        declared = response.content_length
-        if declared is not None and declared > bound:
-            response.close()
-            raise self._failure(
-                endpoint, f"OpenCost answer exceeds {name}={mb}", f"Content-Length {declared}"
-            )
+        """The whole body, read through _bounded_chunks (the same bound and refusals)."""
         body = bytearray()
-        async for chunk in response.content.iter_chunked(READ_CHUNK):
+        async for chunk in self._bounded_chunks(response, endpoint, name, mb):
             body += chunk
-            if len(body) > bound:
-                response.close()  # the rest is never read: the connection goes, not the memory
-                raise self._failure(
-                    endpoint, f"OpenCost answer exceeds {name}={mb}", f"over {len(body)} bytes"
-                )
         return body
 
     # -- where the API lives ------------------------------------------------------------------
@@ -427,7 +415,7 @@ class OpenCostClient:
         async for chunk in response.content.iter_chunked(READ_CHUNK):
             read += len(chunk)
             if read > bound:
-                response.close()  # the rest is never read
+                response.close()  # the rest is never read: the connection goes, not the memory
                 raise self._failure(
                     endpoint, f"OpenCost answer exceeds {name}={mb}", f"over {read} bytes"
                 )
