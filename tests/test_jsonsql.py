@@ -17,6 +17,7 @@ from finops_gql import jsonjs
 from finops_gql.costs.windows import money
 from finops_gql.db import jsonsql
 from finops_gql.db.setup import connection, dialect
+from tests.conftest import make_component, make_team
 
 pytestmark = pytest.mark.usefixtures("services")
 
@@ -207,6 +208,35 @@ async def test_postgres_without_shortest_digits_gives_null() -> None:
         (None, "1"),
         ("0", "0"),
     ]
+
+
+async def test_a_row_spliced_from_pieces_is_jsonjs_dumps_or_null_as_a_whole() -> None:
+    """The caller's use: pieces joined with `||` over a table; one undecidable piece (a
+    budget needing 17 digits, on SQLite) makes the whole row NULL, for the Python path."""
+    team = await make_team()
+    await make_component(team, 'a "quoted" \u2028 name', budget_usd=1234.5, cost_30d=0.1 + 0.2)
+    await make_component(team, "b", budget_usd=None, cost_30d=2.000005)
+    await make_component(team, "c", budget_usd=0.1 + 0.2, cost_30d=0.0)
+    name = dialect()
+    sql = (
+        "SELECT c.name, c.budget_usd, c.cost_30d,"  # noqa: S608
+        f" '{{\"name\":' || {jsonsql.text_json('c.name', name)}"
+        f" || ',\"budget\":' || {jsonsql.float_json('c.budget_usd', name)}"
+        f" || ',\"cost\":' || {jsonsql.money_json('c.cost_30d', name)} || '}}' AS j"
+        " FROM component c ORDER BY c.name"
+    )
+    _, rows = await connection().execute_query(sql)
+    written = {row[0]: row[3] for row in rows}
+    for row in rows:
+        if row[3] is not None:
+            python = {"name": row[0], "budget": row[1], "cost": money(row[2])}
+            assert row[3] == jsonjs.dumps(python).decode()
+    assert written['a "quoted" \u2028 name'] == (
+        '{"name":"a \\"quoted\\" \u2028 name","budget":1234.5,"cost":0.3}'
+    )
+    # 2.000005 is 2.0000049999999998... in binary: round() gives 2 (its text would round up).
+    assert written["b"] == '{"name":"b","budget":null,"cost":2}'
+    assert (written["c"] is None) == (name == "sqlite")
 
 
 STRINGS = [

@@ -73,6 +73,10 @@ nearest; PostgreSQL and SQLite on x86-64 SSE2) and writes N / 10^5 exactly:
   needs 16 or 17 digits).
 - 1e10 <= |x| < 2^36 (6.9e10): NULL (N needs more than 15 digits; not a realistic cost).
 
+Needs PostgreSQL 13 (trim_scale) and SQLite 3.38 (sign from 3.35, json_quote built in from
+3.38); the arguments above are about SQLite 3.40's printing (`%!.15g`), and its checks give
+NULL rather than wrong text if a later SQLite prints otherwise.
+
 text_json(x): PostgreSQL `to_json(text)`, SQLite `json_quote(text)`: `"` and `\\` escaped with
 a backslash, \\b \\f \\n \\r \\t, other controls below U+0020 as \\u00xx (lowercase), everything else
 (DEL, non-ASCII, U+2028/U+2029, astral characters) as UTF-8, as orjson writes them (checked in
@@ -140,16 +144,17 @@ def float_json(expr: str, dialect: str) -> str:
         )
     x = f"CAST({expr} AS REAL)"
     # Fixed notation (1e-4 <= |x| < 1e15): `%!.15g` always writes a point (3.0, 0.3, 100.0);
-    # u is the text without trailing zeros but with its point, D * 10^-f its value.
+    # u is the text without trailing zeros but with its point, D * 10^-f its value. The point
+    # and |D| < 10^15 are checked, not assumed: a later SQLite printing 17 digits (or no point)
+    # gives NULL, not a wrong read-back.
     u = f"rtrim(CAST({x} AS TEXT), '0')"
-    fixed_value = (
-        f"CAST(replace({u}, '.', '') AS INTEGER)"
-        f" / CAST('1e' || CAST(length({u}) - instr({u}, '.') AS TEXT) AS REAL)"
-    )
+    digits = f"CAST(replace({u}, '.', '') AS INTEGER)"
+    fixed_value = f"{digits} / CAST('1e' || CAST(length({u}) - instr({u}, '.') AS TEXT) AS REAL)"
     return (
         f"CASE WHEN {x} IS NULL THEN 'null' WHEN {x} = 0 THEN '0'"
         f" WHEN abs({x}) >= 1e-4 AND abs({x}) < 1e15"
-        f" THEN CASE WHEN {fixed_value} = {x} THEN rtrim({u}, '.') END"
+        f" THEN CASE WHEN instr({u}, '.') > 0 AND abs({digits}) < 1000000000000000"
+        f" AND {fixed_value} = {x} THEN rtrim({u}, '.') END"
         f" WHEN abs({x}) >= {_DBL_MIN_NORMAL} AND abs({x}) <= {_DBL_MAX}"
         f" THEN {_sqlite_exponent(x)} END"
     )
@@ -161,7 +166,7 @@ def _sqlite_exponent(x: str) -> str:
     the text's value D * 10^p, D its digits as an integer, read back exactly. A subquery, run
     only for these rare magnitudes."""
     return (
-        "(SELECT CASE WHEN p < -22 OR p > 22 THEN NULL"  # noqa: S608 (expressions, no values)
+        "(SELECT CASE WHEN p < -22 OR p > 22 OR dd >= 1e15 THEN NULL"  # noqa: S608 (expressions, no values)
         " WHEN (CASE WHEN p < 0 THEN dd / CAST('1e' || CAST(-p AS TEXT) AS REAL)"
         " ELSE dd * CAST('1e' || CAST(p AS TEXT) AS REAL) END) <> abs(v) THEN NULL"
         f" ELSE {_js_number('u')} END"
