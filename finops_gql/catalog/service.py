@@ -11,16 +11,17 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar, cast
 
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
 from finops_gql.access import EVERYTHING, Mark, Scope
-from finops_gql.catalog import tree
+from finops_gql.catalog import rowjson, tree
 from finops_gql.costs import budgets, explorer
 from finops_gql.db import dataversion
+from finops_gql.db.inline import fetch_rows
 from finops_gql.db.models import (
     AGGREGATE_MAX,
     DEFAULT_AGGREGATE,
@@ -277,16 +278,52 @@ async def _by_ids(
     return await connection().execute_query_dict(sql, p.values)
 
 
-def _component_page(
-    rows: list[Component], first: int, order: ComponentOrder, key: str
-) -> Page[Component]:
-    items = rows[:first]
+class _RowKey(NamedTuple):
+    """What a component cursor is made of (the keyset of every ordering)."""
+
+    name: str
+    id: object
+    cost_30d: float
+
+
+def _component_page_sql(
+    columns: str,
+    join_team: bool,
+    first: int,
+    after: str | None,
+    order: ComponentOrder,
+    filters: ComponentFilter,
+    scope: Scope,
+    p: _Sql,
+) -> str:
+    """The statement of a page of components (`c`, the team joined as `t` when asked): one
+    row more than `first`, which tells whether there is a next page."""
+    check_first(first)
+    where = filters.conditions(p) + scope.teams_sql("c.team_id", p)
+    if after is not None:
+        where.append(_component_keyset(after, order, filters.key()).condition(order, p))
+    return (
+        f"SELECT {columns} FROM component c "  # noqa: S608 (placeholders only)
+        f"{'JOIN team t ON t.id = c.team_id ' if join_team else ''}"
+        f"{'WHERE ' + ' AND '.join(where) if where else ''} "
+        f"ORDER BY {ORDER_SQL[order]} LIMIT {p(first + 1)}"
+    )
+
+
+def _page_of(
+    rows: Sequence[T],
+    last: Sequence[Component] | Sequence[_RowKey],
+    first: int,
+    order: ComponentOrder,
+    key: str,
+) -> Page[T]:
+    """A page of the first `first` rows of a statement that read one more; `last` holds the
+    page's last row (for its cursor), or nothing when the page is empty."""
     cursor = None
-    if items:
-        last = items[-1]
-        cost = float(last.cost_30d).hex() if order is not ComponentOrder.NAME else ""
-        cursor = encode_cursor(order.value, key, cost, last.name, str(last.id))
-    return Page(items, cursor, len(rows) > first)
+    for row in last:
+        cost = float(row.cost_30d).hex() if order is not ComponentOrder.NAME else ""
+        cursor = encode_cursor(order.value, key, cost, row.name, str(row.id))
+    return Page(list(rows[:first]), cursor, len(rows) > first)
 
 
 def _team_keyset(after: str, order: TeamOrder, key: str, p: _Sql) -> str:
@@ -518,7 +555,10 @@ class CatalogService:
         for row in await connection().execute_query_dict(sql, p.values):
             component = Component._init_from_db(**row)
             pages[uuid.UUID(str(getattr(component, column)))].append(component)
-        return {oid: _component_page(rows, first, order, keys[oid]) for oid, rows in pages.items()}
+        return {
+            oid: _page_of(rows, rows[:first][-1:], first, order, keys[oid])
+            for oid, rows in pages.items()
+        }
 
     # -- the team tree, systems and domains ------------------------------------------------------
 
@@ -756,22 +796,53 @@ class CatalogService:
         Cursors hold the last row's sort key only: one issued under a wider scope pages on
         over the visible rows. Each component comes with its team (`component.team`), read by
         the same statement: a page shown with its teams costs one round trip, not two."""
-        check_first(first)
         filters = (filters or ComponentFilter(team_id=team_id)).checked()
-        key = filters.key()
         p = _Sql()
-        where = filters.conditions(p) + scope.teams_sql("c.team_id", p)
-        if after is not None:
-            where.append(_component_keyset(after, order, key).condition(order, p))
-        sql = (
-            f"SELECT {', '.join('c.' + f for f in COMPONENT_FIELDS)}, {TEAM_COLUMNS} "  # noqa: S608 (placeholders only)
-            "FROM component c JOIN team t ON t.id = c.team_id "
-            f"{'WHERE ' + ' AND '.join(where) if where else ''} "
-            f"ORDER BY {ORDER_SQL[order]} LIMIT {p(first + 1)}"
+        sql = _component_page_sql(
+            f"{', '.join('c.' + f for f in COMPONENT_FIELDS)}, {TEAM_COLUMNS}",
+            True,
+            first,
+            after,
+            order,
+            filters,
+            scope,
+            p,
         )
-        return _component_page(
-            _with_teams(await connection().execute_query_dict(sql, p.values)), first, order, key
+        rows = _with_teams(await connection().execute_query_dict(sql, p.values))
+        return _page_of(rows, rows[:first][-1:], first, order, filters.key())
+
+    async def list_components_json(
+        self,
+        shape: rowjson.Shape,
+        first: int = PAGE_DEFAULT,
+        after: str | None = None,
+        order: ComponentOrder = ComponentOrder.NAME,
+        filters: ComponentFilter | None = None,
+        scope: Scope = EVERYTHING,
+    ) -> Page[str] | None:
+        """list_components with each component written as JSON by the database, in `shape`
+        (catalog/rowjson.py): the same rows, cursors and errors, the texts byte for byte what
+        the answer's writer makes of the models. None when a row holds a value the database
+        cannot write exactly: list_components then reads the page."""
+        filters = (filters or ComponentFilter()).checked()
+        p = _Sql()
+        row = rowjson.row_json(shape, "postgres" if p.postgres else "sqlite")
+        sql = _component_page_sql(
+            f"{row}, c.name, c.id, c.cost_30d",
+            rowjson.needs_team(shape),
+            first,
+            after,
+            order,
+            filters,
+            scope,
+            p,
         )
+        rows = await fetch_rows(sql, p.values)
+        texts: list[str | None] = [r[0] for r in rows]
+        if None in texts[:first]:
+            return None
+        last = [_RowKey(r[1], r[2], r[3]) for r in rows[:first][-1:]]
+        return _page_of(cast(list[str], texts), last, first, order, filters.key())
 
     async def count_children(self, team_id: uuid.UUID, scope: Scope = EVERYTHING) -> int:
         """How many direct sub-teams a team has (Team.children's totalCount)."""

@@ -14,6 +14,7 @@ one, the driver reads). PostgreSQL reads through the driver: asyncpg is asynchro
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +25,7 @@ from tortoise.backends.base.client import TransactionalDBClient
 from finops_gql.db.setup import connection
 
 _READERS: dict[str, sqlite3.Connection] = {}
+_LOG = logging.getLogger("tortoise.db_client")  # Tortoise's own statement log
 
 
 def _reader(filename: str) -> sqlite3.Connection:
@@ -46,6 +48,8 @@ async def fetch_rows(sql: str, values: list[Any], *, named: bool = False) -> Seq
         and filename != ":memory:"
         and not isinstance(client, TransactionalDBClient)
     ):
+        if _LOG.isEnabledFor(logging.DEBUG):  # as the driver's client logs every statement
+            _LOG.debug("%s: %s", sql, values)
         try:
             cursor = _reader(filename).cursor()
             if named:

@@ -383,6 +383,10 @@ class Loaders:
         return loader
 
 
+def _no_executor() -> None:
+    return None
+
+
 @dataclass
 class Context:
     services: Services
@@ -407,3 +411,6 @@ class Context:
     # The principal's budget after this operation was charged (OperationGuard); None when the
     # limiter is off or Redis did not answer.
     rate: RateDecision | None = None
+    # The executor running this operation when it places list fields written as JSON by the
+    # database (graphql/rows.py), weakly: set by execution.FastExecutor.
+    executor: Callable[[], Any] = _no_executor

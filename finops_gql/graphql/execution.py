@@ -31,12 +31,13 @@ lean one calls the method with the same Info object directly.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from math import isfinite
 from operator import attrgetter
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 from graphql import (
     GraphQLBoolean,
@@ -57,6 +58,7 @@ from graphql import (
 )
 from graphql.execution.collect_fields import FieldDetailsList, GroupedFieldSet
 from graphql.pyutils import AwaitableOrValue, Path, gather_with_cancel
+from orjson import Fragment
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.types.field import StrawberryField
 
@@ -281,6 +283,12 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
         # not projectable); the set is kept alive with them, so its id is not reused meanwhile.
         self._steps: dict[tuple[str, int], tuple[GroupedFieldSet, _Steps]] = {}
         self._projectors: dict[tuple[str, int], tuple[GroupedFieldSet, Projector | None]] = {}
+        # Resolvers may answer a list field with rows already written as JSON (graphql/rows.py)
+        # when this executor places them, that is unless a resolver middleware must see every
+        # field; they collect the field's selection with it. Weakly: no cycle through the
+        # context.
+        if self._fast and hasattr(self.context_value, "executor"):
+            self.context_value.executor = weakref.ref(self)
 
     def _leaf(self, parent_type: GraphQLObjectType, details: FieldDetailsList) -> _Plan:
         name = details[0].node.name.value
@@ -444,8 +452,12 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
         execute_fields: the same subfields for every row. Here a list of objects (no is_type_of,
         no @defer/@stream, a plain Python list) runs execute_fields for each row itself; a row
         that is null, an exception or an awaitable takes graphql-core's own item path, and a
-        row's error is handled as complete_list_item_value handles it.
+        row's error is handled as complete_list_item_value handles it. A list already written as
+        JSON for this very selection (graphql/rows.py, only when this executor is fast) is its
+        own completed value.
         """
+        if type(result) is Fragment:  # rows written as JSON for this selection (graphql/rows.py)
+            return cast(list[Any], result)  # placed as it is by the answer's writer
         item_type = return_type.of_type
         object_type = get_nullable_type(item_type)
         if (

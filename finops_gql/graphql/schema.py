@@ -29,6 +29,7 @@ from finops_gql.costs.service import (
     parse_uuid,
 )
 from finops_gql.errors import InvalidInput
+from finops_gql.graphql import rows
 from finops_gql.graphql.context import Context
 from finops_gql.graphql.documents import stable_rules
 from finops_gql.graphql.execution import FastExecutor, lean_resolvers
@@ -149,8 +150,19 @@ class Query:
             over_budget=over_budget,
             min_cost_30d=min_cost30d,
         ).checked()
-        count = EarlyCount(info, lambda: catalog.count_components(filters, scope))
+        plan = rows.connection_plan(info)
+        count = EarlyCount(
+            info,
+            lambda: catalog.count_components(filters, scope),
+            plan.asks_total if plan is not None else None,
+        )
         try:
+            if plan is not None and plan.shape is not None:
+                written = await catalog.list_components_json(
+                    plan.shape, first, after, order=order_by, filters=filters, scope=scope
+                )
+                if written is not None:
+                    return ComponentConnection.prerendered(written, count)
             page = await catalog.list_components(
                 first, after, order=order_by, filters=filters, scope=scope
             )

@@ -15,6 +15,7 @@ from strawberry.types.nodes import SelectedField, Selection
 
 from finops_gql.alerts import service as alerting
 from finops_gql.alerts.conditions import AlertKind, AlertStatus
+from finops_gql.catalog import rowjson
 from finops_gql.catalog import service as catalog
 from finops_gql.config import DEFAULT_SOURCE
 from finops_gql.costs import budgets
@@ -25,6 +26,7 @@ from finops_gql.costs.ranges import DayRange, Granularity, Preset
 from finops_gql.costs.service import BREAKDOWN_DEFAULT, BREAKDOWN_MAX
 from finops_gql.costs.windows import money
 from finops_gql.db import models
+from finops_gql.graphql import rows
 from finops_gql.graphql.context import Context, SeriesKey, loaded
 from finops_gql.graphql.execution import PRELOADED
 
@@ -1162,10 +1164,14 @@ class EarlyCount:
     then runs while the page is read and shaped (on a second pooled connection on PostgreSQL)
     instead of after it. Not asked, never counted. `cancel` when the page fails."""
 
-    def __init__(self, info: CtxInfo, count: Counter) -> None:
+    def __init__(self, info: CtxInfo, count: Counter, asked: bool | None = None) -> None:
+        """`asked`: whether totalCount is asked, when the caller collected the selection
+        already (graphql/rows.py); None looks at info.selected_fields."""
         self._count = count
         self._task: asyncio.Future[int] | None = None
-        if _asks([s for f in info.selected_fields for s in f.selections], "totalCount"):
+        if asked is None:
+            asked = _asks([s for f in info.selected_fields for s in f.selections], "totalCount")
+        if asked:
             self._task = asyncio.ensure_future(count())
             # Retrieved even when no totalCount resolver awaits it (the request failed).
             self._task.add_done_callback(lambda t: t.cancelled() or t.exception())
@@ -1193,6 +1199,15 @@ class ComponentConnection:
         teams: dict[int, Team] = {}
         return cls(
             nodes=[Component.of(c, teams) for c in page.items],
+            page_info=PageInfo.of(page),
+            counter=counter,
+        )
+
+    @classmethod
+    def prerendered(cls, page: catalog.Page[str], counter: Counter) -> ComponentConnection:
+        """A page whose nodes the database wrote as JSON (graphql/rows.py)."""
+        return cls(
+            nodes=rows.prerendered(rowjson.json_array(page.items)),
             page_info=PageInfo.of(page),
             counter=counter,
         )
