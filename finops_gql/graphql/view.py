@@ -21,6 +21,7 @@ from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.schema import BaseSchema
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionResult
+from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET, UnsetType
 
 from finops_gql.access import scope_for, scope_key
@@ -33,6 +34,7 @@ from finops_gql.graphql.cost import Cost
 from finops_gql.graphql.documents import DocumentGuard, variables_key
 from finops_gql.graphql.formatting import formatted
 from finops_gql.graphql.ide import graphiql_page
+from finops_gql.graphql.lean import execute_query
 from finops_gql.graphql.limits import rate_limited, timed_out
 from finops_gql.graphql.live import (
     TRY_AGAIN_LATER,
@@ -374,7 +376,11 @@ class GraphQLView(GraphQL[Context, None]):
         deadline = asyncio.timeout(settings.graphql_timeout_s)
         try:
             async with deadline:
-                result = await super().execute_single(
+                allowed = OperationType.from_http(request_adapter.method)
+                if request_adapter.method == "GET" and not self.allow_queries_via_get:
+                    allowed = allowed - {OperationType.QUERY}
+                lean = await execute_query(self.schema, context, request_data, allowed)
+                result = lean or await super().execute_single(
                     request, request_adapter, sub_response, context, root_value, request_data
                 )
         except TimeoutError:
