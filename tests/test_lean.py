@@ -149,3 +149,26 @@ async def test_operations_are_timed_under_their_name(client: httpx.AsyncClient) 
     response = await client.post("/graphql", json={"query": "query LeanTimed { __typename }"})
     assert response.status_code == 200, response.text
     assert count() == before + 1
+
+
+@pytest.mark.parametrize(
+    ("content_type", "status"),
+    [
+        ("application/json", 200),
+        ("application/json; charset=utf-8", 200),
+        ("Application/JSON", 200),
+        ("application/json-patch+json", 200),  # Strawberry's own path: a JSON type too
+        ("text/plain", 400),
+    ],
+)
+async def test_json_bodies_of_every_spelling_are_read(
+    client: httpx.AsyncClient, content_type: str, status: int
+) -> None:
+    response = await client.post(
+        "/graphql", content=b'{"query": "{ __typename }"}', headers={"content-type": content_type}
+    )
+    assert response.status_code == status, response.text
+    if status == 200:
+        assert response.json()["data"] == {"__typename": "Query"}
+    else:
+        assert "Unsupported content type" in response.text

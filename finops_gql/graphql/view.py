@@ -91,6 +91,27 @@ def http_error(status: int, message: str, **extensions: object) -> Response:
     return Response(dumps(body), status_code=status, media_type="application/json")
 
 
+def _request_data(body: dict[str, Any]) -> GraphQLRequestData:
+    """A JSON body's operation, checked as Strawberry's parse_http_body checks it."""
+    query, variables, extensions = body.get("query"), body.get("variables"), body.get("extensions")
+    for name, value, kind in (
+        ("query", query, "a string"),
+        ("variables", variables, "an object"),
+        ("extensions", extensions, "an object"),
+    ):
+        if value is not None and not isinstance(value, str if name == "query" else dict):
+            raise HTTPException(
+                400, f"The GraphQL operation's `{name}` must be {kind} or null, if provided."
+            )
+    return GraphQLRequestData(
+        query=query,
+        variables=variables,
+        operation_name=body.get("operationName"),
+        extensions=extensions,
+        protocol="http",
+    )
+
+
 def _too_large(limit: int) -> Response:
     return http_error(
         413,
@@ -318,7 +339,19 @@ class GraphQLView(GraphQL[Context, None]):
     async def parse_http_body(
         self, request: AsyncHTTPRequestAdapter
     ) -> GraphQLRequestData | list[GraphQLRequestData]:
-        data = await super().parse_http_body(request)
+        content_type = (request.content_type or "").partition(";")[0].strip().lower()
+        if (
+            request.method == "POST"
+            and content_type == "application/json"
+            and not self._stream_transport_map
+        ):
+            # What nearly every request is, read without Strawberry's content-type parsing
+            # (the email package) and stream-transport lookup: the same checks and messages.
+            data: GraphQLRequestData | list[GraphQLRequestData] = _request_data(
+                self.parse_json(await request.get_body())
+            )
+        else:
+            data = await super().parse_http_body(request)
         for item in data if isinstance(data, list) else [data]:
             if not isinstance(item.operation_name, str | None):
                 raise HTTPException(400, "operationName must be a string or null")
