@@ -21,7 +21,7 @@ from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from finops_gql.app import create_app
 from finops_gql.auth import mint_token
 from finops_gql.catalog import rowjson
-from finops_gql.catalog.service import CatalogService, Page
+from finops_gql.catalog.service import CatalogService, WrittenPage
 from finops_gql.config import Settings
 from finops_gql.db.models import Component
 from finops_gql.db.setup import dialect
@@ -79,12 +79,12 @@ ORDINARY = [
 
 
 @pytest.fixture
-def written(monkeypatch: pytest.MonkeyPatch) -> list[Page[str] | None]:
+def written(monkeypatch: pytest.MonkeyPatch) -> list[WrittenPage | None]:
     """Every answer of list_components_json, in order (None: the page fell back)."""
-    answers: list[Page[str] | None] = []
+    answers: list[WrittenPage | None] = []
     real = CatalogService.list_components_json
 
-    async def spy(self: CatalogService, *args: Any, **kwargs: Any) -> Page[str] | None:
+    async def spy(self: CatalogService, *args: Any, **kwargs: Any) -> WrittenPage | None:
         answer = await real(self, *args, **kwargs)
         answers.append(answer)
         return answer
@@ -131,7 +131,7 @@ async def test_written_pages_are_byte_for_byte_the_ordinary_answer(
     client: httpx.AsyncClient,
     settings: Settings,
     monkeypatch: pytest.MonkeyPatch,
-    written: list[Page[str] | None],
+    written: list[WrittenPage | None],
 ) -> None:
     assert settings.graphql_answer_cache_mb == 0
     await _catalog(COSTS * 2, BUDGETS)
@@ -166,7 +166,7 @@ async def test_written_pages_are_byte_for_byte_the_ordinary_answer(
 async def test_a_value_the_database_cannot_write_falls_back_to_the_ordinary_path(
     client: httpx.AsyncClient,
     monkeypatch: pytest.MonkeyPatch,
-    written: list[Page[str] | None],
+    written: list[WrittenPage | None],
 ) -> None:
     # 2**60: JavaScript writes 1152921504606847000; neither database's text is sure to be it.
     await _catalog([1.0, 2.0, 3.0], [None, 2.0**60, 1.0])
@@ -186,7 +186,7 @@ async def test_a_value_the_database_cannot_write_falls_back_to_the_ordinary_path
 async def test_budgets_of_17_digits_are_written_by_postgresql_only(
     client: httpx.AsyncClient,
     monkeypatch: pytest.MonkeyPatch,
-    written: list[Page[str] | None],
+    written: list[WrittenPage | None],
 ) -> None:
     """SQLite prints 15 digits: 0.30000000000000004 reads back as another double there."""
     await _catalog([1.0, 2.0, 3.0], [0.1 + 0.2, 8.379259238982531, 1e14 + 0.5])
@@ -200,7 +200,7 @@ async def test_budgets_of_17_digits_are_written_by_postgresql_only(
 async def test_other_selections_take_the_ordinary_path(
     client: httpx.AsyncClient,
     monkeypatch: pytest.MonkeyPatch,
-    written: list[Page[str] | None],
+    written: list[WrittenPage | None],
 ) -> None:
     await _catalog(COSTS[:4], BUDGETS[:2])
     fast, ordinary = await _both(client, monkeypatch, [{"query": q} for q in ORDINARY])
@@ -224,7 +224,7 @@ async def test_errors_of_bad_arguments_are_the_ordinary_ones(
 
 
 async def test_a_team_scoped_principal_sees_only_its_rows(
-    services: Services, written: list[Page[str] | None]
+    services: Services, written: list[WrittenPage | None]
 ) -> None:
     await _catalog(COSTS[:6], BUDGETS[:3])
     settings = services.settings.with_(authz_mode="team")

@@ -125,6 +125,6 @@ def row_json(shape: Shape, dialect: str) -> str:
     return _object(shape, _component_columns(dialect), _team_columns(dialect))
 
 
-def json_array(texts: Sequence[str]) -> bytes:
+def json_array(texts: Sequence[str]) -> str:
     """The rows' texts as one JSON array."""
-    return ("[" + ",".join(texts) + "]").encode()
+    return "[" + ",".join(texts) + "]"

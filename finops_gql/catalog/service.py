@@ -111,6 +111,15 @@ class Page(Generic[T]):
     has_next_page: bool
 
 
+@dataclass(frozen=True)
+class WrittenPage:
+    """A page whose rows the database wrote as one JSON array (list_components_json)."""
+
+    json: str
+    end_cursor: str | None
+    has_next_page: bool
+
+
 # A search is a substring of a name: longer than a name, it could match nothing.
 SEARCH_MAX = NAME_MAX
 # LIKE's escape character; the pattern escapes it, % and _ so a search matches them literally.
@@ -317,20 +326,18 @@ def _component_page_sql(
     )
 
 
-def _page_of(
-    rows: Sequence[T],
-    last: Sequence[Component] | Sequence[_RowKey],
-    first: int,
-    order: ComponentOrder,
-    key: str,
-) -> Page[T]:
-    """A page of the first `first` rows of a statement that read one more; `last` holds the
-    page's last row (for its cursor), or nothing when the page is empty."""
-    cursor = None
-    for row in last:
-        cost = float(row.cost_30d).hex() if order is not ComponentOrder.NAME else ""
-        cursor = encode_cursor(order.value, key, cost, row.name, str(row.id))
-    return Page(list(rows[:first]), cursor, len(rows) > first)
+def _cursor(last: Component | _RowKey | None, order: ComponentOrder, key: str) -> str | None:
+    """The cursor after a page's last row (None for an empty page)."""
+    if last is None:
+        return None
+    cost = float(last.cost_30d).hex() if order is not ComponentOrder.NAME else ""
+    return encode_cursor(order.value, key, cost, last.name, str(last.id))
+
+
+def _page_of(rows: list[Component], first: int, order: ComponentOrder, key: str) -> Page[Component]:
+    """A page of the first `first` rows of a statement that read one more."""
+    items = rows[:first]
+    return Page(items, _cursor(items[-1] if items else None, order, key), len(rows) > first)
 
 
 def _team_keyset(after: str, order: TeamOrder, key: str, p: _Sql) -> str:
@@ -562,10 +569,7 @@ class CatalogService:
         for row in await connection().execute_query_dict(sql, p.values):
             component = Component._init_from_db(**row)
             pages[uuid.UUID(str(getattr(component, column)))].append(component)
-        return {
-            oid: _page_of(rows, rows[:first][-1:], first, order, keys[oid])
-            for oid, rows in pages.items()
-        }
+        return {oid: _page_of(rows, first, order, keys[oid]) for oid, rows in pages.items()}
 
     # -- the team tree, systems and domains ------------------------------------------------------
 
@@ -816,7 +820,7 @@ class CatalogService:
             p,
         )
         rows = _with_teams(await connection().execute_query_dict(sql, p.values))
-        return _page_of(rows, rows[:first][-1:], first, order, filters.key())
+        return _page_of(rows, first, order, filters.key())
 
     async def list_components_json(
         self,
@@ -826,14 +830,17 @@ class CatalogService:
         order: ComponentOrder = ComponentOrder.NAME,
         filters: ComponentFilter | None = None,
         scope: Scope = EVERYTHING,
-    ) -> Page[str] | None:
-        """list_components with each component written as JSON by the database, in `shape`
-        (catalog/rowjson.py): the same rows, cursors and errors, the texts byte for byte what
-        the answer's writer makes of the models. None when a row holds a value the database
+    ) -> WrittenPage | None:
+        """list_components with the page written as JSON by the database, each component in
+        `shape` (catalog/rowjson.py): the same rows, cursors and errors, the text byte for byte
+        what the answer's writer makes of the models. None when a row holds a value the database
         cannot write exactly: list_components then reads the page."""
         filters = (filters or ComponentFilter()).checked()
         p = _Sql()
         row = rowjson.row_json(shape, "postgres" if p.postgres else "sqlite")
+        # The last row's sort key comes with every row: gathering the page into one row in the
+        # database (string_agg, and the key by a window) cost PostgreSQL more than the 50 rows
+        # cost the driver (0.2 ms against 0.05 ms).
         sql = _component_page_sql(
             f"{row}, c.name, c.id, c.cost_30d",
             rowjson.needs_team(shape),
@@ -845,11 +852,15 @@ class CatalogService:
             p,
         )
         rows = await fetch_rows(sql, p.values)
-        texts: list[str | None] = [r[0] for r in rows]
-        if None in texts[:first]:
+        texts = [r[0] for r in rows[:first]]
+        if None in texts:
             return None
-        last = [_RowKey(r[1], r[2], r[3]) for r in rows[:first][-1:]]
-        return _page_of(cast(list[str], texts), last, first, order, filters.key())
+        key = _RowKey(*rows[len(texts) - 1][1:]) if texts else None
+        return WrittenPage(
+            rowjson.json_array(cast(list[str], texts)),
+            _cursor(key, order, filters.key()),
+            len(rows) > first,
+        )
 
     async def count_children(self, team_id: uuid.UUID, scope: Scope = EVERYTHING) -> int:
         """How many direct sub-teams a team has (Team.children's totalCount)."""

@@ -54,7 +54,7 @@ TEAM_COLUMNS = {"id": "id", "name": "name", "slug": "slug", "cost30d": "cost_30d
 _CONNECTION_FIELDS = frozenset({"pageInfo", "totalCount", "__typename"})
 
 
-def prerendered(rows: bytes) -> Any:
+def prerendered(rows: str) -> Any:
     """A list field's value already written as JSON: the executor places it as it is
     (execution.FastExecutor.complete_list_value)."""
     return orjson.Fragment(rows)

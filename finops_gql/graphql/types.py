@@ -15,7 +15,6 @@ from strawberry.types.nodes import SelectedField, Selection
 
 from finops_gql.alerts import service as alerting
 from finops_gql.alerts.conditions import AlertKind, AlertStatus
-from finops_gql.catalog import rowjson
 from finops_gql.catalog import service as catalog
 from finops_gql.config import DEFAULT_SOURCE
 from finops_gql.costs import budgets
@@ -1094,7 +1093,7 @@ class PageInfo:
     has_next_page: bool
 
     @classmethod
-    def of(cls, page: catalog.Page[Any]) -> PageInfo:
+    def of(cls, page: catalog.Page[Any] | catalog.WrittenPage) -> PageInfo:
         return cls(end_cursor=page.end_cursor, has_next_page=page.has_next_page)
 
 
@@ -1204,10 +1203,10 @@ class ComponentConnection:
         )
 
     @classmethod
-    def prerendered(cls, page: catalog.Page[str], counter: Counter) -> ComponentConnection:
+    def prerendered(cls, page: catalog.WrittenPage, counter: Counter) -> ComponentConnection:
         """A page whose nodes the database wrote as JSON (graphql/rows.py)."""
         return cls(
-            nodes=rows.prerendered(rowjson.json_array(page.items)),
+            nodes=rows.prerendered(page.json),
             page_info=PageInfo.of(page),
             counter=counter,
         )
