@@ -174,8 +174,7 @@ class DocumentGuard:
         # those would never hit and would grow each entry. They are cheap (linear), so they run
         # every time; the specified rules (OverlappingFieldsCanBeMerged is the costly one) are
         # module-level classes and are cached, and so are rules made once (stable_rules).
-        static = tuple(r for r in rules if r in _STABLE_RULES or "<locals>" not in r.__qualname__)
-        per_request = tuple(r for r in rules if r not in static)
+        static, per_request = _split(rules)
         entry = self._cache.get(query) if query is not None else None
         if entry is not None and entry.document is not document:
             entry = None
@@ -187,6 +186,25 @@ class DocumentGuard:
         if per_request:
             return [*errors, *validate(schema, document, per_request)]
         return list(errors)
+
+
+# The split of each rule set seen (the same one or two on every request); a set holding a rule
+# made per request is split anew each time, not kept.
+_SPLITS: dict[tuple[type[ASTValidationRule], ...], tuple[tuple[type[ASTValidationRule], ...], ...]]
+_SPLITS = {}
+
+
+def _split(
+    rules: tuple[type[ASTValidationRule], ...],
+) -> tuple[tuple[type[ASTValidationRule], ...], ...]:
+    """(the rules whose verdict may be cached with the document, those run every time)."""
+    found = _SPLITS.get(rules)
+    if found is None:
+        static = tuple(r for r in rules if r in _STABLE_RULES or "<locals>" not in r.__qualname__)
+        found = (static, tuple(r for r in rules if r not in static))
+        if not found[1] and len(_SPLITS) < 64:
+            _SPLITS[rules] = found
+    return found
 
 
 def variables_key(variables: object) -> bytes | None:
