@@ -80,7 +80,9 @@ def adversarial() -> list[float]:
 
 
 # PostgreSQL's money_json writes round(y) / 1e5 with float8out when 1e-4 <= |x| < 1e10 and
-# y = x * 1e5 (the double product) is not a half-integer, and takes the exact path otherwise.
+# y = x * 1e5 (the double product) is not a half-integer, and takes its exact branch (Veltkamp's
+# split, numeric's text) otherwise: for half-integers, 5e-6 <= |x| < 1e-4, and every value when
+# extra_float_digits <= 0 (test_postgres_money_exact_branch_alone).
 FAST_MIN, FAST_MAX = 1e-4, 1e10
 
 
@@ -257,8 +259,8 @@ async def test_postgres_without_shortest_digits_gives_null(digits: int) -> None:
         await conn.execute_script(f"SET LOCAL extra_float_digits = {digits}")
         _, rows = await conn.execute_query(sql, [values])
     # float_json gives NULL for everything but zero (not read from float8::text), money_json
-    # reads float8::text only from 2^36 on: its fast path is not taken (at -1 float8::text
-    # would write 1234567890.1235).
+    # does not read float8::text: its fast branch is not taken (at -1 float8::text would write
+    # 1234567890.1235).
     assert [tuple(row) for row in rows] == [
         (None, "0.3"),
         (None, "1234.5"),
@@ -268,6 +270,24 @@ async def test_postgres_without_shortest_digits_gives_null(digits: int) -> None:
         (None, "-0.00015"),
         (None, "1234567890.12345"),
     ]
+
+
+async def test_postgres_money_exact_branch_alone() -> None:
+    """Without shortest digits PostgreSQL's money_json takes its exact branch for every value:
+    the same differential as with them, every value through the Veltkamp split."""
+    if dialect() != "postgres":
+        pytest.skip("extra_float_digits is PostgreSQL's")
+    values = adversarial() + money_fast_path_edges(random.Random(8)) + realistic(20_000, seed=4)
+    sql = (
+        f"SELECT x, {jsonsql.money_json('x', 'postgres')}"  # noqa: S608
+        " FROM unnest($1::float8[]) WITH ORDINALITY AS u(x, i) ORDER BY i"
+    )
+    async with in_transaction() as conn:
+        await conn.execute_script("SET LOCAL extra_float_digits = 0")
+        _, found = await conn.execute_query(sql, [values])
+    rows = [(row[0], row[1]) for row in found]
+    assert mismatches(rows, rounded=True) == []
+    assert [v for v, got in rows if got is None and abs(v) < 1e10] == []
 
 
 async def test_a_row_spliced_from_pieces_is_jsonjs_dumps_or_null_as_a_whole() -> None:
