@@ -35,13 +35,12 @@ double (`2` not `2.0`, `0.00001` not `1e-05`, `1e-7`, `1e+21`, `-0` as `0`). Exa
   PostgreSQL `1e-07`). The magnitude of x decides the notation because 1e-6, 1e-4 and 1e15 are
   doubles whose shortest digits are those powers of ten (one width_bucket over the bounds, NaN
   and infinities in the last bucket: float8 orders NaN above everything). NULL:
-  extra_float_digits <= 0 (then
-  `%.15g` or fewer digits); |x| >= 2^53, because PostgreSQL's Ryu never takes a bound of x's
-  rounding interval as the digits, where Python's repr does when x's mantissa is even (a bound
-  reads back as x, ties to even): 2.5e22 prints 2.4999999999999998e+22 (below 2^53 a bound has
-  at least 17 significant digits, n + 1/2 in [2^52, 2^53) and longer below, never fewer than
-  the shortest digits inside, so the two agree); NaN and infinities (jsonjs writes `null` for
-  them, but the Python path decides that). 0 and -0: `0`.
+  extra_float_digits <= 0 (then `%.15g` or fewer digits); |x| >= 2^53, because PostgreSQL's Ryu
+  never takes a bound of x's rounding interval as the digits, where Python's repr does when x's
+  mantissa is even (a bound reads back as x, ties to even): 2.5e22 prints 2.4999999999999998e+22
+  (below 2^53 a bound has at least 17 significant digits, n + 1/2 in [2^52, 2^53) and longer
+  below, never fewer than the shortest digits inside, so the two agree); NaN and infinities
+  (jsonjs writes `null` for them, but the Python path decides that). 0 and -0: `0`.
 - SQLite: `CAST(x AS TEXT)` prints `%!.15g`: 15 significant digits, exponent notation below
   1e-4 and from 1e15 (`1.0e-05`). A normal double's rounding interval (width at most 2^-52 of
   x) holds at most one decimal of at most 15 digits (their spacing is at least 10^-15 of x), so
@@ -80,7 +79,7 @@ PostgreSQL and SQLite on x86-64 SSE2) and writes N / 10^5 exactly:
   writes `1e-05`; or extra_float_digits <= 0): the sign of x * 10^5 - h, exactly. Veltkamp's
   split with 2^12 + 1 writes x = xh + xl (exactly) with xh of 41 bits and xl of 12; 10^5 = 3125
   * 2^5 and 3125 has 12 bits, so a = xh * 1e5 and b = xl * 1e5 are exact doubles and x * 10^5
-  = a + b. a - h is exact (Sterbenz: a lies in [h / 2, 2h], same sign) except where |f| <= 1
+  = a + b. a - h is exact (Sterbenz: a lies in [h / 2, 2h], same sign) except where h = +-1/2
   and a is just past 2h, and there |a - h| is about 1/2 while |b| < 2^-39, so the sign is right
   anyway; fl((a - h) + b) has the sign of the exact sum (rounding keeps signs and never gives 0
   for a non-zero sum). N = round(h + sign / 4): f + 1 beyond h, f before it, and at h (a true
@@ -103,9 +102,9 @@ PostgreSQL and SQLite on x86-64 SSE2) and writes N / 10^5 exactly:
   itself: float_json(x) (NULL where it is: when x needs 16 or 17 digits). 1e10 <= |x| < 2^36
   (6.9e10): NULL.
 
-Needs PostgreSQL 9.5 (width_bucket over an array) and SQLite 3.38 (sign from 3.35, json_quote built in from
-3.38); the arguments above are about SQLite 3.40's printing (`%!.15g`), and its checks give
-NULL rather than wrong text if a later SQLite prints otherwise.
+Needs PostgreSQL 9.5 (width_bucket over an array) and SQLite 3.38 (sign from 3.35, json_quote
+built in from 3.38); the arguments above are about SQLite 3.40's printing (`%!.15g`), and its
+checks give NULL rather than wrong text if a later SQLite prints otherwise.
 
 text_json(x): PostgreSQL `to_json(text)`, SQLite `json_quote(text)`: `"` and `\\` escaped with
 a backslash, \\b \\f \\n \\r \\t, other controls below U+0020 as \\u00xx (lowercase), everything else
