@@ -113,6 +113,7 @@ def _object(shape: Shape, columns: dict[str, str], team: dict[str, str] | None) 
     return "(" + " || ".join(parts) + ")"
 
 
+@lru_cache(maxsize=256)
 def needs_team(shape: Shape) -> bool:
     return any(isinstance(value, Team) for _, value in shape)
 

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date
+from functools import lru_cache
 from typing import Any, Generic, NamedTuple, TypeVar, cast
 
 from tortoise.exceptions import IntegrityError
@@ -166,6 +167,19 @@ def like_contains(search: str) -> str:
     return f"%{escaped}%"
 
 
+@lru_cache(maxsize=1024)  # every page computes it for its cursor: the same few lists
+def _filter_key(filters: ComponentFilter) -> str:
+    parts = [
+        str(filters.team_id) if filters.team_id is not None else None,
+        str(filters.system_id) if filters.system_id is not None else None,
+        filters.search,
+        filters.over_budget,
+        # + 0.0: -0.0 equals 0.0, so the cache answers both with one key.
+        (filters.min_cost_30d + 0.0).hex() if filters.min_cost_30d is not None else None,
+    ]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class ComponentFilter:
     """Which components a list shows; each field narrows it (AND). Checked by `checked()`."""
@@ -187,14 +201,7 @@ class ComponentFilter:
 
     def key(self) -> str:
         """A digest of the filters, carried by cursors: a cursor pages only the list it came from."""
-        parts = [
-            str(self.team_id) if self.team_id is not None else None,
-            str(self.system_id) if self.system_id is not None else None,
-            self.search,
-            self.over_budget,
-            self.min_cost_30d.hex() if self.min_cost_30d is not None else None,
-        ]
-        return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+        return _filter_key(self)
 
     def conditions(self, p: _Sql) -> list[str]:
         """SQL conditions on `component c`, one per filter given (a new filter is one line)."""

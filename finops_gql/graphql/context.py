@@ -188,7 +188,22 @@ class Loaders:
     # read them once (the service calls it after its scope check).
     coverage_sums: DataLoader[DayRange, CoverageSums] = field(init=False)
 
+    def _lazy(self, name: str, kind: type[DataLoader[Any, Any]], load: Any) -> None:
+        """Register loader `name`, made on first use: a request uses two or three of them, and
+        making all twenty-odd cost more than its GraphQL execution (a `{ __typename }`)."""
+        self._pending[name] = (kind, load)
+
+    def __getattr__(self, name: str) -> Any:
+        pending = self.__dict__.get("_pending")
+        if pending is None or name not in pending:
+            raise AttributeError(name)
+        kind, load = pending.pop(name)
+        loader = kind(load)
+        setattr(self, name, loader)
+        return loader
+
     def __post_init__(self) -> None:
+        self._pending: dict[str, tuple[type[DataLoader[Any, Any]], Any]] = {}
         catalog, costs, scope = self.services.catalog, self.services.costs, self.scope
         self._budget_loaders()
 
@@ -259,28 +274,34 @@ class Loaders:
             found = await costs.component_clusters(ids, scope)
             return [found[i] for i in ids]
 
-        self.component_series = DataLoader(
-            _series(lambda ids, r, g, c: costs.component_series(ids, r, g, scope, c))
+        self._lazy(
+            "component_series",
+            DataLoader,
+            _series(lambda ids, r, g, c: costs.component_series(ids, r, g, scope, c)),
         )
-        self.system_series = DataLoader(
-            _series(lambda ids, r, g, c: costs.subject_series(Subject.SYSTEM, ids, r, g, scope, c))
+        self._lazy(
+            "system_series",
+            DataLoader,
+            _series(lambda ids, r, g, c: costs.subject_series(Subject.SYSTEM, ids, r, g, scope, c)),
         )
-        self.domain_series = DataLoader(
-            _series(lambda ids, r, g, c: costs.subject_series(Subject.DOMAIN, ids, r, g, scope, c))
+        self._lazy(
+            "domain_series",
+            DataLoader,
+            _series(lambda ids, r, g, c: costs.subject_series(Subject.DOMAIN, ids, r, g, scope, c)),
         )
-        self.component_clusters = DataLoader(component_clusters)
+        self._lazy("component_clusters", DataLoader, component_clusters)
 
         async def coverage_sums(ranges: list[DayRange]) -> list[CoverageSums]:
             return [await costs.read_coverage(r) for r in ranges]
 
-        self.coverage_sums = DataLoader(coverage_sums)
-        self.team_breakdown = DataLoader(team_breakdown)
-        self.team_series = DataLoader(team_series)
-        self.team = KnownLoader(teams)
-        self.component = KnownLoader(components)
-        self.team_components = DataLoader(team_components)
-        self.team_component_count = DataLoader(team_component_count)
-        self.team_summary = DataLoader(summaries)
+        self._lazy("coverage_sums", DataLoader, coverage_sums)
+        self._lazy("team_breakdown", DataLoader, team_breakdown)
+        self._lazy("team_series", DataLoader, team_series)
+        self._lazy("team", KnownLoader, teams)
+        self._lazy("component", KnownLoader, components)
+        self._lazy("team_components", DataLoader, team_components)
+        self._lazy("team_component_count", DataLoader, team_component_count)
+        self._lazy("team_summary", DataLoader, summaries)
         self._history = {}
 
         async def systems(ids: list[uuid.UUID]) -> list[System | None]:
@@ -291,22 +312,28 @@ class Loaders:
             found = await catalog.domains_by_ids(ids, scope)
             return [found.get(i) for i in ids]
 
-        self.system = DataLoader(systems)
-        self.domain = DataLoader(domains)
+        self._lazy("system", DataLoader, systems)
+        self._lazy("domain", DataLoader, domains)
         # Looked up when a batch runs, like the loaders above: some pages build Loaders on
         # services without a catalog.
-        self.system_components = DataLoader(
+        self._lazy(
+            "system_components",
+            DataLoader,
             _pages(
                 lambda ids, first, after: catalog.system_component_pages(
                     ids, first, after, scope=scope
                 )
-            )
+            ),
         )
-        self.team_children = DataLoader(
-            _pages(lambda ids, first, after: catalog.team_children_pages(ids, first, after, scope))
+        self._lazy(
+            "team_children",
+            DataLoader,
+            _pages(lambda ids, first, after: catalog.team_children_pages(ids, first, after, scope)),
         )
-        self.domain_systems = DataLoader(
-            _pages(lambda ids, first, after: catalog.domain_system_pages(ids, first, after, scope))
+        self._lazy(
+            "domain_systems",
+            DataLoader,
+            _pages(lambda ids, first, after: catalog.domain_system_pages(ids, first, after, scope)),
         )
         self._alert_loaders()
 
@@ -333,9 +360,9 @@ class Loaders:
         async def alert_events(keys: list[tuple[int, int]]) -> list[list[AlertEvent] | Exception]:
             return await _grouped(keys, lambda ids, args: services.alerts.events_of(ids, *args))
 
-        self.component_alerts = DataLoader(component_alerts)
-        self.team_alerts = DataLoader(team_alerts)
-        self.alert_events = DataLoader(alert_events)
+        self._lazy("component_alerts", DataLoader, component_alerts)
+        self._lazy("team_alerts", DataLoader, team_alerts)
+        self._lazy("alert_events", DataLoader, alert_events)
 
     def _budget_loaders(self) -> None:
         services, scope = self.services, self.scope
@@ -364,10 +391,10 @@ class Loaders:
                     found[t, days, sub] = f
             return [found[k] for k in keys]
 
-        self.component_budget = DataLoader(component_budgets)
-        self.team_budget = DataLoader(team_budgets)
-        self.component_forecast = DataLoader(component_forecasts)
-        self.team_forecast = DataLoader(team_forecasts)
+        self._lazy("component_budget", DataLoader, component_budgets)
+        self._lazy("team_budget", DataLoader, team_budgets)
+        self._lazy("component_forecast", DataLoader, component_forecasts)
+        self._lazy("team_forecast", DataLoader, team_forecasts)
 
     def history(self, limit: int) -> DataLoader[uuid.UUID, list[DailyCost]]:
         """One loader per limit: every component asking for the same limit shares one query."""

@@ -59,8 +59,14 @@ from graphql import (
 from graphql.execution.collect_fields import FieldDetailsList, GroupedFieldSet
 from graphql.pyutils import AwaitableOrValue, Path, gather_with_cancel
 from orjson import Fragment
+from strawberry.relay.types import GlobalID
+from strawberry.scalars import is_scalar
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+from strawberry.types.arguments import StrawberryArgument
+from strawberry.types.base import StrawberryMaybe, StrawberryOptional
+from strawberry.types.enum import StrawberryEnumDefinition, has_enum_definition
 from strawberry.types.field import StrawberryField
+from strawberry.types.lazy_type import LazyType
 
 
 @dataclass(frozen=True, slots=True)
@@ -555,43 +561,72 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
             return None
 
 
-def _lean(field: StrawberryField, info_class: Any) -> Any | None:
+def _plain(argument: StrawberryArgument, scalars: Any) -> bool:
+    """An argument Strawberry passes to the resolver as graphql-core coerced it: a built-in or
+    custom scalar (not a GlobalID, which it decodes), an enum (graphql-core gives the member),
+    either optional. Lists (copied), input objects (built) and Maybe (wrapped) are converted."""
+    kind: Any = argument.type
+    if isinstance(kind, StrawberryOptional) and not isinstance(kind, StrawberryMaybe):
+        kind = kind.of_type
+    if kind is GlobalID or isinstance(kind, StrawberryMaybe | StrawberryOptional | LazyType):
+        return False
+    enum = isinstance(kind, StrawberryEnumDefinition) or has_enum_definition(kind)
+    return bool(enum or is_scalar(kind, scalars))
+
+
+def _lean(field: StrawberryField, info_class: Any, schema: Any) -> Any | None:
     """A direct caller for `field`'s resolver, or None when Strawberry's wrapper is needed."""
     resolver = field.base_resolver
     if (
         resolver is None
-        or field.is_async
-        or field.arguments
         or field.extensions
         or resolver.self_parameter is None
         or resolver.parent_parameter is not None
         or resolver.root_parameter is not None
-        or resolver.info_parameter is None
         or not callable(resolver.wrapped_func)
+        or not all(_plain(a, schema.schema_converter.scalar_registry) for a in field.arguments)
     ):
         return None
-    method, info_name = resolver.wrapped_func, resolver.info_parameter.name
+    method = resolver.wrapped_func
+    info_name = resolver.info_parameter.name if resolver.info_parameter is not None else None
+    # GraphQL name -> Python name, as Strawberry's convert_arguments maps them.
+    names = tuple(
+        (schema.config.name_converter.from_argument(a), a.python_name) for a in field.arguments
+    )
+    if not names and info_name is not None:
 
-    def resolve(source: Any, info: Any) -> Any:
-        return method(source, **{info_name: info_class(_raw_info=info, _field=field)})
+        def resolve_info(source: Any, info: Any) -> Any:
+            return method(source, **{info_name: info_class(_raw_info=info, _field=field)})
+
+        return resolve_info
+
+    def resolve(source: Any, info: Any, **arguments: Any) -> Any:
+        kwargs = {python: arguments[name] for name, python in names if name in arguments}
+        if info_name is not None:
+            kwargs[info_name] = info_class(_raw_info=info, _field=field)
+        return method(source, **kwargs)  # a coroutine for an async one: graphql-core awaits it
 
     return resolve
 
 
 def lean_resolvers(schema: Any) -> list[str]:
-    """Give plain info-only method resolvers a direct caller (see the module's doc). Not with
-    exception handlers, which Strawberry's wrapper applies. Returns the fields changed."""
+    """Give plain method resolvers a direct caller (see the module's doc). Not with exception
+    handlers, which Strawberry's wrapper applies. Returns the fields changed."""
     converter = schema.schema_converter
     if getattr(converter, "_exception_handler_specs", None):
         return []
     changed = []
+    # A subscription field's resolve maps each event: Strawberry's own, not the resolver.
+    events = schema._schema.subscription_type
     for type_ in schema._schema.type_map.values():
         if not isinstance(type_, GraphQLObjectType) or type_.name.startswith("__"):
+            continue
+        if type_ is events:
             continue
         for name, field_def in type_.fields.items():
             field = field_def.extensions.get("strawberry-definition")
             if isinstance(field, StrawberryField) and field_def.resolve is not None:
-                lean = _lean(field, schema.config.info_class)
+                lean = _lean(field, schema.config.info_class, schema)
                 if lean is not None:
                     field_def.resolve = lean
                     changed.append(f"{type_.name}.{name}")

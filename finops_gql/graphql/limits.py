@@ -130,7 +130,7 @@ class OperationGuard(SchemaExtension):
                 execution.pre_execution_errors = [only_subscriptions()]
             elif context.connection is None and subscription:
                 execution.pre_execution_errors = [subscriptions_need_a_socket()]
-            elif subscription and (refusal := await self._refusal(execution, context)):
+            elif subscription and (refusal := await self.refusal(execution, context)):
                 execution.pre_execution_errors = [refusal]
         yield
 
@@ -141,13 +141,13 @@ class OperationGuard(SchemaExtension):
             isinstance(context, Context)
             and execution.graphql_document is not None
             and execution.operation_type is not OperationType.SUBSCRIPTION
-            and (refusal := await self._refusal(execution, context))
+            and (refusal := await self.refusal(execution, context))
         ):
             # A result already set makes Strawberry skip execution altogether.
             execution.result = GraphQLExecutionResult(data=None, errors=[refusal])
         yield
 
-    async def _refusal(self, execution: ExecutionContext, context: Context) -> GraphQLError | None:
+    async def refusal(self, execution: ExecutionContext, context: Context) -> GraphQLError | None:
         """Cost the operation, charge it, and say why it may not run (None: it may)."""
         assert execution.graphql_document is not None
         cost = Cost(

@@ -21,6 +21,7 @@ from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.schema import BaseSchema
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionResult
+from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET, UnsetType
 
 from finops_gql.access import scope_for, scope_key
@@ -33,6 +34,7 @@ from finops_gql.graphql.cost import Cost
 from finops_gql.graphql.documents import DocumentGuard, variables_key
 from finops_gql.graphql.formatting import formatted
 from finops_gql.graphql.ide import graphiql_page
+from finops_gql.graphql.lean import execute_query
 from finops_gql.graphql.limits import rate_limited, timed_out
 from finops_gql.graphql.live import (
     TRY_AGAIN_LATER,
@@ -87,6 +89,27 @@ def http_error(status: int, message: str, **extensions: object) -> Response:
     error = {"message": message, "extensions": {"code": code, **extensions}}
     body = {"data": None, "errors": [error]}
     return Response(dumps(body), status_code=status, media_type="application/json")
+
+
+def _request_data(body: dict[str, Any]) -> GraphQLRequestData:
+    """A JSON body's operation, checked as Strawberry's parse_http_body checks it."""
+    query, variables, extensions = body.get("query"), body.get("variables"), body.get("extensions")
+    for name, value, kind in (
+        ("query", query, "a string"),
+        ("variables", variables, "an object"),
+        ("extensions", extensions, "an object"),
+    ):
+        if value is not None and not isinstance(value, str if name == "query" else dict):
+            raise HTTPException(
+                400, f"The GraphQL operation's `{name}` must be {kind} or null, if provided."
+            )
+    return GraphQLRequestData(
+        query=query,
+        variables=variables,
+        operation_name=body.get("operationName"),
+        extensions=extensions,
+        protocol="http",
+    )
 
 
 def _too_large(limit: int) -> Response:
@@ -316,7 +339,19 @@ class GraphQLView(GraphQL[Context, None]):
     async def parse_http_body(
         self, request: AsyncHTTPRequestAdapter
     ) -> GraphQLRequestData | list[GraphQLRequestData]:
-        data = await super().parse_http_body(request)
+        content_type = (request.content_type or "").partition(";")[0].strip().lower()
+        if (
+            request.method == "POST"
+            and content_type == "application/json"
+            and not self._stream_transport_map
+        ):
+            # What nearly every request is, read without Strawberry's content-type parsing
+            # (the email package) and stream-transport lookup: the same checks and messages.
+            data: GraphQLRequestData | list[GraphQLRequestData] = _request_data(
+                self.parse_json(await request.get_body())
+            )
+        else:
+            data = await super().parse_http_body(request)
         for item in data if isinstance(data, list) else [data]:
             if not isinstance(item.operation_name, str | None):
                 raise HTTPException(400, "operationName must be a string or null")
@@ -374,7 +409,11 @@ class GraphQLView(GraphQL[Context, None]):
         deadline = asyncio.timeout(settings.graphql_timeout_s)
         try:
             async with deadline:
-                result = await super().execute_single(
+                allowed = OperationType.from_http(request_adapter.method)
+                if request_adapter.method == "GET" and not self.allow_queries_via_get:
+                    allowed = allowed - {OperationType.QUERY}
+                lean = await execute_query(self.schema, context, request_data, allowed)
+                result = lean or await super().execute_single(
                     request, request_adapter, sub_response, context, root_value, request_data
                 )
         except TimeoutError:
