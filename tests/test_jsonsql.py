@@ -52,8 +52,9 @@ def adversarial() -> list[float]:
         edge = 2.0**power
         values += [edge, math.nextafter(edge, 0), math.nextafter(edge, math.inf)]
         values += [edge / 1e5, math.nextafter(edge / 1e5, 0), math.nextafter(edge / 1e5, math.inf)]
-    for edge in (1e10, 1e-4, 1e-5, 1e-6, 1e-7, 1e15, 1e21):
+    for edge in (1e10, 1e-4, 1e-5, 1e-6, 1e-7, 1e15, 1e21, 7e8):
         values += [edge, math.nextafter(edge, 0), math.nextafter(edge, math.inf)]
+    values += money_fast_path_edges(rng)
     # Exact ties of the money rounding and their neighbours: k/64 (halves of 1e-5 steps too).
     for k in range(-40_000, 40_000, 7):
         values += [k / 64, k / 64 / 1e5 * 32]
@@ -76,6 +77,40 @@ def adversarial() -> list[float]:
     values += [struct.unpack("<d", struct.pack("<Q", rng.getrandbits(64)))[0] for _ in range(3_000)]
     values += realistic(20_000, seed=1)
     return values + [-v for v in values[:2_000]]
+
+
+# PostgreSQL's money_json writes round(y) / 1e5 with float8out when 1e-4 <= |x| < 1e10 and
+# y = x * 1e5 (the double product) is not a half-integer, and takes its exact branch (Veltkamp's
+# split, numeric's text) otherwise: for half-integers, 5e-6 <= |x| < 1e-4, and every value when
+# extra_float_digits <= 0 (test_postgres_money_exact_branch_alone).
+FAST_MIN, FAST_MAX = 1e-4, 1e10
+
+
+def money_fast(x: float) -> bool:
+    """Whether PostgreSQL's money_json takes its float8out path for x (given shortest digits)."""
+    if not FAST_MIN <= abs(x) < FAST_MAX:
+        return False
+    y = x * 1e5
+    return abs(y - round(y)) < 0.5
+
+
+def money_fast_path_edges(rng: random.Random) -> list[float]:
+    """Values on both sides of each bound of money_json's fast path: |x| around 1e-4 and 1e10,
+    and x whose y is a half-integer n + 1/2 (the exact path) or a few ulps either side of one
+    (where the exact x * 10^5 may lie on the other side of n + 1/2 than y's neighbours suggest),
+    at every scale of n from 10 to 1e15."""
+    values: list[float] = []
+    for bound in (FAST_MIN, FAST_MAX):
+        for step in range(-40, 41):
+            values.append(bound + step * math.ulp(bound))
+        values += [bound * (1 + k / 1e6) for k in range(-20, 21)]
+    for _ in range(4_000):
+        n = rng.randint(10, 10**15) // 10 ** rng.randint(0, 14)
+        x = (n + 0.5) / 1e5
+        for sign in (1, -1):
+            for step in range(-3, 4):
+                values.append(sign * (x + step * math.ulp(x)))
+    return values
 
 
 def realistic(count: int, seed: int) -> list[float]:
@@ -174,6 +209,28 @@ async def test_money_decides_every_realistic_cost_and_near_tie() -> None:
     assert null_rate(rows) == 0
 
 
+async def test_money_fast_path_edges_are_written_exactly() -> None:
+    values = money_fast_path_edges(random.Random(7))
+    fast = [v for v in values if money_fast(v)]
+    # Both sides of every bound are exercised (the fast path is PostgreSQL's; SQLite runs the
+    # same values through its exact path).
+    assert len(fast) > 10_000
+    assert len(values) - len(fast) > 10_000
+    for bound in (FAST_MIN, FAST_MAX):
+        near = [v for v in values if bound / 1.00001 <= abs(v) <= bound * 1.00001]
+        assert any(money_fast(v) for v in near)
+        assert any(not (FAST_MIN <= abs(v) < FAST_MAX) for v in near)
+    halves = [v for v in values if FAST_MIN <= abs(v) < FAST_MAX and not money_fast(v)]
+    assert len(halves) > 1_000
+    # y a neighbour of a half-integer while the exact product is on the other side of it than
+    # round(y) would suggest cannot happen (rounding is monotonic): these are the values that
+    # would show it if it did.
+    rows = await run(jsonsql.money_json, values)
+    assert mismatches(rows, rounded=True) == []
+    # NULL only from 1e10 (N needs more than 15 digits there).
+    assert [v for v, got in rows if got is None and v is not None and abs(v) < 1e10] == []
+
+
 async def test_float_nulls_on_realistic_data_are_the_ones_needing_16_or_17_digits() -> None:
     values = realistic(20_000, seed=3)
     rows = await run(jsonsql.float_json, values)
@@ -189,25 +246,48 @@ async def test_float_nulls_on_realistic_data_are_the_ones_needing_16_or_17_digit
     assert null_rate(budgets) == 0
 
 
-async def test_postgres_without_shortest_digits_gives_null() -> None:
+@pytest.mark.parametrize("digits", [0, -1])
+async def test_postgres_without_shortest_digits_gives_null(digits: int) -> None:
     if dialect() != "postgres":
         pytest.skip("extra_float_digits is PostgreSQL's")
-    values = [0.1 + 0.2, 1234.5, 1.0, 0.0]
+    values = [0.1 + 0.2, 1234.5, 1.0, 0.0, 109.12704000000001, -0.00015, 1234567890.12345]
     sql = (
         f"SELECT {jsonsql.float_json('x', 'postgres')}, {jsonsql.money_json('x', 'postgres')}"  # noqa: S608
         " FROM unnest($1::float8[]) WITH ORDINALITY AS u(x, i) ORDER BY i"
     )
     async with in_transaction() as conn:
-        await conn.execute_script("SET LOCAL extra_float_digits = 0")
+        await conn.execute_script(f"SET LOCAL extra_float_digits = {digits}")
         _, rows = await conn.execute_query(sql, [values])
     # float_json gives NULL for everything but zero (not read from float8::text), money_json
-    # reads float8::text only from 2^36 on.
+    # does not read float8::text: its fast branch is not taken (at -1 float8::text would write
+    # 1234567890.1235).
     assert [tuple(row) for row in rows] == [
         (None, "0.3"),
         (None, "1234.5"),
         (None, "1"),
         ("0", "0"),
+        (None, "109.12704"),
+        (None, "-0.00015"),
+        (None, "1234567890.12345"),
     ]
+
+
+async def test_postgres_money_exact_branch_alone() -> None:
+    """Without shortest digits PostgreSQL's money_json takes its exact branch for every value:
+    the same differential as with them, every value through the Veltkamp split."""
+    if dialect() != "postgres":
+        pytest.skip("extra_float_digits is PostgreSQL's")
+    values = adversarial() + money_fast_path_edges(random.Random(8)) + realistic(20_000, seed=4)
+    sql = (
+        f"SELECT x, {jsonsql.money_json('x', 'postgres')}"  # noqa: S608
+        " FROM unnest($1::float8[]) WITH ORDINALITY AS u(x, i) ORDER BY i"
+    )
+    async with in_transaction() as conn:
+        await conn.execute_script("SET LOCAL extra_float_digits = 0")
+        _, found = await conn.execute_query(sql, [values])
+    rows = [(row[0], row[1]) for row in found]
+    assert mismatches(rows, rounded=True) == []
+    assert [v for v, got in rows if got is None and abs(v) < 1e10] == []
 
 
 async def test_a_row_spliced_from_pieces_is_jsonjs_dumps_or_null_as_a_whole() -> None:

@@ -6,12 +6,23 @@ and spliced into an answer as it is. SQL NULL input gives the text `null`. Where
 cannot be sure of jsonjs's bytes it gives SQL NULL instead (not the text `null`): the caller joins
 pieces with `||`, so the whole row is NULL and the caller writes that page in Python.
 
-The expressions are flat (no subquery but in SQLite's rare exponent case) and repeat `expr`:
-pass a column reference (or a LATERAL's), not a computation. Flat because PostgreSQL pulls
-subqueries up into the expression and plans the substituted tree, which grows with every level:
-an earlier version named each intermediate in a nested subquery and took 23 ms to plan six
-money columns (0.25 ms now, plus 0.3 ms to run them over 50 rows); SQLite ran it at 17 us a
-value (2 us now).
+The expressions are flat (no subquery but SQLite's rare exponent case) and repeat `expr`: pass a
+column reference (or a LATERAL's), not a computation. Flat because PostgreSQL pulls subqueries up
+into the expression and plans the substituted tree, which grows with every level: an earlier
+version named each intermediate in a nested subquery and took 23 ms to plan six money columns;
+SQLite ran it at 17 us a value (2 us now).
+
+PostgreSQL's cost is mostly the size of the tree, not the work per row: the service plans every
+execution (plan_cache_mode force_custom_plan, db/setup.py), and planning and starting a
+statement walk each node of it a dozen times (constant folding, volatility and parallel-safety
+checks, costing, reference fixing, each with a catalog lookup per function), about 0.4 us a
+function node per execution, as much as running it over 50 rows. So the PostgreSQL expressions
+are written for few nodes: float8 constants as typed literals (`CAST('1e-4' AS double
+precision)` is a constant from parsing on; `CAST(1e-4 AS double precision)` converts a numeric
+at every planning), each rare case in a branch of its own without repeating the common one's
+tests, and extra_float_digits read by current_setting in the expression (0.16 us a value; an
+uncorrelated subquery, run once as an InitPlan, costs about 30 us more to plan each time than it
+saves over a page).
 
 float_json(x): the text of JavaScript's Number#toString, which jsonjs writes for every finite
 double (`2` not `2.0`, `0.00001` not `1e-05`, `1e-7`, `1e+21`, `-0` as `0`). Exact because:
@@ -22,13 +33,14 @@ double (`2` not `2.0`, `0.00001` not `1e-05`, `1e-7`, `1e+21`, `-0` as `0`). Exa
   `::numeric::text` does that exactly (numeric reads the decimal text exactly and keeps its
   scale: 0.000015). Below 1e-6 JavaScript writes the exponent without leading zeros (`1e-7`,
   PostgreSQL `1e-07`). The magnitude of x decides the notation because 1e-6, 1e-4 and 1e15 are
-  doubles whose shortest digits are those powers of ten. NULL: extra_float_digits <= 0 (then
-  `%.15g` or fewer digits); |x| >= 2^53, because PostgreSQL's Ryu never takes a bound of x's
-  rounding interval as the digits, where Python's repr does when x's mantissa is even (a bound
-  reads back as x, ties to even): 2.5e22 prints 2.4999999999999998e+22 (below 2^53 a bound has
-  at least 17 significant digits, n + 1/2 in [2^52, 2^53) and longer below, never fewer than
-  the shortest digits inside, so the two agree); NaN and infinities (jsonjs writes `null` for
-  them, but the Python path decides that). 0 and -0: `0`.
+  doubles whose shortest digits are those powers of ten (one width_bucket over the bounds, NaN
+  and infinities in the last bucket: float8 orders NaN above everything). NULL:
+  extra_float_digits <= 0 (then `%.15g` or fewer digits); |x| >= 2^53, because PostgreSQL's Ryu
+  never takes a bound of x's rounding interval as the digits, where Python's repr does when x's
+  mantissa is even (a bound reads back as x, ties to even): 2.5e22 prints 2.4999999999999998e+22
+  (below 2^53 a bound has at least 17 significant digits, n + 1/2 in [2^52, 2^53) and longer
+  below, never fewer than the shortest digits inside, so the two agree); NaN and infinities
+  (jsonjs writes `null` for them, but the Python path decides that). 0 and -0: `0`.
 - SQLite: `CAST(x AS TEXT)` prints `%!.15g`: 15 significant digits, exponent notation below
   1e-4 and from 1e15 (`1.0e-05`). A normal double's rounding interval (width at most 2^-52 of
   x) holds at most one decimal of at most 15 digits (their spacing is at least 10^-15 of x), so
@@ -49,33 +61,50 @@ double (`2` not `2.0`, `0.00001` not `1e-05`, `1e-7`, `1e+21`, `-0` as `0`). Exa
 
 money_json(x): the text of jsonjs.dumps(round(x, 5)). round(x, 5) is the double nearest to
 N / 10^5, N the integer nearest to the exact x * 10^5, ties to even (CPython rounds the exact
-binary value). The expression computes |N| exactly in double arithmetic (IEEE, round to
-nearest; PostgreSQL and SQLite on x86-64 SSE2) and writes N / 10^5 exactly:
+binary value). The expression computes N exactly in double arithmetic (IEEE, round to nearest;
+PostgreSQL and SQLite on x86-64 SSE2) and writes N / 10^5 exactly:
 - |x| < 5e-6 (the double, just above 5 * 10^-6): N = 0, `0` (zero and -0 included, never
   NULL).
-- 5e-6 <= |x| < 1e10: |N| >= 1. y = fl(|x| * 1e5), n0 = trunc(y) (exact, y < 2^50), h = n0 +
-  1/2 (exact). The exact product is within half an ulp (<= 2^-4) of y, so |N| is n0 or n0 + 1,
-  decided by the sign of |x| * 10^5 - h. That sign is exact: Veltkamp's split with 2^12 + 1
-  writes |x| = xh + xl (exactly) with xh of 41 bits and xl of 12; 10^5 = 3125 * 2^5 and 3125
-  has 12 bits, so a = xh * 1e5 and b = xl * 1e5 are exact doubles and |x| * 10^5 = a + b. a - h
-  is exact (Sterbenz: a lies in [h / 2, 2h] whenever n0 >= 1; when n0 = 0 and a < h / 2,
-  a - h <= -1/4 and b < 2^-40, so the sign is right anyway), and fl((a - h) + b) has the sign of
-  the exact sum (rounding keeps signs and never gives 0 for a non-zero sum). A zero sum is a
-  true tie: the even one of n0 and n0 + 1. Every product has a factor > 1 and no input that
-  could overflow (the CASE reaches it only for these magnitudes), so PostgreSQL's float8
-  underflow and overflow errors cannot occur. Written with integers: PostgreSQL
-  `trim_scale(N::numeric * 0.00001)`, SQLite printf('%d.%05d', |N| div 10^5, |N| mod 10^5)
-  without trailing zeros, after the sign. |N| < 10^15: the double nearest N / 10^5 has only that
-  decimal of at most 15 digits in its rounding interval (float_json's SQLite argument), so its
-  shortest digits are N / 10^5's (and |N| / 10^5 >= 10^-5: fixed notation).
-- |x| >= 2^36: a double's spacing there is at least 2^-16 > 10^-5, so round(x, 5) is x
-  itself: float_json(x) (NULL where it is: NaN, infinities, PostgreSQL from 2^53, SQLite when x
-  needs 16 or 17 digits).
-- 1e10 <= |x| < 2^36 (6.9e10): NULL (N needs more than 15 digits; not a realistic cost).
+- PostgreSQL, 5e-6 <= |x| < 1e10. y = fl(x * 1e5), |y| <= 10^15 < 2^50, f = floor(y), h = f +
+  1/2 (exact). Rounding to nearest is monotonic and h is a double, so the exact x * 10^5 is on
+  the same side of h as y, or at h only if y is: N is f or f + 1 (the exact product is within
+  half an ulp, at most 2^-4, of y).
+  Fast branch, with shortest digits (extra_float_digits > 0), |x| >= 1e-4 and y not a
+  half-integer (y - f, exact by Sterbenz, is not 1/2): y is strictly between two half-integers,
+  so is x * 10^5, and N = round(y) (no tie to break). N and 1e5 are exact doubles, so the IEEE
+  division N / 1e5 is the double nearest N / 10^5: round(x, 5) itself, which float8out writes
+  as float_json does in its fixed-notation range (|N| >= 10 since |x| * 10^5 > 10, so 1e-4 <=
+  |N / 10^5| <= 1e10). One multiplication, floor, round and division: no numeric, no split.
+  Otherwise (y a half-integer, where x * 10^5 may be a tie; 5e-6 <= |x| < 1e-4, where float8out
+  writes `1e-05`; or extra_float_digits <= 0): the sign of x * 10^5 - h, exactly. Veltkamp's
+  split with 2^12 + 1 writes x = xh + xl (exactly) with xh of 41 bits and xl of 12; 10^5 = 3125
+  * 2^5 and 3125 has 12 bits, so a = xh * 1e5 and b = xl * 1e5 are exact doubles and x * 10^5
+  = a + b. a - h is exact (Sterbenz: a lies in [h / 2, 2h], same sign) except where h = +-1/2
+  and a is just past 2h, and there |a - h| is about 1/2 while |b| < 2^-39, so the sign is right
+  anyway; fl((a - h) + b) has the sign of the exact sum (rounding keeps signs and never gives 0
+  for a non-zero sum). N = round(h + sign / 4): f + 1 beyond h, f before it, and at h (a true
+  tie) round's ties to even (rint). Written through numeric: CAST(float8 AS numeric) prints
+  `%.15g` (15 significant digits whatever extra_float_digits is), and the double nearest N /
+  10^5 (|N| <= 10^15) has only that decimal of at most 15 digits in its rounding interval
+  (float_json's SQLite argument), so the text is N / 10^5, which numeric reads exactly (`1e-05`
+  included) and writes in fixed notation, as JavaScript does from 1e-6. N is never 0 here.
+  Every product has a factor > 1 and no input that could overflow (the CASE reaches them only
+  for these magnitudes), so PostgreSQL's float8 underflow and overflow errors cannot occur.
+  NULL from 1e10 on (N needs more than 15 digits; not a realistic cost), and for NaN and
+  infinities.
+- SQLite, 5e-6 <= |x| < 1e10: |N| >= 1. y = fl(|x| * 1e5), n0 = trunc(y) (exact, y < 2^50), h =
+  n0 + 1/2 (exact), |N| is n0 or n0 + 1, decided by the sign of |x| * 10^5 - h, computed as
+  above; a zero sum is a true tie: the even one of n0 and n0 + 1. Written with integers:
+  printf('%d.%05d', |N| div 10^5, |N| mod 10^5) without trailing zeros, after the sign (|N| <
+  10^15: the double nearest N / 10^5 has only that decimal of at most 15 digits in its rounding
+  interval, so its shortest digits are N / 10^5's).
+- SQLite, |x| >= 2^36: a double's spacing there is at least 2^-16 > 10^-5, so round(x, 5) is x
+  itself: float_json(x) (NULL where it is: when x needs 16 or 17 digits). 1e10 <= |x| < 2^36
+  (6.9e10): NULL.
 
-Needs PostgreSQL 13 (trim_scale) and SQLite 3.38 (sign from 3.35, json_quote built in from
-3.38); the arguments above are about SQLite 3.40's printing (`%!.15g`), and its checks give
-NULL rather than wrong text if a later SQLite prints otherwise.
+Needs PostgreSQL 9.5 (width_bucket over an array) and SQLite 3.38 (sign from 3.35, json_quote
+built in from 3.38); the arguments above are about SQLite 3.40's printing (`%!.15g`), and its
+checks give NULL rather than wrong text if a later SQLite prints otherwise.
 
 text_json(x): PostgreSQL `to_json(text)`, SQLite `json_quote(text)`: `"` and `\\` escaped with
 a backslash, \\b \\f \\n \\r \\t, other controls below U+0020 as \\u00xx (lowercase), everything else
@@ -97,11 +126,6 @@ def _check(dialect: str) -> bool:
     return dialect == "postgres"
 
 
-def _double(value: str, postgres: bool) -> str:
-    """A double precision literal (PostgreSQL reads `1.5` as numeric)."""
-    return f"CAST({value} AS double precision)" if postgres else value
-
-
 def _js_number(t: str) -> str:
     """SQLite: `t`, a non-zero finite double's shortest digits as `[-]d[.ddd][e±XX]` (no
     trailing zeros), in JavaScript's layout."""
@@ -120,6 +144,16 @@ def _js_number(t: str) -> str:
     )
 
 
+# PostgreSQL: whether float8::text writes shortest round-trip digits (extra_float_digits > 0).
+_SHORTEST_DIGITS = "CAST(current_setting('extra_float_digits') AS INTEGER) > 0"
+
+
+def _f8(value: str) -> str:
+    """A PostgreSQL double constant, typed when the statement is parsed (not converted from
+    numeric at each planning)."""
+    return f"CAST('{value}' AS double precision)"
+
+
 _DBL_MAX = "1.7976931348623157e308"
 _DBL_MIN_NORMAL = "2.2250738585072014e-308"
 
@@ -130,17 +164,13 @@ def float_json(expr: str, dialect: str) -> str:
     if _check(dialect):
         x = f"CAST({expr} AS double precision)"
         text = f"CAST({x} AS TEXT)"
-
-        def d(value: str) -> str:
-            return _double(value, True)
-
+        # Buckets of |x|: 0 below 1e-6, 1 to 1e-4, 2 to 1e15 (fixed), 3 to 2^53, 4 the rest.
+        bounds = "CAST('{1e-6,1e-4,1e15,9007199254740992}' AS double precision[])"
         return (
-            f"CASE WHEN {x} IS NULL THEN 'null' WHEN {x} = 0 THEN '0'"
-            " WHEN CAST(current_setting('extra_float_digits') AS INTEGER) <= 0"
-            f" OR NOT (abs({x}) < {d('9007199254740992.0')}) THEN NULL"
-            f" WHEN abs({x}) >= {d('1e-4')} AND abs({x}) < {d('1e15')} THEN {text}"
-            f" WHEN abs({x}) >= {d('1e-6')} THEN CAST(CAST({text} AS numeric) AS TEXT)"
-            f" ELSE replace({text}, 'e-0', 'e-') END"
+            f"CASE WHEN {x} IS NULL THEN 'null' WHEN {x} = {_f8('0')} THEN '0'"
+            f" WHEN {_SHORTEST_DIGITS} THEN CASE width_bucket(abs({x}), {bounds})"
+            f" WHEN 2 THEN {text} WHEN 0 THEN replace({text}, 'e-0', 'e-') WHEN 4 THEN NULL"
+            f" ELSE CAST(CAST({text} AS numeric) AS TEXT) END END"
         )
     x = f"CAST({expr} AS REAL)"
     # Fixed notation (1e-4 <= |x| < 1e15): `%!.15g` always writes a point (3.0, 0.3, 100.0);
@@ -185,42 +215,49 @@ def _sqlite_exponent(x: str) -> str:
 
 def money_json(expr: str, dialect: str) -> str:
     """The text jsonjs.dumps writes for money(x) = round(x, 5) of the double `expr`; SQL NULL
-    where it cannot tell (NaN, infinities, 1e10 <= |x| < 2^36, and float_json's cases).
+    where it cannot tell (NaN, infinities, from 1e10 on; SQLite: from 2^36 float_json's cases).
     `expr` is repeated: pass a column (or a LATERAL's), not a computation."""
-    pg = _check(dialect)
-
-    def d(value: str) -> str:
-        return _double(value, pg)
-
-    x = f"CAST({expr} AS {'double precision' if pg else 'REAL'})"
+    if _check(dialect):
+        return _postgres_money_json(expr)
+    x = f"CAST({expr} AS REAL)"
     ax = f"abs({x})"
-    scale = d("100000.0")
     # n0 = trunc(|x| * 1e5), h = n0 + 0.5, r = |x| * 10^5 - h exactly signed (a + b - h).
-    if pg:
-        n0 = f"trunc({ax} * {scale})"
-        n0_int = f"CAST({n0} AS bigint)"
-    else:
-        n0 = n0_int = f"CAST({ax} * {scale} AS INTEGER)"
-    t = f"({ax} * {d('4097.0')})"
+    n0 = f"CAST({ax} * 100000.0 AS INTEGER)"
+    t = f"({ax} * 4097.0)"
     xh = f"({t} - ({t} - {ax}))"
-    r = f"(({xh} * {scale} - ({n0} + {d('0.5')})) + ({ax} - {xh}) * {scale})"
+    r = f"(({xh} * 100000.0 - ({n0} + 0.5)) + ({ax} - {xh}) * 100000.0)"
     # |N|: n0, or n0 + 1 beyond h, or at h (a tie) the even one.
-    n = f"({n0_int} + CASE sign({r}) WHEN 1 THEN 1 WHEN 0 THEN {n0_int} % 2 ELSE 0 END)"
-    if pg:
-        written = (
-            f"CAST(trim_scale(CAST({n} AS numeric)"
-            f" * CASE WHEN {x} < 0 THEN -0.00001 ELSE 0.00001 END) AS TEXT)"
-        )
-    else:
-        written = (
-            f"CASE WHEN {x} < 0 THEN '-' ELSE '' END"
-            f" || rtrim(rtrim(printf('%d.%05d', {n} / 100000, {n} % 100000), '0'), '.')"
-        )
+    n = f"({n0} + CASE sign({r}) WHEN 1 THEN 1 WHEN 0 THEN {n0} % 2 ELSE 0 END)"
+    written = (
+        f"CASE WHEN {x} < 0 THEN '-' ELSE '' END"
+        f" || rtrim(rtrim(printf('%d.%05d', {n} / 100000, {n} % 100000), '0'), '.')"
+    )
     return (
         f"CASE WHEN {x} IS NULL THEN 'null'"
-        f" WHEN {ax} < {d('5e-6')} THEN '0'"
-        f" WHEN {ax} < {d('1e10')} THEN {written}"
-        f" WHEN {ax} >= {d('68719476736.0')} THEN {float_json(expr, dialect)} END"
+        f" WHEN {ax} < 5e-6 THEN '0'"
+        f" WHEN {ax} < 1e10 THEN {written}"
+        f" WHEN {ax} >= 68719476736.0 THEN {float_json(expr, dialect)} END"
+    )
+
+
+def _postgres_money_json(expr: str) -> str:
+    """money_json for PostgreSQL (the module's docstring argues each branch)."""
+    x = f"CAST({expr} AS double precision)"
+    ax = f"abs({x})"
+    scale = _f8("100000")
+    y = f"({x} * {scale})"
+    h = f"(floor({y}) + {_f8('0.5')})"
+    t = f"({x} * {_f8('4097')})"
+    xh = f"({t} - ({t} - {x}))"
+    r = f"(({xh} * {scale} - {h}) + ({x} - {xh}) * {scale})"  # x * 10^5 - h, its sign exact
+    n = f"round({h} + sign({r}) * {_f8('0.25')})"
+    return (
+        f"CASE WHEN {ax} < {_f8('5e-6')} THEN '0'"
+        f" WHEN {ax} < {_f8('1e10')} THEN CASE WHEN {ax} >= {_f8('1e-4')}"
+        f" AND {y} - floor({y}) <> {_f8('0.5')} AND {_SHORTEST_DIGITS}"
+        f" THEN CAST(round({y}) / {scale} AS TEXT)"
+        f" ELSE CAST(CAST({n} / {scale} AS numeric) AS TEXT) END"
+        f" WHEN {x} IS NULL THEN 'null' END"
     )
 
 
