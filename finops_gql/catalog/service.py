@@ -671,7 +671,7 @@ class CatalogService:
             f"{' WHERE ' + ' AND '.join(conditions) if conditions else ''} ORDER BY o.slug"
         )
         if first is not None:
-            sql += f" LIMIT {p(first + 1)}"
+            sql += f" LIMIT {int(first) + 1}"  # see _component_page_sql
         return [
             model._init_from_db(**r) for r in await connection().execute_query_dict(sql, p.values)
         ]
@@ -761,7 +761,7 @@ class CatalogService:
         sql = (
             f"SELECT {', '.join('t.' + f for f in TEAM_FIELDS)} FROM team t "  # noqa: S608 (placeholders only)
             f"{'WHERE ' + ' AND '.join(where) if where else ''} "
-            f"ORDER BY {TEAM_ORDER_SQL[order]} LIMIT {p(first + 1)}"
+            f"ORDER BY {TEAM_ORDER_SQL[order]} LIMIT {int(first) + 1}"  # see _component_page_sql
         )
         rows = [
             Team._init_from_db(**r) for r in await connection().execute_query_dict(sql, p.values)

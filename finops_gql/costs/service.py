@@ -594,9 +594,11 @@ class CostService:
         check_limit(limit, TOP_MAX)
         mark = SqlParams()
         where = " AND ".join(scope.teams_sql("team_id", mark))
+        # LIMIT as a literal (an int checked above): without a scope it is then a statement
+        # without parameters, whose plan PostgreSQL reuses (catalog's _component_page_sql).
         sql = (
             f"{'WHERE ' + where + ' ' if where else ''}ORDER BY cost_30d DESC, name "
-            f"LIMIT {mark(limit)}"
+            f"LIMIT {int(limit)}"
         )
         return sql, mark.values
 
