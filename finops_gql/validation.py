@@ -14,6 +14,8 @@ import json
 import math
 import uuid
 
+import orjson
+
 from finops_gql.errors import InvalidInput
 
 # Default of BUDGET_MAX_USD: a 30-day budget above a billion is a typo, or an attack on the sums.
@@ -97,7 +99,9 @@ def parse_uuid(value: object, what: str) -> uuid.UUID:
 
 
 def encode_cursor(*parts: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps(list(parts)).encode()).decode()
+    # orjson: a page encodes one on every request (json.dumps cost several microseconds); both
+    # writers' text reads back the same through decode_cursor.
+    return base64.urlsafe_b64encode(orjson.dumps(parts)).decode()
 
 
 def decode_cursor(cursor: str, size: int, what: str = "after") -> list[str]:

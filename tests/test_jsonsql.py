@@ -290,6 +290,17 @@ async def test_postgres_money_exact_branch_alone() -> None:
     assert [v for v, got in rows if got is None and abs(v) < 1e10] == []
 
 
+async def test_sqlite_money_exact_branch_alone() -> None:
+    """SQLite's money_json without its fast path: every value through the exact split, the same
+    differential."""
+    if dialect() != "sqlite":
+        pytest.skip("the split alone is tested on PostgreSQL with extra_float_digits = 0")
+    values = adversarial() + money_fast_path_edges(random.Random(9)) + realistic(20_000, seed=5)
+    rows = await run(lambda e, _: jsonsql._sqlite_money_json(e, fast=False), values)
+    assert mismatches(rows, rounded=True) == []
+    assert [v for v, got in rows if got is None and abs(v) < 1e10] == []
+
+
 async def test_a_row_spliced_from_pieces_is_jsonjs_dumps_or_null_as_a_whole() -> None:
     """The caller's use: pieces joined with `||` over a table; one undecidable piece (a
     budget needing 17 digits, on SQLite) makes the whole row NULL, for the Python path."""

@@ -219,6 +219,11 @@ def money_json(expr: str, dialect: str) -> str:
     `expr` is repeated: pass a column (or a LATERAL's), not a computation."""
     if _check(dialect):
         return _postgres_money_json(expr)
+    return _sqlite_money_json(expr)
+
+
+def _sqlite_money_json(expr: str, fast: bool = True) -> str:
+    """money_json for SQLite; `fast=False` (tests) sends every value through the exact split."""
     x = f"CAST({expr} AS REAL)"
     ax = f"abs({x})"
     # n0 = trunc(|x| * 1e5), h = n0 + 0.5, r = |x| * 10^5 - h exactly signed (a + b - h).
@@ -228,15 +233,22 @@ def money_json(expr: str, dialect: str) -> str:
     r = f"(({xh} * 100000.0 - ({n0} + 0.5)) + ({ax} - {xh}) * 100000.0)"
     # |N|: n0, or n0 + 1 beyond h, or at h (a tie) the even one.
     n = f"({n0} + CASE sign({r}) WHEN 1 THEN 1 WHEN 0 THEN {n0} % 2 ELSE 0 END)"
-    written = (
-        f"CASE WHEN {x} < 0 THEN '-' ELSE '' END"
-        f" || rtrim(rtrim(printf('%d.%05d', {n} / 100000, {n} % 100000), '0'), '.')"
-    )
+    sign = f"CASE WHEN {x} < 0 THEN '-' ELSE '' END"
+
+    def written(n: str) -> str:
+        return f"{sign} || rtrim(rtrim(printf('%d.%05d', {n} / 100000, {n} % 100000), '0'), '.')"
+
+    # The fast path, as on PostgreSQL: y = |x| * 1e5 (below 1e15, so y + 0.5 is exact) not a
+    # half-integer has the exact product's nearest integer, floor(y + 0.5); the split above
+    # only decides the half-integers (a fifth of the statement's time on a page before).
+    y = f"({ax} * 100000.0)"
+    nearest = f"CAST({y} + 0.5 AS INTEGER)"
     return (
         f"CASE WHEN {x} IS NULL THEN 'null'"
         f" WHEN {ax} < 5e-6 THEN '0'"
-        f" WHEN {ax} < 1e10 THEN {written}"
-        f" WHEN {ax} >= 68719476736.0 THEN {float_json(expr, dialect)} END"
+        f" WHEN {ax} < 1e10 THEN CASE WHEN {y} - CAST({y} AS INTEGER) <> 0.5"
+        f" THEN {written(nearest) if fast else written(n)} ELSE {written(n)} END"
+        f" WHEN {ax} >= 68719476736.0 THEN {float_json(expr, 'sqlite')} END"
     )
 
 
