@@ -195,6 +195,16 @@ async def gql(
     return body
 
 
+async def graphql_bodies(client: httpx.AsyncClient, requests: list[dict[str, Any]]) -> list[bytes]:
+    """The body of each GraphQL request, in order (each must answer HTTP 200)."""
+    bodies = []
+    for request in requests:
+        response = await client.post("/graphql", json=request)
+        assert response.status_code == 200, response.text
+        bodies.append(response.content)
+    return bodies
+
+
 # -- factories -----------------------------------------------------------------------------------
 
 

@@ -19,7 +19,7 @@ from finops_gql.config import Settings
 from finops_gql.graphql.execution import FastExecutor
 from finops_gql.graphql.schema import schema
 from finops_gql.services import Services
-from tests.conftest import make_component, make_records, make_team
+from tests.conftest import graphql_bodies, make_component, make_records, make_team
 
 PAGE = """query Page($first: Int!) { components(first: $first) { totalCount nodes { id name
   budgetUsd cost30d costSyncedAt overBudget team { id name slug cost30d } }
@@ -37,15 +37,6 @@ BAD = [
     '{ component(id: "nope") { name } }',
     "{ components(first: 2) { nodes { name nope } } }",
 ]
-
-
-async def _bodies(client: httpx.AsyncClient, requests: list[dict[str, Any]]) -> list[bytes]:
-    bodies = []
-    for request in requests:
-        response = await client.post("/graphql", json=request)
-        assert response.status_code == 200, response.text
-        bodies.append(response.content)
-    return bodies
 
 
 async def test_the_fast_executor_answers_byte_for_byte(
@@ -78,9 +69,9 @@ async def test_the_fast_executor_answers_byte_for_byte(
         *({"query": query} for query in BAD),
     ]
     assert schema.execution_context_class is FastExecutor
-    fast = await _bodies(client, requests)
+    fast = await graphql_bodies(client, requests)
     monkeypatch.setattr(schema, "execution_context_class", StrawberryGraphQLCoreExecutionContext)
-    ordinary = await _bodies(client, requests)
+    ordinary = await graphql_bodies(client, requests)
     assert fast == ordinary
     assert b'"team":{"id":"' in fast[0]
     assert b'"errors"' not in fast[0]

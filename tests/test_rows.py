@@ -27,7 +27,7 @@ from finops_gql.db.models import Component
 from finops_gql.db.setup import dialect
 from finops_gql.graphql.schema import schema
 from finops_gql.services import Services
-from tests.conftest import make_team
+from tests.conftest import graphql_bodies, make_team
 
 NAMES = [
     'quote " and backslash \\',
@@ -112,18 +112,10 @@ async def _catalog(costs: list[float], budgets: list[float | None]) -> None:
 async def _both(
     client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, requests: list[dict[str, Any]]
 ) -> tuple[list[bytes], list[bytes]]:
-    async def bodies() -> list[bytes]:
-        found = []
-        for request in requests:
-            response = await client.post("/graphql", json=request)
-            assert response.status_code == 200, response.text
-            found.append(response.content)
-        return found
-
-    written = await bodies()
+    written = await graphql_bodies(client, requests)
     with monkeypatch.context() as patch:
         patch.setattr(schema, "execution_context_class", StrawberryGraphQLCoreExecutionContext)
-        ordinary = await bodies()
+        ordinary = await graphql_bodies(client, requests)
     return written, ordinary
 
 
