@@ -264,6 +264,38 @@ def test_a_resolve_hook_sees_every_field() -> None:
     assert result.data["items"][0] == {"name": "A"}
 
 
+def test_only_a_fast_executor_offers_itself_for_prerendered_rows() -> None:
+    """graphql/rows.py collects a selection with the executor the context names: one that must
+    run every field (a resolve hook) names none, even in a context an earlier one named itself
+    in (a WebSocket's lives for many operations)."""
+
+    class Ctx:
+        def __init__(self) -> None:
+            self.executor: Any = lambda: "an earlier operation's"
+            self.seen: list[Any] = []
+
+    @strawberry.type
+    class Q:
+        @strawberry.field
+        def seen(self, info: strawberry.Info) -> bool:
+            info.context.seen.append(info.context.executor())
+            return True
+
+    for extensions, fast in (([Shout], False), ([], True)):
+        schema = strawberry.Schema(
+            query=Q, execution_context_class=FastExecutor, extensions=extensions
+        )
+        context = Ctx()
+
+        async def run(schema: Any = schema, context: Ctx = context) -> Any:
+            return await schema.execute("{ seen }", context_value=context)
+
+        assert asyncio.run(run()).errors is None
+        assert isinstance(context.seen[0], FastExecutor) is fast
+        if not fast:
+            assert context.seen == [None]
+
+
 def test_the_apps_row_resolvers_are_lean() -> None:
     from finops_gql.graphql.schema import schema
 

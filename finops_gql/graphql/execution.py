@@ -278,6 +278,10 @@ def compile_projector(steps: tuple[_Step, ...], is_awaitable: Any) -> Projector:
     return project
 
 
+def _no_executor() -> None:
+    return None
+
+
 class FastExecutor(StrawberryGraphQLCoreExecutionContext):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -292,9 +296,10 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
         # Resolvers may answer a list field with rows already written as JSON (graphql/rows.py)
         # when this executor places them, that is unless a resolver middleware must see every
         # field; they collect the field's selection with it. Weakly: no cycle through the
-        # context.
-        if self._fast and hasattr(self.context_value, "executor"):
-            self.context_value.executor = weakref.ref(self)
+        # context. A context that outlives an operation (a WebSocket's) never keeps an earlier
+        # executor for a later one that does not place them.
+        if hasattr(self.context_value, "executor"):
+            self.context_value.executor = weakref.ref(self) if self._fast else _no_executor
 
     def _leaf(self, parent_type: GraphQLObjectType, details: FieldDetailsList) -> _Plan:
         name = details[0].node.name.value
