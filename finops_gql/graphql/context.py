@@ -23,6 +23,7 @@ from finops_gql.db.models import Alert, AlertEvent, Component, Domain, System, T
 from finops_gql.errors import ServiceError
 from finops_gql.graphql.cost import Cost
 from finops_gql.graphql.documents import DocumentGuard
+from finops_gql.graphql.execution import no_executor
 from finops_gql.ratelimit import RateDecision
 
 if TYPE_CHECKING:
@@ -410,10 +411,6 @@ class Loaders:
         return loader
 
 
-def _no_executor() -> None:
-    return None
-
-
 @dataclass
 class Context:
     services: Services
@@ -440,4 +437,4 @@ class Context:
     rate: RateDecision | None = None
     # The executor running this operation when it places list fields written as JSON by the
     # database (graphql/rows.py), weakly: set by execution.FastExecutor.
-    executor: Callable[[], Any] = _no_executor
+    executor: Callable[[], Any] = no_executor

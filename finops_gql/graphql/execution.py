@@ -278,7 +278,8 @@ def compile_projector(steps: tuple[_Step, ...], is_awaitable: Any) -> Projector:
     return project
 
 
-def _no_executor() -> None:
+def no_executor() -> None:
+    """What a context names when no executor places prerendered rows (Context.executor)."""
     return None
 
 
@@ -299,7 +300,7 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
         # context. A context that outlives an operation (a WebSocket's) never keeps an earlier
         # executor for a later one that does not place them.
         if hasattr(self.context_value, "executor"):
-            self.context_value.executor = weakref.ref(self) if self._fast else _no_executor
+            self.context_value.executor = weakref.ref(self) if self._fast else no_executor
 
     def _leaf(self, parent_type: GraphQLObjectType, details: FieldDetailsList) -> _Plan:
         name = details[0].node.name.value
