@@ -412,10 +412,15 @@ class GraphQLView(GraphQL[Context, None]):
                 allowed = OperationType.from_http(request_adapter.method)
                 if request_adapter.method == "GET" and not self.allow_queries_via_get:
                     allowed = allowed - {OperationType.QUERY}
+                # A valid query runs OperationGuard's steps directly (graphql/lean.py), the
+                # rest Strawberry's way.
                 lean = await execute_query(self.schema, context, request_data, allowed)
-                result = lean or await super().execute_single(
-                    request, request_adapter, sub_response, context, root_value, request_data
-                )
+                if lean is not None:
+                    result = lean
+                else:
+                    result = await super().execute_single(
+                        request, request_adapter, sub_response, context, root_value, request_data
+                    )
         except TimeoutError:
             if not deadline.expired():
                 raise
