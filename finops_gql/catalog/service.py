@@ -811,6 +811,7 @@ class CatalogService:
         Cursors hold the last row's sort key only: one issued under a wider scope pages on
         over the visible rows. Each component comes with its team (`component.team`), read by
         the same statement: a page shown with its teams costs one round trip, not two."""
+        check_first(first)  # before the filters, as ever: the first problem is the one told
         filters = (filters or ComponentFilter(team_id=team_id)).checked()
         p = _Sql()
         sql = _component_page_sql(
@@ -839,6 +840,7 @@ class CatalogService:
         `shape` (catalog/rowjson.py): the same rows, cursors and errors, the text byte for byte
         what the answer's writer makes of the models. None when a row holds a value the database
         cannot write exactly: list_components then reads the page."""
+        check_first(first)
         filters = (filters or ComponentFilter()).checked()
         p = _Sql()
         row = rowjson.row_json(shape, "postgres" if p.postgres else "sqlite")
