@@ -92,7 +92,11 @@ class OperationGuard(SchemaExtension):
     Queries and mutations are refused in on_execute (a result set there skips execution).
     Subscriptions are costed and charged once, when they start, and refused in on_validate
     instead: Strawberry subscribes whatever on_execute sets, while a validation error ends the
-    operation before it starts (an `error` message). Events are not charged."""
+    operation before it starts (an `error` message). Events are not charged.
+
+    graphql/lean.py runs these same steps, in this order, for a valid query over HTTP without
+    Strawberry's hook machinery: a step added here is added there too (tests/test_lean.py
+    compares the two paths' answers)."""
 
     _charged = False  # per operation: Strawberry makes a new extension for each
 
