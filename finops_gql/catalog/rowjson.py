@@ -73,9 +73,6 @@ class Team:
 Value = str | Constant | Team
 Shape = tuple[tuple[str, Value], ...]
 
-COMPONENT_COLUMNS = frozenset(_component_columns("postgres"))
-TEAM_COLUMNS = frozenset(_team_columns("postgres"))
-
 
 class ShapeError(ValueError):
     """A shape naming a column, key or value this module does not write (a caller's bug)."""

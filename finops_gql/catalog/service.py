@@ -313,12 +313,11 @@ def _component_page_sql(
     p: _Sql,
 ) -> str:
     """The statement of a page of components (`c`, the team joined as `t` when asked): one
-    row more than `first`, which tells whether there is a next page."""
-    check_first(first)
+    row more than `first` (checked by the caller), which tells whether there is a next page."""
     where = filters.conditions(p) + scope.teams_sql("c.team_id", p)
     if after is not None:
         where.append(_component_keyset(after, order, filters.key()).condition(order, p))
-    # LIMIT as a literal (an int checked above): the first page of a list is then a statement
+    # LIMIT as a literal (int(), of a checked int): the first page of a list is then a statement
     # without parameters, whose plan PostgreSQL keeps and reuses (plan_cache_mode only forces a
     # new plan per execution for statements with parameters, db/setup.py): planning it cost
     # more than running it.
