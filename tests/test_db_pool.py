@@ -21,7 +21,7 @@ from finops_gql.services import Services
 
 def test_only_asyncpg_connections_change_class() -> None:
     config = tortoise_config("postgres://u:p@127.0.0.1:5432/db")["connections"]["default"]
-    assert config["engine"] == "tortoise.backends.asyncpg"
+    assert config["engine"] == "finops_gql.db.pglane"  # Tortoise's asyncpg client, with the lane
     assert config["credentials"]["connection_class"] is PooledConnection
     assert config["credentials"]["database"] == "db"
     assert config["credentials"]["server_settings"] == {"plan_cache_mode": "force_custom_plan"}

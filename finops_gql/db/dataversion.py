@@ -23,13 +23,13 @@ catalog import):
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
+from finops_gql.db.pglane import LaneClient
 from finops_gql.db.setup import connection
 
 # An upsert: a database whose row went missing (emptied tables) starts again from 1.
@@ -73,62 +73,14 @@ async def read() -> int:
             return _sqlite_version(filename)
         except sqlite3.Error:
             pass  # busy, or the file moved: the driver's own way below
-    pool = getattr(client, "_pool", None)
-    if pool is not None:  # asyncpg, outside any transaction: without Tortoise's layers
-        return await _pg_version(pool)
+    if isinstance(client, LaneClient):  # PostgreSQL, outside any transaction: on the lane
+        return int(await client.fetchval(READ_SQL) or 0)
     _, rows = await client.execute_query(READ_SQL)
     return int(rows[0][0]) if rows else 0
 
 
-class _PgReader:
-    """A connection of its own for version reads, made like the pool's (asyncpg's
-    `_get_new_connection`: same parameters and connection class) but outside it, so the pool
-    keeps all its connections for queries; the statement prepared. About a third faster than a
-    pool acquire, query and release. Used when free; a request that finds it busy reads through
-    the pool (never waits for it)."""
-
-    def __init__(self, pool: Any, conn: Any, statement: Any) -> None:
-        self.pool, self.conn, self.statement = pool, conn, statement
-        self.lock = asyncio.Lock()
-
-
-_PG: list[_PgReader] = []
-
-
-async def _pg_version(pool: Any) -> int:
-    if _PG and _PG[0].pool is not pool:
-        _PG.clear()  # the database was opened again: that pool is closed
-    reader = _PG[0] if _PG else None
-    if reader is None:
-        conn = await pool._get_new_connection()
-        if _PG:  # another request made one meanwhile
-            await conn.close()
-        else:
-            try:
-                _PG.append(_PgReader(pool, conn, await conn.prepare(READ_SQL)))
-            except BaseException:
-                conn.terminate()
-                raise
-        reader = _PG[0]
-    if reader.lock.locked():
-        return int(await pool.fetchval(READ_SQL) or 0)
-    async with reader.lock:
-        try:
-            return int(await reader.statement.fetchval() or 0)
-        except Exception:
-            _PG.clear()  # a broken connection: a new one next time
-            reader.conn.terminate()
-            return int(await pool.fetchval(READ_SQL) or 0)
-
-
-async def close() -> None:
+def close() -> None:
     """Close the version readers (db.setup.close_db)."""
     while _SQLITE:
         _, reader = _SQLITE.popitem()
         reader.close()
-    while _PG:
-        pg = _PG.pop()
-        try:
-            await asyncio.wait_for(pg.conn.close(), 5)
-        except Exception:
-            pg.conn.terminate()

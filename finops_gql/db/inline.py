@@ -9,7 +9,8 @@ SQLITE_BUSY at once, and the read then goes through the driver.
 
 Only for reads that are short (indexed, bounded: the loop does nothing else meanwhile) and
 outside a transaction (only the transaction's own connection sees its uncommitted writes; inside
-one, the driver reads). PostgreSQL reads through the driver: asyncpg is asynchronous already.
+one, the driver reads). PostgreSQL reads through the driver (asyncpg is asynchronous already),
+on the connections db/pglane.py keeps beside the pool, without Tortoise's `execute_query` layers.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 from tortoise.backends.base.client import TransactionalDBClient
 
+from finops_gql.db.pglane import LaneClient
 from finops_gql.db.setup import connection
 
 _READERS: dict[str, sqlite3.Connection] = {}
@@ -57,6 +59,8 @@ async def fetch_rows(sql: str, values: list[Any], *, named: bool = False) -> Seq
             return cursor.execute(sql, values).fetchall()
         except sqlite3.Error:
             pass  # busy, or the file moved: the driver's own way below
+    if isinstance(client, LaneClient):  # PostgreSQL, outside any transaction
+        return await client.fetch_rows(sql, values)
     rows: Sequence[Any] = (await client.execute_query(sql, values))[1]
     return rows
 

@@ -56,6 +56,8 @@ def _connection_config(database_url: str) -> str | dict[str, Any]:
     expanded = expand_db_url(database_url)
     if expanded["engine"] != "tortoise.backends.asyncpg":
         return database_url
+    # Tortoise's asyncpg client, with short statements on connections beside the pool.
+    expanded["engine"] = "finops_gql.db.pglane"
     credentials = expanded["credentials"]
     credentials["connection_class"] = PooledConnection
     credentials["server_settings"] = {
@@ -180,7 +182,7 @@ async def check_database(
 async def close_db() -> None:
     from finops_gql.db import dataversion, inline  # they read through connection()
 
-    await dataversion.close()
+    dataversion.close()
     inline.close()
     await Tortoise.close_connections()
 
