@@ -406,9 +406,28 @@ async def fresh_database(kind: str, name: str) -> str:
 # -- references: the database floor -------------------------------------------------------------
 
 
+def inline_days(sql: str, args: list[Any], kind: str) -> tuple[str, list[Any]]:
+    """The floor's day parameters written as literals, as the app writes day bounds
+    (`SqlParams.day`: PostgreSQL plans the statement with its range and keeps the plan), the
+    other parameters renumbered in order."""
+    kept = [i for i, a in enumerate(args) if type(a) is not date]
+    number = {old: new for new, old in enumerate(kept, start=1)}
+
+    def marker(match: re.Match[str]) -> str:
+        index = int(match.group(1)) - 1
+        if index in number:
+            return f"${number[index]}"
+        day = args[index].isoformat()
+        return f"DATE '{day}'" if kind == "postgres" else f"'{day}'"
+
+    return re.sub(r"\$(\d+)", marker, sql), [args[i] for i in kept]
+
+
 async def floor(url: str, queries: dict[str, tuple[str, list[Any]]], n: int) -> dict[str, float]:
     """p50 of one hand-written SQL query per answer, through the same driver as the app."""
     result = {}
+    kind = "sqlite" if url.startswith("sqlite://") else "postgres"
+    queries = {name: inline_days(sql, args, kind) for name, (sql, args) in queries.items()}
     if url.startswith("sqlite://"):
         import aiosqlite
 
@@ -429,7 +448,7 @@ async def floor(url: str, queries: dict[str, tuple[str, list[Any]]], n: int) -> 
 
     from finops_gql.db.setup import SERVER_SETTINGS
 
-    # The app's session settings (custom plans): the same driver, configured the same way.
+    # The app's session settings: the same driver, configured the same way.
     conn = await asyncpg.connect(url, server_settings=SERVER_SETTINGS)
     try:
         for name, (sql, args) in queries.items():

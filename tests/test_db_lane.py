@@ -57,7 +57,8 @@ async def test_lane_connections_have_the_pools_settings(lane: Lane) -> None:
     client: Any = connection()
     async with client.acquire_connection() as conn:
         assert conn in lane.idle or lane.opened > len(lane.idle)
-        assert await conn.fetchval("SHOW plan_cache_mode") == "force_custom_plan"
+        assert isinstance(conn, PooledConnection)
+        assert await conn.fetchval("SHOW plan_cache_mode") == "auto"
 
 
 async def test_a_server_error_is_tortoises_and_keeps_the_connection(lane: Lane) -> None:

@@ -205,7 +205,7 @@ async def _may_change_enough(first: date, last: date, min_cost: float) -> set[st
     only ones that can have an anomaly (`min_cost` is a gate of score_day, and a day's expected
     cost is a median of days in the same range). One statement, one row per such component."""
     p = SqlParams()
-    sql = _SPREAD.format(first=p(first), last=p(last), min_cost=p(min_cost))
+    sql = _SPREAD.format(first=p.day(first), last=p.day(last), min_cost=p(min_cost))
     return {
         str(uuid.UUID(str(row["component_id"])))
         for row in await connection().execute_query_dict(sql, p.values)

@@ -40,7 +40,7 @@ from typing import Any
 
 from finops_gql.costs.explorer import COLUMNS
 from finops_gql.db.models import COVERAGE_KEY_MAX
-from finops_gql.db.setup import connection, placeholders, sql_value
+from finops_gql.db.setup import SqlParams, connection, placeholders, sql_value
 from finops_gql.opencost.parse import Allocation
 
 # OpenCost's synthetic keys (parse.SYNTHETIC_KEYS) and the coverage_daily column of each.
@@ -175,40 +175,28 @@ class CoverageSums:
     reported_days: int
 
 
-class _Params:
-    """Positional parameters in the current dialect, one marker per use (SQLite's `?` cannot be
-    repeated by number)."""
-
-    def __init__(self) -> None:
-        self.values: list[object] = []
-
-    def __call__(self, value: object) -> str:
-        self.values.append(value)
-        return placeholders(1, start=len(self.values))[0]
-
-
-def _views(mark: _Params, first: date, last: date) -> str:
+def _views(mark: SqlParams, first: date, last: date) -> str:
     """CTE `views`: the coverage_daily row read for each source and day over first..last, the
     aggregate whose components explain the most (ties by name)."""
     return (
         "WITH ranked AS (SELECT d.*, ROW_NUMBER() OVER (PARTITION BY source, day "  # noqa: S608 (placeholders only)
         "ORDER BY mapped_cost DESC, aggregate) AS rn FROM coverage_daily d "
-        f"WHERE day >= {mark(sql_value(first))} AND day <= {mark(sql_value(last))}), "
+        f"WHERE day >= {mark.day(first)} AND day <= {mark.day(last)}), "
         "views AS (SELECT * FROM ranked WHERE rn = 1) "
     )
 
 
 async def sums(first: date, last: date) -> CoverageSums:
     """The coverage figures over first..last, in ONE statement."""
-    mark = _Params()
+    mark = SqlParams()
     views = _views(mark, first, last)
     catalog = (
-        f"SELECT SUM(total_cost) FROM platform_daily_cost WHERE day >= {mark(sql_value(first))} "  # noqa: S608 (placeholders only)
-        f"AND day <= {mark(sql_value(last))}"
+        f"SELECT SUM(total_cost) FROM platform_daily_cost WHERE day >= {mark.day(first)} "  # noqa: S608 (placeholders only)
+        f"AND day <= {mark.day(last)}"
     )
     unreported = (
         "SELECT SUM(p.total_cost) FROM platform_daily_cost p "  # noqa: S608 (placeholders only)
-        f"WHERE p.day >= {mark(sql_value(first))} AND p.day <= {mark(sql_value(last))} "
+        f"WHERE p.day >= {mark.day(first)} AND p.day <= {mark.day(last)} "
         "AND NOT EXISTS (SELECT 1 FROM coverage_daily c WHERE c.day = p.day)"
     )
     sql = (
@@ -236,7 +224,7 @@ async def sums(first: date, last: date) -> CoverageSums:
 async def unmapped_keys(first: date, last: date, limit: int) -> list[tuple[str, str, float]]:
     """The `limit` largest unmapped keys of each day's view over first..last, as (aggregate, key,
     unrounded total), largest first (ties by aggregate and key), in ONE statement."""
-    mark = _Params()
+    mark = SqlParams()
     views = _views(mark, first, last)
     sql = (
         f"{views}SELECT u.aggregate AS aggregate, u.key AS key, SUM(u.total_cost) AS total "  # noqa: S608 (placeholders only)

@@ -154,7 +154,7 @@ async def daily_sums(
         key, table, team_column = _CLUSTER_SOURCES[subject]
         grouped = True
     p = SqlParams()
-    where = [f"t.day >= {p(first)}", f"t.day <= {p(last)}"]
+    where = [f"t.day >= {p.day(first)}", f"t.day <= {p.day(last)}"]
     if clusters is not None:
         where.append(f"t.cluster IN ({', '.join(p(c) for c in clusters)})")
     if key is not None:
@@ -580,8 +580,8 @@ async def _group_rows(
     inner = (
         f"SELECT {''.join(c + ', ' for c in picked)}"  # noqa: S608 (placeholders only)
         f"{', '.join(f't.{c} AS {c}' for c in columns)}, "
-        f"CASE WHEN t.day >= {mark(chosen.start)} THEN 1 ELSE 0 END AS cur FROM {source} "
-        f"WHERE t.day >= {mark(span.start)} AND t.day <= {mark(chosen.end)}"
+        f"CASE WHEN t.day >= {mark.day(chosen.start)} THEN 1 ELSE 0 END AS cur FROM {source} "
+        f"WHERE t.day >= {mark.day(span.start)} AND t.day <= {mark.day(chosen.end)}"
     )
     if team_ids is not None:
         inner += f" AND {owner} IN ({', '.join(mark(t) for t in team_ids)})"

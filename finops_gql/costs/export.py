@@ -147,8 +147,8 @@ async def _batch(
         f"SELECT c.id AS id, c.name AS name, t.slug AS team, s.slug AS system, "  # noqa: S608 (placeholders only)
         f"COUNT(DISTINCT r.day) AS days, MAX(r.currency) AS currency, {sums} FROM ({page}) c "
         "JOIN team t ON t.id = c.team_id LEFT JOIN system s ON s.id = c.system_id "
-        f"LEFT JOIN cost_record r ON r.component_id = c.id AND r.day >= {p(first)} "
-        f"AND r.day <= {p(last)} "
+        f"LEFT JOIN cost_record r ON r.component_id = c.id AND r.day >= {p.day(first)} "
+        f"AND r.day <= {p.day(last)} "
         "GROUP BY c.id, c.name, t.slug, s.slug ORDER BY c.name, c.id"
     )
     return await connection().execute_query_dict(sql, p.values)

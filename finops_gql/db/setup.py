@@ -42,14 +42,16 @@ class PooledConnection(asyncpg.Connection):  # type: ignore[misc]
         return ""
 
 
-# Session settings of every PostgreSQL connection (startup parameters, so no round trip).
-# plan_cache_mode: asyncpg prepares every statement, and after five runs PostgreSQL may reuse a
-# generic plan, costed without the parameters' values: a day range `day >= $1 AND day <= $2`
-# then counts as 0.5 % of the rows, so the breakdowns' GROUP BY over 12,000-36,000 daily rows
-# was planned as a sort and a group aggregate, about twice the CPU of the hash aggregate the
-# real range gets (measured on the benchmark's data). Planning each execution costs a fraction
-# of a millisecond on these statements.
-SERVER_SETTINGS = {"plan_cache_mode": "force_custom_plan"}
+# Session settings of every PostgreSQL connection (startup parameters, so no round trip): none
+# beyond PostgreSQL's defaults now. Plans: asyncpg prepares every statement, and after five runs
+# PostgreSQL may reuse a generic plan, costed without the parameters' values. A day range
+# `day >= $1 AND day <= $2` then counts as 0.5 % of the rows, and the breakdowns' GROUP BY over
+# 12,000-36,000 daily rows was planned as a sort and a group aggregate, about twice the CPU of the
+# hash aggregate the real range gets. So day bounds are literals on PostgreSQL
+# (`SqlParams.day`): such a statement is planned with its range, and its plan kept. Until then
+# every connection planned every execution (plan_cache_mode=force_custom_plan), which cost more
+# than running most of the short reads (a 500-component team summary: about 85 us of its 520).
+SERVER_SETTINGS: dict[str, str] = {}
 
 
 def _connection_config(database_url: str) -> str | dict[str, Any]:
@@ -230,6 +232,16 @@ class SqlParams:
     def __call__(self, value: object) -> str:
         self.values.append(sql_value(value))
         return f"${len(self.values)}" if self.postgres else "?"
+
+    def day(self, value: date) -> str:
+        """A day bound (`t.day >= {p.day(first)}`): on PostgreSQL a literal, so the statement is
+        planned with the range it reads, however often it runs (see SERVER_SETTINGS); on SQLite
+        a parameter like any other. Only a `date` (its ISO text is digits and dashes)."""
+        if type(value) is not date:
+            raise TypeError(f"a day bound must be a date, not {type(value).__name__}")
+        if self.postgres:
+            return f"DATE '{value.isoformat()}'"
+        return self(value)
 
 
 def sql_value(value: object) -> object:
