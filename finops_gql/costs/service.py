@@ -12,6 +12,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
+from functools import lru_cache
 from typing import Any
 
 from finops_gql.access import EVERYTHING, Scope
@@ -1036,6 +1037,7 @@ def _daily_cost(row: dict[str, Any]) -> DailyCost:
     )
 
 
+@lru_cache(maxsize=1024)  # the few sync instants of a list's rows, as SQLite's text or a datetime
 def _as_datetime(value: object) -> datetime:
     parsed = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
