@@ -12,9 +12,10 @@ into the expression and plans the substituted tree, which grows with every level
 version named each intermediate in a nested subquery and took 23 ms to plan six money columns;
 SQLite ran it at 17 us a value (2 us now).
 
-PostgreSQL's cost is mostly the size of the tree, not the work per row: the service plans every
-execution (plan_cache_mode force_custom_plan, db/setup.py), and planning and starting a
-statement walk each node of it a dozen times (constant folding, volatility and parallel-safety
+PostgreSQL's cost is mostly the size of the tree, not the work per row: a statement is planned
+at its first executions on a connection (each execution, when these were written: the service
+ran with plan_cache_mode force_custom_plan then; db/setup.py), and starting it, at each
+execution, walks nodes of the plan again; planning walks each node a dozen times (constant folding, volatility and parallel-safety
 checks, costing, reference fixing, each with a catalog lookup per function), about 0.4 us a
 function node per execution, as much as running it over 50 rows. So the PostgreSQL expressions
 are written for few nodes: float8 constants as typed literals (`CAST('1e-4' AS double
