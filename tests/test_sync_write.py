@@ -5,7 +5,7 @@ write that fails in the middle of its rows leaves nothing of them, on both datab
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -143,3 +143,62 @@ async def test_a_write_failing_mid_rows_leaves_nothing_of_them(
     healed = await services.sync.run("cli", backfill_days=30 if path == "backfill" else None)
     assert healed.status == "succeeded"
     assert len(await stored()) == 60
+
+
+CORRELATED = (
+    "SELECT c.id AS id, COALESCE((SELECT SUM(r.total_cost) FROM cost_record r "
+    "WHERE r.component_id = c.id AND r.day >= {0} AND r.day <= {1}), 0) AS cost_30d, "
+    "(SELECT MAX(r.synced_at) FROM cost_record r WHERE r.component_id = c.id) AS synced "
+    "FROM component c ORDER BY c.id"
+)
+
+
+async def rollups() -> list[tuple[str, float, object]]:
+    rows = await connection().execute_query_dict(
+        "SELECT id, cost_30d, cost_synced_at FROM component ORDER BY id"
+    )
+    return [(str(r["id"]), r["cost_30d"], r["cost_synced_at"]) for r in rows]
+
+
+async def test_rollups_are_the_correlated_sums_on_both_databases(services: Services) -> None:
+    """refresh_rollups (PostgreSQL: one grouped pass over the records) gives each component
+    what the per-component subqueries say: its 30 days' sum, 0 with records only outside them
+    or none, the newest synced_at of any record (None without records); a chosen subset
+    changes those components only."""
+    from finops_gql.costs.windows import rollup_range
+    from finops_gql.db.setup import placeholders, sql_value
+    from tests.conftest import make_records
+
+    team = await make_team()
+    inside = await make_component(team, "inside")
+    edges = await make_component(team, "edges")
+    old = await make_component(team, "old")
+    await make_component(team, "none")
+    start, end = rollup_range(services.costs.clock())
+    await make_records(inside, [1.25, 2.5, 3.75])
+    # One record the day before the 30 days, the first and the last of them.
+    await make_records(edges, [100.0, 0.5, *([0.0] * 28), 0.25], end=end)
+    await make_records(old, [7.0, 8.0], end=start - timedelta(days=3))
+    marks = placeholders(2)
+    expected = await connection().execute_query_dict(
+        CORRELATED.format(*marks), [sql_value(start), sql_value(end)]
+    )
+    await services.costs.refresh_rollups()
+    found = await rollups()
+    assert [(r[0], r[1], r[2]) for r in found] == [
+        (str(e["id"]), e["cost_30d"], e["synced"]) for e in expected
+    ]
+    by_id = {r[0]: r for r in found}
+    assert by_id[str(edges.id)][1] == pytest.approx(0.75)
+    assert by_id[str(old.id)][1] == 0
+    assert by_id[str(old.id)][2] is not None
+
+    # A subset: the others keep what they had (here: zeroed by hand), the chosen are refreshed.
+    await connection().execute_query("UPDATE component SET cost_30d = 0, cost_synced_at = NULL")
+    await services.costs.refresh_rollups([inside.id, old.id])
+    after = {r[0]: r for r in await rollups()}
+    assert after[str(inside.id)] == by_id[str(inside.id)]
+    assert after[str(old.id)] == by_id[str(old.id)]
+    assert after[str(edges.id)][1:] == (0, None)
+    await services.costs.refresh_rollups([])  # nothing chosen: nothing changes
+    assert {r[0]: r for r in await rollups()} == after
