@@ -686,6 +686,7 @@ async def bench_sync(
     # One stand-in per source, each answering for its share of the components (i mod N).
     names = source_names(sources)
     key_files = []
+    RESULTS.mkdir(exist_ok=True)  # a fresh clone on PostgreSQL made no SQLite file there first
     for n, source in enumerate(names):
         keys = RESULTS / f"keys-{source}.txt"
         keys.write_text("\n".join(c[1] for c in components[n::sources]) + "\n")

@@ -36,7 +36,7 @@ from finops_gql.costs.service import CostService, check_limit
 from finops_gql.costs.windows import day_window, days_to_sync, last_complete_day, money
 from finops_gql.db import dataversion
 from finops_gql.db.models import Component, CostRecord, SyncProgress, SyncRun
-from finops_gql.db.setup import SERVER_SETTINGS, SqlParams, dialect, placeholders, sql_value
+from finops_gql.db.setup import SqlParams, dialect, placeholders, sql_value
 from finops_gql.events import BUDGET_CHANNEL, SYNC_FINISHED_CHANNEL, SyncFinishedMessage
 from finops_gql.opencost.errors import OpenCostUnavailable
 from finops_gql.opencost.parse import SYNTHETIC_KEYS, Allocation
@@ -81,13 +81,6 @@ _UPSERT_STAGED = (
     f"INSERT INTO cost_record ({', '.join(RECORD_COLUMNS)}) "  # noqa: S608 (constants)
     f"SELECT {', '.join(RECORD_COLUMNS)} FROM {_STAGE} {_ON_CONFLICT}"
 )
-# PostgreSQL checks cost_record's foreign key with a query of its own for every row written, a
-# saved plan; under the service's plan_cache_mode=force_custom_plan (db/setup.py) that query is
-# planned again for every row: a COPY of 300,000 rows took 7.6-8.2 s that way against 2.9-3.1 s
-# with the plan kept (measured alone). The write's COPY and upsert run with PostgreSQL's default,
-# local to the transaction (a rollback undoes it too), and the setting is put back after them.
-_KEEP_PLANS = "SET LOCAL plan_cache_mode = auto"
-_PLAN_EACH_TIME = f"SET LOCAL plan_cache_mode = {SERVER_SETTINGS['plan_cache_mode']}"
 
 
 Publisher = Callable[[str, str], Awaitable[object]]
@@ -660,16 +653,14 @@ async def _copy_upsert(db: Any, rows: Iterable[list[Any]], *, fresh: bool = Fals
     see _no_records: a first run, a backfill of days never synced): the COPY goes into
     cost_record itself (1.5 s less of 5.3 s for 300,000 rows, measured); a row stored
     meanwhile by another writer would fail the transaction on the unique index, never double."""
-    await db.execute_script(_KEEP_PLANS)  # the foreign key's check: see _KEEP_PLANS
     if fresh:
         async with db.acquire_connection() as conn:
             await conn.copy_records_to_table("cost_record", records=rows, columns=RECORD_COLUMNS)
-    else:
-        await db.execute_script(_CREATE_STAGE)
-        async with db.acquire_connection() as conn:
-            await conn.copy_records_to_table(_STAGE, records=rows, columns=RECORD_COLUMNS)
-        await db.execute_script(_UPSERT_STAGED)
-    await db.execute_script(_PLAN_EACH_TIME)
+        return
+    await db.execute_script(_CREATE_STAGE)
+    async with db.acquire_connection() as conn:
+        await conn.copy_records_to_table(_STAGE, records=rows, columns=RECORD_COLUMNS)
+    await db.execute_script(_UPSERT_STAGED)
 
 
 def _error_text(exc: BaseException) -> str:

@@ -50,7 +50,10 @@ class PooledConnection(asyncpg.Connection):  # type: ignore[misc]
 # hash aggregate the real range gets. So day bounds are literals on PostgreSQL
 # (`SqlParams.day`): such a statement is planned with its range, and its plan kept. Until then
 # every connection planned every execution (plan_cache_mode=force_custom_plan), which cost more
-# than running most of the short reads (a 500-component team summary: about 85 us of its 520).
+# than running most of the short reads (a 500-component team summary: about 85 us of its 520),
+# and PostgreSQL then planned cost_record's foreign key check (a saved query run for each row
+# written) again for each of the sync's 300,000 rows: its COPY took 7.6-8.2 s, 2.9-3.1 s with
+# the plan kept (tests/test_sync_write.py checks the COPY runs with plans kept).
 SERVER_SETTINGS: dict[str, str] = {}
 
 
