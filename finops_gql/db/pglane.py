@@ -157,26 +157,57 @@ class LaneClient(AsyncpgDBClient):
     async def fetch_rows(self, sql: str, values: Sequence[Any]) -> list[Any]:
         """The rows of a read, as asyncpg's records, without Tortoise's `execute_query` layers
         (its statement-kind test and the row count parsing), with its exceptions."""
-        rows: list[Any] = await self._translate_exceptions(_fetch, sql, values)  # type: ignore[assignment]
-        return rows
+        if _LOG.isEnabledFor(logging.DEBUG):
+            _LOG.debug("%s: %s", sql, values)
+        lane = self.lane
+        if lane is not None and lane.idle:  # the common case, without a lease's coroutines
+            conn = lane.idle.pop()
+            try:
+                rows: list[Any] = await conn.fetch(sql, *values)
+            except BaseException as exc:
+                await self._give_back(lane, conn, exc)
+                raise
+            lane.checkin(conn, True)
+            return rows
+        found: list[Any] = await self._translate_exceptions(_fetch, sql, values)  # type: ignore[assignment]
+        return found
 
     async def fetchval(self, sql: str) -> Any:
         """The first column of the first row of a read without parameters (None without rows)."""
+        if _LOG.isEnabledFor(logging.DEBUG):
+            _LOG.debug("%s", sql)
+        lane = self.lane
+        if lane is not None and lane.idle:
+            conn = lane.idle.pop()
+            try:
+                value = await conn.fetchval(sql)
+            except BaseException as exc:
+                await self._give_back(lane, conn, exc)
+                raise
+            lane.checkin(conn, True)
+            return value
         return await self._translate_exceptions(_fetchval, sql)
+
+    async def _give_back(self, lane: Lane, conn: Any, exc: BaseException) -> None:
+        """After a failed statement: the connection back (or dropped), and a server's error
+        raised as Tortoise raises it (its own translation, on the same exception)."""
+        lane.checkin(conn, _healthy(exc))
+        if isinstance(exc, asyncpg.PostgresError):
+            await self._translate_exceptions(_reraise, exc)
+
+
+async def _reraise(client: LaneClient, exc: BaseException) -> None:
+    raise exc
 
 
 async def _fetch(client: LaneClient, sql: str, values: Sequence[Any]) -> list[Any]:
     async with client.acquire_connection() as conn:
-        if _LOG.isEnabledFor(logging.DEBUG):
-            _LOG.debug("%s: %s", sql, values)
         rows: list[Any] = await conn.fetch(sql, *values)
         return rows
 
 
 async def _fetchval(client: LaneClient, sql: str) -> Any:
     async with client.acquire_connection() as conn:
-        if _LOG.isEnabledFor(logging.DEBUG):
-            _LOG.debug("%s", sql)
         return await conn.fetchval(sql)
 
 
