@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -139,9 +140,8 @@ def test_bad_peer_arguments_are_refused(args: list[str], message: str) -> None:
     assert message in done.stderr
 
 
-def test_scale_curve_has_one_row_per_scale_and_names_the_flat_reads(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def bench_module(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """scripts/bench.py as a module (it is a script, not a package's)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("bench_script", ROOT / "scripts" / "bench.py")
@@ -150,6 +150,13 @@ def test_scale_curve_has_one_row_per_scale_and_names_the_flat_reads(
     bench = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "bench_script", bench)  # its dataclasses look it up
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_scale_curve_has_one_row_per_scale_and_names_the_flat_reads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bench = bench_module(monkeypatch)
 
     def result(components: int, p50: float, seconds: float) -> dict[str, object]:
         backfill = {
@@ -174,3 +181,23 @@ def test_scale_curve_has_one_row_per_scale_and_names_the_flat_reads(
     assert [row.split(" | ")[0] for row in rows] == ["| 1000", "| 10000"]
     assert "| 100 |" in rows[0]  # microseconds per record: 3 s / 30,000 records
     assert "worst x1.50" in text
+
+
+def test_floors_write_day_parameters_as_literals(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As the app does (SqlParams.day): a floor planned with its range, the other parameters
+    renumbered in order."""
+    import uuid
+    from datetime import date
+
+    bench = bench_module(monkeypatch)
+    team = uuid.UUID(int=7)
+    sql = "SELECT 1 FROM t WHERE day >= $2 AND day <= $3 AND team_id = $1 AND x < $4 AND day > $2"
+    args = [team, date(2026, 1, 1), date(2026, 1, 31), 5]
+    assert bench.inline_days(sql, args, "postgres") == (
+        "SELECT 1 FROM t WHERE day >= DATE '2026-01-01' AND day <= DATE '2026-01-31' "
+        "AND team_id = $1 AND x < $2 AND day > DATE '2026-01-01'",
+        [team, 5],
+    )
+    written, kept = bench.inline_days(sql, args, "sqlite")
+    assert "day >= '2026-01-01' AND day <= '2026-01-31'" in written
+    assert kept == [team, 5]

@@ -14,7 +14,7 @@ from tortoise.transactions import in_transaction
 
 from finops_gql.db import dataversion, inline
 from finops_gql.db.models import Team
-from finops_gql.db.pglane import LANE_SIZE, Lane, LaneClient
+from finops_gql.db.pglane import LANE_SIZE, Lane, LaneClient, LaneLease
 from finops_gql.db.setup import PooledConnection, connection, dialect, tortoise_config
 
 pytestmark = pytest.mark.usefixtures("services")
@@ -160,6 +160,46 @@ async def test_close_closes_the_idle_and_refuses_new_ones() -> None:
     assert second.terminated
     assert made.opened == 0
     assert await made.checkout() is None
+
+
+async def test_a_lease_returns_to_the_lane_it_came_from() -> None:
+    """A client closed (and connected again) while a statement ran: the connection goes back to
+    its own, closed lane, which terminates it, never into the new one."""
+
+    class FakeConn:
+        terminated = False
+
+        async def close(self) -> None:
+            self.terminated = True
+
+        def terminate(self) -> None:
+            self.terminated = True
+
+        def is_closed(self) -> bool:
+            return self.terminated
+
+        def is_in_transaction(self) -> bool:
+            return False
+
+    class FakePool:
+        async def _get_new_connection(self) -> FakeConn:
+            return FakeConn()
+
+    class FakeClient:
+        lane: Lane | None = Lane(FakePool())
+        _pool_init_lock = asyncio.Lock()
+
+    client = FakeClient()
+    lease = LaneLease(client)  # type: ignore[arg-type]
+    conn = await lease.__aenter__()
+    old = client.lane
+    assert old is not None
+    await old.close()
+    client.lane = Lane(FakePool())  # connected again
+    await lease.__aexit__(None, None, None)
+    assert conn.terminated
+    assert old.opened == 0
+    assert (client.lane.opened, client.lane.idle) == (0, [])
 
 
 async def test_a_connection_that_cannot_be_opened_sends_the_statement_to_the_pool() -> None:

@@ -1,10 +1,10 @@
 """PostgreSQL statements outside transactions on a few connections kept beside asyncpg's pool.
 
 A statement through Tortoise's asyncpg client borrows a pool connection and gives it back:
-asyncpg's `acquire` waits on an asyncio.Queue and `release` shields a new task, about 56 us of a
-100-130 us read on this machine (tests measured it: a top-10 read 188 us through `pool.fetch`,
-132 us on a kept connection). Most requests make one to three short reads, so that was a third of
-a REST request's database time.
+asyncpg's `acquire` waits on an asyncio.Queue and `release` shields a new task, and Tortoise's
+`execute_query` adds its own layers: measured in one process (min of 7 x 1,000, the benchmark's
+data), a top-10 read took 178 us through `pool.fetch`, 134 us on the lane and 112 us on a
+connection held throughout. Most requests make one to three short reads.
 
 The lane keeps up to LANE_SIZE connections of its own, made like the pool's (asyncpg's
 `_get_new_connection`: the same parameters, `server_settings` and connection class), and lends
@@ -102,11 +102,12 @@ def _healthy(exc: BaseException | None) -> bool:
 class LaneLease:
     """`async with client.acquire_connection() as conn`: a lane connection, else the pool's."""
 
-    __slots__ = ("client", "conn", "pooled")
+    __slots__ = ("client", "conn", "lane", "pooled")
 
     def __init__(self, client: LaneClient) -> None:
         self.client = client
         self.conn: Any = None
+        self.lane: Lane | None = None
         self.pooled: PoolConnectionWrapper[Any] | None = None
 
     async def __aenter__(self) -> Any:
@@ -115,7 +116,7 @@ class LaneLease:
         if conn is None:
             self.pooled = PoolConnectionWrapper(self.client, self.client._pool_init_lock)
             return await self.pooled.__aenter__()
-        self.conn = conn
+        self.conn, self.lane = conn, lane
         return conn
 
     async def __aexit__(
@@ -127,11 +128,10 @@ class LaneLease:
         if self.pooled is not None:
             await self.pooled.__aexit__(exc_type, exc, tb)
             return
-        lane = self.client.lane
-        if lane is None:  # the client was closed meanwhile
-            self.conn.terminate()
-            return
-        lane.checkin(self.conn, _healthy(exc))
+        assert self.lane is not None
+        # Back to the lane it came from: one closed meanwhile (the client closed, and perhaps
+        # connected again with a new lane) terminates it.
+        self.lane.checkin(self.conn, _healthy(exc))
 
 
 class LaneClient(AsyncpgDBClient):
