@@ -220,6 +220,17 @@ async def make_component(
     )
 
 
+async def sync_catalog(services: Services, fake: FakeOpenCost, now: datetime) -> None:
+    """Two components, `checkout` and `search`, that the fake OpenCost reports, with the
+    service's and the fake's clocks at `now`: what the sync's write tests sync."""
+    services.costs.clock = lambda: now
+    fake.now = now
+    fake.keys = ["checkout", "search"]
+    team = await make_team()
+    await make_component(team, "checkout")
+    await make_component(team, "search")
+
+
 def today() -> date:
     return datetime.now(UTC).date()
 

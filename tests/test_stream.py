@@ -27,7 +27,7 @@ from finops_gql.opencost.parse import (
     stream_allocation_steps,
 )
 from finops_gql.services import Services
-from tests.conftest import make_component, make_team
+from tests.conftest import make_component, make_team, sync_catalog
 
 FIXTURES = Path(__file__).parent / "fixtures"
 NOW = datetime(2026, 3, 15, 3, 0, tzinfo=UTC)
@@ -439,12 +439,7 @@ async def test_a_first_run_copies_straight_in_and_a_backfill_upserts_over_it(
         await copy_upsert(db, rows, fresh=fresh)
 
     monkeypatch.setattr(sync, "_copy_upsert", spied)
-    services.costs.clock = lambda: NOW
-    fake.now = NOW
-    fake.keys = ["checkout", "search"]
-    team = await make_team()
-    await make_component(team, "checkout")
-    await make_component(team, "search")
+    await sync_catalog(services, fake, NOW)
     columns = ", ".join(COLUMNS)
     sql = f"SELECT component_id, day, cluster, {columns} FROM cost_record"  # noqa: S608
 

@@ -18,18 +18,13 @@ from finops_gql.db.setup import connection, dialect
 from finops_gql.dev import opencost_fake
 from finops_gql.dev.opencost_fake import FakeOpenCost
 from finops_gql.services import Services
-from tests.conftest import make_component, make_team
+from tests.conftest import make_component, make_team, sync_catalog
 
 NOW = datetime(2026, 3, 15, 3, 0, tzinfo=UTC)
 
 
 async def catalog(services: Services, fake: FakeOpenCost) -> None:
-    services.costs.clock = lambda: NOW
-    fake.now = NOW
-    fake.keys = ["checkout", "search"]
-    team = await make_team()
-    await make_component(team, "checkout")
-    await make_component(team, "search")
+    await sync_catalog(services, fake, NOW)
 
 
 async def stored() -> list[tuple[Any, ...]]:
