@@ -103,9 +103,9 @@ async def test_a_broken_connection_is_dropped_and_replaced(lane: Lane) -> None:
 
 async def test_when_the_lane_is_busy_statements_take_the_pool(lane: Lane) -> None:
     client: Any = connection()
-    statements = [inline.fetch_rows("SELECT pg_sleep(0.3), 1", []) for _ in range(LANE_SIZE + 2)]
+    statements = [inline.fetch_rows("SELECT pg_sleep(1.5), 1", []) for _ in range(LANE_SIZE + 2)]
     running = asyncio.gather(*statements)
-    await asyncio.sleep(0.15)
+    await asyncio.sleep(0.75)  # all started, none done, on a loaded machine too
     assert lane.opened == LANE_SIZE
     assert not lane.idle
     lent_by_pool = client._pool.get_size() - _pool_free(client)
