@@ -64,7 +64,7 @@ async def test_a_busy_reader_falls_back_to_the_driver(monkeypatch: pytest.Monkey
     def busy(filename: str) -> sqlite3.Connection:
         raise sqlite3.OperationalError("database is locked")
 
-    monkeypatch.setattr(inline, "_reader", busy)
+    monkeypatch.setattr(inline, "reader", busy)
     sql, values = _sql()
     assert [tuple(row) for row in await inline.fetch_rows(sql, values)] == [("c", 3.0)]
 

@@ -128,27 +128,31 @@ async def test_a_transaction_reads_its_own_writes_on_its_own_connection(lane: La
     assert [r[0] for r in await inline.fetch_rows("SELECT slug FROM team", [])] == ["lane"]
 
 
+class FakeConn:
+    """What the lane asks of a connection."""
+
+    def __init__(self) -> None:
+        self.closed = self.terminated = False
+
+    async def close(self) -> None:
+        self.closed = True
+
+    def terminate(self) -> None:
+        self.terminated = True
+
+    def is_closed(self) -> bool:
+        return self.closed or self.terminated
+
+    def is_in_transaction(self) -> bool:
+        return False
+
+
+class FakePool:
+    async def _get_new_connection(self) -> FakeConn:
+        return FakeConn()
+
+
 async def test_close_closes_the_idle_and_refuses_new_ones() -> None:
-    class FakeConn:
-        def __init__(self) -> None:
-            self.closed = self.terminated = False
-
-        async def close(self) -> None:
-            self.closed = True
-
-        def terminate(self) -> None:
-            self.terminated = True
-
-        def is_closed(self) -> bool:
-            return self.closed or self.terminated
-
-        def is_in_transaction(self) -> bool:
-            return False
-
-    class FakePool:
-        async def _get_new_connection(self) -> FakeConn:
-            return FakeConn()
-
     made = Lane(FakePool(), size=2)
     first, second = await made.checkout(), await made.checkout()
     assert await made.checkout() is None  # full: the caller uses the pool
@@ -165,25 +169,6 @@ async def test_close_closes_the_idle_and_refuses_new_ones() -> None:
 async def test_a_lease_returns_to_the_lane_it_came_from() -> None:
     """A client closed (and connected again) while a statement ran: the connection goes back to
     its own, closed lane, which terminates it, never into the new one."""
-
-    class FakeConn:
-        terminated = False
-
-        async def close(self) -> None:
-            self.terminated = True
-
-        def terminate(self) -> None:
-            self.terminated = True
-
-        def is_closed(self) -> bool:
-            return self.terminated
-
-        def is_in_transaction(self) -> bool:
-            return False
-
-    class FakePool:
-        async def _get_new_connection(self) -> FakeConn:
-            return FakeConn()
 
     class FakeClient:
         lane: Lane | None = Lane(FakePool())

@@ -24,12 +24,10 @@ catalog import):
 from __future__ import annotations
 
 import sqlite3
-from pathlib import Path
-from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from finops_gql.db.pglane import LaneClient
+from finops_gql.db import inline
 from finops_gql.db.setup import connection
 
 # An upsert: a database whose row went missing (emptied tables) starts again from 1.
@@ -46,41 +44,18 @@ async def bump(db: BaseDBAsyncClient | None = None) -> None:
     await (db or connection()).execute_query(BUMP_SQL)
 
 
-# SQLite: one read-only connection per database file, read in the event loop's own thread.
-_SQLITE: dict[str, sqlite3.Connection] = {}
-
-
-def _sqlite_version(filename: str) -> int:
-    """A primary-key read of a one-row table, a few microseconds in SQLite's C code: cheaper
-    inline than the hop to aiosqlite's thread and back (about 100 us). Tortoise opens SQLite in
-    WAL mode, where a reader never waits for a writer; `timeout=0` makes the rare exception (a
-    checkpoint, a recovery) raise SQLITE_BUSY at once instead of blocking the loop."""
-    found = _SQLITE.get(filename)
-    if found is None:
-        uri = Path(filename).absolute().as_uri() + "?mode=ro"
-        found = sqlite3.connect(uri, uri=True, timeout=0, isolation_level=None)
-        _SQLITE[filename] = found
-    row = found.execute(READ_SQL).fetchone()
-    return int(row[0]) if row else 0
-
-
 async def read() -> int:
-    """The current version (committed writes only: each statement sees what was committed)."""
-    client: Any = connection()
-    filename = getattr(client, "filename", None)
-    if isinstance(filename, str) and filename != ":memory:":
+    """The current version: outside a transaction, committed writes only (each statement sees
+    what was committed). On SQLite a primary-key read of a one-row table in the loop's thread
+    on the file's read-only connection (db/inline.py), a few microseconds, kept out of
+    `fetch_rows`'s layers since every request of the answer cache makes it; otherwise, or when
+    SQLite is busy, a short read through `fetch_rows` (on PostgreSQL: the lane)."""
+    filename = inline.sqlite_file(connection())
+    if filename is not None:
         try:
-            return _sqlite_version(filename)
+            row = inline.reader(filename).execute(READ_SQL).fetchone()
+            return int(row[0]) if row else 0
         except sqlite3.Error:
             pass  # busy, or the file moved: the driver's own way below
-    if isinstance(client, LaneClient):  # PostgreSQL, outside any transaction: on the lane
-        return int(await client.fetchval(READ_SQL) or 0)
-    _, rows = await client.execute_query(READ_SQL)
+    rows = await inline.fetch_rows(READ_SQL, [])
     return int(rows[0][0]) if rows else 0
-
-
-def close() -> None:
-    """Close the version readers (db.setup.close_db)."""
-    while _SQLITE:
-        _, reader = _SQLITE.popitem()
-        reader.close()

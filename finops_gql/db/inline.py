@@ -30,7 +30,8 @@ _READERS: dict[str, sqlite3.Connection] = {}
 _LOG = logging.getLogger("tortoise.db_client")  # Tortoise's own statement log
 
 
-def _reader(filename: str) -> sqlite3.Connection:
+def reader(filename: str) -> sqlite3.Connection:
+    """The read-only connection of a SQLite file (db/dataversion.py reads through it too)."""
     found = _READERS.get(filename)
     if found is None:
         uri = Path(filename).absolute().as_uri() + "?mode=ro"
@@ -39,21 +40,25 @@ def _reader(filename: str) -> sqlite3.Connection:
     return found
 
 
+def sqlite_file(client: Any) -> str | None:
+    """The SQLite file `client` reads, when a read may go inline: a file (not `:memory:`), and
+    outside a transaction; else None."""
+    filename = getattr(client, "filename", None)
+    inline = isinstance(filename, str) and filename != ":memory:"
+    return filename if inline and not isinstance(client, TransactionalDBClient) else None
+
+
 async def fetch_rows(sql: str, values: list[Any], *, named: bool = False) -> Sequence[Any]:
     """The rows of `sql` (markers of the current dialect, db.setup.SqlParams), with the driver's
     values: each indexable by column position, and by name too when `named` (sqlite3.Row costs
     about 0.14 us a row more than a tuple; the drivers' own rows always are)."""
     client: Any = connection()
-    filename = getattr(client, "filename", None)
-    if (
-        isinstance(filename, str)
-        and filename != ":memory:"
-        and not isinstance(client, TransactionalDBClient)
-    ):
+    filename = sqlite_file(client)
+    if filename is not None:
         if _LOG.isEnabledFor(logging.DEBUG):  # as the driver's client logs every statement
             _LOG.debug("%s: %s", sql, values)
         try:
-            cursor = _reader(filename).cursor()
+            cursor = reader(filename).cursor()
             if named:
                 cursor.row_factory = sqlite3.Row
             return cursor.execute(sql, values).fetchall()

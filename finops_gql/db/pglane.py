@@ -172,22 +172,6 @@ class LaneClient(AsyncpgDBClient):
         found: list[Any] = await self._translate_exceptions(_fetch, sql, values)  # type: ignore[assignment]
         return found
 
-    async def fetchval(self, sql: str) -> Any:
-        """The first column of the first row of a read without parameters (None without rows)."""
-        if _LOG.isEnabledFor(logging.DEBUG):
-            _LOG.debug("%s", sql)
-        lane = self.lane
-        if lane is not None and lane.idle:
-            conn = lane.idle.pop()
-            try:
-                value = await conn.fetchval(sql)
-            except BaseException as exc:
-                await self._give_back(lane, conn, exc)
-                raise
-            lane.checkin(conn, True)
-            return value
-        return await self._translate_exceptions(_fetchval, sql)
-
     async def _give_back(self, lane: Lane, conn: Any, exc: BaseException) -> None:
         """After a failed statement: the connection back (or dropped), and a server's error
         raised as Tortoise raises it (its own translation, on the same exception)."""
@@ -204,11 +188,6 @@ async def _fetch(client: LaneClient, sql: str, values: Sequence[Any]) -> list[An
     async with client.acquire_connection() as conn:
         rows: list[Any] = await conn.fetch(sql, *values)
         return rows
-
-
-async def _fetchval(client: LaneClient, sql: str) -> Any:
-    async with client.acquire_connection() as conn:
-        return await conn.fetchval(sql)
 
 
 # Tortoise's engine protocol: the module an engine string names provides its client class.

@@ -185,9 +185,8 @@ async def check_database(
 
 
 async def close_db() -> None:
-    from finops_gql.db import dataversion, inline  # they read through connection()
+    from finops_gql.db import inline  # it reads through connection()
 
-    dataversion.close()
     inline.close()
     await Tortoise.close_connections()
 
