@@ -633,8 +633,7 @@ class CostService:
         marks = placeholders(2)
         values: list[object] = [sql_value(start), sql_value(end)]
         teams = None  # the teams whose sums follow (teams(orderBy: COST_30D_*)): all, or ...
-        chosen: list[uuid.UUID] | None = None
-        ids = ""
+        ids = ""  # the chosen components' markers; every component when empty
         if component_ids is not None:
             chosen = list(component_ids)
             if not chosen:
@@ -654,7 +653,7 @@ class CostService:
                 "cost_synced_at = (SELECT MAX(r.synced_at) FROM cost_record r "
                 "WHERE r.component_id = component.id)"
             )
-            if chosen is not None:
+            if ids:
                 sql += f" WHERE id IN ({ids})"
         await connection().execute_query(sql, values)
         await explorer.refresh_team_costs(teams)
